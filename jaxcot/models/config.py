@@ -1,0 +1,296 @@
+"""`ModelConfig`: one dataclass for the four decoder families jaxcot runs.
+
+Families and their real differences:
+- ``llama`` (Llama 3.x, SmolLM2): RMSNorm, RoPE (optional Llama-3 scaling), GQA, SwiGLU.
+- ``qwen2`` (Qwen2 / Qwen2.5): as llama plus q/k/v biases.
+- ``qwen3``: as llama plus per-head RMSNorm on q and k.
+- ``gemma3``: (1 + w) RMSNorm, pre- and post-norms around attention and MLP, embeddings
+  scaled by sqrt(d), GeGLU (tanh GELU), ``query_pre_attn_scalar``, interleaved sliding-window
+  local layers with their own RoPE base, q/k norms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+FAMILIES = ("llama", "qwen2", "qwen3", "gemma3")
+
+# HF `model_type` -> jaxcot family.
+_MODEL_TYPES = {
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "gemma3_text": "gemma3",
+    "gemma3": "gemma3",
+}
+
+FULL = "full_attention"
+SLIDING = "sliding_attention"
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+    """RoPE for one kind of layer. ``kind``: 'default', 'linear' or 'llama3'."""
+
+    theta: float = 10000.0
+    kind: str = "default"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position: int = 8192
+
+    @classmethod
+    def from_hf(cls, params: dict[str, Any] | None, default_theta: float = 10000.0) -> "RopeConfig":
+        if not params:
+            return cls(theta=default_theta)
+        kind = params.get("rope_type", params.get("type", "default")) or "default"
+        theta = float(params.get("rope_theta", default_theta))
+        if kind == "default":
+            return cls(theta=theta)
+        if kind == "linear":
+            return cls(theta=theta, kind="linear", factor=float(params["factor"]))
+        if kind == "llama3":
+            return cls(
+                theta=theta,
+                kind="llama3",
+                factor=float(params["factor"]),
+                low_freq_factor=float(params.get("low_freq_factor", 1.0)),
+                high_freq_factor=float(params.get("high_freq_factor", 4.0)),
+                original_max_position=int(params.get("original_max_position_embeddings", 8192)),
+            )
+        raise ValueError(f"unsupported RoPE type {kind!r} (supported: default, linear, llama3)")
+
+    def to_hf(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rope_type": self.kind, "rope_theta": self.theta}
+        if self.kind == "linear":
+            out["factor"] = self.factor
+        if self.kind == "llama3":
+            out.update(
+                factor=self.factor,
+                low_freq_factor=self.low_freq_factor,
+                high_freq_factor=self.high_freq_factor,
+                original_max_position_embeddings=self.original_max_position,
+            )
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    family: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-5
+    rope: RopeConfig = RopeConfig()
+    # gemma3 local layers: their own RoPE (base 10k); None = same as `rope`.
+    rope_local: RopeConfig | None = None
+    max_position_embeddings: int = 8192
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    qk_norm: bool = False
+    # 'full_attention' / 'sliding_attention' per layer; empty = all full.
+    layer_types: tuple[str, ...] = ()
+    sliding_window: int | None = None
+    query_pre_attn_scalar: float | None = None
+    hidden_act: str = "silu"
+    bos_token_id: int | None = None
+    eos_token_id: int | tuple[int, ...] | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unsupported model family {self.family!r}; supported: {FAMILIES}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+            )
+        if self.layer_types and len(self.layer_types) != self.num_layers:
+            raise ValueError(
+                f"layer_types has {len(self.layer_types)} entries for {self.num_layers} layers"
+            )
+        if any(t not in (FULL, SLIDING) for t in self.layer_types):
+            raise ValueError(f"unknown layer type in {self.layer_types}")
+        if SLIDING in self.layer_types and not self.sliding_window:
+            raise ValueError("sliding_attention layers need sliding_window")
+
+    # -- family traits -------------------------------------------------------------------
+    @property
+    def is_gemma(self) -> bool:
+        return self.family == "gemma3"
+
+    @property
+    def norm_offset(self) -> float:
+        """Gemma's RMSNorm multiplies by (1 + w); the others by w."""
+        return 1.0 if self.is_gemma else 0.0
+
+    @property
+    def embed_scale(self) -> float:
+        return math.sqrt(self.hidden_size) if self.is_gemma else 1.0
+
+    @property
+    def attn_scale(self) -> float:
+        base = self.query_pre_attn_scalar if self.query_pre_attn_scalar else self.head_dim
+        return float(base) ** -0.5
+
+    def layer_type(self, i: int) -> str:
+        return self.layer_types[i] if self.layer_types else FULL
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        if self.eos_token_id is None:
+            return ()
+        if isinstance(self.eos_token_id, int):
+            return (self.eos_token_id,)
+        return tuple(self.eos_token_id)
+
+    def replace(self, **kw) -> "ModelConfig":
+        return dataclasses.replace(self, **kw)
+
+    def num_params(self) -> int:
+        d, f, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        attn = d * q + 2 * d * kv + q * d + (q + 2 * kv if self.attention_bias else 0)
+        norms = (4 if self.is_gemma else 2) * d + (2 * self.head_dim if self.qk_norm else 0)
+        per_layer = attn + 3 * d * f + norms
+        head = 0 if self.tie_word_embeddings else v * d
+        return v * d + self.num_layers * per_layer + d + head
+
+    # -- HF conversion -------------------------------------------------------------------
+    @classmethod
+    def from_hf_config(cls, hf: Any) -> "ModelConfig":
+        """From a transformers `PretrainedConfig` (transformers 5: RoPE in `rope_parameters`)."""
+        model_type = getattr(hf, "model_type", None)
+        if model_type not in _MODEL_TYPES:
+            raise ValueError(
+                f"unsupported architecture model_type={model_type!r}; supported: {sorted(_MODEL_TYPES)}"
+            )
+        if model_type == "gemma3":  # multimodal wrapper: take its text part
+            hf = hf.get_text_config()
+        family = _MODEL_TYPES[model_type]
+        if getattr(hf, "use_sliding_window", False) and family != "gemma3":
+            raise ValueError(f"{model_type}: use_sliding_window=True is not supported")
+        for cap in ("final_logit_softcapping", "attn_logit_softcapping"):
+            if getattr(hf, cap, None):
+                raise ValueError(f"{model_type}: {cap} is not supported")
+        num_heads = hf.num_attention_heads
+        head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // num_heads
+        rope_params = getattr(hf, "rope_parameters", None) or {}
+        theta_fallback = float(getattr(hf, "rope_theta", 10000.0) or 10000.0)
+        rope_local = None
+        if family == "gemma3":
+            if FULL in rope_params or SLIDING in rope_params:
+                rope = RopeConfig.from_hf(rope_params.get(FULL), 1_000_000.0)
+                rope_local = RopeConfig.from_hf(rope_params.get(SLIDING), 10_000.0)
+            else:
+                rope = RopeConfig.from_hf(rope_params or getattr(hf, "rope_scaling", None), theta_fallback)
+                rope_local = RopeConfig(theta=float(getattr(hf, "rope_local_base_freq", 10000.0)))
+        else:
+            if not rope_params:
+                rope_params = dict(getattr(hf, "rope_scaling", None) or {})
+                rope_params.setdefault("rope_theta", theta_fallback)
+            rope = RopeConfig.from_hf(rope_params, theta_fallback)
+        layer_types = tuple(getattr(hf, "layer_types", None) or ())
+        if family != "gemma3":
+            layer_types = ()
+        eos = hf.eos_token_id
+        if isinstance(eos, list):
+            eos = tuple(eos)
+        act = getattr(hf, "hidden_activation", None) or getattr(hf, "hidden_act", "silu")
+        return cls(
+            family=family,
+            vocab_size=hf.vocab_size,
+            hidden_size=hf.hidden_size,
+            intermediate_size=hf.intermediate_size,
+            num_layers=hf.num_hidden_layers,
+            num_heads=num_heads,
+            num_kv_heads=getattr(hf, "num_key_value_heads", None) or num_heads,
+            head_dim=head_dim,
+            rms_norm_eps=float(hf.rms_norm_eps),
+            rope=rope,
+            rope_local=rope_local,
+            max_position_embeddings=int(getattr(hf, "max_position_embeddings", 8192)),
+            tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
+            attention_bias=family == "qwen2" or bool(getattr(hf, "attention_bias", False)),
+            qk_norm=family in ("qwen3", "gemma3"),
+            layer_types=layer_types,
+            sliding_window=getattr(hf, "sliding_window", None) if SLIDING in layer_types else None,
+            query_pre_attn_scalar=getattr(hf, "query_pre_attn_scalar", None) if family == "gemma3" else None,
+            hidden_act=act,
+            bos_token_id=hf.bos_token_id,
+            eos_token_id=eos,
+            pad_token_id=getattr(hf, "pad_token_id", None),
+        )
+
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike) -> "ModelConfig":
+        """Read `config.json` of a HF folder through transformers' AutoConfig."""
+        from transformers import AutoConfig
+
+        path = os.fspath(path)
+        if not os.path.exists(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"{path}: no config.json")
+        return cls.from_hf_config(AutoConfig.from_pretrained(path))
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """A transformers `config.json` dict for this model (used by export)."""
+        common = dict(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            rms_norm_eps=self.rms_norm_eps,
+            max_position_embeddings=self.max_position_embeddings,
+            tie_word_embeddings=self.tie_word_embeddings,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+        )
+        if self.family == "gemma3":
+            local = self.rope_local or RopeConfig(theta=10000.0)
+            return dict(
+                common,
+                model_type="gemma3_text",
+                architectures=["Gemma3ForCausalLM"],
+                hidden_activation=self.hidden_act,
+                query_pre_attn_scalar=self.query_pre_attn_scalar,
+                sliding_window=self.sliding_window or 4096,
+                layer_types=list(self.layer_types) or [FULL] * self.num_layers,
+                rope_parameters={FULL: self.rope.to_hf(), SLIDING: local.to_hf()},
+                attention_bias=self.attention_bias,
+            )
+        arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+        out = dict(
+            common,
+            model_type=self.family,
+            architectures=[arch[self.family]],
+            hidden_act=self.hidden_act,
+            rope_parameters=self.rope.to_hf(),
+        )
+        if self.family in ("llama", "qwen3"):
+            out["attention_bias"] = self.attention_bias
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        d["rope"] = RopeConfig(**d["rope"])
+        if d.get("rope_local"):
+            d["rope_local"] = RopeConfig(**d["rope_local"])
+        d["layer_types"] = tuple(d.get("layer_types") or ())
+        if isinstance(d.get("eos_token_id"), list):
+            d["eos_token_id"] = tuple(d["eos_token_id"])
+        return cls(**d)

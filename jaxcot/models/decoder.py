@@ -1,0 +1,303 @@
+"""One NNX decoder for llama / qwen2 / qwen3 / gemma3, with a KV cache and residual taps.
+
+Shapes: B batch, T new tokens, S cache slots, D hidden, H query heads, K kv heads, Dh head dim.
+
+Sequences are addressed by *slot* (index along T, or along S in the cache) and *position*
+(the RoPE position, per row). Padding is a `mask` of valid slots, so left- and right-padded
+batches both work: a query attends to valid keys in earlier-or-equal slots, and local
+(sliding) layers additionally need ``q_pos - k_pos < window``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcot.models.config import SLIDING, ModelConfig
+from jaxcot.models.layers import Linear, RMSNorm, activation, apply_rope, rope_inv_freq
+
+Array = jax.Array
+_NEG = -1e30
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Per-layer keys/values [B, S, K, Dh], slot positions [B, S], slot validity [B, S], and
+    ``end`` (int32 scalar): the next slot to write. A pytree: donate it, shard it."""
+
+    k: tuple[Array, ...]
+    v: tuple[Array, ...]
+    pos: Array
+    valid: Array
+    end: Array
+
+    @classmethod
+    def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> "KVCache":
+        shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+        return cls(
+            k=zeros,
+            v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
+            pos=jnp.zeros((batch, max_len), jnp.int32),
+            valid=jnp.zeros((batch, max_len), bool),
+            end=jnp.zeros((), jnp.int32),
+        )
+
+    @property
+    def max_len(self) -> int:
+        return self.pos.shape[1]
+
+
+@flax.struct.dataclass
+class DecoderOutput:
+    """logits [B, T, V] float32 (or [B, 1, V] with `logits_at`); hidden: h^0..h^L, each [B, T, D]
+    (h^0 the scaled embedding, h^L the last block's output before the final norm), or None."""
+
+    logits: Array
+    hidden: tuple[Array, ...] | None = None
+    cache: KVCache | None = None
+
+
+def attention_bias(
+    q_slot: Array, q_pos: Array, k_slot: Array, k_pos: Array, k_valid: Array, window: int | None
+) -> Array:
+    """Additive mask [B, 1, Tq, Tk] (0 or -1e30) from slots [Tq]/[Tk], positions [B, Tq]/[B, Tk]."""
+    ok = (k_slot[None, None, :] <= q_slot[None, :, None]) & k_valid[:, None, :]
+    if window is not None:
+        ok = ok & (q_pos[:, :, None] - k_pos[:, None, :] < window)
+    return jnp.where(ok, 0.0, _NEG)[:, None, :, :].astype(jnp.float32)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, layer: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+        d, h, k, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        lin = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = Linear(d, h * dh, use_bias=cfg.attention_bias, **lin)
+        self.k_proj = Linear(d, k * dh, use_bias=cfg.attention_bias, **lin)
+        self.v_proj = Linear(d, k * dh, use_bias=cfg.attention_bias, **lin)
+        self.o_proj = Linear(h * dh, d, use_bias=False, **lin)
+        if cfg.qk_norm:
+            norm = dict(eps=cfg.rms_norm_eps, offset=cfg.norm_offset, param_dtype=param_dtype)
+            self.q_norm = RMSNorm(dh, **norm)
+            self.k_norm = RMSNorm(dh, **norm)
+        else:
+            self.q_norm = self.k_norm = None
+        local = cfg.layer_type(layer) == SLIDING
+        self.window = cfg.sliding_window if local else None
+        rope = cfg.rope_local if (local and cfg.rope_local is not None) else cfg.rope
+        self.rope = rope  # static config; frequencies are computed at trace time
+        self.num_heads, self.num_kv_heads, self.head_dim = h, k, dh
+        self.scale = cfg.attn_scale
+        self.dtype = dtype
+
+    def __call__(
+        self,
+        x: Array,
+        positions: Array,
+        q_slot: Array,
+        k_slot: Array,
+        k_pos: Array,
+        k_valid: Array,
+        kv: tuple[Array, Array] | None,
+        write_at: Array | None,
+    ) -> tuple[Array, tuple[Array, Array] | None]:
+        """x [B,T,D]; with `kv` (cache [B,S,K,Dh] x2) the new keys go to slots write_at.. ."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        inv_freq = rope_inv_freq(self.rope, self.head_dim)
+        q = apply_rope(q, positions, inv_freq)
+        k = apply_rope(k, positions, inv_freq)
+        new_kv = None
+        if kv is not None:
+            ck, cv = kv
+            start = (0, write_at, 0, 0)
+            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), start)
+            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
+            new_kv = (ck, cv)
+            k, v = ck, cv
+        g = self.num_heads // self.num_kv_heads
+        qg = q.reshape(b, t, self.num_kv_heads, g, self.head_dim)
+        scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(q.dtype), preferred_element_type=jnp.float32)
+        scores = scores * self.scale
+        bias = attention_bias(q_slot, positions, k_slot, k_pos, k_valid, self.window)  # [B,1,T,S]
+        scores = scores + bias[:, :, None]
+        probs = jax.nn.softmax(scores, axis=-1)
+        # Rows with no valid key (padding queries) get uniform junk; zero them to keep them finite.
+        probs = jnp.where(bias[:, :, None].max(-1, keepdims=True) > _NEG / 2, probs, 0.0)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(self.dtype), v.astype(self.dtype))
+        out = out.reshape(b, t, self.num_heads * self.head_dim)
+        return self.o_proj(out), new_kv
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        lin = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.gate_proj = Linear(d, f, **lin)
+        self.up_proj = Linear(d, f, **lin)
+        self.down_proj = Linear(f, d, **lin)
+        self.act = activation(cfg.hidden_act)
+
+    def __call__(self, x: Array) -> Array:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+    """Pre-norm block; Gemma adds post-norms after attention and after the MLP."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+        norm = dict(eps=cfg.rms_norm_eps, offset=cfg.norm_offset, param_dtype=param_dtype)
+        d = cfg.hidden_size
+        self.input_layernorm = RMSNorm(d, **norm)
+        self.self_attn = Attention(cfg, layer, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.mlp = MLP(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        if cfg.is_gemma:
+            self.post_attention_layernorm = RMSNorm(d, **norm)
+            self.pre_feedforward_layernorm = RMSNorm(d, **norm)
+            self.post_feedforward_layernorm = RMSNorm(d, **norm)
+        else:
+            self.post_attention_layernorm = RMSNorm(d, **norm)  # HF's name for the pre-MLP norm
+            self.pre_feedforward_layernorm = self.post_feedforward_layernorm = None
+        self.gemma = cfg.is_gemma
+
+    def __call__(self, x, positions, q_slot, k_slot, k_pos, k_valid, kv, write_at):
+        attn, new_kv = self.self_attn(
+            self.input_layernorm(x), positions, q_slot, k_slot, k_pos, k_valid, kv, write_at
+        )
+        if self.gemma:
+            x = x + self.post_attention_layernorm(attn)
+            x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        else:
+            x = x + attn
+            x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, new_kv
+
+
+class Decoder(nnx.Module):
+    """Causal LM. Parameter names follow HF's (``layers[i].self_attn.q_proj.kernel`` ...)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+        self.config = cfg
+        self.dtype = dtype
+        self.embed_tokens = nnx.Param(
+            (jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.hidden_size)) * 0.02).astype(param_dtype)
+        )
+        self.layers = nnx.List(
+            [Block(cfg, i, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for i in range(cfg.num_layers)]
+        )
+        self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, offset=cfg.norm_offset, param_dtype=param_dtype)
+        self.lm_head = (
+            None
+            if cfg.tie_word_embeddings
+            else Linear(cfg.hidden_size, cfg.vocab_size, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        )
+
+    def embed(self, tokens: Array) -> Array:
+        """tokens [B, T] int -> h^0 [B, T, D] in the compute dtype (Gemma scales by sqrt(D))."""
+        h = jnp.take(self.embed_tokens[...], tokens, axis=0).astype(self.dtype)
+        if self.config.embed_scale != 1.0:
+            h = h * jnp.asarray(self.config.embed_scale, self.dtype)
+        return h
+
+    def unembed(self, h: Array) -> Array:
+        """Final-normed hidden [..., D] -> float32 logits [..., V]."""
+        if self.lm_head is None:
+            w = self.embed_tokens[...].astype(self.dtype)
+            return jnp.einsum("...d,vd->...v", h.astype(self.dtype), w, preferred_element_type=jnp.float32)
+        return self.lm_head(h).astype(jnp.float32)
+
+    def __call__(
+        self,
+        tokens: Array,
+        positions: Array | None = None,
+        mask: Array | None = None,
+        *,
+        cache: KVCache | None = None,
+        perturb: Mapping[int, Array] | None = None,
+        return_hidden: bool = False,
+        logits_at: Array | None = None,
+    ) -> DecoderOutput:
+        """Forward pass.
+
+        tokens [B, T] int32; positions [B, T] (default: valid-token count before each slot);
+        mask [B, T] bool, True for real tokens (default: all True).
+        cache: a `KVCache`; the T tokens are written at slots cache.end .. cache.end+T-1 and
+          attend to everything valid before them; the updated cache is returned.
+        perturb: {l: [B, T, D]} added to h^l (l = 0 the embedding output, l = i + 1 after
+          block i). `jax.grad` with respect to these is the goal-gradient.
+        logits_at: [B] int, a slot per row: only those logits are computed ([B, 1, V]).
+        """
+        b, t = tokens.shape
+        if mask is None:
+            mask = jnp.ones((b, t), bool)
+        mask = mask.astype(bool)
+        if positions is None:
+            offset = 0 if cache is None else _next_positions(cache)
+            positions = offset + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+            positions = jnp.maximum(positions, 0)
+        positions = positions.astype(jnp.int32)
+        perturb = dict(perturb or {})
+        bad = [l for l in perturb if not 0 <= l <= self.config.num_layers]
+        if bad:
+            raise ValueError(f"perturb layers {bad} out of range 0..{self.config.num_layers}")
+
+        if cache is None:
+            q_slot = k_slot = jnp.arange(t, dtype=jnp.int32)
+            k_pos, k_valid, write_at = positions, mask, None
+            new_pos = new_valid = None
+        else:
+            write_at = cache.end
+            q_slot = write_at + jnp.arange(t, dtype=jnp.int32)
+            k_slot = jnp.arange(cache.max_len, dtype=jnp.int32)
+            new_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, write_at))
+            new_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, write_at))
+            k_pos, k_valid = new_pos, new_valid
+
+        h = self.embed(tokens)
+        if 0 in perturb:
+            h = h + perturb[0].astype(h.dtype)
+        hidden = [h] if return_hidden else None
+        new_k, new_v = [], []
+        for i, block in enumerate(self.layers):
+            kv = None if cache is None else (cache.k[i], cache.v[i])
+            h, nkv = block(h, positions, q_slot, k_slot, k_pos, k_valid, kv, write_at)
+            if nkv is not None:
+                new_k.append(nkv[0])
+                new_v.append(nkv[1])
+            if i + 1 in perturb:
+                h = h + perturb[i + 1].astype(h.dtype)
+            if return_hidden:
+                hidden.append(h)
+        if logits_at is not None:
+            h = jnp.take_along_axis(h, logits_at.astype(jnp.int32)[:, None, None], axis=1)
+        logits = self.unembed(self.norm(h))
+        out_cache = None
+        if cache is not None:
+            out_cache = KVCache(k=tuple(new_k), v=tuple(new_v), pos=new_pos, valid=new_valid, end=cache.end + t)
+        return DecoderOutput(logits=logits, hidden=tuple(hidden) if return_hidden else None, cache=out_cache)
+
+
+def _next_positions(cache: KVCache) -> Array:
+    """[B, 1]: the number of valid tokens each row already holds in the cache."""
+    return jnp.sum(cache.valid, axis=1, dtype=jnp.int32)[:, None]
+
+
+def init_model(cfg: ModelConfig, seed: int = 0, *, dtype=jnp.float32, param_dtype=jnp.float32) -> Decoder:
+    """A randomly initialised model (N(0, 0.02) weights, unit norms)."""
+    return Decoder(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype)
+
+
+def abstract_model(cfg: ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32) -> Decoder:
+    """The model with shapes only (no memory), for loaders to fill."""
+    return nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
+
+
+__all__ = ["Decoder", "DecoderOutput", "KVCache", "attention_bias", "init_model", "abstract_model"]

@@ -1,0 +1,210 @@
+"""Weight mapping between the NNX decoder and HF checkpoints (safetensors), and HF export.
+
+Our parameter paths mirror HF's names, so the mapping is mechanical:
+``layers/3/self_attn/q_proj/kernel`` <-> ``model.layers.3.self_attn.q_proj.weight`` (transposed:
+our kernels are [in, out], HF's [out, in]). Loading is all-or-nothing: a missing, unexpected or
+misshapen tensor is an error that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from jaxcot.models.config import ModelConfig
+from jaxcot.models.decoder import Decoder, abstract_model
+from jaxcot.sharding import PARAM_RULES, make_mesh, param_spec, path_str
+
+# Prefixes under which multimodal or wrapped checkpoints keep the language model.
+_PREFIXES = ("model.language_model.", "language_model.model.", "model.")
+# Tensors HF folders may carry that have no place in our model.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def hf_name(path: str) -> tuple[str, bool]:
+    """Our '/'-path -> (HF tensor name, transpose?)."""
+    parts = path.split("/")
+    if parts[0] == "lm_head":
+        return "lm_head.weight", True
+    leaf = parts[-1]
+    name = "model." + ".".join(parts[:-1] + (["weight"] if leaf in ("kernel", "embed_tokens", "weight") else [leaf]))
+    if parts == ["embed_tokens"]:
+        name = "model.embed_tokens.weight"
+    return name, leaf == "kernel"
+
+
+def param_paths(model: Decoder) -> dict[str, tuple[int, ...]]:
+    """Our parameter paths (base weights only, no LoRA) -> shapes."""
+    _, state = nnx.split(model, nnx.Param)
+    return {path_str(p): tuple(v.shape) for p, v in jax.tree_util.tree_leaves_with_path(state)}
+
+
+def _canonical(name: str) -> str:
+    if name == "lm_head.weight":
+        return name
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            return "model." + name[len(prefix):]
+    return name
+
+
+def build_model(
+    cfg: ModelConfig,
+    get_tensor: Callable[[str], np.ndarray],
+    available: Iterable[str],
+    *,
+    source: str,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    mesh: Mesh | None = None,
+    rules=PARAM_RULES,
+    ignore: Callable[[str], bool] = lambda n: False,
+) -> Decoder:
+    """Fill an abstract model from named HF-layout tensors, each placed by the sharding rules.
+
+    get_tensor(canonical_name) -> array in HF layout; `available`: canonical names present.
+    """
+    mesh = mesh or make_mesh(devices=jax.devices()[:1])
+    model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    available = set(available)
+    used: set[str] = set()
+
+    def load(path, leaf):
+        p = path_str(path)
+        name, transpose = hf_name(p)
+        if name not in available:
+            raise KeyError(f"{source}: missing tensor {name!r} (for parameter {p}, shape {tuple(leaf.shape)})")
+        arr = np.asarray(get_tensor(name))
+        if transpose:
+            arr = arr.T
+        if tuple(arr.shape) != tuple(leaf.shape):
+            raise ValueError(
+                f"{source}: tensor {name!r} has shape {tuple(arr.shape)}{' (transposed)' if transpose else ''}, "
+                f"expected {tuple(leaf.shape)} for {p}"
+            )
+        if not np.all(np.isfinite(arr.astype(np.float32))):
+            raise ValueError(f"{source}: tensor {name!r} holds NaN or inf")
+        used.add(name)
+        sharding = jax.sharding.NamedSharding(mesh, param_spec(p, tuple(leaf.shape), mesh, rules))
+        return jax.device_put(jnp.asarray(arr, dtype=param_dtype), sharding)
+
+    params = jax.tree_util.tree_map_with_path(load, params)
+    unexpected = sorted(
+        n for n in available - used
+        if not n.endswith(_IGNORED_SUFFIXES) and not ignore(n)
+        and not (cfg.tie_word_embeddings and n == "lm_head.weight")
+    )
+    if unexpected:
+        raise ValueError(f"{source}: unexpected tensors not used by the {cfg.family} model: {unexpected[:10]}")
+    return nnx.merge(graphdef, params, rest)
+
+
+# -- safetensors folders -------------------------------------------------------------------------
+
+
+def _safetensor_files(path: str) -> list[str]:
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        files = sorted(set(weight_map.values()))
+        missing = [f for f in files if not os.path.exists(os.path.join(path, f))]
+        if missing:
+            raise FileNotFoundError(f"{index}: shard files missing: {missing}")
+        return [os.path.join(path, f) for f in files]
+    single = os.path.join(path, "model.safetensors")
+    if os.path.exists(single):
+        return [single]
+    raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+
+
+def load_hf(
+    path: str | os.PathLike,
+    *,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    mesh: Mesh | None = None,
+    rules=PARAM_RULES,
+) -> Decoder:
+    """Load a HF folder (config.json + safetensors, single or sharded) into a `Decoder`."""
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    cfg = ModelConfig.from_hf(path)
+    handles, where = [], {}
+    for file in _safetensor_files(path):
+        h = safe_open(file, framework="flax")
+        handles.append(h)
+        for name in h.keys():
+            where[_canonical(name)] = (h, name, file)
+
+    def get(name):
+        h, raw, _ = where[name]
+        return np.asarray(h.get_tensor(raw).astype(jnp.float32))
+
+    vision = lambda n: any(k in n for k in ("vision_tower", "multi_modal_projector", "vision_model"))  # noqa: E731
+    return build_model(
+        cfg, get, where.keys(), source=path, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, ignore=vision
+    )
+
+
+def hf_state_dict(model: Decoder, dtype=jnp.float32) -> dict[str, jax.Array]:
+    """HF-named tensors of the model, LoRA merged into its kernels."""
+    from jaxcot.models.layers import Linear
+
+    out: dict[str, jax.Array] = {}
+    merged = {}
+    for path, module in nnx.iter_graph(model):
+        if isinstance(module, Linear):
+            merged["/".join(map(str, path)) + "/kernel"] = module.merged_kernel()
+    for p in param_paths(model):
+        name, transpose = hf_name(p)
+        if p in merged:
+            arr = merged[p]
+        else:
+            arr = _get_path(model, p)
+        arr = jnp.asarray(arr).astype(jnp.float32)
+        out[name] = (arr.T if transpose else arr).astype(dtype)
+    return out
+
+
+def _get_path(model, path: str):
+    obj = model
+    for part in path.split("/"):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj[...]
+
+
+def save_hf(model: Decoder, path: str | os.PathLike, *, tokenizer=None, dtype=jnp.float32) -> str:
+    """Export to a HF folder (model.safetensors + config.json [+ tokenizer]) that transformers loads.
+
+    Written to a temporary folder and renamed into place, so a crash leaves no half folder.
+    """
+    from safetensors.flax import save_file
+
+    path = os.fspath(path)
+    tmp = path.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    tensors = {k: jnp.asarray(jax.device_get(v)) for k, v in hf_state_dict(model, dtype).items()}
+    save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+    hf_cfg = model.config.to_hf_dict()
+    hf_cfg["dtype"] = {jnp.float32: "float32", jnp.bfloat16: "bfloat16"}.get(dtype, "float32")
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(hf_cfg, f, indent=2)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
