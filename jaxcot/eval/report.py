@@ -1,0 +1,121 @@
+"""The report: a markdown table per benchmark, the accuracy-vs-tokens plot, and JSON of every number.
+
+A row is one method on one benchmark (see `MethodResult`); the importance table compares
+importance sources against the testbed's ground-truth roles (ROC-AUC).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+from jaxcot.io import atomic_open, atomic_write_json, atomic_write_text
+
+
+@dataclasses.dataclass
+class MethodResult:
+    """One method on one benchmark. Latency in seconds per sample at batch 1; throughput in
+    generated tokens per second at the large batch; speedup = baseline latency / this latency."""
+
+    method: str
+    benchmark: str
+    n: int
+    accuracy: float
+    mean_cot_tokens: float
+    act_ratio: float
+    latency_s: float
+    throughput_tok_s: float
+    speedup: float
+    train_examples: int | None = None
+    retained: float | None = None  # mean retained share of chain tokens in its training set
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def markdown_table(rows: Sequence[MethodResult]) -> str:
+    head = (
+        "| method | n | accuracy | CoT tokens | ActRatio | latency (s, b=1) | throughput (tok/s) | speedup | train retained |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
+    body = "".join(
+        f"| {r.method} | {r.n} | {100 * r.accuracy:.1f}% | {r.mean_cot_tokens:.1f} | {r.act_ratio:.2f} | "
+        f"{r.latency_s:.4f} | {r.throughput_tok_s:.0f} | {r.speedup:.2f}x | {_fmt(r.retained, '.2f')} |\n"
+        for r in rows
+    )
+    return head + body
+
+
+def importance_table(auc: dict[str, dict[str, float]]) -> str:
+    """auc: {source: {"auc": .., "n_tokens": ..}} -> markdown."""
+    head = "| importance source | ROC-AUC vs essential roles | tokens |\n|---|---|---|\n"
+    body = "".join(
+        f"| {name} | {v['auc']:.3f} | {int(v.get('n_tokens', 0))} |\n"
+        for name, v in sorted(auc.items(), key=lambda kv: -kv[1]["auc"])
+    )
+    return head + body
+
+
+def plot_accuracy_vs_tokens(rows: Sequence[MethodResult], path: str | os.PathLike, title: str = "") -> None:
+    """One point per method: mean CoT tokens (x) against accuracy (y), the paper's figure 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    for r in rows:
+        ax.scatter(r.mean_cot_tokens, 100 * r.accuracy, s=60)
+        ax.annotate(r.method, (r.mean_cot_tokens, 100 * r.accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("mean CoT tokens")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "accuracy vs chain length")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    rows: Sequence[MethodResult],
+    *,
+    title: str,
+    importance_auc: dict[str, dict[str, float]] | None = None,
+    timings: dict[str, float] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """Write report.md, results.json and one accuracy_vs_tokens_<benchmark>.png per benchmark."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    lines = [f"# {title}", ""]
+    benchmarks = list(dict.fromkeys(r.benchmark for r in rows))
+    for bench in benchmarks:
+        sub = [r for r in rows if r.benchmark == bench]
+        png = f"accuracy_vs_tokens_{bench}.png"
+        plot_accuracy_vs_tokens(sub, os.path.join(out_dir, png), title=f"{title}: {bench}")
+        lines += [f"## {bench}", "", markdown_table(sub), f"![accuracy vs tokens]({png})", ""]
+    if importance_auc:
+        lines += ["## Importance against ground-truth roles", "", importance_table(importance_auc), ""]
+    if timings:
+        lines += ["## Stage timings", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+        lines.append("")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    text = "\n".join(lines)
+    atomic_write_text(os.path.join(out_dir, "report.md"), text)
+    atomic_write_json(
+        os.path.join(out_dir, "results.json"),
+        {
+            "title": title,
+            "rows": [dataclasses.asdict(r) for r in rows],
+            "importance_auc": importance_auc or {},
+            "timings_s": timings or {},
+            "notes": list(notes),
+        },
+    )
+    return text
