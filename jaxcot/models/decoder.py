@@ -63,10 +63,16 @@ class DecoderOutput:
 
 
 def attention_bias(
-    q_slot: Array, q_pos: Array, k_slot: Array, k_pos: Array, k_valid: Array, window: int | None
+    q_slot: Array, q_pos: Array, k_slot: Array, k_pos: Array, k_valid: Array, window: int | None,
+    segments: Array | None = None,
 ) -> Array:
-    """Additive mask [B, 1, Tq, Tk] (0 or -1e30) from slots [Tq]/[Tk], positions [B, Tq]/[B, Tk]."""
+    """Additive mask [B, 1, Tq, Tk] (0 or -1e30) from slots [Tq]/[Tk], positions [B, Tq]/[B, Tk].
+
+    segments [B, T] (no cache, Tq = Tk): packed rows; a query sees only keys of its own segment.
+    """
     ok = (k_slot[None, None, :] <= q_slot[None, :, None]) & k_valid[:, None, :]
+    if segments is not None:
+        ok = ok & (segments[:, :, None] == segments[:, None, :])
     if window is not None:
         ok = ok & (q_pos[:, :, None] - k_pos[:, None, :] < window)
     return jnp.where(ok, 0.0, _NEG)[:, None, :, :].astype(jnp.float32)
@@ -104,6 +110,7 @@ class Attention(nnx.Module):
         k_valid: Array,
         kv: tuple[Array, Array] | None,
         write_at: Array | None,
+        segments: Array | None = None,
     ) -> tuple[Array, tuple[Array, Array] | None]:
         """x [B,T,D]; with `kv` (cache [B,S,K,Dh] x2) the new keys go to slots write_at.. ."""
         b, t, _ = x.shape
@@ -127,7 +134,7 @@ class Attention(nnx.Module):
         qg = q.reshape(b, t, self.num_kv_heads, g, self.head_dim)
         scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(q.dtype), preferred_element_type=jnp.float32)
         scores = scores * self.scale
-        bias = attention_bias(q_slot, positions, k_slot, k_pos, k_valid, self.window)  # [B,1,T,S]
+        bias = attention_bias(q_slot, positions, k_slot, k_pos, k_valid, self.window, segments)  # [B,1,T,S]
         scores = scores + bias[:, :, None]
         probs = jax.nn.softmax(scores, axis=-1)
         # Rows with no valid key (padding queries) get uniform junk; zero them to keep them finite.
@@ -168,9 +175,9 @@ class Block(nnx.Module):
             self.pre_feedforward_layernorm = self.post_feedforward_layernorm = None
         self.gemma = cfg.is_gemma
 
-    def __call__(self, x, positions, q_slot, k_slot, k_pos, k_valid, kv, write_at):
+    def __call__(self, x, positions, q_slot, k_slot, k_pos, k_valid, kv, write_at, segments=None):
         attn, new_kv = self.self_attn(
-            self.input_layernorm(x), positions, q_slot, k_slot, k_pos, k_valid, kv, write_at
+            self.input_layernorm(x), positions, q_slot, k_slot, k_pos, k_valid, kv, write_at, segments
         )
         if self.gemma:
             x = x + self.post_attention_layernorm(attn)
@@ -224,6 +231,7 @@ class Decoder(nnx.Module):
         perturb: Mapping[int, Array] | None = None,
         return_hidden: bool = False,
         logits_at: Array | None = None,
+        segments: Array | None = None,
     ) -> DecoderOutput:
         """Forward pass.
 
@@ -234,6 +242,8 @@ class Decoder(nnx.Module):
         perturb: {l: [B, T, D]} added to h^l (l = 0 the embedding output, l = i + 1 after
           block i). `jax.grad` with respect to these is the goal-gradient.
         logits_at: [B] int, a slot per row: only those logits are computed ([B, 1, V]).
+        segments: [B, T] int, packed training rows (no cache): tokens attend only within their
+          segment; pass per-segment `positions` too.
         """
         b, t = tokens.shape
         if mask is None:
@@ -249,6 +259,8 @@ class Decoder(nnx.Module):
         if bad:
             raise ValueError(f"perturb layers {bad} out of range 0..{self.config.num_layers}")
 
+        if segments is not None and cache is not None:
+            raise ValueError("segments (packed rows) cannot be combined with a KV cache")
         if cache is None:
             q_slot = k_slot = jnp.arange(t, dtype=jnp.int32)
             k_pos, k_valid, write_at = positions, mask, None
@@ -268,7 +280,7 @@ class Decoder(nnx.Module):
         new_k, new_v = [], []
         for i, block in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
-            h, nkv = block(h, positions, q_slot, k_slot, k_pos, k_valid, kv, write_at)
+            h, nkv = block(h, positions, q_slot, k_slot, k_pos, k_valid, kv, write_at, segments)
             if nkv is not None:
                 new_k.append(nkv[0])
                 new_v.append(nkv[1])
