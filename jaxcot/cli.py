@@ -11,6 +11,7 @@ import sys
 
 # subcommand -> module that registers it. Keep one line per command.
 COMMANDS = {
+    "generate": "jaxcot.generate.cli",
 }
 
 

@@ -1,0 +1,188 @@
+"""The Python API: a `Generator` turns prompts (text or token ids) into `Completion`s.
+
+    from jaxcot.models import load_model, load_tokenizer
+    from jaxcot.generate import Generator
+    gen = Generator(load_model(path), load_tokenizer(path))
+    [c.text for c in gen.generate(["What is the capital of France?"], max_new_tokens=64)]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxcot.generate.format import PromptConfig, prompt_ids
+from jaxcot.generate.sampler import EOS, FINISH_REASONS, DecodeSpec, Sampler
+from jaxcot.generate.sampling import SamplingConfig
+from jaxcot.generate.stop import StopPatterns, stop_patterns, trim_at_stop
+from jaxcot.models.decoder import Decoder
+
+
+@dataclasses.dataclass
+class Completion:
+    """One generated continuation. token_ids / logprobs / entropy have one entry per generated
+    token, the EOS or stop-completing token included; `text` excludes EOS and the stop string.
+    logprobs: log p(token | prefix) under the model (temperature 1, unfiltered); entropy: the
+    predictive entropy over the full vocabulary in nats. finish_reason: 'eos', 'stop' or 'length'."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    entropy: list[float]
+    finish_reason: str
+    prompt_ids: list[int]
+
+
+def default_eos_ids(model: Decoder, tokenizer) -> tuple[int, ...]:
+    """The model config's EOS ids plus the tokenizer's eos token (the chat end-of-turn token)."""
+    ids = list(model.config.eos_ids)
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return tuple(dict.fromkeys(ids))
+
+
+class Generator:
+    """Batched generation for a model and its tokenizer.
+
+    mesh: batch rows are sharded over its (data, fsdp) axes; eos_ids: token ids that end a row
+    (default `default_eos_ids`); cache_dtype: KV cache dtype (default the model's compute dtype);
+    min_bucket: the smallest padded prompt length (prompt lengths are padded to powers of two).
+    """
+
+    def __init__(
+        self,
+        model: Decoder,
+        tokenizer=None,
+        *,
+        mesh: Mesh | None = None,
+        eos_ids: Sequence[int] | None = None,
+        cache_dtype=None,
+        min_bucket: int = 16,
+    ):
+        self.tokenizer = tokenizer
+        self.sampler = Sampler(model, mesh=mesh, cache_dtype=cache_dtype, min_bucket=min_bucket)
+        self.eos_ids = tuple(int(i) for i in (eos_ids if eos_ids is not None else default_eos_ids(model, tokenizer)))
+        pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
+        self.pad_id = int(pad if pad is not None else (model.config.pad_token_id or 0))
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.sampler.compile_seconds
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        if self.tokenizer is None:
+            return ""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def generate_ids(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int = 256,
+        sampling: SamplingConfig = SamplingConfig(),
+        stop: Sequence[str] = (),
+        seed: int = 0,
+        row_seeds: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        on_batch: Callable[[list[int], list[Completion]], None] | None = None,
+    ) -> list[Completion]:
+        """Generate for token-id prompts, in batches of `batch_size` (default: all at once).
+
+        Prompts are grouped by length (less padding); results come back in input order and do not
+        depend on the grouping: row i samples from its own stream, `row_seeds[i]` (default i).
+        `on_batch(indices, completions)` is called after each batch (progress, streaming output).
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        stop = tuple(stop)
+        if stop and self.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer")
+        spec = DecodeSpec(
+            max_new_tokens=int(max_new_tokens),
+            sampling=sampling,
+            eos_ids=self.eos_ids,
+            stop=stop_patterns(self.tokenizer, stop) if stop else StopPatterns(),
+            pad_id=self.pad_id,
+        )
+        seeds = np.arange(len(prompts)) if row_seeds is None else np.asarray(row_seeds)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        bs = batch_size or max(len(prompts), 1)
+        results: list[Completion | None] = [None] * len(prompts)
+        for lo in range(0, len(order), bs):
+            idx = order[lo:lo + bs]
+            out = self.sampler.run_batch([prompts[i] for i in idx], spec, seed=seed, row_seeds=seeds[idx],
+                                         batch_size=bs)
+            done = []
+            for r, i in enumerate(idx):
+                results[i] = self._completion(prompts[i], out, r, stop)
+                done.append(results[i])
+            if on_batch is not None:
+                on_batch(idx, done)
+        return results  # type: ignore[return-value]
+
+    def _completion(self, prompt, out, r: int, stop: tuple[str, ...]) -> Completion:
+        n = int(out.lengths[r])
+        reason = FINISH_REASONS[int(out.reason[r])]
+        ids = out.tokens[r, :n].tolist()
+        text_ids = ids[:-1] if out.reason[r] == EOS else ids
+        text = self._decode(text_ids)
+        trimmed = trim_at_stop(text_ids, self._decode, stop) if stop else None
+        if trimmed is not None:  # exact cut (the compiled check may have missed a tokenization)
+            n, text = trimmed
+            ids, reason = ids[:n], "stop"
+        return Completion(
+            text=text,
+            token_ids=ids,
+            logprobs=out.logprobs[r, :n].tolist(),
+            entropy=out.entropy[r, :n].tolist(),
+            finish_reason=reason,
+            prompt_ids=list(prompt),
+        )
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        prompt: PromptConfig = PromptConfig(template="{question}"),
+        progress: bool = False,
+        **kw,
+    ) -> list[Completion]:
+        """Generate for text prompts, each formatted by `prompt` (default: the text as the user turn
+        of the chat template). Other keywords as in `generate_ids`."""
+        if self.tokenizer is None:
+            raise ValueError("text prompts need a tokenizer")
+        ids = [prompt_ids(self.tokenizer, p, prompt) for p in prompts]
+        if not progress:
+            return self.generate_ids(ids, **kw)
+        bar = ProgressBar(len(ids))
+        try:
+            return self.generate_ids(ids, on_batch=lambda idx, done: bar.update(done), **kw)
+        finally:
+            bar.close()
+
+
+class ProgressBar:
+    """tqdm over records with generated tokens/s in the postfix."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "generate"):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="rec", dynamic_ncols=True)
+        self.start = time.perf_counter()
+        self.tokens = 0
+
+    def update(self, completions: Sequence[Completion]) -> None:
+        self.tokens += sum(len(c.token_ids) for c in completions)
+        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{rate:.1f} tok/s")
+        self.bar.update(len(completions))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+__all__ = ["Completion", "Generator", "ProgressBar", "default_eos_ids"]

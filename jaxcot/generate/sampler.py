@@ -1,0 +1,266 @@
+"""The compiled sampler: one jitted prefill, then a `jax.lax.while_loop` over decode steps.
+
+Shapes: B rows (padded to a multiple of the mesh's batch axes), T prompt slots (the longest prompt
+rounded up to a power of two: a dataset compiles a handful of programs), N = max_new_tokens,
+S = T + N cache slots, V vocabulary, W stop-pattern width.
+
+Prompts are left-padded, so every row's last prompt token sits in slot T - 1 and all rows decode
+in lockstep into slots T, T+1, ...; the decoder derives each row's RoPE positions from its own
+count of valid slots. The loop state (`DecodeState`, holding the `KVCache`) is an explicit pytree
+sharded over the batch axes and donated to the decode program, which updates it in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxcot.generate.sampling import SamplingConfig, row_keys, sample, step_keys, token_stats
+from jaxcot.generate.stop import StopPatterns, match_suffix
+from jaxcot.models.decoder import Decoder, KVCache
+from jaxcot.sharding import BATCH, make_mesh
+
+Array = jax.Array
+
+RUNNING, EOS, STOP, LENGTH = 0, 1, 2, 3
+FINISH_REASONS = {RUNNING: "running", EOS: "eos", STOP: "stop", LENGTH: "length"}
+
+
+@flax.struct.dataclass
+class DecodeState:
+    """Everything the decode loop carries. Per row: the token to feed next `last` [B], generated
+    ids `tokens` [B, N] (pad after a row ends), the model's log-probability of each chosen token
+    `logprobs` [B, N] and the predictive entropy `entropy` [B, N] (float32, nats), `lengths` [B]
+    (generated tokens, counting the EOS / stop-completing token), `done` [B], `reason` [B]
+    (RUNNING/EOS/STOP/LENGTH), `window` [B, W] (last W ids, for stop strings), `keys` [B] PRNG
+    keys; and `step` (scalar: columns written) and the `cache`."""
+
+    cache: KVCache
+    last: Array
+    tokens: Array
+    logprobs: Array
+    entropy: Array
+    lengths: Array
+    done: Array
+    reason: Array
+    window: Array
+    keys: Array
+    step: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """Static settings of one compiled program (hashable)."""
+
+    max_new_tokens: int
+    sampling: SamplingConfig
+    eos_ids: tuple[int, ...]
+    stop: StopPatterns
+    pad_id: int
+
+
+def bucket_length(n: int, minimum: int = 16) -> int:
+    """The smallest power of two >= max(n, minimum)."""
+    n = max(int(n), int(minimum), 1)
+    return 1 << (n - 1).bit_length()
+
+
+def advance(state: DecodeState, logits: Array, spec: DecodeSpec) -> DecodeState:
+    """Choose the next token of every running row from logits [B, V] and record it at column step."""
+    tok = sample(logits, step_keys(state.keys, state.step), spec.sampling)
+    logp, ent = token_stats(logits, tok)
+    active = ~state.done
+    col = state.step
+    tok = jnp.where(active, tok, spec.pad_id)
+    tokens = jax.lax.dynamic_update_slice(state.tokens, tok[:, None], (0, col))
+    logprobs = jax.lax.dynamic_update_slice(state.logprobs, jnp.where(active, logp, 0.0)[:, None], (0, col))
+    entropy = jax.lax.dynamic_update_slice(state.entropy, jnp.where(active, ent, 0.0)[:, None], (0, col))
+    lengths = state.lengths + active.astype(jnp.int32)
+    window = jnp.where(active[:, None], jnp.concatenate([state.window[:, 1:], tok[:, None]], axis=1), state.window)
+    is_eos = jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)) if spec.eos_ids else jnp.zeros_like(active)
+    is_stop = match_suffix(window, spec.stop.table)
+    new_reason = jnp.where(is_eos, EOS, jnp.where(is_stop, STOP, jnp.where(lengths >= spec.max_new_tokens, LENGTH, RUNNING)))
+    ends = active & (new_reason != RUNNING)
+    return state.replace(
+        last=tok,
+        tokens=tokens,
+        logprobs=logprobs,
+        entropy=entropy,
+        lengths=lengths,
+        done=state.done | ends,
+        reason=jnp.where(ends, new_reason, state.reason),
+        window=window,
+        step=col + 1,
+    )
+
+
+def _constrain(tree, mesh: Mesh):
+    """Shard every leaf with a leading batch axis over (data, fsdp); scalars replicated."""
+
+    def one(x):
+        spec = P() if x.ndim == 0 else P(BATCH, *([None] * (x.ndim - 1)))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype):
+    """(prefill, decode) as jitted functions.
+
+    prefill(params, tokens [B, T] int32, mask [B, T] bool, keys [B], active [B] bool) -> DecodeState
+      runs the prompt through the model, fills the cache and picks the first token.
+    decode(params, state) -> state: the while-loop until every row is done or N tokens are
+      written; `state` is donated.
+    """
+
+    def prefill(params, tokens, mask, keys, active):
+        model: Decoder = nnx.merge(graphdef, params)
+        b, t = tokens.shape
+        cache = _constrain(KVCache.init(model.config, b, t + spec.max_new_tokens, cache_dtype), mesh)
+        out = model(tokens, mask=mask, cache=cache, logits_at=jnp.full((b,), t - 1, jnp.int32))
+        n = spec.max_new_tokens
+        state = DecodeState(
+            cache=out.cache,
+            last=jnp.full((b,), spec.pad_id, jnp.int32),
+            tokens=jnp.full((b, n), spec.pad_id, jnp.int32),
+            logprobs=jnp.zeros((b, n), jnp.float32),
+            entropy=jnp.zeros((b, n), jnp.float32),
+            lengths=jnp.zeros((b,), jnp.int32),
+            done=~active,
+            reason=jnp.zeros((b,), jnp.int32),
+            window=jnp.full((b, spec.stop.width), -1, jnp.int32),
+            keys=keys,
+            step=jnp.zeros((), jnp.int32),
+        )
+        return _constrain(advance(state, out.logits[:, 0], spec), mesh)
+
+    def decode(params, state):
+        model: Decoder = nnx.merge(graphdef, params)
+
+        def cond(s):
+            return (s.step < spec.max_new_tokens) & ~jnp.all(s.done)
+
+        def body(s):
+            out = model(s.last[:, None], cache=s.cache)
+            return advance(s.replace(cache=out.cache), out.logits[:, 0], spec)
+
+        return _constrain(jax.lax.while_loop(cond, body, state), mesh)
+
+    return jax.jit(prefill), jax.jit(decode, donate_argnums=(1,))
+
+
+@dataclasses.dataclass
+class BatchOutput:
+    """Host-side results of one batch (numpy): tokens [B, N], logprobs [B, N], entropy [B, N],
+    lengths [B], reason [B] (codes, see FINISH_REASONS), steps (decode columns run)."""
+
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    entropy: np.ndarray
+    lengths: np.ndarray
+    reason: np.ndarray
+    steps: int
+
+
+class Sampler:
+    """Runs batches of token-id prompts through compiled prefill + decode programs.
+
+    model: a `Decoder` (parameters placed as the loader put them). mesh: batch rows are sharded
+    over its (data, fsdp) axes (default: one device). Programs are compiled once per
+    (DecodeSpec, batch, bucket) and kept; `compile_seconds` sums the time spent compiling.
+    """
+
+    def __init__(self, model: Decoder, *, mesh: Mesh | None = None, cache_dtype=None, min_bucket: int = 16):
+        self.graphdef, self.params = nnx.split(model)
+        self.config = model.config
+        self.mesh = mesh or make_mesh(devices=jax.devices()[:1])
+        self.cache_dtype = cache_dtype or model.dtype
+        self.min_bucket = min_bucket
+        self.compile_seconds = 0.0
+        self._programs: dict = {}
+
+    @property
+    def batch_multiple(self) -> int:
+        """Batches are padded to a multiple of the devices along the batch axes."""
+        return int(np.prod([self.mesh.shape[a] for a in BATCH]))
+
+    def _compiled(self, spec: DecodeSpec, b: int, t: int):
+        key = (spec, b, t)
+        if key not in self._programs:
+            prefill, decode = make_programs(self.graphdef, spec, self.mesh, self.cache_dtype)
+            start = time.perf_counter()
+            args = self._device_args(
+                np.zeros((b, t), np.int32), np.ones((b, t), bool), row_keys(0, np.zeros(b, np.uint32)), np.ones(b, bool)
+            )
+            prefill_c = prefill.lower(self.params, *args).compile()
+            state_shape = jax.tree_util.tree_map(
+                lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                jax.eval_shape(prefill, self.params, *args),
+                prefill_c.output_shardings,
+            )
+            decode_c = decode.lower(self.params, state_shape).compile()
+            self.compile_seconds += time.perf_counter() - start
+            self._programs[key] = (prefill_c, decode_c)
+        return self._programs[key]
+
+    def _device_args(self, tokens, mask, keys, active):
+        rows = NamedSharding(self.mesh, P(BATCH))
+        rows2 = NamedSharding(self.mesh, P(BATCH, None))
+        return (
+            jax.device_put(jnp.asarray(tokens, jnp.int32), rows2),
+            jax.device_put(jnp.asarray(mask, bool), rows2),
+            jax.device_put(keys, rows),
+            jax.device_put(jnp.asarray(active, bool), rows),
+        )
+
+    def run_batch(
+        self,
+        prompts: Sequence[Sequence[int]],
+        spec: DecodeSpec,
+        *,
+        seed: int = 0,
+        row_seeds: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> BatchOutput:
+        """Generate for one batch of token-id prompts (each non-empty). Rows are padded up to
+        `batch_size` (default len(prompts)) rounded up to `batch_multiple`; only the real rows
+        come back. row_seeds [len(prompts)] pick each row's random stream (default 0..n-1)."""
+        n = len(prompts)
+        if n == 0:
+            raise ValueError("no prompts")
+        for i, p in enumerate(prompts):
+            if len(p) == 0:
+                raise ValueError(f"prompt {i} is empty")
+        m = self.batch_multiple
+        b = max(batch_size or n, n)
+        b = -(-b // m) * m
+        t = bucket_length(max(len(p) for p in prompts), self.min_bucket)
+        tokens = np.full((b, t), spec.pad_id, np.int32)
+        mask = np.zeros((b, t), bool)
+        for i, p in enumerate(prompts):
+            tokens[i, t - len(p):] = p
+            mask[i, t - len(p):] = True
+        mask[n:, t - 1] = True  # filler rows: one valid slot so their attention is well defined
+        seeds = np.zeros(b, np.uint32)
+        seeds[:n] = np.arange(n) if row_seeds is None else np.asarray(row_seeds, np.uint64) % (1 << 32)
+        active = np.arange(b) < n
+        prefill_c, decode_c = self._compiled(spec, b, t)
+        state = prefill_c(self.params, *self._device_args(tokens, mask, row_keys(seed, seeds), active))
+        state = decode_c(self.params, state)
+        host = jax.device_get(
+            (state.tokens, state.logprobs, state.entropy, state.lengths, state.reason, state.step)
+        )
+        tok, lp, ent, lengths, reason, step = host
+        return BatchOutput(tok[:n], lp[:n], ent[:n], lengths[:n], reason[:n], int(step))
+
+
+__all__ = ["DecodeState", "DecodeSpec", "Sampler", "BatchOutput", "advance", "bucket_length", "make_programs",
+           "FINISH_REASONS", "RUNNING", "EOS", "STOP", "LENGTH"]

@@ -1,0 +1,100 @@
+"""Token choice and per-token statistics: pure, jittable functions of float32 logits.
+
+Shapes: B rows, V vocabulary, k the top-k width.
+
+Randomness is per row: each row carries its own PRNG key and folds in the decode step, so a
+row's samples depend only on its own key and prompt, never on which rows share its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How the next token is chosen. ``temperature == 0`` is greedy (argmax).
+
+    top_k: keep the k most likely tokens (0 = all). top_p: keep the smallest set of most likely
+    tokens whose probability mass reaches top_p (1.0 = all). Both apply after temperature.
+    """
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def token_stats(logits: Array, chosen: Array) -> tuple[Array, Array]:
+    """Model log-probability of the chosen token and predictive entropy (nats), both float32.
+
+    logits [B, V] (the raw model distribution, before temperature / top-k / top-p);
+    chosen [B] int -> (logprob [B], entropy [B]). The entropy is over the full vocabulary.
+    """
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    chosen_logp = jnp.take_along_axis(logp, chosen[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    return chosen_logp, entropy
+
+
+def filter_logits(logits: Array, cfg: SamplingConfig) -> tuple[Array, Array | None]:
+    """Apply temperature, top-k and top-p to logits [B, V] (float32).
+
+    Returns (candidate logits [B, C], candidate token ids [B, C] or None when C == V and the
+    candidates are the vocabulary in order). Removed candidates hold -inf.
+    """
+    x = logits.astype(jnp.float32) / jnp.float32(cfg.temperature)
+    vocab = x.shape[-1]
+    ids = None
+    if cfg.top_k and cfg.top_k < vocab:
+        x, ids = jax.lax.top_k(x, cfg.top_k)  # sorted, descending
+    if cfg.top_p < 1.0:
+        if ids is None:
+            x, ids = jax.lax.top_k(x, vocab)  # a full descending sort
+        probs = jax.nn.softmax(x, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        # Keep a token while the mass of the tokens ranked above it is still short of top_p;
+        # the most likely token is always kept.
+        x = jnp.where(mass_before < jnp.float32(cfg.top_p), x, -jnp.inf)
+    return x, ids
+
+
+def sample(logits: Array, keys: Array, cfg: SamplingConfig) -> Array:
+    """Choose one token per row. logits [B, V]; keys [B] PRNG keys (unused when greedy) -> [B] int32."""
+    if cfg.greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    cand, ids = filter_logits(logits, cfg)
+    pick = jax.vmap(lambda k, row: jax.random.categorical(k, row))(keys, cand).astype(jnp.int32)
+    if ids is None:
+        return pick
+    return jnp.take_along_axis(ids, pick[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+
+def row_keys(seed: int, row_seeds: Array) -> Array:
+    """Per-row PRNG keys [B] from a run seed and per-row seeds [B] int (e.g. dataset indices)."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(row_seeds, jnp.uint32))
+
+
+def step_keys(keys: Array, step: Array) -> Array:
+    """The keys [B] for decode step `step` (scalar int): each row's key with the step folded in."""
+    return jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
+
+
+__all__ = ["SamplingConfig", "token_stats", "filter_logits", "sample", "row_keys", "step_keys"]
