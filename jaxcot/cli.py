@@ -12,6 +12,7 @@ import sys
 # subcommand -> module that registers it. Keep one line per command.
 COMMANDS = {
     "generate": "jaxcot.generate.cli",
+    "score": "jaxcot.importance.cli",
 }
 
 
