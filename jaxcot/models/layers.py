@@ -41,10 +41,11 @@ class Linear(nnx.Module):
             (jax.random.normal(rngs.params(), (in_features, out_features)) * init_std).astype(param_dtype)
         )
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
-        self.lora_a: nnx.LoRAParam | None = None
-        self.lora_b: nnx.LoRAParam | None = None
+        # nnx.data: these slots hold Variables / a Module once LoRA is attached (not static fields).
+        self.lora_a: nnx.LoRAParam | None = nnx.data(None)
+        self.lora_b: nnx.LoRAParam | None = nnx.data(None)
         self.lora_scale: float = 0.0
-        self.lora_dropout: nnx.Dropout | None = None
+        self.lora_dropout: nnx.Dropout | None = nnx.data(None)
 
     def attach_lora(self, rank: int, alpha: float, *, dropout: float = 0.0, rngs: nnx.Rngs, param_dtype=jnp.float32):
         """Add LoRA factors: A ~ N(0, 1/rank) [in, r], B = 0 [r, out], so the output is unchanged."""

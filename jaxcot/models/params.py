@@ -43,7 +43,8 @@ def hf_name(path: str) -> tuple[str, bool]:
 
 def param_paths(model: Decoder) -> dict[str, tuple[int, ...]]:
     """Our parameter paths (base weights only, no LoRA) -> shapes."""
-    _, state = nnx.split(model, nnx.Param)
+    # LoRAParam subclasses Param: exclude adapters; `...` takes RNG state (LoRA dropout) aside.
+    _, state, _ = nnx.split(model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)), ...)
     return {path_str(p): tuple(v.shape) for p, v in jax.tree_util.tree_leaves_with_path(state)}
 
 
