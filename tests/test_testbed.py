@@ -1,0 +1,151 @@
+"""Arithmetic testbed: determinism, arithmetic, role spans, token roles, tokenizer round trip, CLI."""
+
+import json
+import re
+
+import pytest
+
+from jaxcot.data.testbed import (ESSENTIAL_ROLES, ROLES, TestbedConfig, build_testbed_tokenizer, chain_stats, char_roles,
+                                 check_roundtrip, essential_mask, generate, make_problem, offsets_from_pieces,
+                                 token_roles)
+
+HARD = TestbedConfig(min_steps=4, max_steps=5, start_range=(2, 50), operand_range=(2, 20), mul_range=(2, 5),
+                     max_value=200)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_testbed_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def records():
+    return list(generate(300, seed=5))
+
+
+def test_deterministic_and_seeded():
+    a = make_problem(3, 17)
+    assert a == make_problem(3, 17)
+    assert a != make_problem(4, 17)
+    assert list(generate(3, seed=3, offset=16))[1] == a
+    assert [r["id"] for r in generate(2, seed=9, offset=5)] == ["testbed-9-5", "testbed-9-6"]
+
+
+@pytest.mark.parametrize("cfg", [TestbedConfig(), HARD, TestbedConfig(ops=("add", "sub"), op_weights=(1, 1),
+                                                                      max_value=30, min_steps=1, max_steps=1)])
+def test_arithmetic_and_trace_fields(cfg):
+    for rec in generate(200, seed=1, cfg=cfg):
+        value = rec["start"]
+        assert cfg.min_steps <= len(rec["steps"]) <= cfg.max_steps
+        for st in rec["steps"]:
+            assert st["op"] in cfg.ops and st["left"] == value
+            value = {"add": value + st["right"], "sub": value - st["right"], "mul": value * st["right"]}[st["op"]]
+            assert st["result"] == value and cfg.min_value <= value <= cfg.max_value
+            sym = {"add": "+", "sub": "-", "mul": "*"}[st["op"]]
+            assert f"{st['left']} {sym} {st['right']} = {st['result']}" in rec["chain"]
+        assert rec["gold"] == str(value) and rec["answer"] == f"The answer is {value}."
+        assert "The answer is" not in rec["chain"] and rec["question"].endswith("?")
+        assert "  " not in rec["chain"] + rec["question"] and rec["chain"] == rec["chain"].strip()
+
+
+def test_role_spans_tile_chain_and_label_the_equations(records):
+    for rec in records:
+        roles = char_roles(rec)
+        assert len(roles) == len(rec["chain"]) and set(roles) <= set(ROLES)
+        ess = [(s, e, r) for s, e, r in rec["roles"] if r in ESSENTIAL_ROLES]
+        texts = [(rec["chain"][s:e].strip(), r) for s, e, r in ess]
+        expect = []
+        for st in rec["steps"]:
+            sym = {"add": "+", "sub": "-", "mul": "*"}[st["op"]]
+            expect += [(str(st["left"]), "operand"), (sym, "operator"), (str(st["right"]), "operand"),
+                       ("=", "equals"), (str(st["result"]), "step_result")]
+        assert texts == expect, rec["id"]
+
+
+def test_bad_spans_raise(records):
+    rec = dict(records[0], roles=records[0]["roles"][:-1])
+    with pytest.raises(ValueError, match="cover"):
+        char_roles(rec)
+    with pytest.raises(ValueError, match="outside"):
+        token_roles(records[0], [(0, len(records[0]["chain"]) + 1)])
+
+
+def test_token_roles_any_tokenization():
+    rec = {"id": "t", "chain": "So 12 + 5 = 17 apples.\n\nOk.",
+           "roles": [[0, 2, "connective"], [2, 5, "operand"], [5, 7, "operator"], [7, 9, "operand"], [9, 11, "equals"],
+                     [11, 14, "step_result"], [14, 21, "quantity_word"], [21, 22, "punct"], [22, 24, "space"],
+                     [24, 27, "filler"]]}
+    words = [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7), (7, 9), (9, 11), (11, 14), (14, 21), (21, 22), (22, 23),
+             (23, 24), (24, 26), (26, 27)]
+    assert token_roles(rec, words) == ["connective", "space", "operand", "operand", "space", "operator", "operand",
+                                       "equals", "step_result", "quantity_word", "punct", "space", "space", "filler",
+                                       "filler"]
+    # BPE-like merges: " 17." is a result, " =" is equals, "\n\n" is space; empty -> none
+    rec2 = {"id": "t2", "chain": "So 12 + 5 = 17.\n\nOk.",
+            "roles": [[0, 2, "connective"], [2, 5, "operand"], [5, 7, "operator"], [7, 9, "operand"], [9, 11, "equals"],
+                      [11, 14, "step_result"], [14, 15, "punct"], [15, 17, "space"], [17, 20, "filler"]]}
+    merged = [(0, 2), (2, 5), (5, 7), (7, 9), (9, 11), (11, 15), (15, 17), (17, 20), (20, 20)]
+    assert token_roles(rec2, merged) == ["connective", "operand", "operator", "operand", "equals", "step_result",
+                                         "space", "filler", "none"]
+    assert essential_mask(["operand", "space", "step_result", "hedge"]) == [True, False, True, False]
+    assert offsets_from_pieces(["So", " 12", ""]) == [(0, 2), (2, 5), (5, 5)]
+
+
+def test_tokenizer_roundtrips_every_text(tok):
+    texts = []
+    for cfg in (TestbedConfig(), HARD):
+        for rec in generate(400, seed=123, cfg=cfg):
+            texts += [rec["question"], rec["chain"], rec["answer"], rec["chain"] + "\n" + rec["answer"]]
+    texts.append("Step one.\n\n[SKIP]\n\nSo 3 + 4 = 7.")
+    check_roundtrip(tok, texts)
+    for d in "0123456789":
+        assert tok.convert_tokens_to_ids(d) != tok.unk_token_id
+    with pytest.raises(ValueError, match="no piece"):
+        check_roundtrip(tok, ["The zebra has 3 apples."])
+    chat = tok.apply_chat_template([{"role": "user", "content": texts[0]}], tokenize=False, add_generation_prompt=True)
+    ids = tok(chat, add_special_tokens=False)["input_ids"]
+    assert tok.unk_token_id not in ids and tok.decode(ids) == chat
+
+
+def test_pieces_rebuild_chain_and_stats(tok, records):
+    rec = records[0]
+    enc = tok(rec["chain"], return_offsets_mapping=True, add_special_tokens=False)
+    pieces = [rec["chain"][s:e] for s, e in enc["offset_mapping"]]
+    assert "".join(pieces) == rec["chain"]
+    assert token_roles(rec, offsets_from_pieces(pieces)) == token_roles(rec, enc["offset_mapping"])
+    stats = chain_stats(records, tok)
+    # the brief's floor: verbose (~100+ tokens) with at least 45% removable tokens
+    assert stats["chain_tokens"]["mean"] >= 100 and stats["removable_share"] >= 0.45
+    assert abs(sum(stats["role_share"].values()) - 1) < 1e-9
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="ops"):
+        TestbedConfig(ops=("add", "div"), op_weights=(1, 1))
+    with pytest.raises(ValueError, match="op_weights"):
+        TestbedConfig(ops=("add",))
+    with pytest.raises(ValueError, match="min_steps"):
+        TestbedConfig(min_steps=3, max_steps=2)
+    with pytest.raises(ValueError, match="start_range"):
+        TestbedConfig(start_range=(2, 150))
+    with pytest.raises(ValueError, match="no operation"):
+        make_problem(0, 0, TestbedConfig(ops=("mul",), op_weights=(1,), start_range=(60, 60), mul_range=(2, 2)))
+
+
+def test_cli_writes_traces_and_prints_stats(tmp_path, capsys):
+    from jaxcot.cli import main
+
+    out = tmp_path / "tb.jsonl"
+    assert main(["testbed", "data", "--n", "30", "--seed", "3", "--out", str(out), "--set", "max_steps=2",
+                 "--stats-json", str(tmp_path / "s.json")]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 30 and all(len(r["steps"]) == 2 for r in lines)
+    assert lines[0] == make_problem(3, 0, TestbedConfig(max_steps=2))
+    printed = capsys.readouterr().out
+    assert re.search(r"chain tokens: mean \d+\.\d", printed) and "restatement" in printed
+    assert json.loads((tmp_path / "s.json").read_text())["records"] == 30
+    assert main(["testbed", "tokenizer", "--out", str(tmp_path / "tok"), "--sample", "50"]) == 0
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    check_roundtrip(loaded, [lines[0]["chain"]])
