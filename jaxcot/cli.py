@@ -13,6 +13,7 @@ import sys
 COMMANDS = {
     "generate": "jaxcot.generate.cli",
     "score": "jaxcot.importance.cli",
+    "compress": "jaxcot.compress.cli",
     "testbed": "jaxcot.data.cli",
 }
 
