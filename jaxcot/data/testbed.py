@@ -171,16 +171,16 @@ TIMES_WORDS = {2: "doubles", 3: "triples"}
 STEP_PREFIX = ("Then", "After that,", "Later,", "Next,")
 FIRST_PREFIX = "First,"
 
-OPENERS = ("Okay, let's work through this step by step.", "Alright, let me think about this carefully.",
-           "Let's solve this one step at a time.", "Okay, so let me figure this out.")
+OPENERS = ("Okay, let us work through this step by step.", "Alright, let me think about this carefully.",
+           "Let us solve this one step at a time.", "Okay, so let me figure this out.")
 EQ_LEADS = {
     "add": ("So we add:", "That means we add:", "So I need to add:", "Adding, we get"),
     "sub": ("So we subtract:", "That means we take away:", "So I need to subtract:", "Subtracting, we get"),
     "mul": ("So we multiply:", "That means we multiply:", "So I need to multiply:", "Multiplying, we get"),
 }
-RECHECKS = ("Let me double-check: {eq}. Yes, that's right.", "Checking again, {eq}, so that's correct.",
+RECHECKS = ("Let me double check: {eq}. Yes, that is right.", "Checking again, {eq}, so that is correct.",
             "Just to be sure, {eq}. Good.")
-HEDGES = ("Hmm, I think that's correct so far.", "Wait, let me make sure I read that right. Yes, I did.",
+HEDGES = ("Hmm, I think that is correct so far.", "Wait, let me make sure I read that right. Yes, I did.",
           "That seems reasonable.", "Okay, good.")
 REVIEWS = ("Let me go over it once more: {eqs}. Everything checks out.", "Quick review: {eqs}. It all adds up.")
 ANSWER = "The answer is {r}."
@@ -413,10 +413,20 @@ def build_testbed_tokenizer(sample: int = 500, seed: int = 0, cfg: TestbedConfig
     every casing, digits as single tokens, plus `sample` generated records' texts."""
     from jaxcot.data.wordtok import build_word_tokenizer
 
+    from tokenizers import Regex, pre_tokenizers
+
     texts = template_texts()
     for rec in generate(sample, seed, cfg):
         texts += [rec["question"], rec["chain"], rec["answer"]]
-    return build_word_tokenizer(texts, extra_tokens=extra_tokens)
+    tok = build_word_tokenizer(texts, extra_tokens=extra_tokens)
+    # Compressed chains join kept pieces, which can glue a paragraph's first word to the word
+    # before it ("thatThen"). Testbed text has no apostrophes or hyphens inside words and every
+    # piece without a leading space starts with a capital, so splitting a capitalised word off a
+    # letter makes any join of pieces tokenizable (and decoding stays exact).
+    backend = tok.backend_tokenizer
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [backend.pre_tokenizer, pre_tokenizers.Split(Regex(r"(?<=[a-zA-Z])[A-Z][a-z]+"), behavior="isolated")])
+    return tok
 
 
 def check_roundtrip(tokenizer, texts: Iterable[str]) -> None:
