@@ -399,14 +399,14 @@ def _numeric_equal(a: str, b: str, rel_tol: float = 1e-6) -> bool | None:
         for k in range(len(_POINTS) if names else 1):
             env = {n: complex(_POINTS[(k + j) % len(_POINTS)] + 0.37 * j) for j, n in enumerate(names)}
             va, vb = _evaluate(a, env), _evaluate(b, env)
-            if not cmath_isclose(va, vb, rel_tol):
+            if not _isclose(va, vb, rel_tol):
                 return False
         return True
     except (_Unparsable, ZeroDivisionError, OverflowError, ValueError, RecursionError):
         return None
 
 
-def cmath_isclose(a: complex, b: complex, rel_tol: float) -> bool:
+def _isclose(a: complex, b: complex, rel_tol: float) -> bool:
     return abs(a - b) <= max(rel_tol * max(abs(a), abs(b)), 1e-9)
 
 
