@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 # Files any one of which makes a folder a tokenizer folder for AutoTokenizer.
@@ -30,7 +31,15 @@ def load_tokenizer(path: str | os.PathLike):
         if not any(os.path.exists(os.path.join(path, f)) for f in _TOKENIZER_FILES):
             raise FileNotFoundError(f"{path}: no tokenizer files (looked for {', '.join(_TOKENIZER_FILES)})")
         try:
-            tok = AutoTokenizer.from_pretrained(path)
+            if _generic_fast(path):
+                # transformers 5 swaps in a model-specific class for some model types (qwen2 ->
+                # Qwen2Tokenizer, which rebuilds the pre-tokenizer); a folder that declares the
+                # generic class means its tokenizer.json exactly, so load that.
+                from transformers import PreTrainedTokenizerFast
+
+                tok = PreTrainedTokenizerFast.from_pretrained(path)
+            else:
+                tok = AutoTokenizer.from_pretrained(path)
         except Exception as e:
             raise ValueError(f"{path}: cannot load the tokenizer ({e})") from e
     else:
@@ -38,6 +47,16 @@ def load_tokenizer(path: str | os.PathLike):
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _generic_fast(folder: str) -> bool:
+    """Whether the folder's tokenizer_config.json declares the generic fast class over a tokenizer.json."""
+    cfg_path = os.path.join(folder, "tokenizer_config.json")
+    if not (os.path.exists(cfg_path) and os.path.exists(os.path.join(folder, "tokenizer.json"))):
+        return False
+    with open(cfg_path) as f:
+        declared = json.load(f).get("tokenizer_class")
+    return declared in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def has_chat_template(tokenizer) -> bool:

@@ -1,0 +1,237 @@
+"""Checkpoint I/O: HF export round trip, sharded folders, GGUF files, errors that name the culprit."""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+
+from gguf_ref import write_gguf
+from hf_ref import hf_config, hf_model, padded_batch, to_jax
+from jaxcot.models import load_hf, load_model, load_tokenizer, save_hf
+from jaxcot.models.config import RopeConfig
+from jaxcot.models.gguf import GGUFError, _llama3_rope
+from jaxcot.models.layers import rope_inv_freq
+from jaxcot.sharding import make_mesh
+
+FAMILIES = ["llama", "qwen2", "qwen3", "gemma3"]
+
+
+def hf_logits(hf, tokens, mask):
+    pos = np.maximum(np.cumsum(mask, 1) - 1, 0)
+    with torch.no_grad():
+        out = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask.astype(np.int64)),
+                 position_ids=torch.tensor(pos))
+    return out.logits.float().numpy()
+
+
+def jax_logits(model, tokens, mask):
+    return np.asarray(model(jnp.asarray(tokens, jnp.int32), mask=jnp.asarray(mask)).logits)
+
+
+def max_diff(a, b, mask):
+    return float(np.abs(a - b)[mask].max())
+
+
+# -- HF folders ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_round_trip(family, tmp_path):
+    """jaxcot -> save_hf -> transformers from_pretrained: same logits; load_hf gives the same model."""
+    from transformers import AutoModelForCausalLM
+
+    src = hf_model(family, seed=4)
+    ours = to_jax(src)
+    tokens, mask = padded_batch(seed=2, left=True)
+    expected = jax_logits(ours, tokens, mask)
+    folder = save_hf(ours, tmp_path / "export")
+    back = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    assert max_diff(hf_logits(back, tokens, mask), expected, mask) <= 1e-4
+    reloaded = load_model(folder)
+    assert reloaded.config == ours.config
+    assert max_diff(jax_logits(reloaded, tokens, mask), expected, mask) <= 1e-6
+
+
+def test_sharded_safetensors_with_index(tmp_path):
+    ours = to_jax(hf_model("qwen3", seed=5))
+    folder = save_hf(ours, tmp_path / "one")
+    tensors = load_file(os.path.join(folder, "model.safetensors"))
+    os.remove(os.path.join(folder, "model.safetensors"))
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for file, part in shards.items():
+        save_file({n: tensors[n] for n in part}, os.path.join(folder, file), metadata={"format": "pt"})
+        weight_map.update({n: file for n in part})
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": weight_map}, f)
+    tokens, mask = padded_batch(seed=1)
+    assert max_diff(jax_logits(load_hf(folder), tokens, mask), jax_logits(ours, tokens, mask), mask) <= 1e-6
+
+
+@pytest.fixture
+def llama_folder(tmp_path):
+    return save_hf(to_jax(hf_model("llama", seed=6)), tmp_path / "llama")
+
+
+def _edit_tensors(folder, edit):
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def test_missing_tensor_is_named(llama_folder):
+    _edit_tensors(llama_folder, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(KeyError, match=r"model\.layers\.1\.mlp\.up_proj\.weight"):
+        load_hf(llama_folder)
+
+
+def test_misshapen_tensor_is_named(llama_folder):
+    def edit(t):
+        t["model.layers.0.self_attn.v_proj.weight"] = t["model.layers.0.self_attn.v_proj.weight"][:-1]
+
+    _edit_tensors(llama_folder, edit)
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.self_attn\.v_proj\.weight.*shape"):
+        load_hf(llama_folder)
+
+
+def test_unexpected_tensor_is_named(llama_folder):
+    _edit_tensors(llama_folder, lambda t: t.update({"model.layers.0.mystery.weight": np.ones(3, np.float32)}))
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.mystery\.weight"):
+        load_hf(llama_folder)
+
+
+def test_unsupported_architecture_is_named(llama_folder):
+    cfg_path = os.path.join(llama_folder, "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg.update(model_type="mistral", architectures=["MistralForCausalLM"])
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(ValueError, match="mistral"):
+        load_model(llama_folder)
+
+
+def test_bf16_load(llama_folder):
+    tokens, mask = padded_batch(seed=7)
+    ref = jax_logits(load_hf(llama_folder), tokens, mask)
+    low = load_hf(llama_folder, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    leaf = low.layers[0].self_attn.q_proj.kernel
+    assert leaf[...].dtype == jnp.bfloat16
+    got = jax_logits(low, tokens, mask)
+    assert got.dtype == np.float32
+    scale = np.abs(ref[mask]).max()
+    assert max_diff(got, ref, mask) <= 0.05 * scale, (max_diff(got, ref, mask), scale)
+    assert max_diff(got, ref, mask) > 0  # really computed in bf16
+
+
+def test_load_model_path_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_model(tmp_path / "nowhere")
+    bogus = tmp_path / "weights.gguf"
+    bogus.write_bytes(b"not a gguf file")
+    with pytest.raises(ValueError, match="weights.gguf"):
+        load_model(bogus)
+
+
+def test_tokenizer_from_folder(tmp_path):
+    from jaxcot.data.wordtok import build_word_tokenizer
+
+    tok = build_word_tokenizer(["what is 2 plus 3 ?", "the answer is 5 ."])
+    folder = save_hf(to_jax(hf_model("qwen2", seed=0)), tmp_path / "m", tokenizer=tok)
+    loaded = load_tokenizer(folder)
+    text = "what is 2 plus 3 ?"
+    assert loaded.decode(loaded(text)["input_ids"]) == text
+    prompt = loaded.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                        add_generation_prompt=True)
+    assert prompt == f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+    with pytest.raises(FileNotFoundError, match="no tokenizer files"):
+        load_tokenizer(tmp_path)
+
+
+# -- GGUF ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gguf_logits_match_source(family, tmp_path):
+    """A llama.cpp-style F32 GGUF (Q/K permuted, gemma norms +1, llama3 rope as rope_freqs) loads
+    back to the source model's logits."""
+    src = hf_model(family, seed=8)
+    path = write_gguf(src, tmp_path / f"{family}.gguf", attn_scale=family == "gemma3")
+    model = load_model(path)
+    cfg = model.config
+    assert (cfg.family, cfg.num_layers, cfg.tie_word_embeddings) == (family, src.config.num_hidden_layers,
+                                                                      src.config.tie_word_embeddings)
+    tokens, mask = padded_batch(seed=9, left=True)
+    diff = max_diff(jax_logits(model, tokens, mask), hf_logits(src, tokens, mask), mask)
+    assert diff <= 1e-4, f"{family}: max |diff| {diff}"
+
+
+def test_gguf_gemma3_default_layer_pattern(tmp_path):
+    """Without a pattern key, every 6th gemma3 layer is global (llama.cpp), as in HF's default."""
+    import transformers as tf
+
+    cfg = hf_config("gemma3")
+    cfg.num_hidden_layers = 7
+    cfg.layer_types = ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(7)]
+    torch.manual_seed(3)
+    src = tf.Gemma3ForCausalLM(cfg).float().eval()
+    with torch.no_grad():
+        for name, p in src.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.3 if p.ndim == 1 else 0.08))
+    model = load_model(write_gguf(src, tmp_path / "g.gguf", window_pattern=False))
+    assert model.config.layer_types == tuple(cfg.layer_types)
+    assert model.config.query_pre_attn_scalar == 16  # head_dim: no scale key in the file
+    tokens, mask = padded_batch(seed=4, lengths=(12, 7))
+    # the source uses query_pre_attn_scalar=12; llama.cpp files carry no such key -> head_dim
+    src.config.query_pre_attn_scalar = 16
+    for layer in src.model.layers:
+        layer.self_attn.scaling = 16 ** -0.5
+    assert max_diff(jax_logits(model, tokens, mask), hf_logits(src, tokens, mask), mask) <= 1e-4
+
+
+def test_gguf_sharded_on_mesh(tmp_path):
+    src = hf_model("llama", seed=10)
+    path = write_gguf(src, tmp_path / "l.gguf")
+    mesh = make_mesh(data=4, tensor=2)
+    model = load_model(path, mesh=mesh)
+    assert len(model.layers[0].self_attn.q_proj.kernel[...].sharding.device_set) == 8
+    tokens, mask = padded_batch(seed=11)
+    assert max_diff(jax_logits(model, tokens, mask), hf_logits(src, tokens, mask), mask) <= 1e-4
+
+
+def test_gguf_missing_tensor_is_named(tmp_path):
+    path = write_gguf(hf_model("gemma3", seed=1), tmp_path / "g.gguf", drop="blk.2.post_ffw_norm.weight")
+    with pytest.raises(KeyError, match=r"post_feedforward_layernorm"):
+        load_model(path)
+
+
+def test_gguf_unsupported_architecture_is_named(tmp_path):
+    path = write_gguf(hf_model("qwen2", seed=1), tmp_path / "p.gguf", arch="phi3")
+    with pytest.raises(GGUFError, match="phi3"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        dict(rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+             original_max_position_embeddings=8192),  # Llama 3.1
+        dict(rope_theta=500000.0, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+             original_max_position_embeddings=8192),  # Llama 3.2
+        dict(rope_theta=10000.0, factor=4.0, low_freq_factor=2.0, high_freq_factor=8.0,
+             original_max_position_embeddings=1024),
+    ],
+)
+@pytest.mark.parametrize("head_dim", [16, 64, 128])
+def test_llama3_rope_recovered_from_rope_freqs(rope, head_dim):
+    from gguf_ref import llama3_rope_factors
+
+    got = _llama3_rope(rope["rope_theta"], head_dim, llama3_rope_factors(rope, head_dim), "test")
+    want = RopeConfig.from_hf(dict(rope, rope_type="llama3"))
+    np.testing.assert_allclose(rope_inv_freq(got, head_dim), rope_inv_freq(want, head_dim), rtol=1e-5)
