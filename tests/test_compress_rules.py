@@ -346,3 +346,19 @@ def test_bad_record_is_named():
     with pytest.raises(ValueError, match="record 2: ADS needs the vocabulary size"):
         compress_records(recs, "gogi-ads")
     assert compress_records(recs, "gogi-ads", vocab_size=1000).summary["compressed"] == 3
+
+
+def test_trace_level_shift_follows_trace_mean_entropy():
+    recs = scored_records(30, seed=8, step_len=(20, 40))
+    rng = np.random.default_rng(1)
+    for r in recs:
+        n = len(r["scores"]["pieces"])
+        r["scores"]["entropy"] = (rng.random(n) * rng.uniform(0.2, 4.0)).tolist()
+    mean_h = np.array([np.mean(r["scores"]["entropy"]) for r in recs])
+    base = compress_records(recs, "gogi-ads", anc=False)
+    shifted = compress_records(recs, "gogi-ads", anc=False, trace_beta=0.1)
+    ratio = lambda out: np.array([d.kept / d.total for d in out.details])  # noqa: E731
+    delta = ratio(shifted) - ratio(base)
+    z = (mean_h - mean_h.mean()) / mean_h.std()
+    assert np.corrcoef(delta, z)[0, 1] > 0.9
+    assert abs(ratio(shifted).mean() - ratio(base).mean()) < 0.02  # the shift averages out

@@ -38,13 +38,15 @@ def _last_number(text: str) -> float | None:
 
 def default_grader(answer: str, gold: str) -> bool:
     """Numeric when both sides hold a number (last number of each, commas ignored, |diff| <= 1e-6
-    relative); otherwise case- and whitespace-insensitive string equality without a final period.
+    relative); otherwise, case- and whitespace-insensitively without a final period, the answer
+    equals the gold or ends with it as whole words ("The answer is blue." matches "Blue").
     Pass a benchmark's own grader (e.g. a MATH `\\boxed{}` grader) as `grader=` for anything else."""
     a, g = _last_number(answer), _last_number(gold)
     if a is not None and g is not None:
         return math.isclose(a, g, rel_tol=1e-6, abs_tol=1e-9)
     norm = lambda s: " ".join(s.strip().lower().rstrip(".").split())  # noqa: E731
-    return norm(answer) == norm(gold)
+    a, g = norm(answer), norm(gold)
+    return bool(g) and (a == g or a.endswith(" " + g))
 
 
 def is_correct(record: dict, grader: Callable[[str, str], bool] = default_grader) -> bool | None:

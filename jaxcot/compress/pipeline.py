@@ -250,10 +250,10 @@ def _prepare_batches(records, wheres, cfg: CompressConfig, rule: str, importance
     return out
 
 
-def _apply_token_rule(batches, n: int, cfg: CompressConfig, rule: str, offset: float, z) -> list[np.ndarray]:
+def _apply_token_rule(batches, n: int, cfg: CompressConfig, rule: str, offset: float, z, progress=True) -> list[np.ndarray]:
     """Keep masks [C_i] per record for gamma shifted by `offset`."""
     masks: list = [None] * n
-    for bt in tqdm(batches, desc=f"compress ({rule})", unit="batch", disable=len(batches) < 4):
+    for bt in tqdm(batches, desc=f"compress ({rule})", unit="batch", disable=not progress or len(batches) < 4):
         valid, protect, gamma = bt["valid"], bt["protect"], bt["gamma"] + np.float32(offset)
         if rule == "static":
             keep = rules.static_keep(bt["scores"], valid & ~protect, gamma, ties=cfg.ties) | (valid & protect)
@@ -294,7 +294,7 @@ def _token_rule(records, wheres, cfg: CompressConfig, rule: str, importance: str
             if abs(best[2] - target) <= cfg.calibrate_tol:
                 break
             mid = 0.5 * (lo + hi)
-            ms = _apply_token_rule(batches, len(records), cfg, rule, mid, z)
+            ms = _apply_token_rule(batches, len(records), cfg, rule, mid, z, progress=False)
             r = ratio(ms)
             if abs(r - target) < abs(best[2] - target):
                 best = (mid, ms, r)
@@ -344,6 +344,10 @@ def compress_records(
     count_tokens(example) -> int enables `max_tokens` (else built from `config.tokenizer`).
     wheres: a label per record for error messages (e.g. "file.jsonl:12").
     """
+    known = {f.name for f in dataclasses.fields(CompressConfig)}
+    unknown = sorted(set(knobs) - known)
+    if unknown:
+        raise ValueError(f"unknown knob(s) {unknown}; known: {sorted(known)}")
     cfg = dataclasses.replace(config or CompressConfig(), method=method, **knobs)
     rule, importance, fmt = cfg.resolved()
     wheres = list(wheres) if wheres is not None else [f"record {i}" for i in range(len(records))]

@@ -19,6 +19,16 @@ Definitions fixed here (METHOD.md leaves them open):
   start of the trace). Trailing keeps the rule causal, and with it raising the entropy of a region
   changes nothing before the region, which is what makes the region's retention monotone
   (tests/test_compress_rules.py). N_t = floor(N_max - (N_max - N_min) * s_t + 0.5) (half up).
+- Monotonicity: with a fixed z normalisation (`z_mean`, `z_std`), raising the entropy of a region
+  never lowers the number of its tokens kept (gamma_t rises pointwise, N_t falls pointwise from the
+  region on, and the greedy N-constraint keeps at least as many tokens in every prefix). With
+  METHOD.md's per-trace z-score the region's mean z never falls, but the trace's mean and std move
+  too, so one token can slip across the threshold: measured on random traces, the region loses one
+  token in under 1% of cases and gains on average.
+- The N-constraint only adds tokens, so with beta = 0 the mean retention is gamma without it and
+  above gamma with it, by how much depending on how clustered low importance is (measured: +0.004
+  for independent scores at H/log|V| ~ 0.2, +0.06 to +0.08 for scores in runs of 8). The pipeline's
+  `calibrate` option shifts gamma to compensate.
 """
 
 from __future__ import annotations
