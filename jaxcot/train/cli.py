@@ -1,0 +1,32 @@
+"""`jaxcot train --config configs/sft-lora-tiny.yaml [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="fine-tune (LoRA or full) or train from scratch on (prompt, completion) examples",
+        description="SFT on a (data, fsdp, tensor) mesh with Orbax checkpoints; rerun to resume.",
+    )
+    p.add_argument("--config", required=True, help="a TrainConfig YAML file (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 data.path=x.jsonl")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxcot.config import load_config
+    from jaxcot.train.config import TrainConfig
+    from jaxcot.train.loop import train
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+    result = train(config)
+    print(
+        f"{result.status} at step {result.step}/{result.total_steps}"
+        + (f", loss {result.loss:.4f}" if result.loss is not None else "")
+        + f"; checkpoints in {result.checkpoint_dir}"
+        + (f"; model exported to {result.export_dir}" if result.export_dir else "")
+    )
+    return 0

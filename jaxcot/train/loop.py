@@ -1,0 +1,442 @@
+"""`train(config)`: the SFT run from examples to a checkpointed, exported model.
+
+Same code on one CPU, 8 simulated devices, or a multi-host pod: each process tokenizes the data,
+plans the same global batches, feeds its own rows through grain, and the jitted step runs on the
+(data, fsdp, tensor) mesh. Preemption (SIGTERM) saves a checkpoint and returns; a rerun of the
+same command resumes exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Sequence
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxcot.config import to_dict
+from jaxcot.data.sft import (
+    BatchLayout, SFTStats, batch_pipeline, default_buckets, iter_texts, load_examples, plan_rows,
+    stats_with_rows, tokenize_examples,
+)
+from jaxcot.models.config import ModelConfig
+from jaxcot.models.decoder import Decoder, abstract_model
+from jaxcot.sharding import make_mesh, tree_shardings
+from jaxcot.train.checkpoint import Checkpointer
+from jaxcot.train.config import RESUMABLE_KEYS, TrainConfig
+from jaxcot.train.lora import apply_lora
+from jaxcot.train.step import make_optimizer, make_train_step, split_model, step_shardings
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient norm; the message names the step and the kept checkpoint."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """status: 'finished', 'preempted' (SIGTERM) or 'stopped' (stop_after). `model` is the
+    trained model (LoRA attached, not merged) on this process; `export_dir` is set when exported."""
+
+    status: str
+    step: int
+    total_steps: int
+    loss: float | None
+    stats: SFTStats
+    output_dir: str
+    checkpoint_dir: str
+    export_dir: str | None
+    model: Any
+    tokenizer: Any
+
+
+# -- setup --------------------------------------------------------------------------------------
+
+
+def initialize_distributed(config: TrainConfig) -> None:
+    """`jax.distributed.initialize` when `distributed.enabled` (a no-op otherwise / if done)."""
+    dc = config.distributed
+    if not dc.enabled or jax.distributed.is_initialized():
+        return
+    # CPU collectives across processes go through gloo; the setting does not touch accelerators.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=dc.coordinator, num_processes=dc.num_processes, process_id=dc.process_id
+    )
+
+
+def resolve_tokenizer(config: TrainConfig, examples: Sequence):
+    from jaxcot.data.wordtok import build_word_tokenizer
+
+    if config.tokenizer == "word":
+        return build_word_tokenizer(iter_texts(examples))
+    from jaxcot.models.tokenizer import load_tokenizer
+
+    source = config.tokenizer or config.init_from
+    if source is None:
+        raise ValueError("a model trained from scratch needs `tokenizer` (a path, or 'word')")
+    return load_tokenizer(source)
+
+
+def _vocab_len(tokenizer) -> int:
+    return len(tokenizer)
+
+
+def resolve_model_config(config: TrainConfig, tokenizer) -> ModelConfig:
+    """The from-scratch `ModelConfig`: vocab_size 0 -> the tokenizer's size; eos/pad from it."""
+    cfg = config.model
+    n = _vocab_len(tokenizer)
+    if cfg.vocab_size <= 0:
+        cfg = cfg.replace(vocab_size=n)
+    if n > cfg.vocab_size:
+        raise ValueError(f"model.vocab_size {cfg.vocab_size} is smaller than the tokenizer's {n} tokens")
+    if cfg.eos_token_id is None and tokenizer.eos_token_id is not None:
+        cfg = cfg.replace(eos_token_id=int(tokenizer.eos_token_id))
+    if cfg.pad_token_id is None and tokenizer.pad_token_id is not None:
+        cfg = cfg.replace(pad_token_id=int(tokenizer.pad_token_id))
+    return cfg
+
+
+def init_sharded(cfg: ModelConfig, seed: int, mesh, *, dtype, param_dtype) -> Decoder:
+    """A random `Decoder` (same values as `init_model(cfg, seed)`) created directly in its shards."""
+    graphdef, state = nnx.split(abstract_model(cfg, dtype=dtype, param_dtype=param_dtype))
+    shardings = tree_shardings(state.to_pure_dict(), mesh)
+
+    def make():
+        return nnx.state(Decoder(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype)).to_pure_dict()
+
+    return nnx.merge(graphdef, jax.jit(make, out_shardings=shardings)())
+
+
+def build_model(config: TrainConfig, tokenizer, mesh) -> Decoder:
+    """The base model (random from `config.model`, or loaded from `init_from`) with LoRA if asked."""
+    dtype, param_dtype = DTYPES[config.compute_dtype], DTYPES[config.param_dtype]
+    if config.model is not None:
+        model = init_sharded(resolve_model_config(config, tokenizer), config.seed, mesh, dtype=dtype, param_dtype=param_dtype)
+    else:
+        from jaxcot.models.loading import load_model
+
+        model = load_model(config.init_from, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
+        n = _vocab_len(tokenizer)
+        if n > model.config.vocab_size:
+            raise ValueError(
+                f"{config.init_from}: the model's vocab_size {model.config.vocab_size} is smaller than "
+                f"the tokenizer's {n} tokens"
+            )
+    if config.method == "lora":
+        lc = config.lora
+        apply_lora(model, rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=tuple(lc.targets),
+                   seed=config.seed + 1, param_dtype=param_dtype)
+    return model
+
+
+def place(tree, shardings):
+    """Every leaf onto its sharding (a global array, also across processes)."""
+
+    def put(x, s):
+        if isinstance(x, jax.Array) and x.sharding == s:  # (an equivalent SingleDeviceSharding would recompile)
+            return x
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(x)
+            data = put(jax.random.key_data(x), jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec()))
+            return jax.random.wrap_key_data(data, impl=impl)
+        if jax.process_count() == 1:
+            return jax.device_put(x, s)
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, s, lambda idx: host[idx])
+
+    return jax.tree.map(put, tree, shardings)
+
+
+def gather_to_host(tree):
+    """Numeric leaves as host numpy arrays (all-gathered across processes); keys unchanged."""
+    from jax.experimental import multihost_utils
+
+    def get(x):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return x
+        if jax.process_count() == 1 or x.is_fully_addressable:
+            return np.asarray(jax.device_get(x))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+
+# -- logging ------------------------------------------------------------------------------------
+
+
+class MetricsLog:
+    """metrics.jsonl under the output folder (process 0 only); on resume, lines past the resumed
+    step are dropped so the log reads as one run."""
+
+    def __init__(self, path: str, start_step: int, enabled: bool):
+        self.path, self.enabled = path, enabled
+        self._f = None
+        if not enabled:
+            return
+        kept = []
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        break
+                    if rec.get("step", 0) <= start_step:
+                        kept.append(json.dumps(rec) + "\n")
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        self._f = open(path, "a", encoding="utf-8")
+
+    def write(self, rec: dict) -> None:
+        if self._f is not None:
+            self._f.write(json.dumps(rec) + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
+class _Preemption:
+    """SIGTERM sets a flag the loop checks after each step (main thread only)."""
+
+    def __init__(self, install: bool):
+        self.flag = False
+        self._old = None
+        self._installed = install and threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.flag = True
+
+    def requested(self) -> bool:
+        """The flag, agreed across processes (any process preempted -> all stop)."""
+        if jax.process_count() == 1:
+            return self.flag
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.asarray([self.flag]))))
+
+    def restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _comparable(config_dict: dict) -> dict:
+    return {k: v for k, v in json.loads(json.dumps(config_dict)).items() if k not in RESUMABLE_KEYS}
+
+
+def _check_resumable(saved: dict, current: TrainConfig, where: str) -> None:
+    a, b = _comparable(saved), _comparable(to_dict(current))
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        raise ValueError(
+            f"{where}: the checkpointed run's config differs in {diff}; resuming would not reproduce it. "
+            "Use a new output_dir or checkpoint.resume=false."
+        )
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def prepare_data(config: TrainConfig, tokenizer=None, examples=None, *, verbose: bool = True):
+    """(tokenizer, tokenized examples, rows, stats) for this config; see `jaxcot.data.sft`."""
+    dc = config.data
+    raw = examples if examples is not None else load_examples(
+        dc.path, source=dc.source, split=dc.split, name=dc.name, prompt_field=dc.prompt_field,
+        completion_field=dc.completion_field, limit=dc.limit,
+    )
+    tokenizer = tokenizer if tokenizer is not None else resolve_tokenizer(config, raw)
+    exs, stats = tokenize_examples(
+        tokenizer, raw, max_len=dc.max_len, overflow=dc.overflow, progress=verbose and config.progress
+    )
+    rows = plan_rows(
+        [e.length for e in exs], epochs=config.epochs, seed=config.seed, max_len=dc.max_len,
+        packing=dc.packing, shuffle=dc.shuffle,
+    )
+    return tokenizer, exs, rows, stats_with_rows(stats, len(rows), config.batch_size)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    tokenizer=None,
+    examples: Sequence | None = None,
+    stop_after: int | None = None,
+    handle_sigterm: bool = True,
+) -> TrainResult:
+    """Run (or resume) the SFT run `config` describes.
+
+    tokenizer / examples: in-memory alternatives to `config.tokenizer` / `config.data.path`
+    (examples are (prompt, completion) pairs). stop_after: save and stop once that many steps
+    are done (a deterministic interruption; status 'stopped'). On SIGTERM the run saves and
+    returns with status 'preempted'. A non-finite loss raises `TrainingDiverged`, leaving the
+    last good checkpoint in place. Returns a `TrainResult`.
+    """
+    from tqdm.auto import tqdm
+
+    initialize_distributed(config)
+    pidx, pcount = jax.process_index(), jax.process_count()
+    lead = pidx == 0
+    say = (lambda msg: tqdm.write(msg)) if lead else (lambda msg: None)
+    out_dir = os.path.abspath(config.output_dir)
+    os.makedirs(out_dir, exist_ok=True)
+
+    mc = config.mesh
+    devices = jax.devices()
+    if mc.devices:
+        if jax.process_count() > 1:
+            raise ValueError("mesh.devices (a device subset) is for single-process runs")
+        devices = devices[: mc.devices]
+    mesh = make_mesh(mc.data, mc.fsdp, mc.tensor, devices=devices)
+    n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    layout = BatchLayout(config.batch_size, config.grad_accum, pidx, pcount)
+    if layout.micro % n_batch_shards:
+        raise ValueError(
+            f"micro-batch size {layout.micro} (batch_size / grad_accum) must be a multiple of "
+            f"data x fsdp = {n_batch_shards}"
+        )
+
+    tokenizer, exs, rows, stats = prepare_data(config, tokenizer, examples, verbose=lead)
+    say(f"data: {stats.summary()}")
+    buckets = tuple(config.data.buckets) or default_buckets(config.data.max_len)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    dataset = batch_pipeline(exs, rows, layout, buckets=buckets, pad_id=pad_id)
+    total = len(dataset) if config.max_steps is None else min(len(dataset), config.max_steps)
+
+    model = build_model(config, tokenizer, mesh)
+    graphdef, params, frozen = split_model(model, config.method)
+    del model
+    tx, schedule = make_optimizer(config.optim, total)
+    opt_abstract = jax.eval_shape(tx.init, params)
+    sh = step_shardings(mesh, params, frozen, opt_abstract)
+    params, frozen = place(params, sh.params), place(frozen, sh.frozen)
+    opt_state = jax.jit(tx.init, out_shardings=sh.opt_state)(params)
+    n_train = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    say(f"model: {config.method}, {n_train:,} trainable parameters; mesh {dict(mesh.shape)}; {total} steps")
+
+    iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
+    ckpt_dir = os.path.join(out_dir, "checkpoints")
+    ckpt = (
+        Checkpointer(ckpt_dir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+        if config.checkpoint.enabled else None
+    )
+    start = 0
+    latest = ckpt.latest_step() if ckpt is not None and config.checkpoint.resume else None
+    if latest is not None:
+        _check_resumable(ckpt.read_meta(latest)["config"], config, ckpt_dir)
+        params, opt_state, meta = ckpt.restore(
+            latest, params=params, opt_state=opt_state, shardings_params=sh.params,
+            shardings_opt=sh.opt_state, iterator=iterator,
+        )
+        start = int(meta["step"])
+        say(f"resumed from {ckpt_dir} at step {start}")
+    if lead:
+        with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(to_dict(config), f, indent=2)
+
+    step_fn = make_train_step(graphdef, tx, schedule, sh, packed=config.data.packing)
+    metrics_log = MetricsLog(os.path.join(out_dir, "metrics.jsonl"), start, lead)
+    preempt = _Preemption(handle_sigterm)
+    meta_base = {"config": to_dict(config), "stats": dataclasses.asdict(stats)}
+
+    def save(step: int, loss: float | None) -> None:
+        if ckpt is None:
+            return
+        ckpt.save(step, params=params, opt_state=opt_state, data_state=iterator.get_state(),
+                  meta=dict(meta_base, step=step, loss=loss))
+
+    status, loss, step = "finished", None, start
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (lead and config.progress))
+    try:
+        while step < total:
+            local = next(iterator)
+            batch = {
+                k: jax.make_array_from_process_local_data(
+                    sh.batch, v, (v.shape[0], layout.micro) + v.shape[2:]
+                )
+                for k, v in local.items()
+            }
+            t0 = time.perf_counter()
+            params, opt_state, m = step_fn(params, opt_state, frozen, batch, jnp.asarray(step, jnp.int32))
+            m = {k: float(v) for k, v in jax.device_get(m).items()}
+            dt = time.perf_counter() - t0
+            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+                good = None
+                if ckpt is not None:
+                    ckpt.wait()
+                    good = ckpt.latest_step()
+                raise TrainingDiverged(
+                    f"step {step + 1}: loss {m['loss']}, grad norm {m['grad_norm']} (not finite); stopped. "
+                    + (f"The last good checkpoint is step {good} in {ckpt_dir}." if good is not None
+                       else "No checkpoint was saved before it.")
+                )
+            step += 1
+            loss = m["loss"]
+            rec = dict(step=step, loss=loss, lr=m["lr"], grad_norm=m["grad_norm"], tokens=int(m["tokens"]),
+                       target_tokens=int(m["target_tokens"]), tokens_per_s=m["tokens"] / dt, step_s=dt)
+            metrics_log.write(rec)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{m['lr']:.2e}", gnorm=f"{m['grad_norm']:.3f}",
+                            tok_s=f"{rec['tokens_per_s']:.0f}")
+            bar.update(1)
+            if step % config.checkpoint.every == 0 or step == total:
+                save(step, loss)
+            if step < total and preempt.requested():
+                save(step, loss)
+                status = "preempted"
+                say(f"SIGTERM: saved step {step} to {ckpt_dir}; rerun the same command to resume"
+                    if ckpt is not None else f"SIGTERM: stopped at step {step} (checkpoints disabled)")
+                break
+            if stop_after is not None and step >= stop_after and step < total:
+                save(step, loss)
+                status = "stopped"
+                break
+        if step == total and total == start and start > 0:
+            say(f"run already complete at step {total}")
+    finally:
+        bar.close()
+        metrics_log.close()
+        preempt.restore()
+        if ckpt is not None:
+            ckpt.close()  # finishes async saves before returning (or raising)
+
+    trained = nnx.merge(graphdef, params, frozen)
+    export_dir = None
+    if status == "finished" and config.export:
+        export_dir = export(trained, config.resolved_export_dir, tokenizer)
+        say(f"exported the merged model to {export_dir}")
+    return TrainResult(
+        status=status, step=step, total_steps=total, loss=loss, stats=stats, output_dir=out_dir,
+        checkpoint_dir=ckpt_dir, export_dir=export_dir, model=trained, tokenizer=tokenizer,
+    )
+
+
+def export(model: Decoder, path: str, tokenizer=None) -> str:
+    """Save the model (LoRA merged) as a HF folder; process 0 writes, all processes gather."""
+    from jaxcot.models.params import save_hf
+
+    graphdef, state = nnx.split(model)
+    host = gather_to_host(state.to_pure_dict())
+    if jax.process_index() == 0:
+        save_hf(nnx.merge(graphdef, host), path, tokenizer=tokenizer)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("jaxcot-export")
+    return os.path.abspath(path)
+
+
+__all__ = ["TrainResult", "TrainingDiverged", "build_model", "export", "init_sharded", "prepare_data", "train"]
