@@ -14,6 +14,7 @@ COMMANDS = {
     "generate": "jaxcot.generate.cli",
     "score": "jaxcot.importance.cli",
     "compress": "jaxcot.compress.cli",
+    "train": "jaxcot.train.cli",
     "testbed": "jaxcot.data.cli",
 }
 
