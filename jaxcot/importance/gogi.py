@@ -1,0 +1,240 @@
+"""Goal-gradient importance (GoGI), predictive entropy and self-information in one jitted pass.
+
+For a batch of ``prompt | chain C | answer A`` sequences (shapes: B rows, T slots, D width,
+V vocabulary, L blocks):
+
+- ``L_ans = -sum_{t in A} log p(x_t | x_<t)`` per row (rows are independent, so the batch sum
+  is differentiated once);
+- a zero perturbation ``delta^l`` [B, T, D] is added to the residual stream ``h^l`` through the
+  decoder's ``perturb={l: delta}``; ``g_t = dL_ans / d delta^l_t``; ``GoGI_t = ||g_t||_1``
+  (or L2), averaged over layers when several are given, zero outside C;
+- predictive entropy ``H_t`` (nats, full vocabulary, float32) of the distribution token t was
+  drawn from (logits at slot t-1) and self-information ``-log p(x_t | x_<t)``, from the same
+  forward pass (not differentiated).
+
+Only the perturbation is differentiated: the parameters are split off with ``nnx.split`` and
+closed over, so the backward pass runs through blocks l+1..L and the answer positions of the
+LM head only. Sequences are assumed contiguous within a row (right padding, as `batches.py`
+builds them): the prediction for slot t comes from slot t-1.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+NORMS = ("l1", "l2")
+
+
+@flax.struct.dataclass
+class Scores:
+    """Outputs of `gogi_scores`, all float32.
+
+    gogi [B, T] (zero outside the chain mask); entropy [B, T] and self_info [B, T] (zero at slot
+    0 and at padding); answer_loss [B] (L_ans per row); per_layer [nL, B, T] per-layer GoGI
+    (only with ``per_layer=True``, else None).
+    """
+
+    gogi: Array
+    entropy: Array
+    self_info: Array
+    answer_loss: Array
+    per_layer: Array | None = None
+
+
+def default_layer(num_layers: int) -> int:
+    """l* = round(2/3 * L) (METHOD.md): the residual stream after that block."""
+    return int(round(2.0 * num_layers / 3.0))
+
+
+def normalize_layers(layers: int | Sequence[int] | None, num_layers: int) -> tuple[int, ...]:
+    """None -> (l*,); an int -> (l,); a sequence -> sorted unique tuple, each in 0..L."""
+    if layers is None:
+        layers = (default_layer(num_layers),)
+    elif isinstance(layers, (int, np.integer)):
+        layers = (int(layers),)
+    layers = tuple(sorted({int(l) for l in layers}))
+    bad = [l for l in layers if not 0 <= l <= num_layers]
+    if not layers or bad:
+        raise ValueError(f"GoGI layers {list(layers)} must be non-empty and within 0..{num_layers}")
+    return layers
+
+
+def predictive_stats(logits: Array, tokens: Array, mask: Array) -> tuple[Array, Array]:
+    """Entropy and self-information of each token under the previous slot's distribution.
+
+    logits [B, T, V] float, tokens [B, T] int, mask [B, T] bool ->
+    (entropy [B, T], self_info [B, T]) float32, zero at slot 0 and where mask or the previous
+    slot's mask is False.
+    """
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)  # predicts slot 1..T-1
+    ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    nll = -jnp.take_along_axis(logp, tokens[:, 1:, None].astype(jnp.int32), axis=-1)[..., 0]
+    ok = mask[:, 1:] & mask[:, :-1]
+    zero = jnp.zeros_like(ent[:, :1])
+    ent = jnp.concatenate([zero, jnp.where(ok, ent, 0.0)], axis=1)
+    nll = jnp.concatenate([zero, jnp.where(ok, nll, 0.0)], axis=1)
+    return ent, nll
+
+
+def _answer_slots(answer_mask: Array, size: int) -> tuple[Array, Array]:
+    """answer_mask [B, T] -> (slots [B, size] int32, valid [B, size] bool): the answer slots of
+    each row in order, padded with slot 0 (invalid)."""
+
+    def row(m):
+        (idx,) = jnp.nonzero(m, size=size, fill_value=0)
+        return idx.astype(jnp.int32), jnp.arange(size) < jnp.sum(m)
+
+    return jax.vmap(row)(answer_mask)
+
+
+def _gogi_norm(g: Array, norm: str) -> Array:
+    g = g.astype(jnp.float32)
+    if norm == "l1":
+        return jnp.sum(jnp.abs(g), axis=-1)
+    return jnp.sqrt(jnp.sum(g * g, axis=-1))
+
+
+def _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer):
+    """deltas (one [B, T, D] per layer) -> (sum of L_ans, (L_ans [B], entropy, self_info))."""
+    b, t = tokens.shape
+    slots, valid = _answer_slots(answer_mask, max_answer)
+    valid = valid & (slots > 0)  # slot 0 has no prediction (rejected in the public functions)
+    targets = jnp.take_along_axis(labels, slots, axis=1).astype(jnp.int32)
+    pred = jnp.maximum(slots - 1, 0)
+
+    def loss_fn(deltas):
+        out = model(
+            tokens, mask=mask, perturb=dict(zip(layers, deltas)), return_hidden=True,
+            logits_at=jnp.zeros((b,), jnp.int32),  # the decoder's own logits are not used
+        )
+        hn = model.norm(out.hidden[-1])  # [B, T, D]
+        ent, nll_all = predictive_stats(model.unembed(jax.lax.stop_gradient(hn)), tokens, mask)
+        # The loss needs logits only at the slots that predict answer tokens.
+        h_ans = jnp.take_along_axis(hn, pred[:, :, None], axis=1)  # [B, A, D]
+        logp = jax.nn.log_softmax(model.unembed(h_ans).astype(jnp.float32), axis=-1)
+        nll = -jnp.take_along_axis(logp, targets[:, :, None], axis=-1)[..., 0]
+        row_loss = jnp.sum(jnp.where(valid, nll, 0.0), axis=1)
+        return jnp.sum(row_loss), (row_loss, ent, nll_all)
+
+    return loss_fn
+
+
+def _prepare(model, tokens, mask, answer_mask, labels, max_answer):
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be [B, T], got shape {tokens.shape}")
+    for name, m in (("mask", mask), ("answer_mask", answer_mask), ("labels", labels)):
+        if m is not None and tuple(m.shape) != tuple(tokens.shape):
+            raise ValueError(f"{name} has shape {tuple(m.shape)}, tokens {tuple(tokens.shape)}")
+    counts = np.asarray(jnp.sum(jnp.asarray(answer_mask, bool), axis=1))
+    max_answer = tokens.shape[1] if max_answer is None else int(max_answer)
+    if counts.max(initial=0) > max_answer:
+        raise ValueError(f"a row has {int(counts.max())} answer tokens, more than max_answer={max_answer}")
+    if bool(np.asarray(answer_mask)[:, 0].any()):
+        raise ValueError("answer_mask is set at slot 0, which has no prediction: put a prompt before it")
+    labels = tokens if labels is None else jnp.asarray(labels, jnp.int32)
+    return tokens, jnp.asarray(mask, bool), jnp.asarray(answer_mask, bool), labels, max_answer
+
+
+def _gradients_impl(graphdef, state, tokens, mask, answer_mask, labels, *, layers, max_answer):
+    model = nnx.merge(graphdef, state)
+    answer_mask = answer_mask & mask
+    loss_fn = _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer)
+    dtype = jnp.promote_types(model.dtype, jnp.float32)  # float32, or float64 under x64 tests
+    deltas = tuple(jnp.zeros(tokens.shape + (model.config.hidden_size,), dtype) for _ in layers)
+    grads, aux = jax.grad(loss_fn, has_aux=True)(deltas)
+    return grads, aux
+
+
+_gradients = jax.jit(_gradients_impl, static_argnums=(0,), static_argnames=("layers", "max_answer"))
+
+
+def goal_gradients(model, tokens, mask, answer_mask, *, layers=None, labels=None, max_answer=None):
+    """The raw goal-gradients dL_ans/d delta^l and the answer loss.
+
+    tokens [B, T] int, mask / answer_mask [B, T] bool; labels [B, T] (default: tokens): the
+    target at each answer slot. Returns (grads: one float32 [B, T, D] per layer, in sorted layer
+    order; L_ans [B]).
+    """
+    layers = normalize_layers(layers, model.config.num_layers)
+    tokens, mask, answer_mask, labels, max_answer = _prepare(model, tokens, mask, answer_mask, labels, max_answer)
+    graphdef, state = nnx.split(model)
+    grads, (row_loss, _, _) = _gradients(graphdef, state, tokens, mask, answer_mask, labels, layers=layers,
+                                         max_answer=max_answer)
+    return grads, row_loss
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _answer_loss(graphdef, state, tokens, mask, answer_mask, labels, perturb):
+    model = nnx.merge(graphdef, state)
+    layers = tuple(sorted(perturb))
+    loss_fn = _loss_fn(model, tokens, mask, answer_mask & mask, labels, layers, tokens.shape[1])
+    return loss_fn(tuple(perturb[l] for l in layers))[1][0]
+
+
+def answer_loss(model, tokens, mask, answer_mask, *, perturb=None, labels=None):
+    """L_ans [B] = -sum over answer slots of log p(label_t | x_<t), with optional residual
+    perturbations {l: [B, T, D]} (the function GoGI differentiates; used for finite differences)."""
+    tokens, mask, answer_mask, labels, _ = _prepare(model, tokens, mask, answer_mask, labels, None)
+    graphdef, state = nnx.split(model)
+    return _answer_loss(graphdef, state, tokens, mask, answer_mask, labels, dict(perturb or {}))
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("layers", "norm", "max_answer", "per_layer"))
+def _scores(graphdef, state, tokens, mask, chain_mask, answer_mask, *, layers, norm, max_answer, per_layer):
+    grads, (row_loss, ent, self_info) = _gradients_impl(
+        graphdef, state, tokens, mask, answer_mask, tokens, layers=layers, max_answer=max_answer
+    )
+    each = jnp.stack([_gogi_norm(g, norm) for g in grads])  # [nL, B, T]
+    each = jnp.where((chain_mask & mask)[None], each, 0.0)
+    return Scores(
+        gogi=jnp.mean(each, axis=0), entropy=ent, self_info=self_info, answer_loss=row_loss,
+        per_layer=each if per_layer else None,
+    )
+
+
+def gogi_scores(
+    model,
+    tokens: Array,
+    mask: Array,
+    chain_mask: Array,
+    answer_mask: Array,
+    *,
+    layers: int | Sequence[int] | None = None,
+    norm: str = "l1",
+    max_answer: int | None = None,
+    per_layer: bool = False,
+) -> Scores:
+    """GoGI [B, T], entropy [B, T], self-information [B, T] and L_ans [B] from one forward pass.
+
+    model: a `Decoder`. tokens [B, T] int32; mask [B, T] bool (right-padded rows);
+    chain_mask / answer_mask [B, T] bool: the C and A spans. layers: one layer l (h^l, 0 = the
+    embedding output) or several (their GoGI is averaged); default round(2/3 L). norm: 'l1' or
+    'l2'. max_answer: a static bound on answer tokens per row (compiles a smaller LM-head
+    backward; default T). per_layer: also return each layer's scores [nL, B, T].
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    layers = normalize_layers(layers, model.config.num_layers)
+    if tuple(chain_mask.shape) != tuple(tokens.shape):
+        raise ValueError(f"chain_mask has shape {tuple(chain_mask.shape)}, tokens {tuple(tokens.shape)}")
+    tokens, mask, answer_mask, _, max_answer = _prepare(model, tokens, mask, answer_mask, None, max_answer)
+    graphdef, state = nnx.split(model)
+    return _scores(
+        graphdef, state, tokens, mask, jnp.asarray(chain_mask, bool), answer_mask, layers=layers, norm=norm,
+        max_answer=max_answer, per_layer=per_layer,
+    )
+
+
+__all__ = [
+    "NORMS", "Scores", "answer_loss", "default_layer", "goal_gradients", "gogi_scores", "normalize_layers",
+    "predictive_stats",
+]
