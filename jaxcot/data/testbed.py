@@ -418,7 +418,7 @@ def build_testbed_tokenizer(sample: int = 500, seed: int = 0, cfg: TestbedConfig
     texts = template_texts()
     for rec in generate(sample, seed, cfg):
         texts += [rec["question"], rec["chain"], rec["answer"]]
-    tok = build_word_tokenizer(texts, extra_tokens=extra_tokens)
+    tok = build_word_tokenizer(texts, extra_tokens=extra_tokens, attach_space=True)
     # Compressed chains join kept pieces, which can glue a paragraph's first word to the word
     # before it ("thatThen"). Testbed text has no apostrophes or hyphens inside words and every
     # piece without a leading space starts with a capital, so splitting a capitalised word off a

@@ -20,28 +20,41 @@ CHATML_TEMPLATE = (
 )
 
 
-def _pre_tokenizer():
+def _pre_tokenizer(attach_space: bool = False):
+    """Split on newlines, then words (a leading '▁' marks the space before them), then single
+    digits and punctuation. attach_space: the space before a digit or punctuation mark stays on
+    it ('▁1', '▁+') instead of being a bare '▁' token, which shortens sequences by about a fifth
+    on arithmetic text."""
     from tokenizers import Regex, pre_tokenizers
 
+    if attach_space:
+        pieces = [
+            pre_tokenizers.Split(Regex(r"▁?\d"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(r"▁?[^\w\s▁]"), behavior="isolated"),
+        ]
+    else:
+        pieces = [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Punctuation(behavior="isolated")]
     return pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
             pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True),
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.Punctuation(behavior="isolated"),
+            *pieces,
         ]
     )
 
 
-def build_word_tokenizer(texts: Iterable[str], *, min_count: int = 1, extra_tokens: Iterable[str] = ()):
+def build_word_tokenizer(
+    texts: Iterable[str], *, min_count: int = 1, extra_tokens: Iterable[str] = (), attach_space: bool = False
+):
     """A `PreTrainedTokenizerFast` whose vocabulary is every piece of `texts` seen min_count times.
+    attach_space: see `_pre_tokenizer`.
 
     Specials: <pad> (id 0), <unk>, <|endoftext|> (eos), <|im_start|>, <|im_end|> (end of turn).
     """
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
-    pre = _pre_tokenizer()
+    pre = _pre_tokenizer(attach_space)
     counts: collections.Counter[str] = collections.Counter()
     for text in texts:
         counts.update(piece for piece, _ in pre.pre_tokenize_str(text))
