@@ -1,0 +1,143 @@
+"""Trace encoding (exact pieces, boundary rule), bucketed batches, score_traces and `jaxcot score`."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxcot.data.wordtok import CHATML_TEMPLATE, build_word_tokenizer
+from jaxcot.importance.batching import bucket_length, plan_batches
+from jaxcot.importance.encode import encode_trace
+
+CORPUS = [
+    "Tom has 3 apples and buys 12 more .", "How many apples now ?", "3 + 12 = 15 , so 15 apples .",
+    "The answer is 15 .", "Wait , let me check : 12 + 3 = 15 .\n\nYes .", "answer",
+]
+
+
+def bpe_tokenizer():
+    """A tiny byte-level BPE tokenizer (GPT-2 style offsets) with a ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<pad>", "<|im_start|>", "<|im_end|>"]
+    tok.train_from_iterator(CORPUS * 20 + ["theanswer", "é😀"], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>")
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+@pytest.fixture(scope="module")
+def word_tok():
+    return build_word_tokenizer(CORPUS + ["Solve the problem step by step . Finish with a final line of the form "
+                                          "\" The answer is N . \""])
+
+
+@pytest.mark.parametrize("make", ["word", "bpe"])
+@pytest.mark.parametrize("chain,answer,sep", [
+    ("3 + 12 = 15 , so 15 apples .\n\n", "The answer is 15 .", ""),
+    ("  Wait , let me check : 12 + 3 = 15 .", "The answer is 15 .", "\n"),
+    ("so the", "answer is 15 .", ""),
+    ("the é😀 apples", " The answer is 15 .", ""),
+])
+def test_pieces_spell_the_chain(make, chain, answer, sep, word_tok):
+    tok = word_tok if make == "word" else bpe_tokenizer()
+    enc = encode_trace(tok, "How many apples now ?", chain, answer, sep=sep)
+    assert "".join(enc.pieces) == chain
+    assert len(enc.pieces) == enc.chain.stop - enc.chain.start > 0
+    assert enc.chain.stop <= enc.answer.start < enc.answer.stop == enc.length
+    if make == "bpe":  # lossless tokenizer: the ids are the text (the word one maps OOV to <unk>)
+        assert tok.decode(enc.token_ids[enc.chain.start:].tolist()) == chain + sep + answer
+    cm, am = enc.masks()
+    assert cm.sum() == len(enc.pieces) and not (cm & am).any()
+
+
+def test_straddling_token_belongs_to_the_chain():
+    tok = bpe_tokenizer()
+    chain, answer = "3 apples . theans", "wer is 15 ."
+    ids = tok("3 apples . theanswer is 15 .", add_special_tokens=False)["input_ids"]
+    assert "answer" in [tok.decode([i]).strip() for i in ids] or "theanswer" in [tok.decode([i]).strip() for i in ids]
+    enc = encode_trace(tok, "q ?", chain, answer)
+    assert "".join(enc.pieces) == chain
+    last = tok.decode(enc.token_ids[enc.chain.stop - 1:enc.chain.stop].tolist())
+    assert last.endswith("answer") and enc.pieces[-1] in ("ans", "theans", " theans")
+    assert tok.decode(enc.token_ids[enc.answer].tolist()) == " is 15 ."
+
+
+def test_bad_traces_are_named(word_tok):
+    with pytest.raises(ValueError, match="rec7.*empty answer"):
+        encode_trace(word_tok, "q", "chain", "", where="rec7")
+
+
+def test_buckets_and_plan():
+    assert [bucket_length(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
+    plan = plan_batches([5, 40, 20, 18, 100, 7], batch_size=3, dp=2)
+    assert [sorted(i) for _, i in plan] == [[4], [1], [2, 3], [0, 5]]  # buckets 128, 64, 32, 16
+    assert sorted(i for _, idx in plan for i in idx) == list(range(6))
+    assert [l for l, _ in plan] == sorted([l for l, _ in plan], reverse=True)
+
+
+def _traces(n):
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        a, b = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        chain = f"Tom has {a} apples and buys {b} more .\n\n{a} + {b} = {a + b} . " * int(rng.integers(1, 4))
+        out.append({"id": f"t{i}", "question": "How many apples now ?", "chain": chain,
+                    "answer": f"The answer is {a + b} .", "correct": i != 2})
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, word_tok):
+    from jaxcot.models import ModelConfig, init_model, save_hf
+
+    cfg = ModelConfig(family="llama", vocab_size=len(word_tok), hidden_size=32, intermediate_size=64, num_layers=3,
+                      num_heads=4, num_kv_heads=2, head_dim=8, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("model")
+    save_hf(init_model(cfg, seed=1), path, tokenizer=word_tok)
+    return str(path)
+
+
+def test_score_traces_is_batch_invariant(model_dir):
+    from jaxcot.importance.score import score_traces
+    from jaxcot.models import load_model, load_tokenizer
+    from jaxcot.sharding import make_mesh
+
+    tok = load_tokenizer(model_dir)
+    traces = _traces(5)
+    alone = score_traces(load_model(model_dir), tok, traces[:1], batch_size=1, progress=False)
+    many = score_traces(load_model(model_dir, mesh=make_mesh()), tok, traces, batch_size=3, progress=False)
+    assert [r["id"] for r in many] == [t["id"] for t in traces]
+    a, m = alone[0]["scores"], many[0]["scores"]
+    assert m["layer"] == 2 and m["norm"] == "l1" and "".join(m["pieces"]) == traces[0]["chain"]
+    for key in ("gogi", "entropy", "self_info"):
+        np.testing.assert_allclose(m[key], a[key], rtol=2e-5, atol=1e-6)
+        assert len(m[key]) == len(m["token_ids"]) == len(m["pieces"])
+    assert min(m["gogi"]) > 0 and min(m["entropy"][1:]) > 0
+
+
+def test_cli_scores_resumably_and_probes(model_dir, tmp_path, capsys):
+    from jaxcot.cli import main
+
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps(t) + "\n" for t in _traces(4)))
+    out = tmp_path / "scored.jsonl"
+    # An interrupted run left t0 (with a marker) and a torn line: t0 is kept, the rest redone.
+    (tmp_path / "scored.jsonl.partial").write_text(json.dumps({"id": "t0", "marker": 1}) + "\n{\"id\": \"t1\", ")
+    args = ["score", "--model", model_dir, "--traces", str(traces), "--out", str(out), "--only-correct",
+            "--batch-size", "2", "--layer", "1", "--layer", "3", "--norm", "l2"]
+    assert main(args) == 0
+    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in recs) == ["t0", "t1", "t3"]  # t2 is incorrect
+    assert next(r for r in recs if r["id"] == "t0") == {"id": "t0", "marker": 1}
+    s = next(r for r in recs if r["id"] == "t1")["scores"]
+    assert s["layer"] == [1, 3] and s["norm"] == "l2"
+    assert main(["score", "--model", model_dir, "--traces", str(traces), "--probe", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "num_share" in table and len([l for l in table.splitlines() if l.strip()[:1].isdigit()]) == 4
+    assert " 2*" in table
