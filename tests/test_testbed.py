@@ -45,7 +45,7 @@ def test_arithmetic_and_trace_fields(cfg):
             assert f"{st['left']} {sym} {st['right']} = {st['result']}" in rec["chain"]
         assert rec["gold"] == str(value) and rec["answer"] == f"The answer is {value}."
         assert "The answer is" not in rec["chain"] and rec["question"].endswith("?")
-        assert "  " not in rec["chain"] + rec["question"] and rec["chain"] == rec["chain"].strip()
+        assert "  " not in rec["chain"] + rec["question"] and rec["chain"] == rec["chain"].strip() + "\n"
 
 
 def test_role_spans_tile_chain_and_label_the_equations(records):

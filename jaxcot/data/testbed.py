@@ -305,6 +305,9 @@ def make_problem(seed: int, index: int, cfg: TestbedConfig = TestbedConfig()) ->
     if rng.random() < cfg.review_prob:
         eqs = ", then ".join(_equation(s["left"], s["op"], s["right"], s["result"]) for s in steps)
         c.add(rng.choice(REVIEWS).format(eqs=eqs), "recheck")
+    # The answer line follows on its own line, so chain + answer is the whole completion, as
+    # `split_chain_answer` cuts a generated one.
+    c.add("\n", "space", space=False)
     return {
         "id": f"testbed-{seed}-{index}",
         "question": question,
