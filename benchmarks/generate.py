@@ -1,0 +1,167 @@
+"""Generation throughput: jaxcot's compiled sampler vs transformers' PyTorch `generate`.
+
+Same weights and prompts on both sides; greedy; exactly `--new` new tokens per row (EOS ignored on
+both sides); batch 1 and 8. Compile time is reported apart from the timed runs. The batch-1 bound
+is weight bytes per token / memory bandwidth (a numpy copy, counted as read + write).
+
+    python benchmarks/generate.py                      # SmolLM2-135M (GGUF) + a tiny random model
+    python benchmarks/generate.py --models tiny --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from jaxcot.generate import Generator, SamplingConfig
+from jaxcot.models import ModelConfig, build_model, load_model, load_tokenizer, smollm2_gguf_path
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?",
+    "Write a short poem about the sea.",
+    "Explain photosynthesis in one sentence.",
+    "What is 17 times 23?",
+    "Name three prime numbers greater than 50 and explain how you know they are prime.",
+    "Translate 'good morning' into Spanish.",
+    "Why is the sky blue?",
+]
+
+
+def memory_bandwidth(nbytes: int = 1 << 29, repeats: int = 5) -> float:
+    """Bytes/s of a numpy copy (read + write), best of `repeats`."""
+    src = np.ones(nbytes // 8, np.float64)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * nbytes / best
+
+
+def weight_bytes(model) -> int:
+    from flax import nnx
+
+    _, params = nnx.split(model, nnx.Param)
+    return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(params))
+
+
+def tiny_models(dtype):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
+    hf = tf.LlamaForCausalLM(cfg).float().eval()
+    sd = {k: v.detach().float().numpy() for k, v in hf.state_dict().items()}
+    ours = build_model(ModelConfig.from_hf_config(hf.config), lambda n: sd[n], sd.keys(), source="tiny",
+                       dtype=dtype, param_dtype=dtype)
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(3, 4096, n).tolist() for n in (12, 30, 21, 7, 40, 16, 25, 33)]
+    return hf, ours, prompts, 0
+
+
+def torch_twin(ours):
+    """transformers' PyTorch model with exactly our (float32) weights, via the HF export mapping."""
+    import transformers as tf
+
+    from jaxcot.models import hf_state_dict
+
+    cfg = tf.AutoConfig.for_model(**ours.config.to_hf_dict())
+    hf = tf.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    sd = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in hf_state_dict(ours).items()}
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    if unexpected or [m for m in missing if m != "lm_head.weight"]:
+        raise ValueError(f"weights do not map: missing {missing}, unexpected {unexpected}")
+    hf.tie_weights()
+    return hf
+
+
+def smollm2_models(dtype):
+    path = smollm2_gguf_path()
+    ours = load_model(path, dtype=dtype, param_dtype=dtype)
+    hf = torch_twin(load_model(path) if dtype != jnp.float32 else ours)
+    tok = load_tokenizer(path)
+    prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                                  tokenize=False), add_special_tokens=False) for q in QUESTIONS]
+    return hf, ours, prompts, int(tok.pad_token_id)
+
+
+def time_jaxcot(model, prompts, new, repeats):
+    gen = Generator(model, None, eos_ids=())
+    run = lambda: gen.generate_ids(prompts, max_new_tokens=new, sampling=SamplingConfig())  # noqa: E731
+    t = time.perf_counter()
+    out = run()
+    first = time.perf_counter() - t
+    assert all(len(c.token_ids) == new for c in out)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), gen.compile_seconds, first
+
+
+def time_torch(hf, prompts, new, repeats, pad_id):
+    b, t = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((b, t), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, t), dtype=torch.long)
+    for i, p in enumerate(prompts):  # left padding, as transformers recommends for generation
+        ids[i, t - len(p):] = torch.tensor(p)
+        mask[i, t - len(p):] = 1
+    kw = dict(attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=pad_id)
+    times = []
+    with torch.inference_mode():
+        hf.generate(ids, **kw)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = hf.generate(ids, **kw)
+            times.append(time.perf_counter() - t0)
+    assert out.shape[1] == t + new
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["smollm2", "tiny"], choices=["smollm2", "tiny"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--skip-torch", action="store_true", help="time jaxcot only")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="jaxcot weights/compute")
+    args = ap.parse_args()
+    dtype = jnp.dtype(args.dtype)
+    bw = memory_bandwidth()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs; memory bandwidth {bw / 1e9:.1f} GB/s")
+    header = (f"{'model':8} {'batch':>5} {'jaxcot tok/s':>12} {'torch tok/s':>11} {'ratio':>6} "
+              f"{'compile s':>9} {'bound tok/s':>11} {'of bound':>8}")
+    print(header)
+    print("-" * len(header))
+    for name in args.models:
+        hf, ours, prompts, pad_id = (smollm2_models if name == "smollm2" else tiny_models)(dtype)
+        wb = weight_bytes(ours)
+        bound = bw / wb  # tokens/s at batch 1 if every weight byte is read once per token
+        for b in args.batches:
+            batch = (prompts * (b // len(prompts) + 1))[:b]
+            jt, compile_s, _ = time_jaxcot(ours, batch, args.new, args.repeats)
+            tt = float("nan") if args.skip_torch else time_torch(hf, batch, args.new, args.repeats, pad_id)
+            j_tps, t_tps = b * args.new / jt, b * args.new / tt
+            of_bound = f"{j_tps / bound:8.2f}" if b == 1 else f"{'':8}"
+            print(f"{name:8} {b:5d} {j_tps:12.1f} {t_tps:11.1f} {j_tps / t_tps:6.2f} {compile_s:9.1f} "
+                  f"{bound:11.1f} {of_bound}")
+        print(f"  {name}: {wb / 1e6:.1f} MB of weights ({args.dtype}); batch-1 bound {1e3 / bound:.1f} ms/token")
+
+
+if __name__ == "__main__":
+    main()
