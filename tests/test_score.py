@@ -115,6 +115,7 @@ def test_score_traces_is_batch_invariant(model_dir):
     assert [r["id"] for r in many] == [t["id"] for t in traces]
     a, m = alone[0]["scores"], many[0]["scores"]
     assert m["layer"] == 2 and m["norm"] == "l1" and "".join(m["pieces"]) == traces[0]["chain"]
+    assert m["vocab_size"] == len(tok)
     for key in ("gogi", "entropy", "self_info"):
         np.testing.assert_allclose(m[key], a[key], rtol=2e-5, atol=1e-6)
         assert len(m[key]) == len(m["token_ids"]) == len(m["pieces"])

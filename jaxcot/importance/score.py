@@ -55,14 +55,17 @@ def score_encoded(
 
 
 def scored_record(record: dict[str, Any], enc: EncodedTrace, scores: TraceScores, layers: tuple[int, ...],
-                  norm: str, extra: dict[str, Sequence[float]] | None = None) -> dict[str, Any]:
+                  norm: str, extra: dict[str, Sequence[float]] | None = None, *,
+                  vocab_size: int) -> dict[str, Any]:
     """The trace record plus ``scores`` over the chain tokens (the shared Scored-record format).
 
     ``layer`` is an int, or the list of layers when several were averaged; `extra` adds further
-    per-token score lists (e.g. ``llmlingua``)."""
+    per-token score lists (e.g. ``llmlingua``). ``vocab_size`` (|V| of the entropy) lets ADS
+    normalise entropy by log|V|."""
     s = {
         "layer": layers[0] if len(layers) == 1 else list(layers),
         "norm": norm,
+        "vocab_size": int(vocab_size),
         "token_ids": [int(t) for t in enc.token_ids[enc.chain]],
         "pieces": list(enc.pieces),
         "gogi": [float(x) for x in scores.gogi],
@@ -98,7 +101,8 @@ def iter_scored(
             extra = None
             if llmlingua is not None:
                 extra = {"llmlingua": llmlingua.token_scores(records[i]["chain"], encoded[i].pieces)}
-            yield i, scored_record(records[i], encoded[i], sc, layers, norm, extra)
+            yield i, scored_record(records[i], encoded[i], sc, layers, norm, extra,
+                                  vocab_size=model.config.vocab_size)
     finally:
         bar.close()
 
