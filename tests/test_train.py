@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcot.models import ModelConfig, init_model, load_hf
+from jaxcot.models import load_hf
 from jaxcot.train import TrainingDiverged, train
 from jaxcot.train.checkpoint import Checkpointer
 from jaxcot.train.step import completion_nll_sum
@@ -30,19 +30,34 @@ def test_prompt_tokens_carry_no_loss():
     np.testing.assert_allclose(float(completion_nll_sum(logits, tokens, loss_mask)), want, rtol=1e-6)
 
 
-def test_tiny_model_overfits_and_loss_is_completion_mean(tmp_path):
-    cfg = tiny_config(tmp_path, n_examples=4, epochs=150, optim=dict(lr=1e-2), export=True)
-    res = train(cfg)
+@pytest.fixture(scope="module")
+def compiled():
+    return {}
+
+
+@pytest.fixture(scope="module")
+def overfit(tmp_path_factory, compiled):
+    """4 examples, full fine-tuning from scratch for 150 steps, exported."""
+    tmp = tmp_path_factory.mktemp("overfit")
+    cfg = tiny_config(tmp, n_examples=4, epochs=150, optim=dict(lr=1e-2), export=True)
+    return tmp, cfg, train(cfg, cache=compiled)
+
+
+def test_tiny_model_overfits_and_loss_is_completion_mean(overfit, compiled):
+    _, cfg, res = overfit
     assert res.status == "finished" and res.step == 150
     assert res.loss < 0.05, res.loss
     # the first logged loss is the mean NLL over completion tokens of the initial model
     import json
 
     first = json.loads(open(os.path.join(cfg.output_dir, "metrics.jsonl")).readline())
-    from jaxcot.train.loop import prepare_data
+    from jaxcot.sharding import make_mesh
+    from jaxcot.train.loop import init_sharded, prepare_data, resolve_model_config
 
-    tok, exs, rows, _ = prepare_data(cfg, verbose=False)
-    init = init_model(ModelConfig(**{**cfg.model.__dict__, "vocab_size": len(tok)}), cfg.seed)
+    tok, exs, rows, _ = prepare_data(cfg, res.tokenizer, verbose=False)
+    mesh = make_mesh(devices=jax.devices()[:1])
+    init = init_sharded(resolve_model_config(cfg, tok), cfg.seed, mesh, dtype=jnp.float32,
+                        param_dtype=jnp.float32, cache=compiled)  # the run's own initial weights
     batch = [exs[r[0]] for r in rows[:4]]  # the first global batch
     tokens = np.zeros((4, 48), np.int32)
     for j, ex in enumerate(batch):
@@ -62,28 +77,9 @@ def test_tiny_model_overfits_and_loss_is_completion_mean(tmp_path):
     assert max_diff(model_params(back), model_params(res.model)) == 0.0
 
 
-def test_mesh_2x2x2_step_equals_single_device(tmp_path):
-    common = dict(max_steps=1, batch_size=8, grad_accum=2, data=dict(packing=True), epochs=1, n_examples=24)
-    one = train(tiny_config(tmp_path, "one", **common))
-    eight = train(tiny_config(tmp_path, "eight", mesh=dict(devices=0, data=2, fsdp=2, tensor=2), **common))
-    p8 = eight.model.layers[0].self_attn.q_proj.kernel[...]
-    assert len(p8.sharding.device_set) == 8 and not p8.sharding.is_fully_replicated
-    assert abs(one.loss - eight.loss) < 1e-6
-    d = max_diff(model_params(one.model), model_params(eight.model))
-    assert d <= 1e-5, d
-    assert max_diff(model_params(one.model), model_params(init_model(one.model.config, 0))) > 1e-4
-
-
-@pytest.fixture(scope="module")
-def base_export(tmp_path_factory):
-    """A small model trained from scratch and exported: the base for LoRA runs (init_from)."""
-    tmp = tmp_path_factory.mktemp("base")
-    res = train(tiny_config(tmp, "base", max_steps=2, export=True))
-    return tmp, res.export_dir
-
-
-def test_lora_keeps_base_and_exports_merged(base_export):
-    tmp, base_dir = base_export
+def test_lora_keeps_base_and_exports_merged(overfit):
+    tmp, _, base_res = overfit  # init_from a previous export
+    base_dir = base_res.export_dir
     cfg = tiny_config(
         tmp, "lora", model=None, init_from=base_dir, tokenizer=None, method="lora", max_steps=4, export=True,
         lora=dict(rank=4, alpha=8.0, dropout=0.1, targets=["q_proj", "v_proj", "down_proj"]),

@@ -108,22 +108,32 @@ def resolve_model_config(config: TrainConfig, tokenizer) -> ModelConfig:
     return cfg
 
 
-def init_sharded(cfg: ModelConfig, seed: int, mesh, *, dtype, param_dtype) -> Decoder:
-    """A random `Decoder` (same values as `init_model(cfg, seed)`) created directly in its shards."""
+def init_sharded(cfg: ModelConfig, seed: int, mesh, *, dtype, param_dtype, cache: dict | None = None) -> Decoder:
+    """A random `Decoder` (same values as `init_model(cfg, seed)`) created directly in its shards.
+
+    cache: a dict reused across calls in this process to skip recompiling the same init.
+    """
     graphdef, state = nnx.split(abstract_model(cfg, dtype=dtype, param_dtype=param_dtype))
-    shardings = tree_shardings(state.to_pure_dict(), mesh)
+    key = ("init", cfg, seed, mesh, jnp.dtype(dtype).name, jnp.dtype(param_dtype).name)
+    make = None if cache is None else cache.get(key)
+    if make is None:
+        shardings = tree_shardings(state.to_pure_dict(), mesh)
 
-    def make():
-        return nnx.state(Decoder(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype)).to_pure_dict()
+        def init():
+            return nnx.state(Decoder(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype)).to_pure_dict()
 
-    return nnx.merge(graphdef, jax.jit(make, out_shardings=shardings)())
+        make = jax.jit(init, out_shardings=shardings)
+        if cache is not None:
+            cache[key] = make
+    return nnx.merge(graphdef, make())
 
 
-def build_model(config: TrainConfig, tokenizer, mesh) -> Decoder:
+def build_model(config: TrainConfig, tokenizer, mesh, cache: dict | None = None) -> Decoder:
     """The base model (random from `config.model`, or loaded from `init_from`) with LoRA if asked."""
     dtype, param_dtype = DTYPES[config.compute_dtype], DTYPES[config.param_dtype]
     if config.model is not None:
-        model = init_sharded(resolve_model_config(config, tokenizer), config.seed, mesh, dtype=dtype, param_dtype=param_dtype)
+        model = init_sharded(resolve_model_config(config, tokenizer), config.seed, mesh, dtype=dtype,
+                             param_dtype=param_dtype, cache=cache)
     else:
         from jaxcot.models.loading import load_model
 
@@ -277,6 +287,7 @@ def train(
     examples: Sequence | None = None,
     stop_after: int | None = None,
     handle_sigterm: bool = True,
+    cache: dict | None = None,
 ) -> TrainResult:
     """Run (or resume) the SFT run `config` describes.
 
@@ -284,7 +295,9 @@ def train(
     (examples are (prompt, completion) pairs). stop_after: save and stop once that many steps
     are done (a deterministic interruption; status 'stopped'). On SIGTERM the run saves and
     returns with status 'preempted'. A non-finite loss raises `TrainingDiverged`, leaving the
-    last good checkpoint in place. Returns a `TrainResult`.
+    last good checkpoint in place. cache: a dict passed to several `train` calls in one process
+    (a sweep, a resume in a notebook) so that identical init and step functions compile once.
+    Returns a `TrainResult`.
     """
     from tqdm.auto import tqdm
 
@@ -317,7 +330,7 @@ def train(
     dataset = batch_pipeline(exs, rows, layout, buckets=buckets, pad_id=pad_id)
     total = len(dataset) if config.max_steps is None else min(len(dataset), config.max_steps)
 
-    model = build_model(config, tokenizer, mesh)
+    model = build_model(config, tokenizer, mesh, cache)
     graphdef, params, frozen = split_model(model, config.method)
     del model
     tx, schedule = make_optimizer(config.optim, total)
@@ -348,7 +361,12 @@ def train(
         with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
             json.dump(to_dict(config), f, indent=2)
 
-    step_fn = make_train_step(graphdef, tx, schedule, sh, packed=config.data.packing)
+    step_key = ("step", graphdef, mesh, json.dumps(dataclasses.asdict(config.optim)), total, config.data.packing)
+    step_fn = None if cache is None else cache.get(step_key)
+    if step_fn is None:
+        step_fn = make_train_step(graphdef, tx, schedule, sh, packed=config.data.packing)
+        if cache is not None:
+            cache[step_key] = step_fn
     metrics_log = MetricsLog(os.path.join(out_dir, "metrics.jsonl"), start, lead)
     preempt = _Preemption(handle_sigterm)
     meta_base = {"config": to_dict(config), "stats": dataclasses.asdict(stats)}
