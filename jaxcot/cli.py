@@ -16,6 +16,7 @@ COMMANDS = {
     "compress": "jaxcot.compress.cli",
     "train": "jaxcot.train.cli",
     "testbed": "jaxcot.data.cli",
+    "run": "jaxcot.pipeline",
 }
 
 

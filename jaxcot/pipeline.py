@@ -1,0 +1,572 @@
+"""`jaxcot run`: generate -> score -> compress -> train one student per method -> evaluate -> report.
+
+Every stage is a plain function of (`RunConfig`, `RunPaths`, ...) that reads the previous stage's
+files under `runs/<name>/` and writes its own atomically; a stage whose output exists is reused,
+and an interrupted one resumes (generation and scoring append per record, training resumes from
+its Orbax checkpoint). Every student is fine-tuned from the same model with the same budget (the
+control on the original chains too), so a row's change comes from its training data alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+from jaxcot.data.testbed import TestbedConfig
+from jaxcot.generate.format import PromptConfig
+from jaxcot.io import ResumableJsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
+
+STAGES = ("data", "generate", "score", "auc", "compress", "train", "eval", "report")
+
+
+@dataclasses.dataclass
+class MethodSpec:
+    """One row of the table. method: 'original' (the uncompressed control) or a key of
+    `jaxcot.compress.METHODS`. gamma: retention for ADS / static rules; for TokenSkip it is the
+    ratio asked for at evaluation (training draws one per example from `knobs.gammas`).
+    knobs: further `CompressConfig` fields."""
+
+    name: str
+    method: str = "original"
+    gamma: float | None = None
+    knobs: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class DataSpec:
+    """kind 'testbed' (generated problems with ground-truth roles) or 'benchmark'
+    (`jaxcot.data.benchmarks.load_benchmark(benchmark, split, source, path)`)."""
+
+    kind: str = "testbed"
+    testbed: TestbedConfig = dataclasses.field(default_factory=TestbedConfig)
+    seed: int = 1
+    benchmark: str = "gsm8k"
+    source: str = "auto"
+    path: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    n_train: int = 1000
+    n_test: int = 300
+    grader: str = "gsm8k"  # gsm8k | math
+
+
+@dataclasses.dataclass
+class GenerateSpec:
+    """source 'model': the model writes the chains (the method); 'reference': the testbed's own
+    ground-truth chains stand in for them (pipeline tests with untrained models)."""
+
+    source: str = "model"
+    prompt: PromptConfig = dataclasses.field(default_factory=lambda: PromptConfig(template="{question}"))
+    max_new_tokens: int = 320
+    batch_size: int = 64
+    temperature: float = 0.0
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class ScoreSpec:
+    layers: list[int] | None = None  # None: round(2/3 L)
+    norm: str = "l1"
+    batch_size: int = 16
+    auc_samples: int = 200  # testbed reference chains scored for the importance AUC
+
+
+@dataclasses.dataclass
+class StudentSpec:
+    """The fine-tuning budget every student gets (same steps, batch, schedule)."""
+
+    method: str = "full"  # full | lora
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup_ratio: float = 0.1
+    max_len: int = 512
+    packing: bool = True
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    compute_dtype: str = "float32"
+
+
+@dataclasses.dataclass
+class EvalSpec:
+    max_new_tokens: int = 320
+    batch_size: int = 64  # accuracy pass and throughput batch
+    latency_samples: int = 16  # questions timed one at a time (batch 1)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """model: 'teacher' (the shipped testbed teacher) or a HF folder / GGUF file."""
+
+    name: str = "demo"
+    runs_dir: str = "runs"
+    model: str = "teacher"
+    data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    generate: GenerateSpec = dataclasses.field(default_factory=GenerateSpec)
+    score: ScoreSpec = dataclasses.field(default_factory=ScoreSpec)
+    methods: list[MethodSpec] = dataclasses.field(default_factory=lambda: [MethodSpec("original")])
+    student: StudentSpec = dataclasses.field(default_factory=StudentSpec)
+    eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)
+    stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGES))
+
+    def __post_init__(self):
+        from jaxcot.compress import METHODS
+
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"method names must be unique: {names}")
+        for m in self.methods:
+            if m.method != "original" and m.method not in METHODS:
+                raise ValueError(f"method {m.name}: unknown method {m.method!r}; choose 'original' or {sorted(METHODS)}")
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad:
+            raise ValueError(f"unknown stage(s) {bad}; stages: {STAGES}")
+
+
+@dataclasses.dataclass
+class RunPaths:
+    root: str
+
+    def __post_init__(self):
+        os.makedirs(self.root, exist_ok=True)
+
+    def __call__(self, *parts: str) -> str:
+        path = os.path.join(self.root, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def teacher_path() -> str:
+    """The testbed teacher shipped inside the package."""
+    from importlib.resources import files
+
+    path = str(files("jaxcot") / "assets" / "teacher")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"{path}: the shipped teacher is missing; build it with `jaxcot testbed teacher`")
+    return path
+
+
+def model_path(cfg: RunConfig) -> str:
+    return teacher_path() if cfg.model == "teacher" else cfg.model
+
+
+def grader(cfg: RunConfig) -> Callable[[str, str], bool]:
+    from jaxcot.eval.grading import grade_gsm8k, grade_math
+
+    return {"gsm8k": grade_gsm8k, "math": grade_math}[cfg.data.grader]
+
+
+def _say(msg: str) -> None:
+    print(f"[jaxcot run] {msg}", flush=True)
+
+
+# -- stages ------------------------------------------------------------------------------------
+
+
+def stage_data(cfg: RunConfig, paths: RunPaths) -> tuple[list[dict], list[dict]]:
+    """Train questions (to generate chains for) and test questions: data/{train,test}.jsonl."""
+    train_p, test_p = paths("data", "train.jsonl"), paths("data", "test.jsonl")
+    if os.path.exists(train_p) and os.path.exists(test_p):
+        return read_jsonl(train_p), read_jsonl(test_p)
+    d = cfg.data
+    if d.kind == "testbed":
+        from jaxcot.data.teacher import EVAL_OFFSET
+        from jaxcot.data.testbed import generate
+
+        # The teacher trained on seed 0's problems 0.. and was evaluated from EVAL_OFFSET on:
+        # use another seed so these problems are new to it.
+        train = list(generate(d.n_train, d.seed, d.testbed))
+        test = list(generate(d.n_test, d.seed, d.testbed, offset=EVAL_OFFSET))
+    elif d.kind == "benchmark":
+        from jaxcot.data.benchmarks import load_benchmark
+
+        train = load_benchmark(d.benchmark, d.train_split, source=d.source, path=d.path, limit=d.n_train)
+        test = load_benchmark(d.benchmark, d.test_split, source=d.source, path=d.path, limit=d.n_test)
+    else:
+        raise ValueError(f"data.kind must be 'testbed' or 'benchmark', got {d.kind!r}")
+    atomic_write_jsonl(train_p, train)
+    atomic_write_jsonl(test_p, test)
+    return train, test
+
+
+def stage_generate(cfg: RunConfig, paths: RunPaths, items: list[dict], generator) -> list[dict]:
+    """The model's chains for the train questions, graded: traces.jsonl (resumable)."""
+    from jaxcot.generate.format import prompt_ids
+    from jaxcot.generate.records import row_seed
+    from jaxcot.generate.sampling import SamplingConfig
+
+    out = paths("traces.jsonl")
+    if os.path.exists(out) and not os.path.exists(out + ".partial"):
+        return read_jsonl(out)
+    if cfg.generate.source == "reference":
+        if cfg.data.kind != "testbed":
+            raise ValueError("generate.source 'reference' needs data.kind 'testbed' (its chains are the reference)")
+        traces = [{"id": it["id"], "question": it["question"], "chain": it["chain"], "answer": it["answer"],
+                   "gold": it["gold"], "correct": True} for it in items]
+        atomic_write_jsonl(out, traces)
+        return traces
+    if cfg.generate.source != "model":
+        raise ValueError(f"generate.source must be 'model' or 'reference', got {cfg.generate.source!r}")
+    grade = grader(cfg)
+    writer = ResumableJsonl(out, key="id")
+    todo = [it for it in items if it["id"] not in writer.done]
+    g = cfg.generate
+    ids = [prompt_ids(generator.tokenizer, it["question"], g.prompt) for it in todo]
+
+    def write(idx, completions):
+        from jaxcot.generate.format import split_chain_answer
+
+        for i, c in zip(idx, completions):
+            chain, answer = split_chain_answer(c.text)
+            it = todo[i]
+            writer.write({"id": it["id"], "question": it["question"], "chain": chain, "answer": answer,
+                          "gold": it["gold"], "correct": bool(answer) and grade(c.text, it["gold"]),
+                          "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)})
+
+    try:
+        if todo:
+            generator.generate_ids(ids, max_new_tokens=g.max_new_tokens, batch_size=g.batch_size,
+                                   sampling=SamplingConfig(temperature=g.temperature), seed=g.seed,
+                                   row_seeds=[row_seed(it["id"]) for it in todo], on_batch=write)
+    finally:
+        writer.close()
+    writer.finish()
+    return read_jsonl(out)
+
+
+def stage_score(cfg: RunConfig, paths: RunPaths, traces: list[dict], model, tokenizer) -> list[dict]:
+    """GoGI, entropy and self-information of the correct traces: scored.jsonl (resumable)."""
+    from jaxcot.importance.score import iter_scored
+
+    out = paths("scored.jsonl")
+    if os.path.exists(out) and not os.path.exists(out + ".partial"):
+        return read_jsonl(out)
+    correct = [t for t in traces if t.get("correct")]
+    writer = ResumableJsonl(out, key="id")
+    todo = [t for t in correct if t["id"] not in writer.done]
+    try:
+        for _, rec in iter_scored(model, tokenizer, todo, layers=cfg.score.layers, norm=cfg.score.norm,
+                                  batch_size=cfg.score.batch_size, prompt=cfg.generate.prompt):
+            writer.write(rec)
+    finally:
+        writer.close()
+    writer.finish()
+    return read_jsonl(out)
+
+
+def stage_auc(cfg: RunConfig, paths: RunPaths, model, tokenizer) -> dict[str, dict[str, float]]:
+    """Testbed only: ROC-AUC of each importance source against the ground-truth essential roles
+    (equations), on reference chains scored teacher-forced: auc.json."""
+    out = paths("auc.json")
+    if os.path.exists(out):
+        with open(out) as f:
+            return json.load(f)
+    if cfg.data.kind != "testbed":
+        return {}
+    import numpy as np
+
+    from jaxcot.data.testbed import essential_mask, generate, offsets_from_pieces, token_roles
+    from jaxcot.eval.metrics import importance_auc
+    from jaxcot.importance.baselines import random_scores
+    from jaxcot.importance.score import score_traces
+
+    d = cfg.data
+    refs = list(generate(cfg.score.auc_samples, d.seed + 1000, d.testbed))
+    scored = score_traces(model, tokenizer, refs, layers=cfg.score.layers, norm=cfg.score.norm,
+                          batch_size=cfg.score.batch_size, prompt=cfg.generate.prompt, progress=False)
+    labels, sources = [], {"gogi": [], "self_info": [], "entropy": [], "random": []}
+    for rec in scored:
+        s = rec["scores"]
+        roles = token_roles(rec, offsets_from_pieces(s["pieces"]))
+        labels.append(np.asarray(essential_mask(roles), bool))
+        for key in ("gogi", "self_info", "entropy"):
+            sources[key].append(np.asarray(s[key], np.float64))
+        sources["random"].append(np.asarray(random_scores(len(s["pieces"]), 0, rec["id"]), np.float64))
+    n_tokens = int(sum(len(lab) for lab in labels))
+    auc = {k: {"auc": float(importance_auc(v, labels)), "n_tokens": n_tokens} for k, v in sources.items()}
+    atomic_write_json(out, auc)
+    return auc
+
+
+def stage_compress(cfg: RunConfig, paths: RunPaths, scored: list[dict]) -> dict[str, dict]:
+    """One SFT set per method: sets/<name>.jsonl and sets/<name>.summary.json."""
+    from jaxcot.compress import compress_records
+    from jaxcot.compress.builders import make_example
+
+    grade = grader(cfg)
+    summaries = {}
+    for m in cfg.methods:
+        out, summ = paths("sets", f"{m.name}.jsonl"), paths("sets", f"{m.name}.summary.json")
+        if os.path.exists(out) and os.path.exists(summ):
+            with open(summ) as f:
+                summaries[m.name] = json.load(f)
+            continue
+        if m.method == "original":
+            examples = [make_example(r, r["chain"], method="original", gamma=1.0, kept=len(r["scores"]["pieces"]),
+                                     total=len(r["scores"]["pieces"])) for r in scored]
+            summary = {"method": "original", "examples": len(examples), "retained_mean": 1.0}
+        else:
+            knobs = dict(m.knobs)
+            if m.gamma is not None and m.method != "tokenskip":
+                knobs["gamma"] = m.gamma
+            res = compress_records(scored, m.method, grader=lambda a, g: grade(a, g), **knobs)
+            examples, summary = res.examples, res.summary
+        atomic_write_jsonl(out, examples)
+        atomic_write_json(summ, summary)
+        summaries[m.name] = summary
+        _say(f"compress {m.name}: {len(examples)} examples, retained {summary.get('retained_mean', 1.0):.3f}")
+    return summaries
+
+
+def _student_config(cfg: RunConfig, paths: RunPaths, m: MethodSpec, init_from: str):
+    from jaxcot.train.config import CheckpointConfig, DataConfig, LoraConfig, MeshConfig, OptimConfig, TrainConfig
+
+    s = cfg.student
+    n_examples = max(1, sum(1 for _ in open(paths("sets", f"{m.name}.jsonl"), encoding="utf-8")))
+    rows_per_example = 1.0 if not s.packing else 16 / s.max_len  # packing: rows hold >= 16 tokens per example
+    epochs = max(1, math.ceil(s.steps * s.batch_size / max(1.0, n_examples * rows_per_example)))
+    return TrainConfig(
+        output_dir=paths("students", m.name, "run"),
+        export_dir=os.path.join(paths.root, "students", m.name, "model"),
+        init_from=init_from,
+        method=s.method,
+        lora=LoraConfig(rank=s.lora_rank, alpha=s.lora_alpha),
+        data=DataConfig(path=paths("sets", f"{m.name}.jsonl"), max_len=s.max_len, packing=s.packing),
+        optim=OptimConfig(lr=s.lr, warmup_ratio=s.warmup_ratio),
+        mesh=MeshConfig(),
+        checkpoint=CheckpointConfig(every=max(s.steps // 3, 1), keep=1),
+        batch_size=s.batch_size,
+        epochs=epochs,  # enough passes that the step budget, not the data, ends every run
+        max_steps=s.steps,
+        compute_dtype=s.compute_dtype,
+        progress=True,
+    )
+
+
+def stage_train(cfg: RunConfig, paths: RunPaths, init_from: str) -> dict[str, str]:
+    """One student per method, same budget: students/<name>/model (HF folder)."""
+    from jaxcot.train.loop import train
+
+    out = {}
+    for m in cfg.methods:
+        tc = _student_config(cfg, paths, m, init_from)
+        if os.path.exists(os.path.join(tc.resolved_export_dir, "config.json")):
+            out[m.name] = tc.resolved_export_dir
+            continue
+        _say(f"train student {m.name}: {cfg.student.steps} steps from {init_from}")
+        res = train(tc)
+        if res.status != "finished":
+            raise RuntimeError(f"student {m.name}: training {res.status} at step {res.step}; rerun to resume")
+        out[m.name] = res.export_dir
+    return out
+
+
+def eval_prompt(cfg: RunConfig, m: MethodSpec, question: str) -> str:
+    """The student's prompt: the question, with TokenSkip's ratio marker for TokenSkip students."""
+    from jaxcot.compress import CompressConfig
+    from jaxcot.compress.builders import tokenskip_prompt
+
+    if m.method == "tokenskip":
+        cc = CompressConfig(**{k: v for k, v in m.knobs.items() if k in ("eot", "template")})
+        return tokenskip_prompt(question, m.gamma if m.gamma is not None else 0.5, eot=cc.eot, template=cc.template)
+    return question
+
+
+def evaluate_student(cfg: RunConfig, m: MethodSpec, model, tokenizer, test: list[dict]) -> dict:
+    """Accuracy and chain length on the test set, latency at batch 1, throughput at a large batch."""
+    import numpy as np
+
+    from jaxcot.eval.metrics import cot_tokens
+    from jaxcot.generate import Generator
+    from jaxcot.generate.format import prompt_ids
+
+    grade = grader(cfg)
+    e = cfg.eval
+    gen = Generator(model, tokenizer)
+    student_prompt = PromptConfig(template="{question}")
+    ids = [prompt_ids(tokenizer, eval_prompt(cfg, m, it["question"]), student_prompt) for it in test]
+    outs = gen.generate_ids(ids, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    correct = [grade(o.text, it["gold"]) for o, it in zip(outs, test)]
+    cot = [cot_tokens(o.text, count) for o in outs]
+    # Throughput: the first large batch again, now compiled.
+    big = ids[: e.batch_size]
+    t0 = time.perf_counter()
+    again = gen.generate_ids(big, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
+    dt = time.perf_counter() - t0
+    gen_tokens = sum(len(o.token_ids) for o in again)
+    # Latency: one question at a time (compiled on the first, which is not timed).
+    lat_ids = ids[: e.latency_samples + 1]
+    gen.generate_ids(lat_ids[:1], max_new_tokens=e.max_new_tokens, batch_size=1)
+    times = []
+    for p in lat_ids[1:]:
+        t0 = time.perf_counter()
+        gen.generate_ids([p], max_new_tokens=e.max_new_tokens, batch_size=1)
+        times.append(time.perf_counter() - t0)
+    return {
+        "n": len(test),
+        "accuracy": float(np.mean(correct)),
+        "mean_cot_tokens": float(np.mean(cot)),
+        "mean_new_tokens": float(np.mean([len(o.token_ids) for o in outs])),
+        "latency_s": float(np.mean(times)),
+        "throughput_tok_s": gen_tokens / dt,
+        "examples": [{"question": it["question"], "output": o.text, "correct": c}
+                     for it, o, c in list(zip(test, outs, correct))[:5]],
+    }
+
+
+def stage_eval(cfg: RunConfig, paths: RunPaths, students: dict[str, str], test: list[dict]) -> dict[str, dict]:
+    """Every student on the test set: eval/<name>.json."""
+    from jaxcot.models import load_model, load_tokenizer
+
+    results = {}
+    for m in cfg.methods:
+        out = paths("eval", f"{m.name}.json")
+        if os.path.exists(out):
+            with open(out) as f:
+                results[m.name] = json.load(f)
+            continue
+        _say(f"evaluate {m.name} on {len(test)} test questions")
+        model, tok = load_model(students[m.name]), load_tokenizer(students[m.name])
+        results[m.name] = evaluate_student(cfg, m, model, tok, test)
+        atomic_write_json(out, results[m.name])
+    return results
+
+
+def stage_report(cfg: RunConfig, paths: RunPaths, evals: dict[str, dict], summaries: dict[str, dict],
+                 auc: dict, timings: dict[str, float]) -> str:
+    from jaxcot.eval.metrics import act_ratio, speedup
+    from jaxcot.eval.report import MethodResult, write_report
+
+    base_name = next((m.name for m in cfg.methods if m.method == "original"), cfg.methods[0].name)
+    base = evals[base_name]
+    bench = "testbed" if cfg.data.kind == "testbed" else cfg.data.benchmark
+    rows = []
+    for m in cfg.methods:
+        r = evals[m.name]
+        rows.append(MethodResult(
+            method=m.name, benchmark=bench, n=r["n"], accuracy=r["accuracy"], mean_cot_tokens=r["mean_cot_tokens"],
+            act_ratio=(act_ratio(r["mean_cot_tokens"], base["mean_cot_tokens"]) if base["mean_cot_tokens"] > 0
+                       else float("nan")),  # an untrained control may write no chain at all
+            latency_s=r["latency_s"],
+            throughput_tok_s=r["throughput_tok_s"], speedup=speedup(base["latency_s"], r["latency_s"]),
+            train_examples=summaries.get(m.name, {}).get("examples"),
+            retained=summaries.get(m.name, {}).get("retained_mean"),
+        ))
+    notes = [
+        f"model: {cfg.model}; {len(cfg.methods)} students, each {cfg.student.steps} steps of "
+        f"{cfg.student.batch_size} rows ({cfg.student.method}, lr {cfg.student.lr}) from the same model",
+        f"speedup: mean batch-1 latency of '{base_name}' / the method's, measured in this run; "
+        f"throughput at batch {cfg.eval.batch_size}",
+        "CoT tokens: generated tokens before the final answer marker",
+    ]
+    return write_report(paths.root, rows, title=f"jaxcot run: {cfg.name}", importance_auc=auc or None,
+                        timings=timings, notes=notes)
+
+
+def _summaries_from_disk(cfg: RunConfig, paths: RunPaths) -> dict[str, dict]:
+    out = {}
+    for m in cfg.methods:
+        p = paths("sets", f"{m.name}.summary.json")
+        if os.path.exists(p):
+            with open(p) as f:
+                out[m.name] = json.load(f)
+    return out
+
+
+def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
+    """Run the stages in `cfg.stages` (each reuses finished outputs); returns the timings and paths."""
+    from jaxcot.generate import Generator
+    from jaxcot.models import load_model, load_tokenizer
+
+    paths = RunPaths(os.path.join(cfg.runs_dir, cfg.name))
+    from jaxcot.config import dump_config
+
+    dump_config(cfg, paths("config.yaml"))
+    timings: dict[str, float] = {}
+    want = set(cfg.stages)
+    src = model_path(cfg)
+    t0 = time.perf_counter()
+    train_items, test_items = stage_data(cfg, paths)
+    timings["data"] = time.perf_counter() - t0
+    model = tokenizer = None
+    if want & {"generate", "score", "auc"}:
+        model, tokenizer = load_model(src), load_tokenizer(src)
+    traces = scored = None
+    if "generate" in want:
+        t0 = time.perf_counter()
+        traces = stage_generate(cfg, paths, train_items, Generator(model, tokenizer))
+        timings["generate"] = time.perf_counter() - t0
+        n_ok = sum(bool(t.get("correct")) for t in traces)
+        _say(f"generate: {len(traces)} traces, {n_ok} correct ({100 * n_ok / max(len(traces), 1):.1f}%)")
+    if "score" in want:
+        t0 = time.perf_counter()
+        traces = traces if traces is not None else read_jsonl(paths("traces.jsonl"))
+        scored = stage_score(cfg, paths, traces, model, tokenizer)
+        timings["score"] = time.perf_counter() - t0
+    auc: dict = {}
+    if "auc" in want:
+        t0 = time.perf_counter()
+        auc = stage_auc(cfg, paths, model, tokenizer)
+        timings["auc"] = time.perf_counter() - t0
+        for k, v in sorted(auc.items(), key=lambda kv: -kv[1]["auc"]):
+            _say(f"importance AUC vs ground-truth roles: {k} {v['auc']:.3f}")
+    summaries = _summaries_from_disk(cfg, paths)
+    if "compress" in want:
+        t0 = time.perf_counter()
+        scored = scored if scored is not None else read_jsonl(paths("scored.jsonl"))
+        summaries = stage_compress(cfg, paths, scored)
+        timings["compress"] = time.perf_counter() - t0
+    students: dict[str, str] = {}
+    if "train" in want:
+        t0 = time.perf_counter()
+        students = stage_train(cfg, paths, src)
+        timings["train"] = time.perf_counter() - t0
+    else:
+        students = {m.name: os.path.join(paths.root, "students", m.name, "model") for m in cfg.methods}
+    evals: dict[str, dict] = {}
+    if "eval" in want:
+        t0 = time.perf_counter()
+        evals = stage_eval(cfg, paths, students, test_items)
+        timings["eval"] = time.perf_counter() - t0
+    report = None
+    if "report" in want:
+        if not evals:
+            evals = stage_eval(cfg, paths, students, test_items)
+        if not auc and os.path.exists(paths("auc.json")):
+            with open(paths("auc.json")) as f:
+                auc = json.load(f)
+        report = stage_report(cfg, paths, evals, summaries, auc, timings)
+    return {"root": paths.root, "timings": timings, "report": report}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="the whole pipeline: generate, score, compress, train students, evaluate, report")
+    p.add_argument("--config", required=True, help="YAML RunConfig (e.g. configs/demo.yaml)")
+    p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. student.steps=100")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    from jaxcot.config import load_config
+
+    overrides = list(args.overrides)
+    if args.stages:
+        overrides.append(f"stages=[{args.stages}]")
+    cfg = load_config(RunConfig, args.config, overrides)
+    t0 = time.perf_counter()
+    out = run_pipeline(cfg)
+    print("\nstage timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in out["timings"].items())
+          + f"; total {time.perf_counter() - t0:.0f}s")
+    if out["report"]:
+        print(out["report"])
+        print(f"report: {os.path.join(out['root'], 'report.md')}")
+    return 0
