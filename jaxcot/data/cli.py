@@ -61,6 +61,27 @@ def cmd_tokenizer(args) -> int:
     return 0
 
 
+def cmd_teacher(args) -> int:
+    from jaxcot.data.teacher import TeacherConfig, train_teacher
+
+    cfg = load_config(TeacherConfig, args.config, args.set)
+    summary = train_teacher(cfg)
+    if summary.get("status") != "finished":
+        print(f"teacher training {summary.get('status')} at step {summary.get('step')}; rerun the same command to resume")
+        return 1
+    print(f"teacher: greedy accuracy {100 * summary['accuracy']:.1f}% on {summary['n_eval']} held-out problems "
+          f"after {summary['steps']} steps ({summary['minutes']:.1f} min); model in {os.path.join(cfg.out_dir, 'model')}")
+    if args.ship:
+        import shutil
+        from importlib.resources import files
+
+        dest = str(files("jaxcot") / "assets" / "teacher")
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(os.path.join(cfg.out_dir, "model"), dest)
+        print(f"shipped to {dest}")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("testbed", help="the arithmetic testbed: traces with ground-truth roles, tokenizer")
     sub = p.add_subparsers(dest="testbed_command", required=True)
@@ -78,3 +99,9 @@ def register(subparsers) -> None:
     t.add_argument("--sample", type=int, default=500, help="generated problems added to the template words")
     _add_config_args(t)
     t.set_defaults(func=cmd_tokenizer)
+    te = sub.add_parser("teacher", help="train the testbed teacher from scratch (learning curve, export)")
+    te.add_argument("--config", default=None, help="YAML TeacherConfig (e.g. configs/teacher.yaml)")
+    te.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a TeacherConfig field, e.g. --set steps=2000 --set testbed.max_steps=2")
+    te.add_argument("--ship", action="store_true", help="copy the result into jaxcot/assets/teacher (the demo's start)")
+    te.set_defaults(func=cmd_teacher)

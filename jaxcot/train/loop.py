@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import grain
 import jax
@@ -288,6 +288,8 @@ def train(
     stop_after: int | None = None,
     handle_sigterm: bool = True,
     cache: dict | None = None,
+    callback: Callable[[int, Decoder], None] | None = None,
+    callback_every: int = 0,
 ) -> TrainResult:
     """Run (or resume) the SFT run `config` describes.
 
@@ -297,6 +299,8 @@ def train(
     returns with status 'preempted'. A non-finite loss raises `TrainingDiverged`, leaving the
     last good checkpoint in place. cache: a dict passed to several `train` calls in one process
     (a sweep, a resume in a notebook) so that identical init and step functions compile once.
+    callback(step, model): called every `callback_every` steps (before the end) with the current
+    model, e.g. to measure accuracy during training; it must not modify the model.
     Returns a `TrainResult`.
     """
     from tqdm.auto import tqdm
@@ -410,6 +414,8 @@ def train(
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{m['lr']:.2e}", gnorm=f"{m['grad_norm']:.3f}",
                             tok_s=f"{rec['tokens_per_s']:.0f}")
             bar.update(1)
+            if callback is not None and callback_every > 0 and step % callback_every == 0 and step < total:
+                callback(step, nnx.merge(graphdef, params, frozen))
             if step % config.checkpoint.every == 0 or step == total:
                 save(step, loss)
             if step < total and preempt.requested():

@@ -1,0 +1,162 @@
+"""The testbed teacher: a small decoder trained from scratch on verbose testbed chains.
+
+`train_teacher(TeacherConfig)` generates problems, builds the testbed tokenizer, trains with the
+SFT trainer (full fine-tuning of a random init, completion-only loss), measures greedy accuracy on
+held-out problems every `eval_every` steps (the learning curve), and exports the model, tokenizer
+and log. The shipped teacher in `jaxcot/assets/teacher/` is this command's output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+from jaxcot.data.testbed import TestbedConfig, build_testbed_tokenizer, check_roundtrip, generate
+from jaxcot.io import atomic_write_json
+
+EVAL_OFFSET = 10_000_000  # held-out problems come from this index range (train uses 0..n_train-1)
+
+
+@dataclasses.dataclass
+class TeacherModel:
+    """The decoder shape (llama family); vocab comes from the tokenizer."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 512
+
+
+@dataclasses.dataclass
+class TeacherConfig:
+    """steps: optimizer steps (each `batch_size` packed rows of `max_len` tokens).
+    eval_every: greedy accuracy on `n_eval` held-out problems every this many steps."""
+
+    out_dir: str = "runs/teacher"
+    testbed: TestbedConfig = dataclasses.field(default_factory=TestbedConfig)
+    model: TeacherModel = dataclasses.field(default_factory=TeacherModel)
+    seed: int = 0
+    n_train: int = 120_000
+    n_eval: int = 300
+    steps: int = 4000
+    epochs: int = 3  # passes over the problems available; `steps` is the cap that applies
+    batch_size: int = 16
+    max_len: int = 512
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    eval_every: int = 500
+    eval_batch_size: int = 100
+    max_new_tokens: int = 320
+    export_dtype: str = "float32"
+
+
+def teacher_examples(records) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs: the question as the user turn, chain + answer as the reply."""
+    return [(r["question"], r["chain"] + r["answer"]) for r in records]
+
+
+def greedy_accuracy(model, tokenizer, records, *, batch_size: int = 100, max_new_tokens: int = 320) -> dict:
+    """Greedy decoding on `records` (testbed or any {question, gold}); accuracy by GSM8K grading.
+
+    Returns {"accuracy", "n", "mean_new_tokens", "seconds", "examples": first 3 completions}.
+    """
+    from jaxcot.eval.grading import grade_gsm8k
+    from jaxcot.generate import Generator
+
+    t0 = time.perf_counter()
+    gen = Generator(model, tokenizer)
+    outs = gen.generate([r["question"] for r in records], max_new_tokens=max_new_tokens, batch_size=batch_size)
+    correct = [grade_gsm8k(o.text, r["gold"]) for o, r in zip(outs, records)]
+    return {
+        "accuracy": sum(correct) / max(len(correct), 1),
+        "n": len(correct),
+        "mean_new_tokens": sum(len(o.token_ids) for o in outs) / max(len(outs), 1),
+        "seconds": time.perf_counter() - t0,
+        "examples": [o.text for o in outs[:3]],
+    }
+
+
+def train_teacher(cfg: TeacherConfig) -> dict:
+    """Train (or resume) the teacher; returns the summary written to `<out_dir>/teacher.json`."""
+    from jaxcot.models.config import ModelConfig
+    from jaxcot.train.config import CheckpointConfig, DataConfig, MeshConfig, OptimConfig, TrainConfig
+    from jaxcot.train.loop import train
+
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    t_start = time.perf_counter()
+    tokenizer = build_testbed_tokenizer(cfg=cfg.testbed)
+    train_records = list(generate(cfg.n_train, cfg.seed, cfg.testbed))
+    eval_records = list(generate(cfg.n_eval, cfg.seed, cfg.testbed, offset=EVAL_OFFSET))
+    check_roundtrip(tokenizer, (t for r in train_records[:2000] + eval_records for t in (r["question"], r["chain"], r["answer"])))
+    m = cfg.model
+    model_cfg = ModelConfig(
+        family="llama", vocab_size=len(tokenizer), hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+        num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
+        head_dim=m.hidden_size // m.num_heads, max_position_embeddings=cfg.max_len * 2,
+        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    train_cfg = TrainConfig(
+        output_dir=os.path.join(cfg.out_dir, "train"),
+        model=model_cfg,
+        method="full",
+        data=DataConfig(max_len=cfg.max_len, packing=True, overflow="drop"),
+        optim=OptimConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, min_lr_ratio=0.05),
+        mesh=MeshConfig(devices=1),
+        checkpoint=CheckpointConfig(every=cfg.eval_every, keep=2),
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        max_steps=cfg.steps,
+        seed=cfg.seed,
+        export=False,  # saved below, with the learning curve beside it
+    )
+    curve_path = os.path.join(cfg.out_dir, "curve.jsonl")
+    curve = []
+    if os.path.exists(curve_path):
+        with open(curve_path) as f:
+            curve = [json.loads(line) for line in f if line.strip()]
+
+    def on_eval(step: int, model) -> None:
+        if any(c["step"] == step for c in curve):
+            return
+        res = greedy_accuracy(model, tokenizer, eval_records, batch_size=cfg.eval_batch_size,
+                              max_new_tokens=cfg.max_new_tokens)
+        point = {"step": step, "minutes": (time.perf_counter() - t_start) / 60, "accuracy": res["accuracy"],
+                 "mean_new_tokens": res["mean_new_tokens"], "eval_seconds": res["seconds"]}
+        curve.append(point)
+        with open(curve_path, "a") as f:
+            f.write(json.dumps(point) + "\n")
+        print(f"[teacher] step {step}: greedy accuracy {100 * res['accuracy']:.1f}% on {res['n']} held-out problems "
+              f"({res['mean_new_tokens']:.0f} tokens/answer)\n  e.g. {res['examples'][0]!r}", flush=True)
+
+    result = train(train_cfg, tokenizer=tokenizer, examples=teacher_examples(train_records),
+                   callback=on_eval, callback_every=cfg.eval_every)
+    if result.status != "finished":
+        return {"status": result.status, "step": result.step}
+    on_eval(result.step, result.model)
+    final = curve[-1]
+    export_dir = os.path.join(cfg.out_dir, "model")
+    from jaxcot.models.params import save_hf
+    import jax.numpy as jnp
+
+    save_hf(result.model, export_dir, tokenizer=tokenizer,
+            dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.export_dtype])
+    shutil.copy(curve_path, os.path.join(export_dir, "curve.jsonl"))
+    summary = {
+        "status": "finished",
+        "accuracy": final["accuracy"],
+        "n_eval": cfg.n_eval,
+        "steps": result.step,
+        "minutes": (time.perf_counter() - t_start) / 60,
+        "params": model_cfg.num_params(),
+        "train_tokens_per_step": cfg.batch_size * cfg.max_len,
+        "config": dataclasses.asdict(cfg),
+        "curve": curve,
+    }
+    atomic_write_json(os.path.join(export_dir, "teacher.json"), summary)
+    atomic_write_json(os.path.join(cfg.out_dir, "teacher.json"), summary)
+    return summary
