@@ -8,7 +8,6 @@ same command resumes exactly.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
