@@ -1,0 +1,74 @@
+"""`jaxcot run` end to end on a tiny random model with the testbed's reference chains."""
+
+import json
+import os
+
+import pytest
+
+from jaxcot.config import load_config
+from jaxcot.pipeline import RunConfig, reference_trace, run_pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from jaxcot.data.testbed import build_testbed_tokenizer
+    from jaxcot.models import ModelConfig, init_model, save_hf
+
+    tok = build_testbed_tokenizer(sample=50)
+    cfg = ModelConfig(family="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2,
+                      num_heads=2, num_kv_heads=1, head_dim=16, tie_word_embeddings=True,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    path = tmp_path_factory.mktemp("model")
+    save_hf(init_model(cfg, 0), path, tokenizer=tok)
+    return str(path)
+
+
+def test_demo_config_loads():
+    cfg = load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"))
+    assert [m.method for m in cfg.methods] == ["original", "gogi-ads", "tokenskip", "random"]
+    for name in ("smollm2-135m-gsm8k", "qwen2.5-7b-gsm8k", "gemma3-4b-math"):
+        load_config(RunConfig, os.path.join(ROOT, "configs", f"{name}.yaml"))
+
+
+def test_unknown_method_is_an_error():
+    with pytest.raises(ValueError, match="unknown method"):
+        load_config(RunConfig, None, ["methods=[{name: x, method: nope}]"])
+
+
+def test_reference_trace_from_benchmark_solution():
+    t = reference_trace({"id": "g1", "question": "q?", "gold": "72", "solution": "48+24 = 72 clips."})
+    assert t["chain"] == "48+24 = 72 clips.\n" and t["answer"] == "The answer is 72." and t["correct"]
+    m = reference_trace({"id": "m1", "question": "q?", "gold": "0", "solution": "So $a+b=0$.\nThus $\\boxed{0}$."})
+    assert m["chain"] + m["answer"] == "So $a+b=0$.\nThus $\\boxed{0}$." and m["answer"].startswith("Thus")
+
+
+def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
+    overrides = [
+        f"model={tiny_model}", "name=t", f"runs_dir={tmp_path}", "data.n_train=24", "data.n_test=8",
+        "generate.source=reference", "score.auc_samples=8", "score.batch_size=8",
+        "methods=[{name: original, method: original}, {name: gogi-skip, method: gogi-ads, gamma: 0.5}]",
+        "student.steps=2", "student.batch_size=8", "student.max_len=256",
+        "eval.max_new_tokens=12", "eval.batch_size=8", "eval.latency_samples=1",
+    ]
+    cfg = load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"), overrides)
+    out = run_pipeline(cfg)
+    root = out["root"]
+    for f in ("traces.jsonl", "scored.jsonl", "auc.json", "sets/gogi-skip.jsonl", "report.md", "results.json",
+              "accuracy_vs_tokens_testbed.png", "students/gogi-skip/model/config.json", "eval/original.json"):
+        assert os.path.exists(os.path.join(root, f)), f
+    res = json.load(open(os.path.join(root, "results.json")))
+    rows = {r["method"]: r for r in res["rows"]}
+    assert set(rows) == {"original", "gogi-skip"}
+    assert rows["original"]["retained"] == 1.0 and 0.3 < rows["gogi-skip"]["retained"] < 0.8
+    assert rows["original"]["speedup"] == 1.0
+    assert set(res["importance_auc"]) == {"gogi", "self_info", "entropy", "random"}
+    compressed = [json.loads(line) for line in open(os.path.join(root, "sets", "gogi-skip.jsonl"))]
+    assert all(ex["completion"].endswith(ex["completion"].split("The answer is")[-1]) for ex in compressed)
+    assert all("The answer is" in ex["completion"] for ex in compressed)  # the answer is never compressed
+    # A second run reuses every finished stage: nothing is recomputed.
+    mtime = os.path.getmtime(os.path.join(root, "students", "gogi-skip", "model", "model.safetensors"))
+    again = run_pipeline(cfg)
+    assert os.path.getmtime(os.path.join(root, "students", "gogi-skip", "model", "model.safetensors")) == mtime
+    assert again["timings"]["train"] < 5
