@@ -78,6 +78,21 @@ def attention_bias(
     return jnp.where(ok, 0.0, _NEG)[:, None, :, :].astype(jnp.float32)
 
 
+class AttentionMask:
+    """Additive attention biases [B,1,T,S] and 'has a valid key' rows [B,1,T,1], one pair per
+    sliding window (None = full attention), built once per forward and shared by the layers."""
+
+    def __init__(self, by_window: dict):
+        self.by_window = by_window
+
+    def for_window(self, window: int | None) -> tuple[Array, Array]:
+        return self.by_window[window]
+
+
+def _bias_and_rows(bias: Array) -> tuple[Array, Array]:
+    return bias, bias.max(-1, keepdims=True) > _NEG / 2
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, layer: int, *, dtype, param_dtype, rngs: nnx.Rngs):
         d, h, k, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -104,15 +119,12 @@ class Attention(nnx.Module):
         self,
         x: Array,
         positions: Array,
-        q_slot: Array,
-        k_slot: Array,
-        k_pos: Array,
-        k_valid: Array,
+        mask: "AttentionMask",
         kv: tuple[Array, Array] | None,
         write_at: Array | None,
-        segments: Array | None = None,
     ) -> tuple[Array, tuple[Array, Array] | None]:
-        """x [B,T,D]; with `kv` (cache [B,S,K,Dh] x2) the new keys go to slots write_at.. ."""
+        """x [B,T,D]; with `kv` (cache [B,S,K,Dh] x2) the new keys go to slots write_at.. .
+        mask: the decoder's additive biases, built once per forward (see `AttentionMask`)."""
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
@@ -134,11 +146,11 @@ class Attention(nnx.Module):
         qg = q.reshape(b, t, self.num_kv_heads, g, self.head_dim)
         scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(q.dtype), preferred_element_type=jnp.float32)
         scores = scores * self.scale
-        bias = attention_bias(q_slot, positions, k_slot, k_pos, k_valid, self.window, segments)  # [B,1,T,S]
+        bias, row_ok = mask.for_window(self.window)  # [B,1,T,S], [B,1,T,1]
         scores = scores + bias[:, :, None]
         probs = jax.nn.softmax(scores, axis=-1)
         # Rows with no valid key (padding queries) get uniform junk; zero them to keep them finite.
-        probs = jnp.where(bias[:, :, None].max(-1, keepdims=True) > _NEG / 2, probs, 0.0)
+        probs = jnp.where(row_ok[:, :, None], probs, 0.0)
         out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(self.dtype), v.astype(self.dtype))
         out = out.reshape(b, t, self.num_heads * self.head_dim)
         return self.o_proj(out), new_kv
@@ -175,10 +187,8 @@ class Block(nnx.Module):
             self.pre_feedforward_layernorm = self.post_feedforward_layernorm = None
         self.gemma = cfg.is_gemma
 
-    def __call__(self, x, positions, q_slot, k_slot, k_pos, k_valid, kv, write_at, segments=None):
-        attn, new_kv = self.self_attn(
-            self.input_layernorm(x), positions, q_slot, k_slot, k_pos, k_valid, kv, write_at, segments
-        )
+    def __call__(self, x, positions, mask, kv, write_at):
+        attn, new_kv = self.self_attn(self.input_layernorm(x), positions, mask, kv, write_at)
         if self.gemma:
             x = x + self.post_attention_layernorm(attn)
             x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
@@ -273,6 +283,11 @@ class Decoder(nnx.Module):
             new_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, write_at))
             k_pos, k_valid = new_pos, new_valid
 
+        windows = {blk.self_attn.window for blk in self.layers}
+        attn_mask = AttentionMask({
+            w: _bias_and_rows(attention_bias(q_slot, positions, k_slot, k_pos, k_valid, w, segments))
+            for w in windows
+        })
         h = self.embed(tokens)
         if 0 in perturb:
             h = h + perturb[0].astype(h.dtype)
@@ -280,7 +295,7 @@ class Decoder(nnx.Module):
         new_k, new_v = [], []
         for i, block in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
-            h, nkv = block(h, positions, q_slot, k_slot, k_pos, k_valid, kv, write_at, segments)
+            h, nkv = block(h, positions, attn_mask, kv, write_at)
             if nkv is not None:
                 new_k.append(nkv[0])
                 new_v.append(nkv[1])
