@@ -267,7 +267,9 @@ def stage_generate(cfg: RunConfig, paths: RunPaths, items: list[dict], generator
 
 
 def stage_score(cfg: RunConfig, paths: RunPaths, traces: list[dict], model, tokenizer) -> list[dict]:
-    """GoGI, entropy and self-information of the correct traces: scored.jsonl (resumable)."""
+    """GoGI, entropy and self-information of the correct traces (testbed runs add the ground-truth
+    'oracle' importance): scored.jsonl (resumable)."""
+    from jaxcot.importance.baselines import oracle_scores
     from jaxcot.importance.score import iter_scored
 
     out = paths("scored.jsonl")
@@ -279,6 +281,8 @@ def stage_score(cfg: RunConfig, paths: RunPaths, traces: list[dict], model, toke
     try:
         for _, rec in iter_scored(model, tokenizer, todo, layers=cfg.score.layers, norm=cfg.score.norm,
                                   batch_size=cfg.score.batch_size, prompt=cfg.generate.prompt):
+            if cfg.data.kind == "testbed":  # the ground truth, for the 'oracle' reference method
+                rec["scores"]["oracle"] = [float(x) for x in oracle_scores(rec["scores"]["pieces"], rec["id"])]
             writer.write(rec)
     finally:
         writer.close()

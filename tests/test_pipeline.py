@@ -64,6 +64,13 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     assert rows["original"]["retained"] == 1.0 and 0.3 < rows["gogi-skip"]["retained"] < 0.8
     assert rows["original"]["speedup"] == 1.0
     assert set(res["importance_auc"]) == {"gogi", "self_info", "entropy", "random"}
+    # Testbed runs carry the ground-truth 'oracle' importance: equations first (>= 1), others < 0.5.
+    from jaxcot.data.testbed import equation_oracle
+
+    for rec in map(json.loads, open(os.path.join(root, "scored.jsonl"))):
+        pieces, oracle = rec["scores"]["pieces"], rec["scores"]["oracle"]
+        want = [x == 1.0 for x in equation_oracle(pieces)]
+        assert any(want) and [x >= 1.0 for x in oracle] == want and all(0 <= x < 1.5 for x in oracle)
     compressed = [json.loads(line) for line in open(os.path.join(root, "sets", "gogi-skip.jsonl"))]
     assert all(ex["completion"].endswith(ex["completion"].split("The answer is")[-1]) for ex in compressed)
     assert all("The answer is" in ex["completion"] for ex in compressed)  # the answer is never compressed

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from jaxcot.data.testbed import (ESSENTIAL_ROLES, ROLES, TestbedConfig, build_testbed_tokenizer, chain_stats, char_roles,
-                                 check_roundtrip, essential_mask, generate, make_problem, offsets_from_pieces,
-                                 token_roles)
+from jaxcot.data.testbed import (ESSENTIAL_ROLES, ROLES, SYMBOL, TestbedConfig, build_testbed_tokenizer, chain_stats, char_roles,
+                                 check_roundtrip, equation_oracle, essential_mask, generate, make_problem,
+                                 offsets_from_pieces, token_roles, working_equation_chars)
 
 HARD = TestbedConfig(min_steps=4, max_steps=5, start_range=(2, 50), operand_range=(2, 20), mul_range=(2, 5),
                      max_value=200)
@@ -164,3 +164,29 @@ def test_any_join_of_kept_pieces_tokenizes(tok):
             kept = "".join(p for p in pieces if rng.random() < keep)
             ids = tok(kept, add_special_tokens=False)["input_ids"]
             assert tok.unk_token_id not in ids and tok.decode(ids) == kept, kept
+
+
+@pytest.mark.parametrize("cfg", [TestbedConfig(), HARD])
+def test_working_equations_found_from_text_alone(cfg):
+    # Generated chains carry no role spans: the equation finder must recover the essential roles
+    # from the text, and not count re-checks and reviews that repeat an equation.
+    repeats = 0
+    for rec in generate(400, seed=11, cfg=cfg):
+        chain, roles = rec["chain"], char_roles(rec)
+        found = working_equation_chars(chain)
+        assert len(found) == len(chain)
+        for i, c in enumerate(chain):
+            if not c.isspace():
+                assert found[i] == (roles[i] in ESSENTIAL_ROLES), (rec["id"], chain[max(0, i - 30):i + 10])
+        eqs = {f"{s['left']} {SYMBOL[s['op']]} {s['right']} = {s['result']}" for s in rec["steps"]}
+        repeats += sum(chain.count(eq) for eq in eqs) - len(eqs)
+    assert repeats > 50  # re-checks and reviews repeat equations, and none of them was counted
+
+
+def test_equation_oracle_per_token(tok, records):
+    for rec in records[:50]:
+        enc = tok(rec["chain"], return_offsets_mapping=True, add_special_tokens=False)
+        pieces = [rec["chain"][a:b] for a, b in enc["offset_mapping"]]
+        assert "".join(pieces) == rec["chain"]
+        want = essential_mask(token_roles(rec, offsets_from_pieces(pieces)))
+        assert [x == 1.0 for x in equation_oracle(pieces)] == want

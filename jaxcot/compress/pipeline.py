@@ -43,6 +43,7 @@ METHODS = {
     "selfinfo-ads": ("ads", "self_info", "plain"),
     "random": ("static", "random", "plain"),
     "step-entropy": ("step", "entropy", "plain"),
+    "oracle": ("static", "oracle", "plain"),  # testbed only: keep the working equations first
 }
 DEFAULT_GAMMA = 0.55
 

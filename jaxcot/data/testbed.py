@@ -388,6 +388,32 @@ def essential_mask(roles: Sequence[str]) -> list[bool]:
     return [r in ESSENTIAL_ROLES for r in roles]
 
 
+_WORKING_EQUATION = re.compile(
+    "(?:" + "|".join(re.escape(lead) for leads in EQ_LEADS.values() for lead in leads) + r") (\d+ [-+*] \d+ = \d+)"
+)
+
+
+def working_equation_chars(chain: str) -> list[bool]:
+    """True on the characters of the chain's working equations (`a op b = r` after a step's lead),
+    False elsewhere, including equations re-stated by re-checks and reviews.
+
+    For any text in the testbed's format, a reference chain or a chain a model wrote, this equals
+    the essential roles of `char_roles` on the non-space characters: the roles of a generated
+    chain, which carries no role spans.
+    """
+    out = [False] * len(chain)
+    for m in _WORKING_EQUATION.finditer(chain):
+        out[m.start(1):m.end(1)] = [not c.isspace() for c in m.group(1)]
+    return out
+
+
+def equation_oracle(pieces: Sequence[str]) -> list[float]:
+    """Ground-truth importance per chain token [n]: 1.0 where the token touches a working
+    equation's character, else 0.0 (`pieces` are the scored record's chain pieces)."""
+    chars = working_equation_chars("".join(pieces))
+    return [float(any(chars[a:b])) for a, b in offsets_from_pieces(pieces)]
+
+
 # ---------------------------------------------------------------- tokenizer
 
 

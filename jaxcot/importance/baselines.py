@@ -4,7 +4,10 @@
 - predictive entropy per token (``scores["entropy"]``): the input of step-entropy pruning, whose
   step splitting lives in `jaxcot.compress`;
 - random: uniform scores, reproducible from a seed and the record id;
-- LLMLingua-2: `jaxcot.importance.llmlingua` (``scores["llmlingua"]`` when requested).
+- LLMLingua-2: `jaxcot.importance.llmlingua` (``scores["llmlingua"]`` when requested);
+- oracle (testbed runs only, ``scores["oracle"]``): the ground truth, 1 + u on the working
+  equations' tokens and u elsewhere (u uniform in [0, 0.5), a reproducible tie-break), so a rule
+  keeps every equation first and fills its ratio at random: the ceiling an importance can reach.
 """
 
 from __future__ import annotations
@@ -14,13 +17,21 @@ from typing import Any
 
 import numpy as np
 
-SOURCES = ("gogi", "self_info", "entropy", "random", "llmlingua")
+SOURCES = ("gogi", "self_info", "entropy", "random", "llmlingua", "oracle")
 
 
 def random_scores(n: int, seed: int, key: str = "") -> np.ndarray:
     """Uniform [0, 1) scores [n], the same for the same (seed, key) on every machine."""
     rng = np.random.default_rng([int(seed), zlib.crc32(str(key).encode("utf-8"))])
     return rng.random(n).astype(np.float32)
+
+
+def oracle_scores(pieces: list[str], key: str = "") -> np.ndarray:
+    """Testbed ground-truth importance [n] of a chain's token pieces: 1 + u on working-equation
+    tokens, u elsewhere, u = 0.5 * `random_scores` (seed 0, `key`)."""
+    from jaxcot.data.testbed import equation_oracle
+
+    return np.asarray(equation_oracle(pieces), np.float32) + 0.5 * random_scores(len(pieces), 0, key)
 
 
 def importance(record: dict[str, Any], source: str, seed: int = 0) -> np.ndarray:
@@ -34,8 +45,9 @@ def importance(record: dict[str, Any], source: str, seed: int = 0) -> np.ndarray
         raise ValueError(f"unknown importance source {source!r}; choose from {SOURCES}")
     if source not in s:
         raise ValueError(f"record {record.get('id')!r} has no scores[{source!r}]"
-                         + (" (score with --llmlingua PATH)" if source == "llmlingua" else ""))
+                         + (" (score with --llmlingua PATH)" if source == "llmlingua" else "")
+                         + (" (only testbed runs of `jaxcot run` carry it)" if source == "oracle" else ""))
     return np.asarray(s[source], np.float32)
 
 
-__all__ = ["SOURCES", "importance", "random_scores"]
+__all__ = ["SOURCES", "importance", "oracle_scores", "random_scores"]
