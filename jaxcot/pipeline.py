@@ -72,8 +72,13 @@ class GenerateSpec:
 class ScoreSpec:
     layers: list[int] | None = None  # None: round(2/3 L)
     norm: str = "l1"
+    goal: str = "answer"  # answer | value: which answer tokens' loss GoGI differentiates
     batch_size: int = 16
     auc_samples: int = 200  # testbed reference chains scored for the importance AUC
+
+    def __post_init__(self):
+        if self.norm not in ("l1", "l2") or self.goal not in ("answer", "value"):
+            raise ValueError(f"score: norm must be l1|l2 and goal answer|value, got {self.norm!r}, {self.goal!r}")
 
 
 @dataclasses.dataclass
@@ -280,7 +285,7 @@ def stage_score(cfg: RunConfig, paths: RunPaths, traces: list[dict], model, toke
     todo = [t for t in correct if t["id"] not in writer.done]
     try:
         for _, rec in iter_scored(model, tokenizer, todo, layers=cfg.score.layers, norm=cfg.score.norm,
-                                  batch_size=cfg.score.batch_size, prompt=cfg.generate.prompt):
+                                  batch_size=cfg.score.batch_size, prompt=cfg.generate.prompt, goal=cfg.score.goal):
             if cfg.data.kind == "testbed":  # the ground truth, for the 'oracle' reference method
                 rec["scores"]["oracle"] = [float(x) for x in oracle_scores(rec["scores"]["pieces"], rec["id"])]
             writer.write(rec)
@@ -309,7 +314,8 @@ def stage_auc(cfg: RunConfig, paths: RunPaths, model, tokenizer) -> dict[str, di
     d = cfg.data
     refs = list(generate(cfg.score.auc_samples, d.seed + 1000, d.testbed))
     scored = score_traces(model, tokenizer, refs, layers=cfg.score.layers, norm=cfg.score.norm,
-                          batch_size=cfg.score.batch_size, prompt=cfg.generate.prompt, progress=False)
+                          batch_size=cfg.score.batch_size, prompt=cfg.generate.prompt, progress=False,
+                          goal=cfg.score.goal)
     labels, sources = [], {"gogi": [], "self_info": [], "entropy": [], "random": []}
     for rec in scored:
         s = rec["scores"]

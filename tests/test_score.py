@@ -7,7 +7,7 @@ import pytest
 
 from jaxcot.data.wordtok import CHATML_TEMPLATE, build_word_tokenizer
 from jaxcot.importance.batching import bucket_length, plan_batches
-from jaxcot.importance.encode import encode_trace
+from jaxcot.importance.encode import answer_value_span, encode_trace
 
 CORPUS = [
     "Tom has 3 apples and buys 12 more .", "How many apples now ?", "3 + 12 = 15 , so 15 apples .",
@@ -71,6 +71,37 @@ def test_straddling_token_belongs_to_the_chain():
 def test_bad_traces_are_named(word_tok):
     with pytest.raises(ValueError, match="rec7.*empty answer"):
         encode_trace(word_tok, "q", "chain", "", where="rec7")
+
+
+@pytest.mark.parametrize("answer,gold,value", [
+    ("The answer is 15.", "15", "15"),
+    ("The answer is 115.", "15", "115"),  # gold not found whole: the last number
+    ("The answer is 1,500 dollars.", None, "1,500"),
+    ("So 3 + 12 = 15 and the answer is 15", "15", "15"),
+    (r"Thus $\boxed{\frac{1}{2}}$.", r"\frac{1}{2}", r"\frac{1}{2}"),
+    (r"Thus $\boxed{x^{2}+1}$.", None, "x^{2}+1"),
+    ("#### 72", "72", "72"),
+])
+def test_answer_value_span(answer, gold, value):
+    a, b = answer_value_span(answer, gold)
+    assert answer[a:b] == value
+    if gold and value == gold:
+        assert b == answer.rfind(gold) + len(gold)
+
+
+@pytest.mark.parametrize("make", ["word", "bpe"])
+def test_value_goal_narrows_the_answer_span(make, word_tok):
+    tok = word_tok if make == "word" else bpe_tokenizer()
+    chain, answer = "3 + 12 = 15 , so 15 apples .\n\n", "The answer is 15 ."
+    full = encode_trace(tok, "How many apples now ?", chain, answer)
+    value = encode_trace(tok, "How many apples now ?", chain, answer, goal="value", gold="15")
+    assert value.chain == full.chain and value.pieces == full.pieces
+    assert full.answer.start < value.answer.start and value.answer.stop < full.answer.stop
+    assert tok.decode(value.token_ids[value.answer].tolist()).strip() == "15"
+    with pytest.raises(ValueError, match="rec9.*holds no value"):
+        encode_trace(tok, "q", chain, "The answer is none .", goal="value", where="rec9")
+    with pytest.raises(ValueError, match="goal must be one of"):
+        encode_trace(tok, "q", chain, answer, goal="everything")
 
 
 def test_buckets_and_plan():

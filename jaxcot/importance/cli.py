@@ -24,6 +24,9 @@ def register(subparsers) -> None:
                    help="residual stream h^l to perturb (0 = embeddings); repeat to average layers; "
                    "default round(2/3 L)")
     p.add_argument("--norm", choices=("l1", "l2"), default="l1")
+    p.add_argument("--goal", choices=("answer", "value"), default="answer",
+                   help="answer tokens whose loss is differentiated: all of them (METHOD.md) or only the "
+                        "answer's value (the gold string, a \\boxed{} or the last number)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--only-correct", action="store_true", help="skip traces whose 'correct' is not true")
     p.add_argument("--probe", type=int, metavar="N", help="print per-layer statistics over the first N traces")
@@ -61,7 +64,7 @@ def run(args) -> int:
     dtype = jnp.dtype(args.dtype)
     model = load_model(args.model, dtype=dtype, param_dtype=dtype, mesh=make_mesh())
     tokenizer = load_tokenizer(args.tokenizer or args.model)
-    common = dict(norm=args.norm, batch_size=args.batch_size, sep=args.sep, prompt=prompt)
+    common = dict(norm=args.norm, batch_size=args.batch_size, sep=args.sep, prompt=prompt, goal=args.goal)
     if args.probe is not None:
         rows = layer_probe(model, tokenizer, records[: args.probe], **common)
         print(f"GoGI ({args.norm}) per layer over {min(args.probe, len(records))} traces; * = default "

@@ -11,6 +11,9 @@ read it. Each completion token gets the span that holds its *start* character (o
   covers belong to no A token (they are still in the sequence, and compression never drops them:
   the answer text is rebuilt from the record, not from pieces).
 - A: tokens starting inside the answer. Tokens starting in ``sep`` are in neither span.
+  With ``goal="value"``, A is narrowed to the tokens that overlap the answer's *value* (see
+  `answer_value_span`): "The answer is 16." differentiates the loss of "16" only, not of the
+  answer's fixed wording, whose prediction depends on formatting rather than on the reasoning.
 
 A chain token's piece runs from its start to the next token's start (the first from the chain's
 start, the last to the chain's end), so ``"".join(pieces) == chain`` exactly, whitespace and
@@ -21,6 +24,7 @@ gets an empty piece).
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import numpy as np
@@ -51,6 +55,40 @@ class EncodedTrace:
         return c, a
 
 
+GOALS = ("answer", "value")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _boxed_content(text: str) -> tuple[int, int] | None:
+    """Character span of the last ``\\boxed{...}``'s content (braces balanced), or None."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    i = start + len("\\boxed{")
+    depth = 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return (i, j) if j > i else None
+    return None
+
+
+def answer_value_span(answer: str, gold: str | None = None) -> tuple[int, int] | None:
+    """Character span [start, end) of the final answer's value inside `answer`: the last
+    occurrence of `gold` (when given and present), else the last ``\\boxed{}`` content, else the
+    last number; None when the answer holds none of them."""
+    gold = (gold or "").strip()
+    if gold:  # a whole occurrence: gold "16" is not found inside "116"
+        hits = list(re.finditer(r"(?<![\w.])" + re.escape(gold) + r"(?!\w|\.\d)", answer))
+        if hits:
+            return hits[-1].start(), hits[-1].end()
+    boxed = _boxed_content(answer)
+    if boxed is not None:
+        return boxed
+    numbers = list(_NUMBER.finditer(answer))
+    return (numbers[-1].start(), numbers[-1].end()) if numbers else None
+
+
 def token_pieces(text: str, starts: np.ndarray, lo: int, hi: int) -> list[str]:
     """Text pieces of tokens with (non-decreasing) start offsets `starts` [n] that partition
     text[lo:hi]: piece i = text[max(s_i, lo) : s_{i+1}] clipped to [lo, hi); the first piece
@@ -66,13 +104,17 @@ def token_pieces(text: str, starts: np.ndarray, lo: int, hi: int) -> list[str]:
 
 def encode_trace(
     tokenizer, question: str, chain: str, answer: str, *, sep: str = "",
-    prompt: PromptConfig | None = None, where: str = "trace",
+    prompt: PromptConfig | None = None, where: str = "trace", goal: str = "answer", gold: str | None = None,
 ) -> EncodedTrace:
     """Tokenize ``prompt(question) | chain | sep | answer``; see the module docstring for spans.
 
     tokenizer: a HF fast tokenizer (offsets needed). prompt: how the question became the prompt
-    (default `PromptConfig()`, generation's default). `where` names the record in errors.
+    (default `PromptConfig()`, generation's default). goal: "answer" (A = every answer token,
+    METHOD.md) or "value" (A = the tokens of the answer's value, found with `gold`, see
+    `answer_value_span`). `where` names the record in errors.
     """
+    if goal not in GOALS:
+        raise ValueError(f"{where}: goal must be one of {GOALS}, got {goal!r}")
     if not answer:
         raise ValueError(f"{where}: empty answer: GoGI needs answer tokens to differentiate")
     if not getattr(tokenizer, "is_fast", False):
@@ -94,22 +136,33 @@ def encode_trace(
     p = len(prompt_ids)
     pieces = token_pieces(completion, starts[:n_chain], 0, c_end)
     token_ids = np.asarray(list(prompt_ids) + ids, np.int32)
+    a0, a1 = n_pre_answer, len(ids)
+    if goal == "value":
+        span = answer_value_span(answer, gold)
+        if span is None:
+            raise ValueError(f"{where}: goal 'value' but the answer {answer[:60]!r} holds no value "
+                             f"(gold {gold!r}, no \\boxed{{}}, no number)")
+        v0, v1 = a_start + span[0], a_start + span[1]
+        ends = np.array([e for _, e in enc["offset_mapping"]], np.int64)
+        inside = [i for i in range(n_pre_answer, len(ids)) if starts[i] < v1 and max(ends[i], starts[i] + 1) > v0]
+        a0, a1 = inside[0], inside[-1] + 1
     return EncodedTrace(
         token_ids=token_ids,
         chain=slice(p, p + n_chain),
-        answer=slice(p + n_pre_answer, p + len(ids)),
+        answer=slice(p + a0, p + a1),
         pieces=tuple(pieces),
     )
 
 
 def encode_record(tokenizer, record: dict[str, Any], *, sep: str = "", prompt: PromptConfig | None = None,
-                  where: str = "trace") -> EncodedTrace:
-    """`encode_trace` on a trace record (fields question, chain, answer)."""
+                  where: str = "trace", goal: str = "answer") -> EncodedTrace:
+    """`encode_trace` on a trace record (fields question, chain, answer; `gold` for goal 'value')."""
     for key in ("question", "chain", "answer"):
         if not isinstance(record.get(key), str):
             raise ValueError(f"{where}: field {key!r} must be a string")
+    gold = record.get("gold")
     return encode_trace(tokenizer, record["question"], record["chain"], record["answer"], sep=sep,
-                        prompt=prompt, where=where)
+                        prompt=prompt, where=where, goal=goal, gold=None if gold is None else str(gold))
 
 
-__all__ = ["EncodedTrace", "encode_record", "encode_trace", "token_pieces"]
+__all__ = ["GOALS", "EncodedTrace", "answer_value_span", "encode_record", "encode_trace", "token_pieces"]

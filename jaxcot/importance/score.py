@@ -56,15 +56,17 @@ def score_encoded(
 
 def scored_record(record: dict[str, Any], enc: EncodedTrace, scores: TraceScores, layers: tuple[int, ...],
                   norm: str, extra: dict[str, Sequence[float]] | None = None, *,
-                  vocab_size: int) -> dict[str, Any]:
+                  vocab_size: int, goal: str = "answer") -> dict[str, Any]:
     """The trace record plus ``scores`` over the chain tokens (the shared Scored-record format).
 
-    ``layer`` is an int, or the list of layers when several were averaged; `extra` adds further
+    ``layer`` is an int, or the list of layers when several were averaged; ``goal`` the answer
+    span differentiated ("answer" or "value", see `encode_trace`); `extra` adds further
     per-token score lists (e.g. ``llmlingua``). ``vocab_size`` (|V| of the entropy) lets ADS
     normalise entropy by log|V|."""
     s = {
         "layer": layers[0] if len(layers) == 1 else list(layers),
         "norm": norm,
+        "goal": goal,
         "vocab_size": int(vocab_size),
         "token_ids": [int(t) for t in enc.token_ids[enc.chain]],
         "pieces": list(enc.pieces),
@@ -80,19 +82,20 @@ def scored_record(record: dict[str, Any], enc: EncodedTrace, scores: TraceScores
 def iter_scored(
     model, tokenizer, records: Sequence[dict[str, Any]], *, layers=None, norm: str = "l1",
     batch_size: int = 8, sep: str = "", prompt=None, mesh=None, llmlingua=None,
-    progress: bool = True, where: str = "records",
+    progress: bool = True, where: str = "records", goal: str = "answer",
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index into `records`, scored record), in the order their batches finish.
 
     records: trace records (question, chain, answer, id). sep: text between chain and answer
     (see `encode`; generation's traces need ""). prompt: the `PromptConfig` generation used.
     llmlingua: an optional `LLMLinguaScorer`; its keep-probabilities are added as
-    ``scores["llmlingua"]``.
+    ``scores["llmlingua"]``. goal: "answer" (every answer token, METHOD.md) or "value" (only the
+    answer's value tokens; see `jaxcot.importance.encode.encode_trace`).
     """
     from tqdm.auto import tqdm
 
     layers = normalize_layers(layers, model.config.num_layers)
-    encoded = [encode_record(tokenizer, r, sep=sep, prompt=prompt, where=f"{where}[{r.get('id', i)}]")
+    encoded = [encode_record(tokenizer, r, sep=sep, prompt=prompt, where=f"{where}[{r.get('id', i)}]", goal=goal)
                for i, r in enumerate(records)]
     bar = tqdm(total=sum(e.length for e in encoded), unit="tok", desc="score", disable=not progress)
     try:
@@ -102,7 +105,7 @@ def iter_scored(
             if llmlingua is not None:
                 extra = {"llmlingua": llmlingua.token_scores(records[i]["chain"], encoded[i].pieces)}
             yield i, scored_record(records[i], encoded[i], sc, layers, norm, extra,
-                                  vocab_size=model.config.vocab_size)
+                                  vocab_size=model.config.vocab_size, goal=goal)
     finally:
         bar.close()
 
@@ -121,7 +124,7 @@ def score_traces(model, tokenizer, records: Iterable[dict[str, Any]], **kw) -> l
 
 def layer_probe(
     model, tokenizer, records: Sequence[dict[str, Any]], *, norm: str = "l1", batch_size: int = 8,
-    sep: str = "", prompt=None, mesh=None,
+    sep: str = "", prompt=None, mesh=None, goal: str = "answer",
 ) -> list[dict[str, float]]:
     """Per-layer GoGI statistics over the chain tokens of `records`, layers 0..L in one backward.
 
@@ -129,7 +132,8 @@ def layer_probe(
     on tokens whose piece holds a digit).
     """
     n_layers = model.config.num_layers
-    encoded = [encode_record(tokenizer, r, sep=sep, prompt=prompt, where=f"probe[{i}]") for i, r in enumerate(records)]
+    encoded = [encode_record(tokenizer, r, sep=sep, prompt=prompt, where=f"probe[{i}]", goal=goal)
+               for i, r in enumerate(records)]
     per: list[np.ndarray] = []
     digit: list[np.ndarray] = []
     for i, sc in score_encoded(model, encoded, layers=range(n_layers + 1), norm=norm, batch_size=batch_size,
