@@ -362,3 +362,42 @@ def test_trace_level_shift_follows_trace_mean_entropy():
     z = (mean_h - mean_h.mean()) / mean_h.std()
     assert np.corrcoef(delta, z)[0, 1] > 0.9
     assert abs(ratio(shifted).mean() - ratio(base).mean()) < 0.02  # the shift averages out
+
+
+# ---------------------------------------------------------------- whole numbers
+
+
+def test_number_groups_join_digit_pieces_of_one_number():
+    pieces = ["So", " 1", "2", "6", " +", " 4", ".", " 12", "\n\n", "3", "x", "7", " ", "8"]
+    assert rebuild.number_groups(pieces).tolist() == [-1, 0, 0, 0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5]
+    keep = np.zeros(len(pieces), bool)
+    keep[[2, 9]] = True  # the middle digit of "126", and "3"
+    whole = rebuild.whole_numbers(keep, rebuild.number_groups(pieces))
+    assert np.flatnonzero(whole).tolist() == [1, 2, 3, 9]
+
+
+@pytest.mark.parametrize("method", ["gogi-ads", "gogi-static", "random"])
+def test_whole_numbers_keeps_numbers_all_or_none(method):
+    recs = scored_records(30, seed=8, step_len=(10, 30))
+    for r in recs:  # split every number into digit pieces, as digit-level tokenizers do
+        pieces, out = r["scores"]["pieces"], []
+        for p in pieces:
+            out += [" 1", "2", "7"] if p.strip().isdigit() else [p]
+        n = len(out)
+        r["scores"]["pieces"], r["chain"] = out, "".join(out)
+        rng = np.random.default_rng(len(out))
+        for key in ("gogi", "entropy", "self_info"):
+            r["scores"][key] = (rng.random(n) * 3).tolist()
+        r["scores"]["token_ids"] = list(range(n))
+    plain = compress_records(recs, method, gamma=0.5)
+    whole = compress_records(recs, method, gamma=0.5, whole_numbers=True)
+    split = 0
+    for rec, a, b in zip(recs, plain.details, whole.details):
+        groups = rebuild.number_groups(rec["scores"]["pieces"])
+        for g in range(groups.max() + 1):
+            ka, kb = a.keep[groups == g], b.keep[groups == g]
+            split += bool(ka.any() and not ka.all())
+            assert kb.all() or not kb.any()
+            assert kb.all() == ka.any()  # a number is kept whole exactly when any piece was kept
+        assert (b.keep >= a.keep).all()
+    assert split > 20  # without the knob, numbers were cut

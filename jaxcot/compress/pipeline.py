@@ -88,6 +88,7 @@ class CompressConfig:
     skip_marker: str = "[SKIP]"
     # text
     protect_trailing_ws: bool = True  # the chain's trailing whitespace separates it from the answer
+    whole_numbers: bool = False  # token rules: keep a number's pieces all or none (kept if any is kept)
     collapse_spaces: bool = False
     # training-set builder
     format: str | None = None  # plain | tokenskip; None: the method's
@@ -231,6 +232,8 @@ def _prepare_batches(records, wheres, cfg: CompressConfig, rule: str, importance
         recs = [records[i] for i in idx]
         b, c = _pow2(len(idx), 1), _pow2(max(lengths[i] for i in idx))
         batch = {"idx": idx, "lengths": [lengths[i] for i in idx]}
+        if cfg.whole_numbers:
+            batch["numbers"] = [rebuild.number_groups(r["scores"]["pieces"]) for r in recs]
         batch["valid"] = _pad([np.ones(lengths[i], bool) for i in idx], b, c, bool, False)
         batch["protect"] = np.zeros((b, c), bool)
         if cfg.protect_trailing_ws:
@@ -266,6 +269,8 @@ def _apply_token_rule(batches, n: int, cfg: CompressConfig, rule: str, offset: f
         keep = np.asarray(keep)
         for j, (i, length) in enumerate(zip(bt["idx"], bt["lengths"])):
             masks[i] = keep[j, :length].copy()
+            if "numbers" in bt:
+                masks[i] = rebuild.whole_numbers(masks[i], bt["numbers"][j])
     return masks
 
 

@@ -123,3 +123,38 @@ def trailing_whitespace_mask(pieces: Sequence[str]) -> np.ndarray:
             break
         mask[i] = True
     return mask
+
+
+def number_groups(pieces: Sequence[str]) -> np.ndarray:
+    """Which number each piece belongs to: [C] int, -1 for pieces outside numbers.
+
+    A number is a maximal run of pieces made of digits (after the first piece's leading
+    whitespace), each later piece starting right after the previous one with no whitespace
+    between: tokenizers that split "126" into "1", "2", "6" (or "12", "6") give one group.
+    """
+    groups = np.full(len(pieces), -1, np.int64)
+    current, prev_digit = -1, False
+    for i, p in enumerate(pieces):
+        body = p.lstrip()
+        is_digit = bool(body) and body.isdigit() and body.isascii()
+        if is_digit and prev_digit and body == p:
+            groups[i] = current
+        elif is_digit:
+            current += 1
+            groups[i] = current
+        prev_digit = is_digit and not p[-1:].isspace()
+    return groups
+
+
+def whole_numbers(keep: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """`keep` [C] bool with every number kept whole when any of its pieces is kept (a partial
+    number, "12" left of "126", reads as a different number). Keeping more never lengthens a
+    run of drops, so the N-constraint still holds."""
+    keep = np.asarray(keep, bool).copy()
+    if groups.size and groups.max(initial=-1) >= 0:
+        inside = groups >= 0
+        any_kept = np.zeros(int(groups.max()) + 1, bool)
+        np.logical_or.at(any_kept, groups[inside], keep[inside])
+        keep[inside] = any_kept[groups[inside]]
+    return keep
+
