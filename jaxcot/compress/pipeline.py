@@ -44,6 +44,7 @@ METHODS = {
     "random": ("static", "random", "plain"),
     "step-entropy": ("step", "entropy", "plain"),
     "oracle": ("static", "oracle", "plain"),  # testbed only: keep the working equations first
+    "oracle-ads": ("ads", "oracle", "plain"),  # testbed only: GoGI-Skip's rule with the ground truth
 }
 DEFAULT_GAMMA = 0.55
 

@@ -75,7 +75,8 @@ def bucket_length(n: int, minimum: int = 16) -> int:
 
 def advance(state: DecodeState, logits: Array, spec: DecodeSpec) -> DecodeState:
     """Choose the next token of every running row from logits [B, V] and record it at column step."""
-    tok = sample(logits, step_keys(state.keys, state.step), spec.sampling)
+    keys = state.keys if spec.sampling.greedy else step_keys(state.keys, state.step)  # greedy draws nothing
+    tok = sample(logits, keys, spec.sampling)
     logp, ent = token_stats(logits, tok)
     active = ~state.done
     col = state.step

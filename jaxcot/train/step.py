@@ -134,9 +134,7 @@ def make_train_step(
         n_target = jnp.maximum(jnp.sum(batch["loss_mask"][:, :, 1:], dtype=jnp.float32), 1.0)
         n_micro = batch["tokens"].shape[0]
 
-        def micro(grads, xs):
-            mb, a = xs
-
+        def loss_and_grads(mb, a):
             def loss_of(p):
                 model = nnx.merge(graphdef, p, fold_keys(frozen, step, a))
                 logits = model(
@@ -144,11 +142,18 @@ def make_train_step(
                 ).logits
                 return loss_fn(logits, mb["tokens"], mb["loss_mask"]) / n_target
 
-            loss, g = jax.value_and_grad(loss_of)(params)
+            return jax.value_and_grad(loss_of)(params)
+
+        def micro(grads, xs):
+            loss, g = loss_and_grads(*xs)
             return jax.tree.map(jnp.add, grads, g), loss
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        grads, losses = jax.lax.scan(micro, zeros, (batch, jnp.arange(n_micro)))
+        if n_micro == 1:  # no accumulation: no loop, no zero-filled gradient buffer to add into
+            loss, grads = loss_and_grads(jax.tree.map(lambda x: x[0], batch), jnp.asarray(0, jnp.int32))
+            losses = loss[None]
+        else:
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            grads, losses = jax.lax.scan(micro, zeros, (batch, jnp.arange(n_micro)))
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
