@@ -501,7 +501,14 @@ def stage_report(cfg: RunConfig, paths: RunPaths, evals: dict[str, dict], summar
         f"speedup: mean batch-1 latency of '{base_name}' / the method's, measured in this run; "
         f"throughput at batch {cfg.eval.batch_size}",
         "CoT tokens: generated tokens before the final answer marker",
+        f"GoGI: layer(s) {cfg.score.layers if cfg.score.layers is not None else 'round(2/3 L)'}, "
+        f"norm {cfg.score.norm}, goal '{cfg.score.goal}'",
     ]
+    oracles = [m.name for m in cfg.methods if m.method in ("oracle", "oracle-ads")]
+    if oracles:
+        notes.append(f"{', '.join(oracles)}: the ground-truth importance (the chain's working equations first, "
+                     "the rest in random order) under the same rule: the most any importance source could "
+                     "give at that ratio and budget")
     return write_report(paths.root, rows, title=f"jaxcot run: {cfg.name}", importance_auc=auc or None,
                         timings=timings, notes=notes)
 
