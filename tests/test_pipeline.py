@@ -27,7 +27,9 @@ def tiny_model(tmp_path_factory):
 
 def test_demo_config_loads():
     cfg = load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"))
-    assert [m.method for m in cfg.methods] == ["original", "gogi-ads", "tokenskip", "random"]
+    # the four students, plus the ground-truth ceiling
+    assert [m.method for m in cfg.methods] == ["original", "gogi-ads", "tokenskip", "random", "oracle-ads"]
+    assert cfg.score.goal == "value" and cfg.score.layers == [0]
     for name in ("smollm2-135m-gsm8k", "qwen2.5-7b-gsm8k", "gemma3-4b-math"):
         load_config(RunConfig, os.path.join(ROOT, "configs", f"{name}.yaml"))
 
