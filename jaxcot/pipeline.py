@@ -437,11 +437,13 @@ def evaluate_student(cfg: RunConfig, m: MethodSpec, model, tokenizer, test: list
     again = gen.generate_ids(big, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
     dt = time.perf_counter() - t0
     gen_tokens = sum(len(o.token_ids) for o in again)
-    # Latency: one question at a time (compiled on the first, which is not timed).
-    lat_ids = ids[: e.latency_samples + 1]
-    gen.generate_ids(lat_ids[:1], max_new_tokens=e.max_new_tokens, batch_size=1)
+    # Latency: one question at a time. Every question runs once untimed first, so that each
+    # prompt-length bucket is compiled before the timed pass (a compile inside it would dominate).
+    lat_ids = ids[: e.latency_samples]
+    for p in lat_ids:
+        gen.generate_ids([p], max_new_tokens=e.max_new_tokens, batch_size=1)
     times = []
-    for p in lat_ids[1:]:
+    for p in lat_ids:
         t0 = time.perf_counter()
         gen.generate_ids([p], max_new_tokens=e.max_new_tokens, batch_size=1)
         times.append(time.perf_counter() - t0)
