@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
+from jaxcot.importance.encode import GOALS
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -24,7 +26,7 @@ def register(subparsers) -> None:
                    help="residual stream h^l to perturb (0 = embeddings); repeat to average layers; "
                    "default round(2/3 L)")
     p.add_argument("--norm", choices=("l1", "l2"), default="l1")
-    p.add_argument("--goal", choices=("answer", "value"), default="answer",
+    p.add_argument("--goal", choices=GOALS, default="answer",
                    help="answer tokens whose loss is differentiated: all of them (METHOD.md) or only the "
                         "answer's value (the gold string, a \\boxed{} or the last number)")
     p.add_argument("--batch-size", type=int, default=8)

@@ -56,37 +56,27 @@ class EncodedTrace:
 
 
 GOALS = ("answer", "value")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def _boxed_content(text: str) -> tuple[int, int] | None:
-    """Character span of the last ``\\boxed{...}``'s content (braces balanced), or None."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    i = start + len("\\boxed{")
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return (i, j) if j > i else None
-    return None
+def _whole_occurrence(value: str, text: str) -> tuple[int, int] | None:
+    """Span of the last occurrence of `value` in `text` not inside a longer word or number
+    ("16" is not found inside "116" or "16.5")."""
+    hits = list(re.finditer(r"(?<![\w.])" + re.escape(value) + r"(?!\w|\.\d)", text))
+    return (hits[-1].start(), hits[-1].end()) if hits else None
 
 
 def answer_value_span(answer: str, gold: str | None = None) -> tuple[int, int] | None:
-    """Character span [start, end) of the final answer's value inside `answer`: the last
-    occurrence of `gold` (when given and present), else the last ``\\boxed{}`` content, else the
-    last number; None when the answer holds none of them."""
-    gold = (gold or "").strip()
-    if gold:  # a whole occurrence: gold "16" is not found inside "116"
-        hits = list(re.finditer(r"(?<![\w.])" + re.escape(gold) + r"(?!\w|\.\d)", answer))
-        if hits:
-            return hits[-1].start(), hits[-1].end()
-    boxed = _boxed_content(answer)
-    if boxed is not None:
-        return boxed
-    numbers = list(_NUMBER.finditer(answer))
-    return (numbers[-1].start(), numbers[-1].end()) if numbers else None
+    """Character span [start, end) of the final answer's value inside `answer`: the last whole
+    occurrence of `gold` (when given), else of what the graders read as the answer (the last
+    ``\\boxed{}`` content, else the GSM8K-style final number); None when there is none."""
+    from jaxcot.eval.grading import extract_gsm8k_answer, last_boxed
+
+    for value in (gold, last_boxed(answer), extract_gsm8k_answer(answer)):
+        value = (value or "").strip()
+        span = _whole_occurrence(value, answer) if value else None
+        if span is not None:
+            return span
+    return None
 
 
 def token_pieces(text: str, starts: np.ndarray, lo: int, hi: int) -> list[str]:
@@ -145,6 +135,8 @@ def encode_trace(
         v0, v1 = a_start + span[0], a_start + span[1]
         ends = np.array([e for _, e in enc["offset_mapping"]], np.int64)
         inside = [i for i in range(n_pre_answer, len(ids)) if starts[i] < v1 and max(ends[i], starts[i] + 1) > v0]
+        if not inside:  # the value's characters belong to a token that starts before the answer
+            raise ValueError(f"{where}: goal 'value': no answer token covers the value {answer[span[0]:span[1]]!r}")
         a0, a1 = inside[0], inside[-1] + 1
     return EncodedTrace(
         token_ids=token_ids,
