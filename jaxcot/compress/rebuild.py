@@ -128,16 +128,15 @@ def trailing_whitespace_mask(pieces: Sequence[str]) -> np.ndarray:
 def number_groups(pieces: Sequence[str]) -> np.ndarray:
     """Which number each piece belongs to: [C] int, -1 for pieces outside numbers.
 
-    A number is a maximal run of pieces made of digits (after the first piece's leading
-    whitespace), each later piece starting right after the previous one with no whitespace
-    between: tokenizers that split "126" into "1", "2", "6" (or "12", "6") give one group.
+    A number is a maximal run of pieces of kind "digits" (`piece_kind`), each later piece starting
+    right after the previous one with no whitespace between: tokenizers that split "126" into
+    "1", "2", "6" (or "12", "6") give one group.
     """
     groups = np.full(len(pieces), -1, np.int64)
     current, prev_digit = -1, False
     for i, p in enumerate(pieces):
-        body = p.lstrip()
-        is_digit = bool(body) and body.isdigit() and body.isascii()
-        if is_digit and prev_digit and body == p:
+        is_digit = piece_kind(p) == "digits"
+        if is_digit and prev_digit and not p[:1].isspace():
             groups[i] = current
         elif is_digit:
             current += 1
@@ -157,4 +156,3 @@ def whole_numbers(keep: np.ndarray, groups: np.ndarray) -> np.ndarray:
         np.logical_or.at(any_kept, groups[inside], keep[inside])
         keep[inside] = any_kept[groups[inside]]
     return keep
-
