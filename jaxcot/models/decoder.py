@@ -84,15 +84,15 @@ class AttentionMask:
     sliding window (None = full attention), and RoPE (cos, sin) tables [B,T,1,Dh/2] per RoPE
     setting: built once per forward and shared by the layers."""
 
-    def __init__(self, by_window: dict, rope: dict | None = None):
+    def __init__(self, by_window: dict, rope: dict):
         self.by_window = by_window
-        self.rope = rope or {}
+        self.rope = rope
 
     def for_window(self, window: int | None) -> tuple[Array, Array]:
         return self.by_window[window]
 
-    def rope_for(self, key) -> tuple[Array, Array] | None:
-        return self.rope.get(key)
+    def rope_for(self, key) -> tuple[Array, Array]:
+        return self.rope[key]
 
 
 def _bias_and_rows(bias: Array) -> tuple[Array, Array]:
@@ -116,8 +116,7 @@ class Attention(nnx.Module):
         local = cfg.layer_type(layer) == SLIDING
         self.window = cfg.sliding_window if local else None
         rope = cfg.rope_local if (local and cfg.rope_local is not None) else cfg.rope
-        self.rope = rope  # static config; frequencies are computed at trace time
-        self.rope_key = (rope, dh)
+        self.rope_key = (rope, dh)  # static; the Decoder builds one cos/sin table per distinct key
         self.num_heads, self.num_kv_heads, self.head_dim = h, k, dh
         self.scale = cfg.attn_scale
         self.dtype = dtype
@@ -138,10 +137,8 @@ class Attention(nnx.Module):
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        inv_freq = rope_inv_freq(self.rope, self.head_dim)
-        tables = mask.rope_for(self.rope_key)
-        q = apply_rope(q, positions, inv_freq, tables)
-        k = apply_rope(k, positions, inv_freq, tables)
+        cos, sin = mask.rope_for(self.rope_key)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # kv-head-major layouts [B,K,(G,)T,Dh] make both attention einsums plain batched matmuls
         # (2x faster on CPU than contracting across the [B,T,K,Dh] layout).
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)

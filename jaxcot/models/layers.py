@@ -118,10 +118,9 @@ def rope_tables(positions: Array, inv_freq: np.ndarray) -> tuple[Array, Array]:
     return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
 
 
-def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray, tables: tuple[Array, Array] | None = None) -> Array:
-    """Rotate halves (HF convention). x: [B, T, H, Dh]; positions: [B, T] int -> same as x.
-    tables: `rope_tables(positions, inv_freq)` when already computed."""
-    cos, sin = rope_tables(positions, inv_freq) if tables is None else tables
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+    """Rotate halves (HF convention). x: [B, T, H, Dh]; cos, sin: `rope_tables` [B, T, 1, Dh/2]
+    -> same shape and dtype as x."""
     xf = x.astype(jnp.float32)
     x1, x2 = jnp.split(xf, 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
