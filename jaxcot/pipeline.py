@@ -77,8 +77,12 @@ class ScoreSpec:
     auc_samples: int = 200  # testbed reference chains scored for the importance AUC
 
     def __post_init__(self):
-        if self.norm not in ("l1", "l2") or self.goal not in ("answer", "value"):
-            raise ValueError(f"score: norm must be l1|l2 and goal answer|value, got {self.norm!r}, {self.goal!r}")
+        from jaxcot.importance.encode import GOALS
+        from jaxcot.importance.gogi import NORMS
+
+        if self.norm not in NORMS or self.goal not in GOALS:
+            raise ValueError(f"score: norm must be one of {NORMS} and goal one of {GOALS}, "
+                             f"got {self.norm!r}, {self.goal!r}")
 
 
 @dataclasses.dataclass
@@ -421,6 +425,7 @@ def evaluate_student(cfg: RunConfig, m: MethodSpec, model, tokenizer, test: list
     from jaxcot.eval.metrics import cot_tokens
     from jaxcot.generate import Generator
     from jaxcot.generate.format import prompt_ids
+    from jaxcot.generate.sampler import bucket_length
 
     grade = grader(cfg)
     e = cfg.eval
@@ -437,10 +442,11 @@ def evaluate_student(cfg: RunConfig, m: MethodSpec, model, tokenizer, test: list
     again = gen.generate_ids(big, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
     dt = time.perf_counter() - t0
     gen_tokens = sum(len(o.token_ids) for o in again)
-    # Latency: one question at a time. Every question runs once untimed first, so that each
-    # prompt-length bucket is compiled before the timed pass (a compile inside it would dominate).
+    # Latency: one question at a time. One untimed question per prompt-length bucket first, so
+    # that every program is compiled before the timed pass (a compile inside it would dominate).
     lat_ids = ids[: e.latency_samples]
-    for p in lat_ids:
+    warm = {bucket_length(len(p), gen.sampler.min_bucket): p for p in lat_ids}
+    for p in warm.values():
         gen.generate_ids([p], max_new_tokens=e.max_new_tokens, batch_size=1)
     times = []
     for p in lat_ids:
