@@ -151,15 +151,17 @@ class Attention(nnx.Module):
             new_kv = (ck, cv)
             k, v = ck, cv
         g = self.num_heads // self.num_kv_heads
+        # The scale goes on q [.., T, Dh], not on the scores [.., T, S]: one pass less over the
+        # largest tensor, forward and backward.
+        q = (q.astype(jnp.float32) * self.scale).astype(q.dtype)
         qg = q.reshape(b, t, self.num_kv_heads, g, self.head_dim).transpose(0, 2, 3, 1, 4)
         scores = jnp.einsum("bkgtd,bksd->bkgts", qg, k.astype(q.dtype), preferred_element_type=jnp.float32)
-        scores = scores * self.scale
         bias, row_ok = mask.for_window(self.window)  # [B,1,T,S], [B,1,T,1]
-        scores = scores + bias[:, :, None]
-        probs = jax.nn.softmax(scores, axis=-1)
-        # Rows with no valid key (padding queries) get uniform junk; zero them to keep them finite.
-        probs = jnp.where(row_ok[:, :, None], probs, 0.0)
+        probs = jax.nn.softmax(scores + bias[:, :, None], axis=-1)
         out = jnp.einsum("bkgts,bksd->bkgtd", probs.astype(self.dtype), v.astype(self.dtype))
+        # Rows with no valid key (padding queries) averaged junk; zero them here, on the output,
+        # rather than on the [.., T, S] probabilities.
+        out = jnp.where(row_ok[:, :, None], out, jnp.zeros((), out.dtype))
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, self.num_heads * self.head_dim)
         return self.o_proj(out), new_kv
 
