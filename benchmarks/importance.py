@@ -173,4 +173,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from jaxcot.runtime import tune_host_allocator
+
+    # Both sides run in this process, so both get the same malloc settings (JAXCOT_HOST_MALLOC=default: glibc's).
+    print(f"host malloc: {'tuned' if tune_host_allocator() else 'default'} (jaxcot/runtime.py)")
     main()

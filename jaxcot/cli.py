@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jaxcot.runtime import tune_host_allocator
+
+    tune_host_allocator()  # before any JAX work: see jaxcot/runtime.py
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
