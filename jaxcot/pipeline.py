@@ -189,6 +189,24 @@ def _say(msg: str) -> None:
 # -- stages ------------------------------------------------------------------------------------
 
 
+def _check_teacher_task(task: TestbedConfig) -> None:
+    """Warn, naming the fields, when the run's testbed differs from the task the shipped teacher
+    learned (its teacher.json): problems outside it (e.g. larger numbers) are ones the teacher,
+    and every student, mostly gets wrong, which pulls every row of the table down alike."""
+    summary = os.path.join(teacher_path(), "teacher.json")
+    if not os.path.exists(summary):
+        return
+    with open(summary) as f:
+        learned = json.load(f).get("config", {}).get("testbed")
+    if not learned:
+        return
+    ours = json.loads(json.dumps(dataclasses.asdict(task)))  # tuples -> lists, as in the JSON
+    diff = {k: (ours.get(k), v) for k, v in learned.items() if ours.get(k) != v}
+    if diff:
+        said = ", ".join(f"{k}={a!r} (teacher: {b!r})" for k, (a, b) in sorted(diff.items()))
+        _say(f"warning: data.testbed differs from the task the shipped teacher learned: {said}")
+
+
 def stage_data(cfg: RunConfig, paths: RunPaths) -> tuple[list[dict], list[dict]]:
     """Train questions (to generate chains for) and test questions: data/{train,test}.jsonl."""
     train_p, test_p = paths("data", "train.jsonl"), paths("data", "test.jsonl")
@@ -199,6 +217,8 @@ def stage_data(cfg: RunConfig, paths: RunPaths) -> tuple[list[dict], list[dict]]
         from jaxcot.data.teacher import EVAL_OFFSET
         from jaxcot.data.testbed import generate
 
+        if cfg.model == "teacher":
+            _check_teacher_task(d.testbed)
         # The teacher trained on seed 0's problems 0.. and was evaluated from EVAL_OFFSET on:
         # use another seed so these problems are new to it.
         train = list(generate(d.n_train, d.seed, d.testbed))
@@ -418,20 +438,25 @@ def eval_prompt(cfg: RunConfig, m: MethodSpec, question: str) -> str:
     return question
 
 
+def _student_prompts(cfg: RunConfig, m: MethodSpec, tokenizer, test: list[dict]) -> list[list[int]]:
+    from jaxcot.generate.format import prompt_ids
+
+    student_prompt = PromptConfig(template="{question}")
+    return [prompt_ids(tokenizer, eval_prompt(cfg, m, it["question"]), student_prompt) for it in test]
+
+
 def evaluate_student(cfg: RunConfig, m: MethodSpec, model, tokenizer, test: list[dict]) -> dict:
-    """Accuracy and chain length on the test set, latency at batch 1, throughput at a large batch."""
+    """Accuracy and chain length on the test set, and throughput at a large batch (latency at
+    batch 1 is measured for all students together: `measure_latency`)."""
     import numpy as np
 
     from jaxcot.eval.metrics import cot_tokens
     from jaxcot.generate import Generator
-    from jaxcot.generate.format import prompt_ids
-    from jaxcot.generate.sampler import bucket_length
 
     grade = grader(cfg)
     e = cfg.eval
     gen = Generator(model, tokenizer)
-    student_prompt = PromptConfig(template="{question}")
-    ids = [prompt_ids(tokenizer, eval_prompt(cfg, m, it["question"]), student_prompt) for it in test]
+    ids = _student_prompts(cfg, m, tokenizer, test)
     outs = gen.generate_ids(ids, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     correct = [grade(o.text, it["gold"]) for o, it in zip(outs, test)]
@@ -442,31 +467,57 @@ def evaluate_student(cfg: RunConfig, m: MethodSpec, model, tokenizer, test: list
     again = gen.generate_ids(big, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
     dt = time.perf_counter() - t0
     gen_tokens = sum(len(o.token_ids) for o in again)
-    # Latency: one question at a time. One untimed question per prompt-length bucket first, so
-    # that every program is compiled before the timed pass (a compile inside it would dominate).
-    lat_ids = ids[: e.latency_samples]
-    warm = {bucket_length(len(p), gen.sampler.min_bucket): p for p in lat_ids}
-    for p in warm.values():
-        gen.generate_ids([p], max_new_tokens=e.max_new_tokens, batch_size=1)
-    times = []
-    for p in lat_ids:
-        t0 = time.perf_counter()
-        gen.generate_ids([p], max_new_tokens=e.max_new_tokens, batch_size=1)
-        times.append(time.perf_counter() - t0)
     return {
         "n": len(test),
         "accuracy": float(np.mean(correct)),
         "mean_cot_tokens": float(np.mean(cot)),
         "mean_new_tokens": float(np.mean([len(o.token_ids) for o in outs])),
-        "latency_s": float(np.mean(times)),
         "throughput_tok_s": gen_tokens / dt,
         "examples": [{"question": it["question"], "output": o.text, "correct": c}
                      for it, o, c in list(zip(test, outs, correct))[:5]],
     }
 
 
+def measure_latency(cfg: RunConfig, students: dict[str, str], test: list[dict]) -> dict:
+    """Batch-1 latency of every student on the first `eval.latency_samples` test questions,
+    interleaved: question by question, each student in turn (the order rotating), so that a
+    slow spell of a shared machine hits every student alike instead of whichever ran then.
+
+    Returns {"questions": n, "latency_s": {name: mean seconds}, "times": {name: [seconds]}}.
+    """
+    import numpy as np
+
+    from jaxcot.generate import Generator
+    from jaxcot.generate.sampler import bucket_length
+    from jaxcot.models import load_model, load_tokenizer
+
+    e = cfg.eval
+    gens, prompts = {}, {}
+    for m in cfg.methods:
+        model, tok = load_model(students[m.name]), load_tokenizer(students[m.name])
+        gens[m.name] = Generator(model, tok)
+        prompts[m.name] = _student_prompts(cfg, m, tok, test[: e.latency_samples])
+    # One untimed question per prompt-length bucket and student, so that every program is
+    # compiled before the timed pass (a compile inside it would dominate).
+    for name, gen in gens.items():
+        warm = {bucket_length(len(p), gen.sampler.min_bucket): p for p in prompts[name]}
+        for p in warm.values():
+            gen.generate_ids([p], max_new_tokens=e.max_new_tokens, batch_size=1)
+    names = list(gens)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for q in range(len(prompts[names[0]])):
+        for k in range(len(names)):
+            name = names[(q + k) % len(names)]
+            t0 = time.perf_counter()
+            gens[name].generate_ids([prompts[name][q]], max_new_tokens=e.max_new_tokens, batch_size=1)
+            times[name].append(time.perf_counter() - t0)
+    return {"questions": len(times[names[0]]), "latency_s": {n: float(np.mean(t)) for n, t in times.items()},
+            "times": times}
+
+
 def stage_eval(cfg: RunConfig, paths: RunPaths, students: dict[str, str], test: list[dict]) -> dict[str, dict]:
-    """Every student on the test set: eval/<name>.json."""
+    """Every student on the test set (eval/<name>.json), then the batch-1 latency of all of them
+    together (eval/latency.json, redone when the set of students changes)."""
     from jaxcot.models import load_model, load_tokenizer
 
     results = {}
@@ -480,6 +531,20 @@ def stage_eval(cfg: RunConfig, paths: RunPaths, students: dict[str, str], test: 
         model, tok = load_model(students[m.name]), load_tokenizer(students[m.name])
         results[m.name] = evaluate_student(cfg, m, model, tok, test)
         atomic_write_json(out, results[m.name])
+    lat_p = paths("eval", "latency.json")
+    latency = None
+    if os.path.exists(lat_p):
+        with open(lat_p) as f:
+            latency = json.load(f)
+        if set(latency["latency_s"]) != {m.name for m in cfg.methods}:
+            latency = None
+    if latency is None:
+        _say(f"latency at batch 1: {min(cfg.eval.latency_samples, len(test))} questions, "
+             f"{len(cfg.methods)} students interleaved")
+        latency = measure_latency(cfg, students, test)
+        atomic_write_json(lat_p, latency)
+    for name, r in results.items():
+        r["latency_s"] = latency["latency_s"][name]
     return results
 
 
@@ -506,8 +571,8 @@ def stage_report(cfg: RunConfig, paths: RunPaths, evals: dict[str, dict], summar
     notes = [
         f"model: {cfg.model}; {len(cfg.methods)} students, each {cfg.student.steps} steps of "
         f"{cfg.student.batch_size} rows ({cfg.student.method}, lr {cfg.student.lr}) from the same model",
-        f"speedup: mean batch-1 latency of '{base_name}' / the method's, measured in this run; "
-        f"throughput at batch {cfg.eval.batch_size}",
+        f"speedup: mean batch-1 latency of '{base_name}' / the method's, measured in this run over the "
+        f"same {cfg.eval.latency_samples} questions, the students taking turns; throughput at batch {cfg.eval.batch_size}",
         "CoT tokens: generated tokens before the final answer marker",
         f"GoGI: layer(s) {cfg.score.layers if cfg.score.layers is not None else 'round(2/3 L)'}, "
         f"norm {cfg.score.norm}, goal '{cfg.score.goal}'",

@@ -84,3 +84,18 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     again = run_pipeline(cfg)
     assert os.path.getmtime(os.path.join(root, "students", "gogi-skip", "model", "model.safetensors")) == mtime
     assert again["timings"]["train"] < 5
+
+
+def test_testbed_outside_the_teachers_task_is_named(capsys):
+    import dataclasses
+
+    from jaxcot.data.testbed import TestbedConfig
+    from jaxcot.pipeline import _check_teacher_task, teacher_path
+
+    learned = json.load(open(os.path.join(teacher_path(), "teacher.json")))["config"]["testbed"]
+    same = TestbedConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in learned.items()})
+    _check_teacher_task(same)
+    assert capsys.readouterr().out == ""
+    _check_teacher_task(dataclasses.replace(same, max_value=same.max_value + 49))
+    out = capsys.readouterr().out
+    assert "warning" in out and f"max_value={same.max_value + 49}" in out and f"teacher: {same.max_value}" in out

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxcot.generate.sampling import SamplingConfig, row_keys, sample, step_keys, token_stats
+from jaxcot.generate.sampling import SamplingConfig, derive_row_keys, sample, step_keys, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix
 from jaxcot.models.decoder import Decoder, KVCache
 from jaxcot.sharding import BATCH, make_mesh
@@ -116,13 +116,14 @@ def _constrain(tree, mesh: Mesh):
 def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype):
     """(prefill, decode) as jitted functions.
 
-    prefill(params, tokens [B, T] int32, mask [B, T] bool, keys [B], active [B] bool) -> DecodeState
-      runs the prompt through the model, fills the cache and picks the first token.
+    prefill(params, tokens [B, T] int32, mask [B, T] bool, seed [] uint32, row_seeds [B] uint32,
+      active [B] bool) -> DecodeState: runs the prompt through the model, fills the cache, derives
+      each row's PRNG key (`derive_row_keys`) and picks the first token.
     decode(params, state) -> state: the while-loop until every row is done or N tokens are
       written; `state` is donated.
     """
 
-    def prefill(params, tokens, mask, keys, active):
+    def prefill(params, tokens, mask, seed, row_seeds, active):
         model: Decoder = nnx.merge(graphdef, params)
         b, t = tokens.shape
         cache = _constrain(KVCache.init(model.config, b, t + spec.max_new_tokens, cache_dtype), mesh)
@@ -138,7 +139,7 @@ def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype):
             done=~active,
             reason=jnp.zeros((b,), jnp.int32),
             window=jnp.full((b, spec.stop.width), -1, jnp.int32),
-            keys=keys,
+            keys=derive_row_keys(seed, row_seeds),
             step=jnp.zeros((), jnp.int32),
         )
         return _constrain(advance(state, out.logits[:, 0], spec), mesh)
@@ -199,7 +200,7 @@ class Sampler:
             prefill, decode = make_programs(self.graphdef, spec, self.mesh, self.cache_dtype)
             start = time.perf_counter()
             args = self._device_args(
-                np.zeros((b, t), np.int32), np.ones((b, t), bool), row_keys(0, np.zeros(b, np.uint32)), np.ones(b, bool)
+                np.zeros((b, t), np.int32), np.ones((b, t), bool), np.uint32(0), np.zeros(b, np.uint32), np.ones(b, bool)
             )
             prefill_c = prefill.lower(self.params, *args).compile()
             state_shape = jax.tree_util.tree_map(
@@ -212,15 +213,14 @@ class Sampler:
             self._programs[key] = (prefill_c, decode_c)
         return self._programs[key]
 
-    def _device_args(self, tokens, mask, keys, active):
+    def _device_args(self, tokens, mask, seed, row_seeds, active):
+        """The prefill's inputs on the mesh, in one transfer (host numpy in; a batch-1 call on a
+        small model is dominated by such fixed costs)."""
         rows = NamedSharding(self.mesh, P(BATCH))
         rows2 = NamedSharding(self.mesh, P(BATCH, None))
-        return (
-            jax.device_put(jnp.asarray(tokens, jnp.int32), rows2),
-            jax.device_put(jnp.asarray(mask, bool), rows2),
-            jax.device_put(keys, rows),
-            jax.device_put(jnp.asarray(active, bool), rows),
-        )
+        host = (np.asarray(tokens, np.int32), np.asarray(mask, bool), np.asarray(seed, np.uint32),
+                np.asarray(row_seeds, np.uint32), np.asarray(active, bool))
+        return tuple(jax.device_put(host, (rows2, rows2, NamedSharding(self.mesh, P()), rows, rows)))
 
     def run_batch(
         self,
@@ -254,7 +254,7 @@ class Sampler:
         seeds[:n] = np.arange(n) if row_seeds is None else np.asarray(row_seeds, np.uint64) % (1 << 32)
         active = np.arange(b) < n
         prefill_c, decode_c = self._compiled(spec, b, t)
-        state = prefill_c(self.params, *self._device_args(tokens, mask, row_keys(seed, seeds), active))
+        state = prefill_c(self.params, *self._device_args(tokens, mask, np.uint32(seed % (1 << 32)), seeds, active))
         state = decode_c(self.params, state)
         host = jax.device_get(
             (state.tokens, state.logprobs, state.entropy, state.lengths, state.reason, state.step)

@@ -86,10 +86,14 @@ def sample(logits: Array, keys: Array, cfg: SamplingConfig) -> Array:
     return jnp.take_along_axis(ids, pick[:, None], axis=-1)[:, 0].astype(jnp.int32)
 
 
-@jax.jit
-def _row_keys(seed: Array, row_seeds: Array) -> Array:
+def derive_row_keys(seed: Array, row_seeds: Array) -> Array:
+    """Per-row PRNG keys [B] from a run seed (uint32 scalar) and per-row seeds [B] uint32: the
+    traceable form, for use inside a compiled program (the sampler's prefill)."""
     base = jax.random.key(seed)
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(row_seeds)
+
+
+_row_keys = jax.jit(derive_row_keys)
 
 
 def row_keys(seed: int, row_seeds: Array) -> Array:
@@ -103,4 +107,4 @@ def step_keys(keys: Array, step: Array) -> Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
 
 
-__all__ = ["SamplingConfig", "token_stats", "filter_logits", "sample", "row_keys", "step_keys"]
+__all__ = ["SamplingConfig", "token_stats", "filter_logits", "sample", "derive_row_keys", "row_keys", "step_keys"]
