@@ -32,7 +32,8 @@ def test_logits_match_transformers(family, left):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_cached_decoding_matches_full_forward(family):
+@pytest.mark.parametrize("limit_prefill", [False, True])
+def test_cached_decoding_matches_full_forward(family, limit_prefill):
     hf = hf_model(family, seed=1)
     model = to_jax(hf)
     tokens, mask = padded_batch(seed=3, lengths=(11, 7, 14), left=True)
@@ -40,7 +41,9 @@ def test_cached_decoding_matches_full_forward(family):
     full = np.asarray(model(tokens, mask=mask).logits)
     prefill = 5
     cache = KVCache.init(model.config, tokens.shape[0], 16)
-    out = model(tokens[:, :prefill], mask=mask[:, :prefill], cache=cache)
+    # limit_prefill: the prefill's attention reads only the `prefill` slots it fills (attend_to)
+    out = model(tokens[:, :prefill], mask=mask[:, :prefill], cache=cache,
+                attend_to=prefill if limit_prefill else None)
     got = [np.asarray(out.logits)]
     cache = out.cache
     for t in range(prefill, tokens.shape[1]):
@@ -67,3 +70,13 @@ def test_right_padded_prefill_then_decode_positions():
         seq = np.concatenate([tokens[row, :n], nxt[row]])[None]
         ref = hf_logits(hf, seq, np.ones_like(seq, bool))[0, -1]
         assert np.abs(np.asarray(step.logits)[row, 0] - ref).max() <= 1e-4
+
+
+def test_attend_to_needs_a_cache_and_a_slot_count_inside_it():
+    hf = hf_model("llama", seed=2)
+    model = to_jax(hf)
+    tokens = jnp.ones((1, 4), jnp.int32)
+    with pytest.raises(ValueError, match="needs a cache"):
+        model(tokens, attend_to=4)
+    with pytest.raises(ValueError, match="outside 1..8"):
+        model(tokens, cache=KVCache.init(model.config, 1, 8), attend_to=9)

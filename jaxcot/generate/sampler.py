@@ -127,7 +127,8 @@ def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype):
         model: Decoder = nnx.merge(graphdef, params)
         b, t = tokens.shape
         cache = _constrain(KVCache.init(model.config, b, t + spec.max_new_tokens, cache_dtype), mesh)
-        out = model(tokens, mask=mask, cache=cache, logits_at=jnp.full((b,), t - 1, jnp.int32))
+        # The cache is empty: the prompt's attention reads its own T slots, not all T + N.
+        out = model(tokens, mask=mask, cache=cache, logits_at=jnp.full((b,), t - 1, jnp.int32), attend_to=t)
         n = spec.max_new_tokens
         state = DecodeState(
             cache=out.cache,

@@ -82,11 +82,13 @@ def attention_bias(
 class AttentionMask:
     """Additive attention biases [B,1,T,S] and 'has a valid key' rows [B,1,T,1], one pair per
     sliding window (None = full attention), and RoPE (cos, sin) tables [B,T,1,Dh/2] per RoPE
-    setting: built once per forward and shared by the layers."""
+    setting: built once per forward and shared by the layers. kv_len (static int or None): with
+    a cache, attention reads only its first kv_len slots (S = kv_len)."""
 
-    def __init__(self, by_window: dict, rope: dict):
+    def __init__(self, by_window: dict, rope: dict, kv_len: int | None = None):
         self.by_window = by_window
         self.rope = rope
+        self.kv_len = kv_len
 
     def for_window(self, window: int | None) -> tuple[Array, Array]:
         return self.by_window[window]
@@ -150,6 +152,8 @@ class Attention(nnx.Module):
             cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
             new_kv = (ck, cv)
             k, v = ck, cv
+            if mask.kv_len is not None:
+                k, v = k[:, :, : mask.kv_len], v[:, :, : mask.kv_len]
         g = self.num_heads // self.num_kv_heads
         # The scale goes on q [.., T, Dh], not on the scores [.., T, S]: one pass less over the
         # largest tensor, forward and backward.
@@ -252,6 +256,7 @@ class Decoder(nnx.Module):
         return_hidden: bool = False,
         logits_at: Array | None = None,
         segments: Array | None = None,
+        attend_to: int | None = None,
     ) -> DecoderOutput:
         """Forward pass.
 
@@ -264,6 +269,9 @@ class Decoder(nnx.Module):
         logits_at: [B] int, a slot per row: only those logits are computed ([B, 1, V]).
         segments: [B, T] int, packed training rows (no cache): tokens attend only within their
           segment; pass per-segment `positions` too.
+        attend_to: static int, with a cache: attention reads only the first `attend_to` cache
+          slots, which must hold every key the new tokens may see (e.g. a prefill into an empty
+          cache: attend_to = T). Its cost then does not grow with the cache's size.
         """
         b, t = tokens.shape
         if mask is None:
@@ -279,6 +287,8 @@ class Decoder(nnx.Module):
         if bad:
             raise ValueError(f"perturb layers {bad} out of range 0..{self.config.num_layers}")
 
+        if attend_to is not None and cache is None:
+            raise ValueError("attend_to limits the cache slots attention reads; it needs a cache")
         if segments is not None and cache is not None:
             raise ValueError("segments (packed rows) cannot be combined with a KV cache")
         if cache is None:
@@ -288,16 +298,20 @@ class Decoder(nnx.Module):
         else:
             write_at = cache.end
             q_slot = write_at + jnp.arange(t, dtype=jnp.int32)
-            k_slot = jnp.arange(cache.max_len, dtype=jnp.int32)
+            if attend_to is not None and not 0 < attend_to <= cache.max_len:
+                raise ValueError(f"attend_to={attend_to} outside 1..{cache.max_len} cache slots")
+            kv_len = cache.max_len if attend_to is None else attend_to
+            k_slot = jnp.arange(kv_len, dtype=jnp.int32)
             new_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, write_at))
             new_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, write_at))
-            k_pos, k_valid = new_pos, new_valid
+            k_pos, k_valid = new_pos[:, :kv_len], new_valid[:, :kv_len]
 
         windows = {blk.self_attn.window for blk in self.layers}
         ropes = {blk.self_attn.rope_key for blk in self.layers}
         attn_mask = AttentionMask(
             {w: _bias_and_rows(attention_bias(q_slot, positions, k_slot, k_pos, k_valid, w, segments)) for w in windows},
             {key: rope_tables(positions, rope_inv_freq(*key)) for key in ropes},
+            kv_len=attend_to if cache is not None else None,
         )
         h = self.embed(tokens)
         if 0 in perturb:
