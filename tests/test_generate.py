@@ -88,9 +88,10 @@ def test_eos_ends_rows_at_the_right_token_and_max_new_tokens_is_exact():
             assert out.lengths[r] == n and out.reason[r] == LENGTH
     one = sampler.run_batch(PROMPTS, spec(1))  # prefill only
     assert out_ok(one, 1) and one.tokens[:, 0].tolist() == free.tokens[:, 0].tolist()
-    # other prompt lengths in the same power-of-two bucket reuse the compiled programs
+    # other prompt lengths in the same bucket reuse the compiled programs
     before = len(sampler._programs)
-    sampler.run_batch([[3] * 17, [4] * 30, [5] * 2], spec(n))
+    t = bucket_length(max(len(p) for p in PROMPTS))
+    sampler.run_batch([[3] * (t - 1), [4] * t, [5] * 2], spec(n))
     assert len(sampler._programs) == before
 
 
@@ -99,8 +100,8 @@ def out_ok(out, n):
 
 
 def test_bucket_length():
-    assert [bucket_length(n) for n in (1, 16, 17, 32, 33, 100)] == [16, 16, 32, 32, 64, 128]
-    assert bucket_length(3, minimum=1) == 4
+    assert [bucket_length(n) for n in (1, 16, 17, 24, 25, 32, 33, 48, 49, 100)] == [16, 16, 24, 24, 32, 32, 48, 48, 64, 128]
+    assert [bucket_length(n, minimum=1) for n in (1, 2, 3, 4, 5, 7, 13)] == [1, 2, 3, 4, 6, 8, 16]
 
 
 # -- with a tokenizer: stop strings, text API, CLI -----------------------------------------------

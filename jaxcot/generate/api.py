@@ -50,7 +50,7 @@ class Generator:
 
     mesh: batch rows are sharded over its (data, fsdp) axes; eos_ids: token ids that end a row
     (default `default_eos_ids`); cache_dtype: KV cache dtype (default the model's compute dtype);
-    min_bucket: the smallest padded prompt length (prompt lengths are padded to powers of two).
+    min_bucket: the smallest padded prompt length (prompt lengths are padded to 2^k or 1.5 * 2^k).
     """
 
     def __init__(

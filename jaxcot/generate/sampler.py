@@ -1,7 +1,7 @@
 """The compiled sampler: one jitted prefill, then a `jax.lax.while_loop` over decode steps.
 
 Shapes: B rows (padded to a multiple of the mesh's batch axes), T prompt slots (the longest prompt
-rounded up to a power of two: a dataset compiles a handful of programs), N = max_new_tokens,
+rounded up to 2^k or 1.5 * 2^k: a dataset compiles a handful of programs), N = max_new_tokens,
 S = T + N cache slots, V vocabulary, W stop-pattern width.
 
 Prompts are left-padded, so every row's last prompt token sits in slot T - 1 and all rows decode
@@ -68,9 +68,15 @@ class DecodeSpec:
 
 
 def bucket_length(n: int, minimum: int = 16) -> int:
-    """The smallest power of two >= max(n, minimum)."""
+    """The smallest 2^k or 3 * 2^(k-1) (16, 24, 32, 48, 64, 96, ...) >= max(n, minimum).
+
+    Half steps between powers of two cap the padding at a third of the bucket instead of half:
+    prefill cost is a batch-1 call's main fixed cost, and two programs per octave stay few.
+    """
     n = max(int(n), int(minimum), 1)
-    return 1 << (n - 1).bit_length()
+    power = 1 << (n - 1).bit_length()
+    half = 3 * power // 4  # 1.5 * (power / 2)
+    return half if n <= half and half > power // 2 else power
 
 
 def advance(state: DecodeState, logits: Array, spec: DecodeSpec) -> DecodeState:
@@ -221,6 +227,8 @@ class Sampler:
         rows2 = NamedSharding(self.mesh, P(BATCH, None))
         host = (np.asarray(tokens, np.int32), np.asarray(mask, bool), np.asarray(seed, np.uint32),
                 np.asarray(row_seeds, np.uint32), np.asarray(active, bool))
+        if self.mesh.size == 1:  # the compiled call copies host arrays in itself, cheaper than device_put
+            return host
         return tuple(jax.device_put(host, (rows2, rows2, NamedSharding(self.mesh, P()), rows, rows)))
 
     def run_batch(
