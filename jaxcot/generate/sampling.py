@@ -93,13 +93,10 @@ def derive_row_keys(seed: Array, row_seeds: Array) -> Array:
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(row_seeds)
 
 
-_row_keys = jax.jit(derive_row_keys)
-
-
 def row_keys(seed: int, row_seeds: Array) -> Array:
-    """Per-row PRNG keys [B] from a run seed and per-row seeds [B] int (e.g. dataset indices).
-    Compiled: run eagerly, the vmap costs milliseconds per generate call."""
-    return _row_keys(jnp.asarray(seed, jnp.uint32), jnp.asarray(row_seeds, jnp.uint32))
+    """`derive_row_keys` from host ints: a run seed and per-row seeds [B] (e.g. dataset indices).
+    The sampler derives its keys inside the prefill program instead."""
+    return derive_row_keys(jnp.asarray(seed, jnp.uint32), jnp.asarray(row_seeds, jnp.uint32))
 
 
 def step_keys(keys: Array, step: Array) -> Array:

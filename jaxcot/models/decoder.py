@@ -311,7 +311,7 @@ class Decoder(nnx.Module):
         attn_mask = AttentionMask(
             {w: _bias_and_rows(attention_bias(q_slot, positions, k_slot, k_pos, k_valid, w, segments)) for w in windows},
             {key: rope_tables(positions, rope_inv_freq(*key)) for key in ropes},
-            kv_len=attend_to if cache is not None else None,
+            kv_len=attend_to,
         )
         h = self.embed(tokens)
         if 0 in perturb:
