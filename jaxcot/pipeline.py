@@ -106,6 +106,9 @@ class EvalSpec:
     max_new_tokens: int = 320
     batch_size: int = 64  # accuracy pass and throughput batch
     latency_samples: int = 16  # questions timed one at a time (batch 1)
+    # Batch-1 latency with every student loaded at once, taking turns question by question (drift
+    # hits all alike); False: one student after another, one in memory at a time (large models).
+    latency_interleave: bool = True
 
 
 @dataclasses.dataclass
@@ -478,41 +481,57 @@ def evaluate_student(cfg: RunConfig, m: MethodSpec, model, tokenizer, test: list
     }
 
 
+def _latency_generator(cfg: RunConfig, m: MethodSpec, path: str, test: list[dict]):
+    """A student's Generator and its batch-1 prompts, warmed: one untimed question per
+    prompt-length bucket, so that no compile falls inside the timed pass."""
+    from jaxcot.generate import Generator
+    from jaxcot.generate.sampler import bucket_length
+    from jaxcot.models import load_model, load_tokenizer
+
+    model, tok = load_model(path), load_tokenizer(path)
+    gen = Generator(model, tok)
+    prompts = _student_prompts(cfg, m, tok, test[: cfg.eval.latency_samples])
+    warm = {bucket_length(len(p), gen.sampler.min_bucket): p for p in prompts}
+    for p in warm.values():
+        gen.generate_ids([p], max_new_tokens=cfg.eval.max_new_tokens, batch_size=1)
+    return gen, prompts
+
+
 def measure_latency(cfg: RunConfig, students: dict[str, str], test: list[dict]) -> dict:
-    """Batch-1 latency of every student on the first `eval.latency_samples` test questions,
-    interleaved: question by question, each student in turn (the order rotating), so that a
-    slow spell of a shared machine hits every student alike instead of whichever ran then.
+    """Batch-1 latency of every student on the first `eval.latency_samples` test questions.
+
+    With `eval.latency_interleave` (default) every student is loaded and they take turns,
+    question by question in rotating order, so that a slow spell of a shared machine hits every
+    student alike instead of whichever ran then. Otherwise the students run one after another,
+    one in memory at a time (models too large to hold side by side).
 
     Returns {"questions": n, "latency_s": {name: mean seconds}, "times": {name: [seconds]}}.
     """
     import numpy as np
 
-    from jaxcot.generate import Generator
-    from jaxcot.generate.sampler import bucket_length
-    from jaxcot.models import load_model, load_tokenizer
-
     e = cfg.eval
-    gens, prompts = {}, {}
-    for m in cfg.methods:
-        model, tok = load_model(students[m.name]), load_tokenizer(students[m.name])
-        gens[m.name] = Generator(model, tok)
-        prompts[m.name] = _student_prompts(cfg, m, tok, test[: e.latency_samples])
-    # One untimed question per prompt-length bucket and student, so that every program is
-    # compiled before the timed pass (a compile inside it would dominate).
-    for name, gen in gens.items():
-        warm = {bucket_length(len(p), gen.sampler.min_bucket): p for p in prompts[name]}
-        for p in warm.values():
-            gen.generate_ids([p], max_new_tokens=e.max_new_tokens, batch_size=1)
-    names = list(gens)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for q in range(len(prompts[names[0]])):
-        for k in range(len(names)):
-            name = names[(q + k) % len(names)]
-            t0 = time.perf_counter()
-            gens[name].generate_ids([prompts[name][q]], max_new_tokens=e.max_new_tokens, batch_size=1)
-            times[name].append(time.perf_counter() - t0)
-    return {"questions": len(times[names[0]]), "latency_s": {n: float(np.mean(t)) for n, t in times.items()},
-            "times": times}
+    times: dict[str, list[float]] = {m.name: [] for m in cfg.methods}
+
+    def timed(gen, prompt) -> float:
+        t0 = time.perf_counter()
+        gen.generate_ids([prompt], max_new_tokens=e.max_new_tokens, batch_size=1)
+        return time.perf_counter() - t0
+
+    if e.latency_interleave:
+        ready = {m.name: _latency_generator(cfg, m, students[m.name], test) for m in cfg.methods}
+        names = list(ready)
+        for q in range(len(ready[names[0]][1])):
+            for k in range(len(names)):
+                name = names[(q + k) % len(names)]
+                gen, prompts = ready[name]
+                times[name].append(timed(gen, prompts[q]))
+    else:
+        for m in cfg.methods:
+            gen, prompts = _latency_generator(cfg, m, students[m.name], test)
+            times[m.name] = [timed(gen, p) for p in prompts]
+            del gen
+    n = len(next(iter(times.values())))
+    return {"questions": n, "latency_s": {k: float(np.mean(t)) for k, t in times.items()}, "times": times}
 
 
 def stage_eval(cfg: RunConfig, paths: RunPaths, students: dict[str, str], test: list[dict]) -> dict[str, dict]:

@@ -84,6 +84,21 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     again = run_pipeline(cfg)
     assert os.path.getmtime(os.path.join(root, "students", "gogi-skip", "model", "model.safetensors")) == mtime
     assert again["timings"]["train"] < 5
+    # Batch-1 latency: every student, the same questions, interleaved (default) or one by one.
+    import dataclasses
+
+    from jaxcot.pipeline import measure_latency
+
+    lat = json.load(open(os.path.join(root, "eval", "latency.json")))
+    assert set(lat["latency_s"]) == set(rows) and lat["questions"] == 1
+    test = [json.loads(line) for line in open(os.path.join(root, "data", "test.jsonl"))]
+    students = {n: os.path.join(root, "students", n, "model") for n in rows}
+    for interleave in (True, False):
+        c = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, latency_samples=3, latency_interleave=interleave))
+        got = measure_latency(c, students, test)
+        assert got["questions"] == 3 and set(got["times"]) == set(rows)
+        assert all(len(t) == 3 and min(t) > 0 for t in got["times"].values())
+        assert all(got["latency_s"][n] == pytest.approx(sum(t) / 3) for n, t in got["times"].items())
 
 
 def test_testbed_outside_the_teachers_task_is_named(capsys):
