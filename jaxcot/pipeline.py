@@ -123,13 +123,20 @@ class RunConfig:
     generate: GenerateSpec = dataclasses.field(default_factory=GenerateSpec)
     score: ScoreSpec = dataclasses.field(default_factory=ScoreSpec)
     methods: list[MethodSpec] = dataclasses.field(default_factory=lambda: [MethodSpec("original")])
+    # `CompressConfig` knobs every compressed row gets (e.g. units), so that rows differ only in
+    # what they are meant to; a method's own knobs win.
+    compress: dict = dataclasses.field(default_factory=dict)
     student: StudentSpec = dataclasses.field(default_factory=StudentSpec)
     eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)
     stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGES))
 
     def __post_init__(self):
-        from jaxcot.compress import METHODS
+        from jaxcot.compress import METHODS, CompressConfig
 
+        known = {f.name for f in dataclasses.fields(CompressConfig)}
+        unknown = sorted(set(self.compress) - known)
+        if unknown:
+            raise ValueError(f"compress: unknown knob(s) {unknown}; known: {sorted(known)}")
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError(f"method names must be unique: {names}")
@@ -375,7 +382,7 @@ def stage_compress(cfg: RunConfig, paths: RunPaths, scored: list[dict]) -> dict[
                                      total=len(r["scores"]["pieces"])) for r in scored]
             summary = {"method": "original", "written": len(examples), "retained_ratio": {"mean": 1.0}}
         else:
-            knobs = dict(m.knobs)
+            knobs = {**cfg.compress, **m.knobs}
             if m.gamma is not None and m.method != "tokenskip":
                 knobs["gamma"] = m.gamma
             res = compress_records(scored, m.method, grader=lambda a, g: grade(a, g), **knobs)
@@ -436,7 +443,7 @@ def eval_prompt(cfg: RunConfig, m: MethodSpec, question: str) -> str:
     from jaxcot.compress.builders import tokenskip_prompt
 
     if m.method == "tokenskip":
-        cc = CompressConfig(**{k: v for k, v in m.knobs.items() if k in ("eot", "template")})
+        cc = CompressConfig(**{k: v for k, v in {**cfg.compress, **m.knobs}.items() if k in ("eot", "template")})
         return tokenskip_prompt(question, m.gamma if m.gamma is not None else 0.5, eot=cc.eot, template=cc.template)
     return question
 

@@ -401,3 +401,84 @@ def test_whole_numbers_keeps_numbers_all_or_none(method):
             assert kb.all() == ka.any()  # a number is kept whole exactly when any piece was kept
         assert (b.keep >= a.keep).all()
     assert split > 20  # without the knob, numbers were cut
+
+
+# ---------------------------------------------------------------- expression units
+
+
+def test_expression_groups_take_whole_arithmetic_and_nothing_around_it():
+    pieces = ["So", ":", " 1", "3", " +", " 7", " =", " 2", "0", ".", "\n", "Leo", " has", " 2", "2", ".",
+              " (", "4", " -", " 1", ")", " *", " 3", " =", " 9", " items", " 5", " =", " apples", "8", "\n", "2"]
+    got = rebuild.expression_groups(pieces).tolist()
+    assert got == [-1, -1, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, 1, 1, -1,
+                   2, 2, 2, 2, 2, 2, 2, 2, 2, -1, 3, -1, -1, 4, -1, 5]
+    # a line break ends an expression; a trailing "=" before a word is not part of it
+
+
+def test_unit_scores_mean_and_max_over_units():
+    groups = np.array([-1, 0, 0, 0, -1, 1, 1])
+    scores = np.array([5.0, 1.0, 2.0, 6.0, 0.5, 3.0, 1.0])
+    np.testing.assert_allclose(rebuild.unit_scores(scores, groups, "mean"), [5, 3, 3, 3, 0.5, 2, 2])
+    np.testing.assert_allclose(rebuild.unit_scores(scores, groups, "max"), [5, 6, 6, 6, 0.5, 3, 3])
+    np.testing.assert_allclose(rebuild.unit_scores(scores, groups, "token"), scores)
+    with pytest.raises(ValueError, match="unit_score"):
+        rebuild.unit_scores(scores, groups, "median")
+
+
+def _arithmetic_records(n, seed):
+    """Scored records whose chains hold digit-split equations between filler words."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for i in range(n):
+        pieces = []
+        for _ in range(int(rng.integers(2, 5))):
+            pieces += [" So", " we", " add", ":", " 1", "2", " +", " 7", " =", " 1", "9", ".", "\n"]
+            pieces += [" then"] * int(rng.integers(1, 6)) + [" it", " grows", "\n"]
+        c = len(pieces)
+        recs.append({"id": f"r{i}", "question": "q", "chain": "".join(pieces), "answer": "The answer is 1.",
+                     "gold": "1", "correct": True,
+                     "scores": {"pieces": pieces, "token_ids": list(range(c)), "vocab_size": 100,
+                                "gogi": (rng.random(c) * 3).tolist(), "entropy": (rng.random(c) * 2).tolist(),
+                                "self_info": (rng.random(c) * 4).tolist()}})
+    return recs
+
+
+@pytest.mark.parametrize("method", ["gogi-ads", "gogi-static", "random", "tokenskip"])
+def test_expression_units_keep_every_equation_all_or_none(method):
+    recs = _arithmetic_records(40, seed=3)
+    knobs = {"calibrate": True} if method == "gogi-ads" else {}
+    plain = compress_records(recs, method, gamma=0.5, **knobs)
+    units = compress_records(recs, method, gamma=0.5, units="expression", unit_score="mean", **knobs)
+    cut = 0
+    for rec, a, b in zip(recs, plain.details, units.details):
+        groups = rebuild.expression_groups(rec["scores"]["pieces"])
+        assert groups.max() >= 1
+        for g in range(groups.max() + 1):
+            ka, kb = a.keep[groups == g], b.keep[groups == g]
+            cut += bool(ka.any() and not ka.all())
+            assert kb.all() or not kb.any(), (rec["id"], g)
+    assert cut > 20  # token by token, equations were cut
+    ratio = units.summary["retained_ratio"]["mean"]
+    # ADS: a 9-token equation can only go whole where N_t >= 9, so the N-constraint keeps more here
+    assert abs(ratio - 0.5) < (0.15 if method == "gogi-ads" else 0.1)
+
+
+def test_expression_units_rank_by_the_units_mean_score():
+    # A unit with a high mean survives a static cut that its weakest token alone would not.
+    pieces = [" a", " b", " 4", " +", " 5", " =", " 9", " c", " d", " e"]
+    gogi = [1.0, 2.0, 9.0, 8.0, 0.1, 8.0, 9.0, 3.0, 0.5, 0.2]  # "5" alone ranks near the bottom
+    rec = {"id": "x", "question": "q", "chain": "".join(pieces), "answer": "The answer is 9.", "gold": "9",
+           "correct": True, "scores": {"pieces": pieces, "token_ids": list(range(10)), "gogi": gogi}}
+    tok = compress_records([rec], "gogi-static", gamma=0.5, protect_trailing_ws=False).details[0]
+    unit = compress_records([rec], "gogi-static", gamma=0.5, units="expression", unit_score="mean",
+                            protect_trailing_ws=False).details[0]
+    assert tok.text == " 4 + = 9 c"
+    assert unit.text == " 4 + 5 = 9"  # mean 6.8: the whole equation outranks every filler word
+
+
+def test_units_knobs_are_checked():
+    recs = _arithmetic_records(2, seed=0)
+    with pytest.raises(ValueError, match="units must be one of"):
+        compress_records(recs, "gogi-static", units="word")
+    with pytest.raises(ValueError, match="unit_score must be"):
+        compress_records(recs, "gogi-static", units="expression", unit_score="median")

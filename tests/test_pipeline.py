@@ -40,6 +40,8 @@ def test_demo_config_loads():
 def test_unknown_method_is_an_error():
     with pytest.raises(ValueError, match="unknown method"):
         load_config(RunConfig, None, ["methods=[{name: x, method: nope}]"])
+    with pytest.raises(ValueError, match="compress: unknown knob"):
+        load_config(RunConfig, None, ["compress={unit: expression}"])
 
 
 def test_reference_trace_from_benchmark_solution():
@@ -53,7 +55,7 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     overrides = [
         f"model={tiny_model}", "name=t", f"runs_dir={tmp_path}", "data.n_train=24", "data.n_test=8",
         "generate.source=reference", "score.auc_samples=8", "score.batch_size=8",
-        "methods=[{name: original, method: original}, {name: gogi-skip, method: gogi-ads, gamma: 0.5}]",
+        "methods=[{name: original, method: original}, {name: gogi-skip, method: gogi-ads, gamma: 0.5, knobs: {calibrate: true}}]",
         "student.steps=2", "student.batch_size=8", "student.max_len=256",
         "eval.max_new_tokens=12", "eval.batch_size=8", "eval.latency_samples=1",
     ]
@@ -76,6 +78,8 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
         pieces, oracle = rec["scores"]["pieces"], rec["scores"]["oracle"]
         want = [x == 1.0 for x in equation_oracle(pieces)]
         assert any(want) and [x >= 1.0 for x in oracle] == want and all(0 <= x < 1.5 for x in oracle)
+    summary = json.load(open(os.path.join(root, "sets", "gogi-skip.summary.json")))
+    assert summary["config"]["units"] == "expression" and summary["config"]["calibrate"]  # run-wide + own knobs
     compressed = [json.loads(line) for line in open(os.path.join(root, "sets", "gogi-skip.jsonl"))]
     assert all(ex["completion"].endswith(ex["completion"].split("The answer is")[-1]) for ex in compressed)
     assert all("The answer is" in ex["completion"] for ex in compressed)  # the answer is never compressed

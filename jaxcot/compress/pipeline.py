@@ -47,6 +47,7 @@ METHODS = {
     "oracle-ads": ("ads", "oracle", "plain"),  # testbed only: GoGI-Skip's rule with the ground truth
 }
 DEFAULT_GAMMA = 0.55
+UNITS = ("token", "number", "expression")
 
 
 @dataclasses.dataclass
@@ -90,6 +91,10 @@ class CompressConfig:
     # text
     protect_trailing_ws: bool = True  # the chain's trailing whitespace separates it from the answer
     whole_numbers: bool = False  # token rules: keep a number's pieces all or none (kept if any is kept)
+    # token rules: the unit kept or dropped whole. token | number (= whole_numbers) | expression
+    # (arithmetic such as "13 + 7 = 20" all or none, numbers outside expressions whole)
+    units: str = "token"
+    unit_score: str = "token"  # token | mean | max: a unit's pieces ranked by their own or the unit's score
     collapse_spaces: bool = False
     # training-set builder
     format: str | None = None  # plain | tokenskip; None: the method's
@@ -112,6 +117,10 @@ class CompressConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {sorted(METHODS)}")
         rule, imp, fmt = METHODS[self.method]
         rule, imp, fmt = self.rule or rule, self.importance or imp, self.format or fmt
+        if self.units not in UNITS:
+            raise ValueError(f"units must be one of {UNITS}, got {self.units!r}")
+        if self.unit_score not in ("token", "mean", "max"):
+            raise ValueError(f"unit_score must be token, mean or max, got {self.unit_score!r}")
         if rule not in ("ads", "static", "step"):
             raise ValueError(f"rule must be ads, static or step, got {rule!r}")
         if fmt not in ("plain", "tokenskip"):
@@ -223,6 +232,10 @@ def _trace_shift(records, cfg: CompressConfig) -> np.ndarray:
     return cfg.trace_beta * (means - mu) / (sd + cfg.eps)
 
 
+def _units(cfg: CompressConfig) -> str:
+    return "number" if cfg.units == "token" and cfg.whole_numbers else cfg.units
+
+
 def _prepare_batches(records, wheres, cfg: CompressConfig, rule: str, importance: str, gammas) -> list[dict]:
     """Padded device-ready arrays per length bucket for the token rules."""
     shift = _trace_shift(records, cfg) if rule == "ads" else np.zeros(len(records))
@@ -233,8 +246,10 @@ def _prepare_batches(records, wheres, cfg: CompressConfig, rule: str, importance
         recs = [records[i] for i in idx]
         b, c = _pow2(len(idx), 1), _pow2(max(lengths[i] for i in idx))
         batch = {"idx": idx, "lengths": [lengths[i] for i in idx]}
-        if cfg.whole_numbers:
-            batch["numbers"] = [rebuild.number_groups(r["scores"]["pieces"]) for r in recs]
+        units = _units(cfg)
+        if units != "token":
+            group = rebuild.expression_groups if units == "expression" else rebuild.number_groups
+            batch["numbers"] = [group(r["scores"]["pieces"]) for r in recs]
         batch["valid"] = _pad([np.ones(lengths[i], bool) for i in idx], b, c, bool, False)
         batch["protect"] = np.zeros((b, c), bool)
         if cfg.protect_trailing_ws:
@@ -245,6 +260,11 @@ def _prepare_batches(records, wheres, cfg: CompressConfig, rule: str, importance
             batch["scores"] = rules.random_scores(keys, length=c)
         else:
             batch["scores"] = _pad([np.asarray(r["scores"][importance], np.float32) for r in recs], b, c, np.float32)
+        if units != "token" and cfg.unit_score != "token":
+            sc = np.array(batch["scores"], np.float32)
+            for j, groups in enumerate(batch["numbers"]):
+                sc[j, : len(groups)] = rebuild.unit_scores(sc[j, : len(groups)], groups, cfg.unit_score)
+            batch["scores"] = sc
         batch["gamma"] = np.ones(b, np.float32)
         batch["gamma"][: len(idx)] = [gammas[i] + shift[i] for i in idx]
         if rule == "ads":

@@ -145,10 +145,69 @@ def number_groups(pieces: Sequence[str]) -> np.ndarray:
     return groups
 
 
+_EXPR_JOIN = set("+-*/=×÷^−·()")  # operators and brackets that join numbers into one expression
+
+
+def expression_groups(pieces: Sequence[str]) -> np.ndarray:
+    """Which unit each piece belongs to when arithmetic is kept whole: [C] int, -1 outside.
+
+    An expression is a maximal run of number groups (`number_groups`) joined by operator or
+    bracket pieces, with whitespace-only pieces allowed between them: "13 + 7 = 20" (however the
+    tokenizer splits it) is one unit. It starts and ends on a number or bracket, never on
+    whitespace, so the text around it is untouched. A number outside any expression is a unit of
+    its own, as in `number_groups`.
+    """
+    nums = number_groups(pieces)
+    joins = [bool(p.strip()) and all(ch in _EXPR_JOIN for ch in p.strip()) for p in pieces]
+    groups = np.full(len(pieces), -1, np.int64)
+    unit, i, n = -1, 0, len(pieces)
+    while i < n:
+        if nums[i] < 0 and not (joins[i] and pieces[i].strip().startswith("(")):
+            i += 1
+            continue
+        unit += 1
+        j, last = i, i  # last: the last piece that may end the unit (a number or a bracket)
+        while j < n:
+            p = pieces[j]
+            if nums[j] >= 0 or joins[j]:
+                groups[j] = unit
+                if nums[j] >= 0 or p.strip().endswith(")"):
+                    last = j
+                j += 1
+            elif not p.strip() and "\n" not in p and j + 1 < n and (nums[j + 1] >= 0 or joins[j + 1]):
+                groups[j] = unit  # a space between parts of the expression
+                j += 1
+            else:
+                break
+        groups[last + 1 : j] = -1  # a trailing operator ("20 =" before a word) stays outside
+        i = max(last + 1, i + 1)
+    return groups
+
+
+def unit_scores(scores: np.ndarray, groups: np.ndarray, how: str) -> np.ndarray:
+    """scores [C] with every unit's pieces given the unit's `how` (mean | max) score; pieces
+    outside units (groups -1) keep their own. how 'token' returns scores unchanged."""
+    scores = np.asarray(scores, np.float32)
+    if how == "token" or not groups.size or groups.max(initial=-1) < 0:
+        return scores
+    if how not in ("mean", "max"):
+        raise ValueError(f"unit_score must be token, mean or max, got {how!r}")
+    inside = groups >= 0
+    g = groups[inside]
+    if how == "mean":
+        agg = np.bincount(g, weights=scores[inside]) / np.bincount(g)
+    else:
+        agg = np.full(int(g.max()) + 1, -np.inf)
+        np.maximum.at(agg, g, scores[inside])
+    out = scores.copy()
+    out[inside] = agg[g]
+    return out
+
+
 def whole_numbers(keep: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """`keep` [C] bool with every number kept whole when any of its pieces is kept (a partial
-    number, "12" left of "126", reads as a different number). Keeping more never lengthens a
-    run of drops, so the N-constraint still holds."""
+    """`keep` [C] bool with every number (or unit of `groups`) kept whole when any of its pieces
+    is kept (a partial number, "12" left of "126", reads as a different number). Keeping more
+    never lengthens a run of drops, so the N-constraint still holds."""
     keep = np.asarray(keep, bool).copy()
     if groups.size and groups.max(initial=-1) >= 0:
         inside = groups >= 0
