@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip-torch", action="store_true", help="time jaxcot only")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="jaxcot weights/compute")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights and compute, jaxcot and torch alike")
     args = ap.parse_args()
     dtype = jnp.dtype(args.dtype)
     bw = memory_bandwidth()
@@ -150,6 +150,8 @@ def main() -> None:
     print("-" * len(header))
     for name in args.models:
         hf, ours, prompts, pad_id = (smollm2_models if name == "smollm2" else tiny_models)(dtype)
+        if dtype == jnp.bfloat16:
+            hf = hf.to(torch.bfloat16)  # both sides in the same dtype, from the same float32 weights
         wb = weight_bytes(ours)
         bound = bw / wb  # tokens/s at batch 1 if every weight byte is read once per token
         for b in args.batches:

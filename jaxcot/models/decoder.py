@@ -162,7 +162,8 @@ class Attention(nnx.Module):
         scores = jnp.einsum("bkgtd,bksd->bkgts", qg, k.astype(q.dtype), preferred_element_type=jnp.float32)
         bias, row_ok = mask.for_window(self.window)  # [B,1,T,S], [B,1,T,1]
         probs = jax.nn.softmax(scores + bias[:, :, None], axis=-1)
-        out = jnp.einsum("bkgts,bksd->bkgtd", probs.astype(self.dtype), v.astype(self.dtype))
+        out = jnp.einsum("bkgts,bksd->bkgtd", probs.astype(self.dtype), v.astype(self.dtype),
+                         preferred_element_type=jnp.float32).astype(self.dtype)
         # Rows with no valid key (padding queries) averaged junk; zero them here, on the output,
         # rather than on the [.., T, S] probabilities.
         out = jnp.where(row_ok[:, :, None], out, jnp.zeros((), out.dtype))

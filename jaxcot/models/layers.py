@@ -69,14 +69,17 @@ class Linear(nnx.Module):
         # As a 2-D [N, in] matmul: XLA:CPU turns the weight gradient of a [B, T, in] dot into
         # transposes plus a slow dot (3x the backward time of the 2-D form on a 2M model).
         xc = x.astype(self.dtype).reshape(-1, self.in_features)
-        y = jnp.dot(xc, self.kernel[...].astype(self.dtype))
+        # Accumulate in float32 whatever the compute dtype: more exact, and XLA:CPU runs a bf16 dot
+        # with a float32 result 2.5x faster than one with a bf16 result (SmolLM2's MLPs, 8 rows).
+        y = jnp.dot(xc, self.kernel[...].astype(self.dtype), preferred_element_type=jnp.float32)
         if self.bias is not None:
-            y = y + self.bias[...].astype(self.dtype)
+            y = y + self.bias[...].astype(jnp.float32)
         if self.lora_a is not None:
             xl = self.lora_dropout(xc) if self.lora_dropout is not None else xc
-            low = jnp.dot(xl, self.lora_a[...].astype(self.dtype))
-            y = y + jnp.dot(low, self.lora_b[...].astype(self.dtype)) * jnp.asarray(self.lora_scale, self.dtype)
-        return y.reshape(*lead, self.out_features)
+            low = jnp.dot(xl, self.lora_a[...].astype(self.dtype), preferred_element_type=jnp.float32)
+            y = y + jnp.dot(low.astype(self.dtype), self.lora_b[...].astype(self.dtype),
+                            preferred_element_type=jnp.float32) * jnp.float32(self.lora_scale)
+        return y.astype(self.dtype).reshape(*lead, self.out_features)
 
 
 class RMSNorm(nnx.Module):
