@@ -131,12 +131,10 @@ class RunConfig:
     stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGES))
 
     def __post_init__(self):
-        from jaxcot.compress import METHODS, CompressConfig
+        from jaxcot.compress import METHODS
+        from jaxcot.compress.pipeline import check_knobs
 
-        known = {f.name for f in dataclasses.fields(CompressConfig)}
-        unknown = sorted(set(self.compress) - known)
-        if unknown:
-            raise ValueError(f"compress: unknown knob(s) {unknown}; known: {sorted(known)}")
+        check_knobs(self.compress, "compress: ")
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError(f"method names must be unique: {names}")
@@ -364,6 +362,11 @@ def stage_auc(cfg: RunConfig, paths: RunPaths, model, tokenizer) -> dict[str, di
     return auc
 
 
+def method_knobs(cfg: RunConfig, m: MethodSpec) -> dict:
+    """The CompressConfig knobs of a row: the run-wide `compress` ones, overridden by its own."""
+    return {**cfg.compress, **m.knobs}
+
+
 def stage_compress(cfg: RunConfig, paths: RunPaths, scored: list[dict]) -> dict[str, dict]:
     """One SFT set per method: sets/<name>.jsonl and sets/<name>.summary.json."""
     from jaxcot.compress import compress_records
@@ -382,7 +385,7 @@ def stage_compress(cfg: RunConfig, paths: RunPaths, scored: list[dict]) -> dict[
                                      total=len(r["scores"]["pieces"])) for r in scored]
             summary = {"method": "original", "written": len(examples), "retained_ratio": {"mean": 1.0}}
         else:
-            knobs = {**cfg.compress, **m.knobs}
+            knobs = method_knobs(cfg, m)
             if m.gamma is not None and m.method != "tokenskip":
                 knobs["gamma"] = m.gamma
             res = compress_records(scored, m.method, grader=lambda a, g: grade(a, g), **knobs)
@@ -443,7 +446,7 @@ def eval_prompt(cfg: RunConfig, m: MethodSpec, question: str) -> str:
     from jaxcot.compress.builders import tokenskip_prompt
 
     if m.method == "tokenskip":
-        cc = CompressConfig(**{k: v for k, v in {**cfg.compress, **m.knobs}.items() if k in ("eot", "template")})
+        cc = CompressConfig(**{k: v for k, v in method_knobs(cfg, m).items() if k in ("eot", "template")})
         return tokenskip_prompt(question, m.gamma if m.gamma is not None else 0.5, eot=cc.eot, template=cc.template)
     return question
 

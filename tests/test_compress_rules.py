@@ -372,7 +372,7 @@ def test_number_groups_join_digit_pieces_of_one_number():
     assert rebuild.number_groups(pieces).tolist() == [-1, 0, 0, 0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5]
     keep = np.zeros(len(pieces), bool)
     keep[[2, 9]] = True  # the middle digit of "126", and "3"
-    whole = rebuild.whole_numbers(keep, rebuild.number_groups(pieces))
+    whole = rebuild.whole_units(keep, rebuild.number_groups(pieces))
     assert np.flatnonzero(whole).tolist() == [1, 2, 3, 9]
 
 
@@ -390,7 +390,7 @@ def test_whole_numbers_keeps_numbers_all_or_none(method):
             r["scores"][key] = (rng.random(n) * 3).tolist()
         r["scores"]["token_ids"] = list(range(n))
     plain = compress_records(recs, method, gamma=0.5)
-    whole = compress_records(recs, method, gamma=0.5, whole_numbers=True)
+    whole = compress_records(recs, method, gamma=0.5, units="number")
     split = 0
     for rec, a, b in zip(recs, plain.details, whole.details):
         groups = rebuild.number_groups(rec["scores"]["pieces"])

@@ -90,9 +90,9 @@ class CompressConfig:
     skip_marker: str = "[SKIP]"
     # text
     protect_trailing_ws: bool = True  # the chain's trailing whitespace separates it from the answer
-    whole_numbers: bool = False  # token rules: keep a number's pieces all or none (kept if any is kept)
-    # token rules: the unit kept or dropped whole. token | number (= whole_numbers) | expression
-    # (arithmetic such as "13 + 7 = 20" all or none, numbers outside expressions whole)
+    # token rules: what is kept or dropped whole (kept when the rule keeps any of its pieces):
+    # token | number (a number split over several tokens) | expression (arithmetic such as
+    # "13 + 7 = 20", and numbers outside it)
     units: str = "token"
     unit_score: str = "token"  # token | mean | max: a unit's pieces ranked by their own or the unit's score
     collapse_spaces: bool = False
@@ -119,8 +119,8 @@ class CompressConfig:
         rule, imp, fmt = self.rule or rule, self.importance or imp, self.format or fmt
         if self.units not in UNITS:
             raise ValueError(f"units must be one of {UNITS}, got {self.units!r}")
-        if self.unit_score not in ("token", "mean", "max"):
-            raise ValueError(f"unit_score must be token, mean or max, got {self.unit_score!r}")
+        if self.unit_score not in rebuild.UNIT_SCORES:
+            raise ValueError(f"unit_score must be one of {rebuild.UNIT_SCORES}, got {self.unit_score!r}")
         if rule not in ("ads", "static", "step"):
             raise ValueError(f"rule must be ads, static or step, got {rule!r}")
         if fmt not in ("plain", "tokenskip"):
@@ -153,6 +153,14 @@ class CompressOutput:
     examples: list[dict]
     summary: dict
     details: list[Compressed]
+
+
+def check_knobs(knobs: dict, where: str = "") -> None:
+    """Raise ValueError naming any key of `knobs` that is not a CompressConfig field."""
+    unknown = sorted(set(knobs) - {f.name for f in dataclasses.fields(CompressConfig)})
+    if unknown:
+        known = sorted(f.name for f in dataclasses.fields(CompressConfig))
+        raise ValueError(f"{where}unknown knob(s) {unknown}; known: {known}")
 
 
 def load_grader(spec: str | None) -> Callable[[str, str], bool]:
@@ -232,24 +240,19 @@ def _trace_shift(records, cfg: CompressConfig) -> np.ndarray:
     return cfg.trace_beta * (means - mu) / (sd + cfg.eps)
 
 
-def _units(cfg: CompressConfig) -> str:
-    return "number" if cfg.units == "token" and cfg.whole_numbers else cfg.units
-
-
 def _prepare_batches(records, wheres, cfg: CompressConfig, rule: str, importance: str, gammas) -> list[dict]:
     """Padded device-ready arrays per length bucket for the token rules."""
     shift = _trace_shift(records, cfg) if rule == "ads" else np.zeros(len(records))
     base = jax.random.key(cfg.seed)
     lengths = [len(r["scores"]["pieces"]) for r in records]
+    group = {"number": rebuild.number_groups, "expression": rebuild.expression_groups}.get(cfg.units)
     out = []
     for idx in _batches(lengths, cfg.batch_size):
         recs = [records[i] for i in idx]
         b, c = _pow2(len(idx), 1), _pow2(max(lengths[i] for i in idx))
         batch = {"idx": idx, "lengths": [lengths[i] for i in idx]}
-        units = _units(cfg)
-        if units != "token":
-            group = rebuild.expression_groups if units == "expression" else rebuild.number_groups
-            batch["numbers"] = [group(r["scores"]["pieces"]) for r in recs]
+        if group is not None:
+            batch["units"] = [group(r["scores"]["pieces"]) for r in recs]
         batch["valid"] = _pad([np.ones(lengths[i], bool) for i in idx], b, c, bool, False)
         batch["protect"] = np.zeros((b, c), bool)
         if cfg.protect_trailing_ws:
@@ -260,9 +263,9 @@ def _prepare_batches(records, wheres, cfg: CompressConfig, rule: str, importance
             batch["scores"] = rules.random_scores(keys, length=c)
         else:
             batch["scores"] = _pad([np.asarray(r["scores"][importance], np.float32) for r in recs], b, c, np.float32)
-        if units != "token" and cfg.unit_score != "token":
+        if group is not None and cfg.unit_score != "token":
             sc = np.array(batch["scores"], np.float32)
-            for j, groups in enumerate(batch["numbers"]):
+            for j, groups in enumerate(batch["units"]):
                 sc[j, : len(groups)] = rebuild.unit_scores(sc[j, : len(groups)], groups, cfg.unit_score)
             batch["scores"] = sc
         batch["gamma"] = np.ones(b, np.float32)
@@ -290,8 +293,8 @@ def _apply_token_rule(batches, n: int, cfg: CompressConfig, rule: str, offset: f
         keep = np.asarray(keep)
         for j, (i, length) in enumerate(zip(bt["idx"], bt["lengths"])):
             masks[i] = keep[j, :length].copy()
-            if "numbers" in bt:
-                masks[i] = rebuild.whole_numbers(masks[i], bt["numbers"][j])
+            if "units" in bt:
+                masks[i] = rebuild.whole_units(masks[i], bt["units"][j])
     return masks
 
 
@@ -371,10 +374,7 @@ def compress_records(
     count_tokens(example) -> int enables `max_tokens` (else built from `config.tokenizer`).
     wheres: a label per record for error messages (e.g. "file.jsonl:12").
     """
-    known = {f.name for f in dataclasses.fields(CompressConfig)}
-    unknown = sorted(set(knobs) - known)
-    if unknown:
-        raise ValueError(f"unknown knob(s) {unknown}; known: {sorted(known)}")
+    check_knobs(knobs)
     cfg = dataclasses.replace(config or CompressConfig(), method=method, **knobs)
     rule, importance, fmt = cfg.resolved()
     wheres = list(wheres) if wheres is not None else [f"record {i}" for i in range(len(records))]

@@ -145,6 +145,7 @@ def number_groups(pieces: Sequence[str]) -> np.ndarray:
     return groups
 
 
+UNIT_SCORES = ("token", "mean", "max")
 _EXPR_JOIN = set("+-*/=×÷^−·()")  # operators and brackets that join numbers into one expression
 
 
@@ -187,11 +188,11 @@ def expression_groups(pieces: Sequence[str]) -> np.ndarray:
 def unit_scores(scores: np.ndarray, groups: np.ndarray, how: str) -> np.ndarray:
     """scores [C] with every unit's pieces given the unit's `how` (mean | max) score; pieces
     outside units (groups -1) keep their own. how 'token' returns scores unchanged."""
+    if how not in UNIT_SCORES:
+        raise ValueError(f"unit_score must be one of {UNIT_SCORES}, got {how!r}")
     scores = np.asarray(scores, np.float32)
     if how == "token" or not groups.size or groups.max(initial=-1) < 0:
         return scores
-    if how not in ("mean", "max"):
-        raise ValueError(f"unit_score must be token, mean or max, got {how!r}")
     inside = groups >= 0
     g = groups[inside]
     if how == "mean":
@@ -204,10 +205,10 @@ def unit_scores(scores: np.ndarray, groups: np.ndarray, how: str) -> np.ndarray:
     return out
 
 
-def whole_numbers(keep: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """`keep` [C] bool with every number (or unit of `groups`) kept whole when any of its pieces
-    is kept (a partial number, "12" left of "126", reads as a different number). Keeping more
-    never lengthens a run of drops, so the N-constraint still holds."""
+def whole_units(keep: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """`keep` [C] bool with every unit of `groups` (a number, an expression) kept whole when any
+    of its pieces is kept (a partial number, "12" left of "126", reads as a different number).
+    Keeping more never lengthens a run of drops, so the N-constraint still holds."""
     keep = np.asarray(keep, bool).copy()
     if groups.size and groups.max(initial=-1) >= 0:
         inside = groups >= 0
