@@ -14,7 +14,7 @@ from hf_ref import hf_model, to_jax
 from jaxcot.generate import Generator, SamplingConfig
 from jaxcot.generate.cli import generate_dataset
 from jaxcot.generate.records import GenerateConfig
-from jaxcot.generate.sampler import EOS, LENGTH, STOP, DecodeSpec, Sampler, bucket_length
+from jaxcot.generate.sampler import EOS, LENGTH, STOP, DecodeSpec, Sampler, bucket_length, make_programs
 from jaxcot.generate.stop import StopPatterns, stop_patterns
 from jaxcot.models.config import ModelConfig
 from jaxcot.models.decoder import init_model
@@ -185,9 +185,16 @@ def test_sharded_over_8_devices_matches_one_device(tiny):
     assert [c.token_ids for c in a] == [c.token_ids for c in b]
     np.testing.assert_allclose([c.logprobs for c in a], [c.logprobs for c in b], atol=1e-5)
     np.testing.assert_allclose([c.entropy for c in a], [c.entropy for c in b], atol=1e-5)
-    (prefill, _), = many.sampler._programs.values()
-    k_sharding = prefill.output_shardings.cache.k[0]
-    assert len(k_sharding.device_set) == 8 and not k_sharding.is_fully_replicated  # rows split over devices
+    (program,) = many.sampler._programs.values()
+    tokens_sharding = program.output_shardings[0]
+    assert len(tokens_sharding.device_set) == 8 and not tokens_sharding.is_fully_replicated  # rows split
+    # inside the program the cache is sharded over the rows too
+    prefill, _ = make_programs(many.sampler.graphdef, next(iter(many.sampler._programs))[0], many.sampler.mesh,
+                               many.sampler.cache_dtype)
+    args = many.sampler._device_args(np.zeros((8, 16), np.int32), np.ones((8, 16), bool), np.uint32(0),
+                                     np.zeros(8, np.uint32), np.ones(8, bool))
+    k_sharding = prefill.lower(many.sampler.params, *args).compile().output_shardings.cache.k[0]
+    assert len(k_sharding.device_set) == 8 and not k_sharding.is_fully_replicated
 
 
 def test_cli_dataset_run_resumes(tiny, tmp_path):

@@ -26,7 +26,8 @@ _NEG = -1e30
 
 @flax.struct.dataclass
 class KVCache:
-    """Per-layer keys/values [B, K, S, Dh] (kv-head major, the layout attention reads), slot
+    """Per-layer keys [B, K, Dh, S] and values [B, K, S, Dh] (kv-head major, the layouts attention's
+    two matmuls read without a transpose: keys are stored transposed), slot
     positions [B, S], slot validity [B, S], and ``end`` (int32 scalar): the next slot to write.
     A pytree: donate it, shard it."""
 
@@ -38,11 +39,11 @@ class KVCache:
 
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> "KVCache":
-        shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
-        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+        k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)
+        v_shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
         return cls(
-            k=zeros,
-            v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
+            k=tuple(jnp.zeros(k_shape, dtype) for _ in range(cfg.num_layers)),
+            v=tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.num_layers)),
             pos=jnp.zeros((batch, max_len), jnp.int32),
             valid=jnp.zeros((batch, max_len), bool),
             end=jnp.zeros((), jnp.int32),
@@ -143,23 +144,23 @@ class Attention(nnx.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # kv-head-major layouts [B,K,(G,)T,Dh] make both attention einsums plain batched matmuls
         # (2x faster on CPU than contracting across the [B,T,K,Dh] layout).
-        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+        # Keys go transposed, [B,K,Dh,T], as the cache holds them.
+        k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
         new_kv = None
         if kv is not None:
             ck, cv = kv
-            start = (0, 0, write_at, 0)
-            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), start)
-            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
+            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, 0, 0, write_at))
+            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, 0, write_at, 0))
             new_kv = (ck, cv)
             k, v = ck, cv
             if mask.kv_len is not None:
-                k, v = k[:, :, : mask.kv_len], v[:, :, : mask.kv_len]
+                k, v = k[..., : mask.kv_len], v[:, :, : mask.kv_len]
         g = self.num_heads // self.num_kv_heads
         # The scale goes on q [.., T, Dh], not on the scores [.., T, S]: one pass less over the
         # largest tensor, forward and backward.
         q = (q.astype(jnp.float32) * self.scale).astype(q.dtype)
         qg = q.reshape(b, t, self.num_kv_heads, g, self.head_dim).transpose(0, 2, 3, 1, 4)
-        scores = jnp.einsum("bkgtd,bksd->bkgts", qg, k.astype(q.dtype), preferred_element_type=jnp.float32)
+        scores = jnp.einsum("bkgtd,bkds->bkgts", qg, k.astype(q.dtype), preferred_element_type=jnp.float32)
         bias, row_ok = mask.for_window(self.window)  # [B,1,T,S], [B,1,T,1]
         probs = jax.nn.softmax(scores + bias[:, :, None], axis=-1)
         out = jnp.einsum("bkgts,bksd->bkgtd", probs.astype(self.dtype), v.astype(self.dtype),
