@@ -97,12 +97,32 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     assert set(lat["latency_s"]) == set(rows) and lat["questions"] == 1
     test = [json.loads(line) for line in open(os.path.join(root, "data", "test.jsonl"))]
     students = {n: os.path.join(root, "students", n, "model") for n in rows}
-    for interleave in (True, False):
-        c = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, latency_samples=3, latency_interleave=interleave))
-        got = measure_latency(c, students, test)
+    from jaxcot.generate import Generator
+
+    calls = []
+    real = Generator.generate_ids
+
+    def counted(self, prompts, **kw):
+        calls.append(tuple(map(tuple, prompts)))
+        return real(self, prompts, **kw)
+
+    for interleave, warm in ((True, True), (True, False), (False, True)):
+        c = dataclasses.replace(cfg, eval=dataclasses.replace(
+            cfg.eval, latency_samples=3, latency_interleave=interleave, latency_warm=warm))
+        calls.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Generator, "generate_ids", counted)
+            got = measure_latency(c, students, test)
         assert got["questions"] == 3 and set(got["times"]) == set(rows)
         assert all(len(t) == 3 and min(t) > 0 for t in got["times"].values())
         assert all(got["latency_s"][n] == pytest.approx(sum(t) / 3) for n, t in got["times"].items())
+        # per student: one warm-up per prompt-length bucket, then per question a timed run, preceded
+        # by an untimed run of the same question when taking turns with latency_warm
+        timed_runs = 3 * len(rows) * (2 if interleave and warm else 1)
+        assert timed_runs < len(calls) <= timed_runs + 3 * len(rows)
+        if interleave and warm:
+            tail = calls[-2 * 3 * len(rows):]
+            assert all(tail[i] == tail[i + 1] for i in range(0, len(tail), 2))
 
 
 def test_testbed_outside_the_teachers_task_is_named(capsys):
