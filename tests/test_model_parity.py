@@ -80,3 +80,24 @@ def test_attend_to_needs_a_cache_and_a_slot_count_inside_it():
         model(tokens, attend_to=4)
     with pytest.raises(ValueError, match="outside 1..8"):
         model(tokens, cache=KVCache.init(model.config, 1, 8), attend_to=9)
+
+
+def test_unembed_few_and_many_rows_agree():
+    # up to _FEW_ROWS rows the tied unembedding takes the [V, rows] product; both forms are the
+    # same logits, and the few-row form is differentiable (GoGI's answer slots can be few)
+    import jax
+
+    from jaxcot.models.decoder import _FEW_ROWS
+
+    model = to_jax(hf_model("qwen2", seed=3))  # tied embeddings
+    assert model.lm_head is None
+    rng = np.random.default_rng(0)
+    h = jnp.asarray(rng.standard_normal((2, _FEW_ROWS, model.config.hidden_size)), jnp.float32)  # 2x the bound
+    many = model.unembed(h)
+    few = model.unembed(h[:1, :5])
+    np.testing.assert_allclose(few, many[:1, :5], rtol=1e-5, atol=1e-5)
+    direct = jnp.einsum("btd,vd->btv", h[:1, :5], model.embed_tokens[...])
+    np.testing.assert_allclose(few, direct, rtol=1e-5, atol=1e-5)
+    g_few = jax.grad(lambda x: jnp.sum(jnp.sin(model.unembed(x))))(h[:1, :5])
+    g_ref = jax.grad(lambda x: jnp.sum(jnp.sin(jnp.einsum("btd,vd->btv", x, model.embed_tokens[...]))))(h[:1, :5])
+    np.testing.assert_allclose(g_few, g_ref, rtol=1e-4, atol=1e-5)

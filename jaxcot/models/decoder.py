@@ -10,6 +10,7 @@ batches both work: a query attends to valid keys in earlier-or-equal slots, and 
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import flax.struct
@@ -22,6 +23,7 @@ from jaxcot.models.layers import Linear, RMSNorm, activation, apply_rope, rope_i
 
 Array = jax.Array
 _NEG = -1e30
+_FEW_ROWS = 64  # unembedding at most this many rows takes the [V, rows] product (see `unembed`)
 
 
 @flax.struct.dataclass
@@ -244,6 +246,14 @@ class Decoder(nnx.Module):
         """Final-normed hidden [..., D] -> float32 logits [..., V]."""
         if self.lm_head is None:
             w = self.embed_tokens[...].astype(self.dtype)
+            rows = math.prod(h.shape[:-1])
+            if rows <= _FEW_ROWS:
+                # Few rows (decoding): the [V, rows] product streams the [V, D] table once, and the
+                # barrier keeps XLA from folding the transpose back into the dot. SmolLM2 at 8 rows
+                # on 2 CPU cores: 6.3 ms against 9.2 ms for [rows, V] directly.
+                flat = h.reshape(rows, h.shape[-1]).astype(self.dtype)
+                logits_t = jnp.einsum("vd,rd->vr", w, flat, preferred_element_type=jnp.float32)
+                return jax.lax.optimization_barrier(logits_t).T.reshape(*h.shape[:-1], w.shape[0])
             return jnp.einsum("...d,vd->...v", h.astype(self.dtype), w, preferred_element_type=jnp.float32)
         return self.lm_head(h).astype(jnp.float32)
 
