@@ -118,8 +118,8 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
         assert all(got["latency_s"][n] == pytest.approx(sum(t) / 3) for n, t in got["times"].items())
         # per student: one warm-up per prompt-length bucket, then per question a timed run, preceded
         # by an untimed run of the same question when taking turns with latency_warm
-        timed_runs = 3 * len(rows) * (2 if interleave and warm else 1)
-        assert timed_runs < len(calls) <= timed_runs + 3 * len(rows)
+        per_question = 3 * len(rows) * (2 if interleave and warm else 1)
+        assert per_question < len(calls) <= per_question + 3 * len(rows)
         if interleave and warm:
             tail = calls[-2 * 3 * len(rows):]
             assert all(tail[i] == tail[i + 1] for i in range(0, len(tail), 2))
