@@ -2,7 +2,8 @@
 
 Shapes: B rows (padded to a multiple of the mesh's batch axes), T prompt slots (the longest prompt
 rounded up to 2^k or 1.5 * 2^k: a dataset compiles a handful of programs), N = max_new_tokens,
-S = T + N cache slots, V vocabulary, W stop-pattern width.
+S = T + N cache slots, V vocabulary, W stop-pattern width; with packing, G row groups (one per
+device along the batch axes), M packed rows per group of P slots each.
 
 Prompts are left-padded, so every row's last prompt token sits in slot T - 1 and all rows decode
 in lockstep into slots T, T+1, ...; the decoder derives each row's RoPE positions from its own
@@ -10,6 +11,11 @@ count of valid slots. The loop state (`DecodeState`, holding the `KVCache`) is a
 sharded over the batch axes, updated in place by the loop. `Sampler` runs prefill and decode as
 one compiled program that returns only what the host reads (`make_generate`): a second program
 launch and the cache's hand-over cost about 0.5 ms a call (batch 1, the testbed's teacher).
+
+Prompts of mixed lengths are prefilled *packed* (`plan_packing`): each device's rows are laid end
+to end in M rows of P slots, attending within their own prompt only, and the keys and values are
+then gathered into the left-padded cache. The prefill's cost follows the prompts' total length
+rather than B x T (SmolLM2, 8 prompts of 36-69 tokens: 384 slots instead of 8 x 96).
 """
 
 from __future__ import annotations
@@ -121,25 +127,162 @@ def _constrain(tree, mesh: Mesh):
     return jax.tree_util.tree_map(one, tree)
 
 
-def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype):
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    """Host arrays of a packed prefill (see `plan_packing`): tokens / mask / segments / positions
+    [G*M, P] (segment = the row's index in its group, -1 on padding; positions restart at 0 in
+    each prompt), and per batch row: `gather` [B, T], the index of each left-padded prompt slot
+    in its group's M*P packed slots (0 on padding), `last` [B], that of its last prompt token.
+    `per_group` is M."""
+
+    tokens: np.ndarray
+    mask: np.ndarray
+    segments: np.ndarray
+    positions: np.ndarray
+    gather: np.ndarray
+    last: np.ndarray
+    per_group: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(M, P), static: part of the compiled program's key."""
+        return self.per_group, self.tokens.shape[1]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in ("tokens", "mask", "segments", "positions", "gather", "last")}
+
+
+def plan_packing(tokens: np.ndarray, mask: np.ndarray, groups: int, *, min_bucket: int = 16,
+                 capacity: int = 1024, pad_id: int = 0, max_fraction: float = 0.75) -> Packing | None:
+    """Pack the left-padded prompts tokens / mask [B, T] for a packed prefill, or None when packing
+    would not pay: one row per group, or packed slots above `max_fraction` of B x T.
+
+    Rows b of group g = b // (B / groups) go end to end, in order, into packed rows of at most
+    max(T, capacity) slots (a bound on the packed attention's [P, P] scores); P is the longest
+    packed row rounded up like T (`bucket_length`), M the most packed rows any group needs.
+    """
+    b, t = tokens.shape
+    r = b // groups
+    if r <= 1:
+        return None
+    lengths = mask.sum(1).astype(int)
+    cap = max(t, capacity)
+    fills, where = [], []  # per group: packed-row fills; per row: (packed row in group, offset)
+    for g in range(groups):
+        rows = [0]
+        for i in range(g * r, (g + 1) * r):
+            if rows[-1] + lengths[i] > cap:
+                rows.append(0)
+            where.append((len(rows) - 1, rows[-1]))
+            rows[-1] += lengths[i]
+        fills.append(rows)
+    m = max(len(f) for f in fills)
+    p = bucket_length(max(max(f) for f in fills), min_bucket)
+    if m * p > max_fraction * r * t:
+        return None
+    ptok = np.full((groups * m, p), pad_id, np.int32)
+    pmask = np.zeros((groups * m, p), bool)
+    pseg = np.full((groups * m, p), -1, np.int32)
+    ppos = np.zeros((groups * m, p), np.int32)
+    gather = np.zeros((b, t), np.int32)
+    last = np.zeros(b, np.int32)
+    for i in range(b):
+        g, n = i // r, lengths[i]
+        row, off = where[i]
+        pr = g * m + row
+        ptok[pr, off:off + n] = tokens[i, t - n:]
+        pmask[pr, off:off + n] = True
+        pseg[pr, off:off + n] = i - g * r
+        ppos[pr, off:off + n] = np.arange(n)
+        gather[i, t - n:] = row * p + off + np.arange(n)
+        last[i] = row * p + off + n - 1
+    return Packing(ptok, pmask, pseg, ppos, gather, last, m)
+
+
+def balanced_order(lengths: np.ndarray, groups: int) -> np.ndarray:
+    """A permutation of the B rows (lengths [B]) into `groups` contiguous blocks of B / groups rows
+    with similar total length: longest first, each to the open block with the least so far."""
+    b = len(lengths)
+    r = b // groups
+    blocks: list[list[int]] = [[] for _ in range(groups)]
+    totals = np.zeros(groups)
+    for i in sorted(range(b), key=lambda i: -int(lengths[i])):
+        g = min((g for g in range(groups) if len(blocks[g]) < r), key=lambda g: totals[g])
+        blocks[g].append(i)
+        totals[g] += lengths[i]
+    return np.asarray([i for blk in blocks for i in sorted(blk)], np.int64)
+
+
+def _unpack_cache(packed: KVCache, gather: Array, groups: int, mask: Array, n_new: int) -> KVCache:
+    """The packed prefill's cache ([G*M, ..., P] per layer) -> the left-padded cache [B, ..., T + n_new]
+    of the decode loop. gather [B, T]: each prompt slot's index in its group's M*P packed slots."""
+    b, t = gather.shape
+    gm, p = packed.pos.shape
+    m, r = gm // groups, b // groups
+    idx = gather.reshape(groups, r * t)
+    take = jax.vmap(lambda a, i: jnp.take(a, i, axis=-1))
+
+    def keys(k):  # [G*M, K, Dh, P] -> [B, K, Dh, T + n_new]
+        kk, dh = k.shape[1], k.shape[2]
+        flat = k.reshape(groups, m, kk, dh, p).transpose(0, 2, 3, 1, 4).reshape(groups, kk, dh, m * p)
+        out = take(flat, idx).reshape(groups, kk, dh, r, t).transpose(0, 3, 1, 2, 4).reshape(b, kk, dh, t)
+        return jnp.pad(out, ((0, 0), (0, 0), (0, 0), (0, n_new)))
+
+    def values(v):  # [G*M, K, P, Dh] -> [B, K, T + n_new, Dh]
+        kk, dh = v.shape[1], v.shape[3]
+        flat = v.reshape(groups, m, kk, p, dh).transpose(0, 2, 1, 3, 4).reshape(groups, kk, m * p, dh)
+        out = jax.vmap(lambda a, i: jnp.take(a, i, axis=1))(flat, idx)
+        out = out.reshape(groups, kk, r, t, dh).transpose(0, 2, 1, 3, 4).reshape(b, kk, t, dh)
+        return jnp.pad(out, ((0, 0), (0, 0), (0, n_new), (0, 0)))
+
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0)
+    return KVCache(
+        k=tuple(keys(k) for k in packed.k),
+        v=tuple(values(v) for v in packed.v),
+        pos=jnp.pad(positions, ((0, 0), (0, n_new))),
+        valid=jnp.pad(mask, ((0, 0), (0, n_new))),
+        end=jnp.asarray(t, jnp.int32),
+    )
+
+
+def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, packed: tuple[int, int] | None = None):
     """(prefill, decode) as jitted functions.
 
     prefill(params, tokens [B, T] int32, mask [B, T] bool, seed [] uint32, row_seeds [B] uint32,
-      active [B] bool) -> DecodeState: runs the prompt through the model, fills the cache, derives
-      each row's PRNG key (`derive_row_keys`) and picks the first token.
+      active [B] bool[, packed]) -> DecodeState: runs the prompt through the model, fills the
+      cache, derives each row's PRNG key (`derive_row_keys`) and picks the first token. With
+      `packed` = (M, P), the last argument is a dict of a `Packing`'s arrays and the prompts run
+      packed (tokens then only give the shape).
     decode(params, state) -> state: the while-loop until every row is done or N tokens are
       written; `state` is donated.
     """
+    groups = int(np.prod([mesh.shape[a] for a in BATCH]))
 
-    def prefill(params, tokens, mask, seed, row_seeds, active):
+    def prefill_logits(model, tokens, mask, pack):
+        """(cache [B, .., T + N], logits [B, V]) of the prompts."""
+        b, t = tokens.shape
+        n = spec.max_new_tokens
+        if pack is None:
+            cache = _constrain(KVCache.init(model.config, b, t + n, cache_dtype), mesh)
+            # The cache is empty: the prompt's attention reads its own T slots, not all T + N.
+            out = model(tokens, mask=mask, cache=cache, logits_at=jnp.full((b,), t - 1, jnp.int32), attend_to=t)
+            return out.cache, out.logits[:, 0]
+        gm, p = pack["tokens"].shape
+        cache = _constrain(KVCache.init(model.config, gm, p, cache_dtype), mesh)
+        out = model(pack["tokens"], pack["positions"], pack["mask"], cache=cache, segments=pack["segments"],
+                    attend_to=p, return_hidden=True, logits_at=jnp.zeros((gm,), jnp.int32))
+        h = out.hidden[-1].reshape(groups, (gm // groups) * p, -1)
+        h_last = jnp.take_along_axis(h, pack["last"].reshape(groups, b // groups)[:, :, None], axis=1)
+        logits = model.unembed(model.norm(h_last.reshape(b, -1)))
+        return _constrain(_unpack_cache(out.cache, pack["gather"], groups, mask, n), mesh), logits
+
+    def prefill(params, tokens, mask, seed, row_seeds, active, pack=None):
         model: Decoder = nnx.merge(graphdef, params)
         b, t = tokens.shape
-        cache = _constrain(KVCache.init(model.config, b, t + spec.max_new_tokens, cache_dtype), mesh)
-        # The cache is empty: the prompt's attention reads its own T slots, not all T + N.
-        out = model(tokens, mask=mask, cache=cache, logits_at=jnp.full((b,), t - 1, jnp.int32), attend_to=t)
+        cache, logits = prefill_logits(model, tokens, mask, pack)
         n = spec.max_new_tokens
         state = DecodeState(
-            cache=out.cache,
+            cache=cache,
             last=jnp.full((b,), spec.pad_id, jnp.int32),
             tokens=jnp.full((b, n), spec.pad_id, jnp.int32),
             logprobs=jnp.zeros((b, n), jnp.float32),
@@ -151,7 +294,7 @@ def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype):
             keys=derive_row_keys(seed, row_seeds),
             step=jnp.zeros((), jnp.int32),
         )
-        return _constrain(advance(state, out.logits[:, 0], spec), mesh)
+        return _constrain(advance(state, logits, spec), mesh)
 
     def decode(params, state):
         model: Decoder = nnx.merge(graphdef, params)
@@ -168,17 +311,17 @@ def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype):
     return jax.jit(prefill), jax.jit(decode, donate_argnums=(1,))
 
 
-def make_generate(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype):
+def make_generate(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, packed: tuple[int, int] | None = None):
     """prefill then decode as one jitted function, returning only the host's outputs.
 
-    generate(params, tokens [B, T], mask [B, T], seed [], row_seeds [B], active [B]) ->
+    generate(params, tokens [B, T], mask [B, T], seed [], row_seeds [B], active [B][, pack]) ->
     (tokens [B, N], logprobs [B, N], entropy [B, N], lengths [B], reason [B], step []); the KV
-    cache never leaves the program.
+    cache never leaves the program. packed = (M, P): `pack` is a `Packing`'s arrays.
     """
-    prefill, decode = make_programs(graphdef, spec, mesh, cache_dtype)
+    prefill, decode = make_programs(graphdef, spec, mesh, cache_dtype, packed)
 
-    def generate(params, tokens, mask, seed, row_seeds, active):
-        s = decode(params, prefill(params, tokens, mask, seed, row_seeds, active))
+    def generate(params, tokens, mask, seed, row_seeds, active, pack=None):
+        s = decode(params, prefill(params, tokens, mask, seed, row_seeds, active, pack))
         return s.tokens, s.logprobs, s.entropy, s.lengths, s.reason, s.step
 
     return jax.jit(generate)
@@ -202,15 +345,21 @@ class Sampler:
 
     model: a `Decoder` (parameters placed as the loader put them). mesh: batch rows are sharded
     over its (data, fsdp) axes (default: one device). Programs are compiled once per
-    (DecodeSpec, batch, bucket) and kept; `compile_seconds` sums the time spent compiling.
+    (DecodeSpec, batch, bucket, packed shape) and kept; `compile_seconds` sums the time spent
+    compiling. pack: prefill prompts of mixed lengths packed (`plan_packing`, packed rows of at
+    most max(T, pack_capacity) slots) when that saves slots; off, every batch prefills its B x T
+    left-padded slots.
     """
 
-    def __init__(self, model: Decoder, *, mesh: Mesh | None = None, cache_dtype=None, min_bucket: int = 16):
+    def __init__(self, model: Decoder, *, mesh: Mesh | None = None, cache_dtype=None, min_bucket: int = 16,
+                 pack: bool = True, pack_capacity: int = 1024):
         self.graphdef, self.params = nnx.split(model)
         self.config = model.config
         self.mesh = mesh or make_mesh(devices=jax.devices()[:1])
         self.cache_dtype = cache_dtype or model.dtype
         self.min_bucket = min_bucket
+        self.pack = pack
+        self.pack_capacity = pack_capacity
         self.compile_seconds = 0.0
         self._programs: dict = {}
 
@@ -219,28 +368,32 @@ class Sampler:
         """Batches are padded to a multiple of the devices along the batch axes."""
         return int(np.prod([self.mesh.shape[a] for a in BATCH]))
 
-    def _compiled(self, spec: DecodeSpec, b: int, t: int):
-        key = (spec, b, t)
+    def _compiled(self, spec: DecodeSpec, args: tuple, packed: tuple[int, int] | None):
+        """The program for these (device) arguments' shapes, compiled on first use."""
+        b, t = args[0].shape
+        key = (spec, b, t, packed)
         if key not in self._programs:
-            generate = make_generate(self.graphdef, spec, self.mesh, self.cache_dtype)
+            generate = make_generate(self.graphdef, spec, self.mesh, self.cache_dtype, packed)
             start = time.perf_counter()
-            args = self._device_args(
-                np.zeros((b, t), np.int32), np.ones((b, t), bool), np.uint32(0), np.zeros(b, np.uint32), np.ones(b, bool)
-            )
             self._programs[key] = generate.lower(self.params, *args).compile()
             self.compile_seconds += time.perf_counter() - start
         return self._programs[key]
 
-    def _device_args(self, tokens, mask, seed, row_seeds, active):
+    def _device_args(self, tokens, mask, seed, row_seeds, active, packing: Packing | None = None):
         """The prefill's inputs on the mesh, in one transfer (host numpy in; a batch-1 call on a
         small model is dominated by such fixed costs)."""
         rows = NamedSharding(self.mesh, P(BATCH))
         rows2 = NamedSharding(self.mesh, P(BATCH, None))
         host = (np.asarray(tokens, np.int32), np.asarray(mask, bool), np.asarray(seed, np.uint32),
                 np.asarray(row_seeds, np.uint32), np.asarray(active, bool))
+        shardings = (rows2, rows2, NamedSharding(self.mesh, P()), rows, rows)
+        if packing is not None:
+            pack = packing.arrays()
+            host += (pack,)
+            shardings += ({k: rows if v.ndim == 1 else rows2 for k, v in pack.items()},)
         if self.mesh.size == 1:  # the compiled call copies host arrays in itself, cheaper than device_put
             return host
-        return tuple(jax.device_put(host, (rows2, rows2, NamedSharding(self.mesh, P()), rows, rows)))
+        return tuple(jax.device_put(host, shardings))
 
     def run_batch(
         self,
@@ -273,11 +426,19 @@ class Sampler:
         seeds = np.zeros(b, np.uint32)
         seeds[:n] = np.arange(n) if row_seeds is None else np.asarray(row_seeds, np.uint64) % (1 << 32)
         active = np.arange(b) < n
-        generate = self._compiled(spec, b, t)
-        out = generate(self.params, *self._device_args(tokens, mask, np.uint32(seed % (1 << 32)), seeds, active))
+        packing, order = None, np.arange(b)
+        if self.pack:
+            if m > 1:  # rows are independent: deal them to the devices so that each packs a similar total
+                order = balanced_order(mask.sum(1), m)
+                tokens, mask, seeds, active = tokens[order], mask[order], seeds[order], active[order]
+            packing = plan_packing(tokens, mask, m, min_bucket=self.min_bucket, capacity=self.pack_capacity,
+                                   pad_id=spec.pad_id)
+        args = self._device_args(tokens, mask, np.uint32(seed % (1 << 32)), seeds, active, packing)
+        out = self._compiled(spec, args, None if packing is None else packing.shape)(self.params, *args)
+        rows = np.argsort(order)[:n]  # batch row i ran as row rows[i]
         tok, lp, ent, lengths, reason, step = jax.device_get(out)
-        return BatchOutput(tok[:n], lp[:n], ent[:n], lengths[:n], reason[:n], int(step))
+        return BatchOutput(tok[rows], lp[rows], ent[rows], lengths[rows], reason[rows], int(step))
 
 
-__all__ = ["DecodeState", "DecodeSpec", "Sampler", "BatchOutput", "advance", "bucket_length", "make_programs",
-           "make_generate", "FINISH_REASONS", "RUNNING", "EOS", "STOP", "LENGTH"]
+__all__ = ["DecodeState", "DecodeSpec", "Sampler", "BatchOutput", "Packing", "advance", "bucket_length",
+           "make_programs", "make_generate", "plan_packing", "balanced_order", "FINISH_REASONS", "RUNNING", "EOS", "STOP", "LENGTH"]

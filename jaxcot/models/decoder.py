@@ -72,7 +72,7 @@ def attention_bias(
 ) -> Array:
     """Additive mask [B, 1, Tq, Tk] (0 or -1e30) from slots [Tq]/[Tk], positions [B, Tq]/[B, Tk].
 
-    segments [B, T] (no cache, Tq = Tk): packed rows; a query sees only keys of its own segment.
+    segments [B, T] (Tq = Tk): packed rows; a query sees only keys of its own segment.
     """
     ok = (k_slot[None, None, :] <= q_slot[None, :, None]) & k_valid[:, None, :]
     if segments is not None:
@@ -279,8 +279,9 @@ class Decoder(nnx.Module):
         perturb: {l: [B, T, D]} added to h^l (l = 0 the embedding output, l = i + 1 after
           block i). `jax.grad` with respect to these is the goal-gradient.
         logits_at: [B] int, a slot per row: only those logits are computed ([B, 1, V]).
-        segments: [B, T] int, packed training rows (no cache): tokens attend only within their
-          segment; pass per-segment `positions` too.
+        segments: [B, T] int, packed rows: tokens attend only within their segment; pass
+          per-segment `positions` too. With a cache only as a prefill (attend_to = T): the new
+          tokens are then every key they can see.
         attend_to: static int, with a cache: attention reads only the first `attend_to` cache
           slots, which must hold every key the new tokens may see (e.g. a prefill into an empty
           cache: attend_to = T). Its cost then does not grow with the cache's size.
@@ -301,8 +302,8 @@ class Decoder(nnx.Module):
 
         if attend_to is not None and cache is None:
             raise ValueError("attend_to limits the cache slots attention reads; it needs a cache")
-        if segments is not None and cache is not None:
-            raise ValueError("segments (packed rows) cannot be combined with a KV cache")
+        if segments is not None and cache is not None and attend_to != t:
+            raise ValueError("segments (packed rows) with a KV cache need attend_to = T (a prefill)")
         if cache is None:
             q_slot = k_slot = jnp.arange(t, dtype=jnp.int32)
             k_pos, k_valid, write_at = positions, mask, None
