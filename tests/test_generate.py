@@ -15,7 +15,8 @@ from jaxcot.generate import Generator, SamplingConfig
 from jaxcot.generate.cli import generate_dataset
 from jaxcot.generate.records import GenerateConfig
 from jaxcot.generate.sampler import (
-    EOS, LENGTH, STOP, DecodeSpec, Sampler, balanced_order, bucket_length, make_programs, plan_packing,
+    EOS, LENGTH, STOP, DecodeSpec, Sampler, balanced_order, bucket_length, decode_phases, make_programs,
+    plan_packing,
 )
 from jaxcot.generate.stop import StopPatterns, stop_patterns
 from jaxcot.models.config import ModelConfig
@@ -148,6 +149,34 @@ def test_packed_prefill_matches_left_padded(capacity):
     assert a.tokens.tolist() == b.tokens.tolist()
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
     np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-5)
+
+
+def test_decode_phases():
+    assert decode_phases(1) == (1,) and decode_phases(32) == (31,)
+    assert decode_phases(128) == (32, 64, 96, 127) and decode_phases(512) == (128, 256, 384, 511)
+    assert decode_phases(300) == (96, 192, 299)  # no phase of fewer than 16 steps
+    assert decode_phases(128, phases=1) == (127,)
+
+
+def test_cache_grown_in_phases_matches_full_cache():
+    model = to_jax(hf_model("qwen3", seed=9))
+    n = 90  # three phases: cache room 32, 64, 89
+    assert decode_phases(n) == (32, 64, 89)
+    sampling = SamplingConfig(temperature=1.0, top_k=30)
+    full = Sampler(model, decode_phases=1).run_batch(PROMPTS, spec(n, sampling=sampling), seed=4)
+    grown = Sampler(model).run_batch(PROMPTS, spec(n, sampling=sampling), seed=4)
+    assert grown.tokens.tolist() == full.tokens.tolist()
+    np.testing.assert_allclose(grown.logprobs, full.logprobs, atol=1e-5)
+    np.testing.assert_allclose(grown.entropy, full.entropy, atol=1e-5)
+    # rows that end inside a phase stay ended across the next ones
+    eos = int(full.tokens[1, 40])
+    a = Sampler(model).run_batch(PROMPTS, spec(n, eos=[eos], sampling=sampling), seed=4)
+    k = full.tokens[1].tolist().index(eos) + 1
+    assert a.lengths[1] == k and a.reason[1] == EOS and np.all(a.tokens[1, k:] == 0)
+    assert a.tokens[1, :k].tolist() == full.tokens[1, :k].tolist()
+    # and greedy still equals the uncached step-by-step argmax across the phase boundaries
+    out = Sampler(model).run_batch(PROMPTS[:1], spec(n))
+    assert out.tokens[0].tolist() == greedy_reference(model, PROMPTS[0], n, width=96)[0]
 
 
 def out_ok(out, n):

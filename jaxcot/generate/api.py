@@ -50,7 +50,9 @@ class Generator:
 
     mesh: batch rows are sharded over its (data, fsdp) axes; eos_ids: token ids that end a row
     (default `default_eos_ids`); cache_dtype: KV cache dtype (default the model's compute dtype);
-    min_bucket: the smallest padded prompt length (prompt lengths are padded to 2^k or 1.5 * 2^k).
+    min_bucket: the smallest padded prompt length (prompt lengths are padded to 2^k or 1.5 * 2^k);
+    pack, decode_phases: see `Sampler` (packed prefill of mixed prompt lengths; a KV cache grown
+    in phases).
     """
 
     def __init__(
@@ -62,9 +64,12 @@ class Generator:
         eos_ids: Sequence[int] | None = None,
         cache_dtype=None,
         min_bucket: int = 16,
+        pack: bool = True,
+        decode_phases: int = 4,
     ):
         self.tokenizer = tokenizer
-        self.sampler = Sampler(model, mesh=mesh, cache_dtype=cache_dtype, min_bucket=min_bucket)
+        self.sampler = Sampler(model, mesh=mesh, cache_dtype=cache_dtype, min_bucket=min_bucket, pack=pack,
+                               decode_phases=decode_phases)
         self.eos_ids = tuple(int(i) for i in (eos_ids if eos_ids is not None else default_eos_ids(model, tokenizer)))
         pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
         self.pad_id = int(pad if pad is not None else (model.config.pad_token_id or 0))
