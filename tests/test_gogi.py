@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hf_ref import hf_model, padded_batch, to_jax
-from jaxcot.importance.gogi import answer_loss, default_layer, goal_gradients, gogi_scores
+from jaxcot.importance.gogi import answer_loss, default_layer, goal_gradients, gogi_scores, head_stats, predictive_stats
 
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma3"]
 LENGTHS = (14, 11, 16)
@@ -95,6 +95,19 @@ def test_matches_torch_autograd(family):
     np.testing.assert_allclose(np.asarray(out.self_info), si, atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(out.answer_loss), (si * answer).sum(1), rtol=1e-5)
     assert np.all(np.asarray(out.gogi)[~chain] == 0)
+
+
+@pytest.mark.parametrize("chunk", [5, 16, 256])
+def test_head_stats_in_chunks_match_full_logits(chunk):
+    model = to_jax(hf_model("qwen2", seed=2))
+    tokens, mask = padded_batch(seed=4, lengths=LENGTHS)  # 3 x 16 rows: chunks of 5 leave a remainder
+    out = model(jnp.asarray(tokens), mask=jnp.asarray(mask), return_hidden=True)
+    ent_ref, si_ref = np_entropy_selfinfo(np.asarray(out.logits), tokens, mask)
+    for ent, si in (predictive_stats(out.logits, jnp.asarray(tokens), jnp.asarray(mask)),
+                    head_stats(model, model.norm(out.hidden[-1]), jnp.asarray(tokens), jnp.asarray(mask), chunk=chunk)):
+        np.testing.assert_allclose(np.asarray(ent), ent_ref, atol=2e-5, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(si), si_ref, atol=2e-5, rtol=1e-5)
+    assert np.all(np.asarray(ent)[:, 0] == 0) and np.all(np.asarray(ent)[~mask] == 0)
 
 
 def test_finite_differences():
