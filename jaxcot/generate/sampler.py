@@ -223,29 +223,27 @@ def _unpack_cache(packed: KVCache, gather: Array, groups: int, mask: Array, n_ne
     gm, p = packed.pos.shape
     m, r = gm // groups, b // groups
     idx = gather.reshape(groups, r * t)
-    take = jax.vmap(lambda a, i: jnp.take(a, i, axis=-1))
 
-    def keys(k):  # [G*M, K, Dh, P] -> [B, K, Dh, T + n_new]
+    def keys(k):  # [G*M, K, Dh, P] -> [B, K, Dh, T]
         kk, dh = k.shape[1], k.shape[2]
         flat = k.reshape(groups, m, kk, dh, p).transpose(0, 2, 3, 1, 4).reshape(groups, kk, dh, m * p)
-        out = take(flat, idx).reshape(groups, kk, dh, r, t).transpose(0, 3, 1, 2, 4).reshape(b, kk, dh, t)
-        return jnp.pad(out, ((0, 0), (0, 0), (0, 0), (0, n_new)))
+        out = jax.vmap(lambda a, i: jnp.take(a, i, axis=2))(flat, idx)
+        return out.reshape(groups, kk, dh, r, t).transpose(0, 3, 1, 2, 4).reshape(b, kk, dh, t)
 
-    def values(v):  # [G*M, K, P, Dh] -> [B, K, T + n_new, Dh]
+    def values(v):  # [G*M, K, P, Dh] -> [B, K, T, Dh]
         kk, dh = v.shape[1], v.shape[3]
         flat = v.reshape(groups, m, kk, p, dh).transpose(0, 2, 1, 3, 4).reshape(groups, kk, m * p, dh)
         out = jax.vmap(lambda a, i: jnp.take(a, i, axis=1))(flat, idx)
-        out = out.reshape(groups, kk, r, t, dh).transpose(0, 2, 1, 3, 4).reshape(b, kk, t, dh)
-        return jnp.pad(out, ((0, 0), (0, 0), (0, n_new), (0, 0)))
+        return out.reshape(groups, kk, r, t, dh).transpose(0, 2, 1, 3, 4).reshape(b, kk, t, dh)
 
-    positions = jnp.maximum(jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0)
-    return KVCache(
+    prompt = KVCache(
         k=tuple(keys(k) for k in packed.k),
         v=tuple(values(v) for v in packed.v),
-        pos=jnp.pad(positions, ((0, 0), (0, n_new))),
-        valid=jnp.pad(mask, ((0, 0), (0, n_new))),
+        pos=jnp.maximum(jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0),
+        valid=mask,
         end=jnp.asarray(t, jnp.int32),
     )
+    return _grow_cache(prompt, n_new)
 
 
 def decode_phases(n: int, phases: int = 4, granule: int = 32) -> tuple[int, ...]:
