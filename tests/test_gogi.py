@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from hf_ref import hf_model, padded_batch, to_jax
-from jaxcot.importance.gogi import answer_loss, default_layer, goal_gradients, gogi_scores, head_stats, predictive_stats
+from jaxcot.importance.gogi import (
+    answer_loss, default_layer, goal_gradients, gogi_scores, head_stats, predictive_stats, prompt_split,
+)
 
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma3"]
 LENGTHS = (14, 11, 16)
@@ -108,6 +110,28 @@ def test_head_stats_in_chunks_match_full_logits(chunk):
         np.testing.assert_allclose(np.asarray(ent), ent_ref, atol=2e-5, rtol=1e-5)
         np.testing.assert_allclose(np.asarray(si), si_ref, atol=2e-5, rtol=1e-5)
     assert np.all(np.asarray(ent)[:, 0] == 0) and np.all(np.asarray(ent)[~mask] == 0)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_prompt_prefill_skip_gives_the_same_scores(family):
+    model = to_jax(hf_model(family, seed=6))
+    lengths = (40, 33, 45, 1)  # the last row is a filler row (one token, no spans)
+    tokens, mask = padded_batch(seed=2, lengths=lengths)
+    chain = np.zeros(tokens.shape, bool)
+    answer = np.zeros(tokens.shape, bool)
+    for i, (start, n) in enumerate(zip((20, 27, 18), lengths)):
+        chain[i, start:n - 6] = True
+        answer[i, n - 6:n - 2] = True
+    assert prompt_split(chain, answer) == 16  # earliest chain slot 18: slots 0..15 are a prefill
+    full = gogi_scores(model, tokens, mask, chain, answer, layers=(0, 1), skip_prompt=False, per_layer=True)
+    fast = gogi_scores(model, tokens, mask, chain, answer, layers=(0, 1), per_layer=True)
+    np.testing.assert_allclose(np.asarray(fast.per_layer), np.asarray(full.per_layer), rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(fast.answer_loss), np.asarray(full.answer_loss), rtol=1e-5)
+    for a, b in ((fast.entropy, full.entropy), (fast.self_info, full.self_info)):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.all(a[:, :17] == 0)  # slot 16 has no prediction within the differentiated part
+        np.testing.assert_allclose(a[:, 17:], b[:, 17:], rtol=1e-5, atol=1e-6)
+    assert prompt_split(np.zeros((2, 8), bool), np.zeros((2, 8), bool)) == 0
 
 
 def test_finite_differences():

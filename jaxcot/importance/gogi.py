@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxcot.models.decoder import KVCache
+
 Array = jax.Array
 NORMS = ("l1", "l2")
 
@@ -38,7 +40,7 @@ class Scores:
     """Outputs of `gogi_scores`, all float32.
 
     gogi [B, T] (zero outside the chain mask); entropy [B, T] and self_info [B, T] (zero at slot
-    0 and at padding); answer_loss [B] (L_ans per row); per_layer [nL, B, T] per-layer GoGI
+    0, at padding, and with `skip_prompt` up to the prompt split: see `gogi_scores`); answer_loss [B] (L_ans per row); per_layer [nL, B, T] per-layer GoGI
     (only with ``per_layer=True``, else None).
     """
 
@@ -143,21 +145,34 @@ def _gogi_norm(g: Array, norm: str) -> Array:
     return jnp.sqrt(jnp.sum(g * g, axis=-1))
 
 
-def _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer):
-    """deltas (one [B, T, D] per layer) -> (sum of L_ans, (L_ans [B], entropy, self_info))."""
+def _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer, split=0):
+    """deltas (one [B, T - split, D] per layer) -> (sum of L_ans, (L_ans [B], entropy, self_info)).
+
+    split > 0: no row has a chain or answer token in slots < split. Those slots run first, as a
+    prefill into a KV cache outside the differentiated function (causality: they cannot depend on
+    a perturbation of later slots), so the backward pass and the entropy's LM head skip them;
+    their entropy and self-information are zero, as is the gradient there.
+    """
     b, t = tokens.shape
     slots, valid = _answer_slots(answer_mask, max_answer)
     valid = valid & (slots > 0)  # slot 0 has no prediction (rejected in the public functions)
     targets = jnp.take_along_axis(labels, slots, axis=1).astype(jnp.int32)
-    pred = jnp.maximum(slots - 1, 0)
+    pred = jnp.maximum(slots - 1 - split, 0)  # the slot predicting each answer token, within the part
+    cache = None
+    if split:
+        empty = KVCache.init(model.config, b, t, jnp.promote_types(model.dtype, jnp.float32))
+        cache = model(tokens[:, :split], mask=mask[:, :split], cache=empty, attend_to=split,
+                      logits_at=jnp.zeros((b,), jnp.int32)).cache
+    part_tokens, part_mask = tokens[:, split:], mask[:, split:]
 
     def loss_fn(deltas):
         out = model(
-            tokens, mask=mask, perturb=dict(zip(layers, deltas)), return_hidden=True,
+            part_tokens, mask=part_mask, cache=cache, perturb=dict(zip(layers, deltas)), return_hidden=True,
             logits_at=jnp.zeros((b,), jnp.int32),  # the decoder's own logits are not used
         )
-        hn = model.norm(out.hidden[-1])  # [B, T, D]
-        ent, nll_all = head_stats(model, jax.lax.stop_gradient(hn), tokens, mask)
+        hn = model.norm(out.hidden[-1])  # [B, T - split, D]
+        ent, nll_all = (jnp.pad(x, ((0, 0), (split, 0)))
+                        for x in head_stats(model, jax.lax.stop_gradient(hn), part_tokens, part_mask))
         # The loss needs logits only at the slots that predict answer tokens.
         h_ans = jnp.take_along_axis(hn, pred[:, :, None], axis=1)  # [B, A, D]
         logp = jax.nn.log_softmax(model.unembed(h_ans).astype(jnp.float32), axis=-1)
@@ -166,6 +181,20 @@ def _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer):
         return jnp.sum(row_loss), (row_loss, ent, nll_all)
 
     return loss_fn
+
+
+def prompt_split(chain_mask, answer_mask) -> int:
+    """The static `split` of `gogi_scores(skip_prompt=True)`: the slot before the earliest chain
+    or answer token of any row, rounded down to 0, 16, 24, 32, 48, 64, 96, ... (few programs)."""
+    spans = np.asarray(chain_mask, bool) | np.asarray(answer_mask, bool)
+    rows = spans.any(axis=1)
+    if not rows.any():
+        return 0
+    first = int(np.argmax(spans[rows], axis=1).min()) - 1
+    if first < 16:
+        return 0
+    power = 1 << (first.bit_length() - 1)  # the largest power of two <= first
+    return 3 * power // 2 if 3 * power // 2 <= first else power
 
 
 def _prepare(model, tokens, mask, answer_mask, labels, max_answer):
@@ -185,14 +214,15 @@ def _prepare(model, tokens, mask, answer_mask, labels, max_answer):
     return tokens, jnp.asarray(mask, bool), jnp.asarray(answer_mask, bool), labels, max_answer
 
 
-def _gradients_impl(graphdef, state, tokens, mask, answer_mask, labels, *, layers, max_answer):
+def _gradients_impl(graphdef, state, tokens, mask, answer_mask, labels, *, layers, max_answer, split=0):
     model = nnx.merge(graphdef, state)
     answer_mask = answer_mask & mask
-    loss_fn = _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer)
+    loss_fn = _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer, split)
     dtype = jnp.promote_types(model.dtype, jnp.float32)  # float32, or float64 under x64 tests
-    deltas = tuple(jnp.zeros(tokens.shape + (model.config.hidden_size,), dtype) for _ in layers)
+    b, t = tokens.shape
+    deltas = tuple(jnp.zeros((b, t - split, model.config.hidden_size), dtype) for _ in layers)
     grads, aux = jax.grad(loss_fn, has_aux=True)(deltas)
-    return grads, aux
+    return tuple(jnp.pad(g, ((0, 0), (split, 0), (0, 0))) for g in grads), aux
 
 
 _gradients = jax.jit(_gradients_impl, static_argnums=(0,), static_argnames=("layers", "max_answer"))
@@ -229,10 +259,10 @@ def answer_loss(model, tokens, mask, answer_mask, *, perturb=None, labels=None):
     return _answer_loss(graphdef, state, tokens, mask, answer_mask, labels, dict(perturb or {}))
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("layers", "norm", "max_answer", "per_layer"))
-def _scores(graphdef, state, tokens, mask, chain_mask, answer_mask, *, layers, norm, max_answer, per_layer):
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("layers", "norm", "max_answer", "per_layer", "split"))
+def _scores(graphdef, state, tokens, mask, chain_mask, answer_mask, *, layers, norm, max_answer, per_layer, split):
     grads, (row_loss, ent, self_info) = _gradients_impl(
-        graphdef, state, tokens, mask, answer_mask, tokens, layers=layers, max_answer=max_answer
+        graphdef, state, tokens, mask, answer_mask, tokens, layers=layers, max_answer=max_answer, split=split
     )
     each = jnp.stack([_gogi_norm(g, norm) for g in grads])  # [nL, B, T]
     each = jnp.where((chain_mask & mask)[None], each, 0.0)
@@ -253,6 +283,7 @@ def gogi_scores(
     norm: str = "l1",
     max_answer: int | None = None,
     per_layer: bool = False,
+    skip_prompt: bool = True,
 ) -> Scores:
     """GoGI [B, T], entropy [B, T], self-information [B, T] and L_ans [B] from one forward pass.
 
@@ -260,7 +291,11 @@ def gogi_scores(
     chain_mask / answer_mask [B, T] bool: the C and A spans. layers: one layer l (h^l, 0 = the
     embedding output) or several (their GoGI is averaged); default round(2/3 L). norm: 'l1' or
     'l2'. max_answer: a static bound on answer tokens per row (compiles a smaller LM-head
-    backward; default T). per_layer: also return each layer's scores [nL, B, T].
+    backward; default T). per_layer: also return each layer's scores [nL, B, T]. skip_prompt:
+    the slots before every row's chain and answer (`prompt_split`) run as a prefill that is not
+    differentiated and not unembedded: entropy and self-information come back zero there (GoGI
+    is zero outside C anyway); the same scores elsewhere, for less work (SmolLM2, 4 x 256 rows
+    with 32-token prompts: ~5% less time).
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
@@ -269,13 +304,14 @@ def gogi_scores(
         raise ValueError(f"chain_mask has shape {tuple(chain_mask.shape)}, tokens {tuple(tokens.shape)}")
     tokens, mask, answer_mask, _, max_answer = _prepare(model, tokens, mask, answer_mask, None, max_answer)
     graphdef, state = nnx.split(model)
+    split = prompt_split(chain_mask, answer_mask) if skip_prompt else 0
     return _scores(
         graphdef, state, tokens, mask, jnp.asarray(chain_mask, bool), answer_mask, layers=layers, norm=norm,
-        max_answer=max_answer, per_layer=per_layer,
+        max_answer=max_answer, per_layer=per_layer, split=split,
     )
 
 
 __all__ = [
     "NORMS", "Scores", "answer_loss", "default_layer", "goal_gradients", "gogi_scores", "head_stats",
-    "normalize_layers", "predictive_stats",
+    "normalize_layers", "predictive_stats", "prompt_split",
 ]
