@@ -1,7 +1,8 @@
 """Generation throughput: jaxcot's compiled sampler vs transformers' PyTorch `generate`.
 
 Same weights and prompts on both sides; greedy; exactly `--new` new tokens per row (EOS ignored on
-both sides); batch 1 and 8. Compile time is reported apart from the timed runs. The batch-1 bound
+both sides); batch 1 and 8. Compile time is reported apart from the timed runs; the two sides'
+timed runs take turns (medians), so drift on a shared host hits both alike. The batch-1 bound
 is weight bytes per token / memory bandwidth (a numpy copy, counted as read + write).
 
     python benchmarks/generate.py                      # SmolLM2-135M (GGUF) + a tiny random model
@@ -97,22 +98,17 @@ def smollm2_models(dtype):
     return hf, ours, prompts, int(tok.pad_token_id)
 
 
-def time_jaxcot(model, prompts, new, repeats):
+def jaxcot_runner(model, prompts, new):
+    """(run, generator): one greedy generation of `new` tokens per prompt, after compiling."""
     gen = Generator(model, None, eos_ids=())
     run = lambda: gen.generate_ids(prompts, max_new_tokens=new, sampling=SamplingConfig())  # noqa: E731
-    t = time.perf_counter()
     out = run()
-    first = time.perf_counter() - t
     assert all(len(c.token_ids) == new for c in out)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), gen.compile_seconds, first
+    return run, gen
 
 
-def time_torch(hf, prompts, new, repeats, pad_id):
+def torch_runner(hf, prompts, new, pad_id):
+    """One `hf.generate` of exactly `new` greedy tokens per left-padded prompt, after a warm-up."""
     b, t = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((b, t), pad_id, dtype=torch.long)
     mask = torch.zeros((b, t), dtype=torch.long)
@@ -120,15 +116,25 @@ def time_torch(hf, prompts, new, repeats, pad_id):
         ids[i, t - len(p):] = torch.tensor(p)
         mask[i, t - len(p):] = 1
     kw = dict(attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=pad_id)
-    times = []
-    with torch.inference_mode():
-        hf.generate(ids, **kw)  # warm-up
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+
+    def run():
+        with torch.inference_mode():
             out = hf.generate(ids, **kw)
-            times.append(time.perf_counter() - t0)
-    assert out.shape[1] == t + new
-    return statistics.median(times)
+        assert out.shape[1] == t + new
+
+    run()
+    return run
+
+
+def timed_turns(runs: dict, repeats: int) -> dict:
+    """Median seconds of each run, the runs taking turns so that drift on a shared host hits all alike."""
+    times = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -136,7 +142,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["smollm2", "tiny"], choices=["smollm2", "tiny"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     ap.add_argument("--new", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each side, taking turns")
     ap.add_argument("--skip-torch", action="store_true", help="time jaxcot only")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights and compute, jaxcot and torch alike")
     args = ap.parse_args()
@@ -156,8 +162,12 @@ def main() -> None:
         bound = bw / wb  # tokens/s at batch 1 if every weight byte is read once per token
         for b in args.batches:
             batch = (prompts * (b // len(prompts) + 1))[:b]
-            jt, compile_s, _ = time_jaxcot(ours, batch, args.new, args.repeats)
-            tt = float("nan") if args.skip_torch else time_torch(hf, batch, args.new, args.repeats, pad_id)
+            runs = {}
+            runs["jaxcot"], gen = jaxcot_runner(ours, batch, args.new)
+            if not args.skip_torch:
+                runs["torch"] = torch_runner(hf, batch, args.new, pad_id)
+            med = timed_turns(runs, args.repeats)
+            jt, tt, compile_s = med["jaxcot"], med.get("torch", float("nan")), gen.compile_seconds
             j_tps, t_tps = b * args.new / jt, b * args.new / tt
             of_bound = f"{j_tps / bound:8.2f}" if b == 1 else f"{'':8}"
             print(f"{name:8} {b:5d} {j_tps:12.1f} {t_tps:11.1f} {j_tps / t_tps:6.2f} {compile_s:9.1f} "
