@@ -101,3 +101,16 @@ def test_unembed_few_and_many_rows_agree():
     g_few = jax.grad(lambda x: jnp.sum(jnp.sin(model.unembed(x))))(h[:1, :5])
     g_ref = jax.grad(lambda x: jnp.sum(jnp.sin(jnp.einsum("btd,vd->btv", x, model.embed_tokens[...]))))(h[:1, :5])
     np.testing.assert_allclose(g_few, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_without_logits_the_cache_and_hidden_states_are_unchanged():
+    from jaxcot.models.decoder import KVCache
+
+    model = to_jax(hf_model("llama", seed=2))
+    tokens = jnp.asarray(np.random.default_rng(1).integers(3, model.config.vocab_size, (2, 9)), jnp.int32)
+    cache = KVCache.init(model.config, 2, 12)
+    full = model(tokens, cache=cache, attend_to=9, return_hidden=True)
+    bare = model(tokens, cache=cache, attend_to=9, return_hidden=True, with_logits=False)
+    assert bare.logits is None and full.logits.shape == (2, 9, model.config.vocab_size)
+    for a, b in zip(full.hidden + full.cache.k + full.cache.v, bare.hidden + bare.cache.k + bare.cache.v):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -297,7 +297,7 @@ def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, packed: t
         gm, p = pack["tokens"].shape
         cache = _constrain(KVCache.init(model.config, gm, p, cache_dtype), mesh)
         out = model(pack["tokens"], pack["positions"], pack["mask"], cache=cache, segments=pack["segments"],
-                    attend_to=p, return_hidden=True, logits_at=jnp.zeros((gm,), jnp.int32))
+                    attend_to=p, return_hidden=True, with_logits=False)
         h = out.hidden[-1].reshape(groups, (gm // groups) * p, -1)
         h_last = jnp.take_along_axis(h, pack["last"].reshape(groups, b // groups)[:, :, None], axis=1)
         logits = model.unembed(model.norm(h_last.reshape(b, -1)))

@@ -161,14 +161,13 @@ def _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer, split
     cache = None
     if split:
         empty = KVCache.init(model.config, b, t, jnp.promote_types(model.dtype, jnp.float32))
-        cache = model(tokens[:, :split], mask=mask[:, :split], cache=empty, attend_to=split,
-                      logits_at=jnp.zeros((b,), jnp.int32)).cache
+        cache = model(tokens[:, :split], mask=mask[:, :split], cache=empty, attend_to=split, with_logits=False).cache
     part_tokens, part_mask = tokens[:, split:], mask[:, split:]
 
     def loss_fn(deltas):
         out = model(
             part_tokens, mask=part_mask, cache=cache, perturb=dict(zip(layers, deltas)), return_hidden=True,
-            logits_at=jnp.zeros((b,), jnp.int32),  # the decoder's own logits are not used
+            with_logits=False,  # the stats and the loss unembed the rows they need themselves
         )
         hn = model.norm(out.hidden[-1])  # [B, T - split, D]
         ent, nll_all = (jnp.pad(x, ((0, 0), (split, 0)))

@@ -58,10 +58,10 @@ class KVCache:
 
 @flax.struct.dataclass
 class DecoderOutput:
-    """logits [B, T, V] float32 (or [B, 1, V] with `logits_at`); hidden: h^0..h^L, each [B, T, D]
+    """logits [B, T, V] float32 (or [B, 1, V] with `logits_at`; None with `with_logits=False`); hidden: h^0..h^L, each [B, T, D]
     (h^0 the scaled embedding, h^L the last block's output before the final norm), or None."""
 
-    logits: Array
+    logits: Array | None
     hidden: tuple[Array, ...] | None = None
     cache: KVCache | None = None
 
@@ -267,6 +267,7 @@ class Decoder(nnx.Module):
         perturb: Mapping[int, Array] | None = None,
         return_hidden: bool = False,
         logits_at: Array | None = None,
+        with_logits: bool = True,
         segments: Array | None = None,
         attend_to: int | None = None,
     ) -> DecoderOutput:
@@ -279,6 +280,8 @@ class Decoder(nnx.Module):
         perturb: {l: [B, T, D]} added to h^l (l = 0 the embedding output, l = i + 1 after
           block i). `jax.grad` with respect to these is the goal-gradient.
         logits_at: [B] int, a slot per row: only those logits are computed ([B, 1, V]).
+        with_logits: False skips the final norm and LM head (logits None): for callers that
+          want only the cache or `return_hidden`'s states.
         segments: [B, T] int, packed rows: tokens attend only within their segment; pass
           per-segment `positions` too. With a cache only as a prefill (attend_to = T): the new
           tokens are then every key they can see.
@@ -341,9 +344,11 @@ class Decoder(nnx.Module):
                 h = h + perturb[i + 1].astype(h.dtype)
             if return_hidden:
                 hidden.append(h)
-        if logits_at is not None:
-            h = jnp.take_along_axis(h, logits_at.astype(jnp.int32)[:, None, None], axis=1)
-        logits = self.unembed(self.norm(h))
+        logits = None
+        if with_logits:
+            if logits_at is not None:
+                h = jnp.take_along_axis(h, logits_at.astype(jnp.int32)[:, None, None], axis=1)
+            logits = self.unembed(self.norm(h))
         out_cache = None
         if cache is not None:
             out_cache = KVCache(k=tuple(new_k), v=tuple(new_v), pos=new_pos, valid=new_valid, end=cache.end + t)
