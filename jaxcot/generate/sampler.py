@@ -152,7 +152,8 @@ class Packing:
         return self.per_group, self.tokens.shape[1]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in ("tokens", "mask", "segments", "positions", "gather", "last")}
+        """The arrays the program takes (everything but `per_group`, which is in its shape)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "per_group"}
 
 
 def plan_packing(tokens: np.ndarray, mask: np.ndarray, groups: int, *, min_bucket: int = 16,
