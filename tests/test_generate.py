@@ -63,6 +63,20 @@ def test_greedy_equals_uncached_argmax(family):
     assert np.all(out.entropy > 0) and np.all(out.entropy <= np.log(model.config.vocab_size) + 1e-4)
 
 
+def test_fused_and_unfused_weights_generate_alike():
+    # Sampler fuses the projections on CPU by default (fuse_for_decoding); both forms follow the
+    # uncached argmax
+    model = to_jax(hf_model("gemma3", seed=4))
+    fused, plain = Sampler(model), Sampler(model, fuse_weights=False)
+    assert fused.fused and not plain.fused
+    a, b = fused.run_batch(PROMPTS, spec(7)), plain.run_batch(PROMPTS, spec(7))
+    assert a.tokens.tolist() == b.tokens.tolist()
+    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-4)
+    for r, p in enumerate(PROMPTS):
+        assert b.tokens[r].tolist() == greedy_reference(model, p, 7)[0]
+
+
 def test_rows_do_not_depend_on_each_other():
     model = to_jax(hf_model("qwen2", seed=5))
     sampler = Sampler(model)

@@ -83,11 +83,11 @@ def test_attend_to_needs_a_cache_and_a_slot_count_inside_it():
 
 
 def test_unembed_few_and_many_rows_agree():
-    # up to _FEW_ROWS rows the tied unembedding takes the [V, rows] product; both forms are the
+    # up to FEW_ROWS rows the tied unembedding takes the [V, rows] product; both forms are the
     # same logits, and the few-row form is differentiable (GoGI's answer slots can be few)
     import jax
 
-    from jaxcot.models.decoder import _FEW_ROWS
+    from jaxcot.models.layers import FEW_ROWS as _FEW_ROWS
 
     model = to_jax(hf_model("qwen2", seed=3))  # tied embeddings
     assert model.lm_head is None
@@ -114,3 +114,65 @@ def test_without_logits_the_cache_and_hidden_states_are_unchanged():
     assert bare.logits is None and full.logits.shape == (2, 9, model.config.vocab_size)
     for a, b in zip(full.hidden + full.cache.k + full.cache.v, bare.hidden + bare.cache.k + bare.cache.v):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_cache_update_ignores_stale_slots_past_its_end():
+    # Keys come from the cache's slots before `end` plus the new tokens: slots at or past `end`
+    # that still hold an earlier pass's keys (a rewound cache) are not attended to.
+    model = to_jax(hf_model("qwen3", seed=2))
+    tokens = jnp.asarray(np.random.default_rng(2).integers(3, model.config.vocab_size, (2, 9)), jnp.int32)
+    first = model(tokens, cache=KVCache.init(model.config, 2, 12)).cache
+    other = tokens.at[:, 5:].set(7)
+    rewound = first.replace(end=jnp.asarray(5, jnp.int32))  # slots 5..8 still hold `tokens`' keys
+    positions = jnp.broadcast_to(jnp.arange(5, 9, dtype=jnp.int32), (2, 4))  # not counted from `valid`
+    got = model(other[:, 5:], positions, cache=rewound).logits
+    want = model(other).logits[:, 5:]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fused_for_decoding_gives_the_same_logits(family):
+    from jaxcot.models.decoder import fuse_for_decoding
+
+    model = to_jax(hf_model(family, seed=6))
+    fused = fuse_for_decoding(model)
+    assert model.layers[0].self_attn.q_proj is not None  # the original is left as it was
+    attn = fused.layers[0].self_attn
+    assert attn.q_proj is None and attn.qkv_proj.out_in and fused.layers[0].mlp.gate_up_proj.out_in
+    rng = np.random.default_rng(3)
+    for rows in (3, 70):  # the few-row and many-row products of an [out, in] kernel
+        tokens = jnp.asarray(rng.integers(3, model.config.vocab_size, (1, rows)), jnp.int32)
+        np.testing.assert_allclose(fused(tokens).logits, model(tokens).logits, atol=2e-5)
+    cache = KVCache.init(model.config, 1, 8)
+    a, b = model(tokens[:, :4], cache=cache), fused(tokens[:, :4], cache=cache)
+    for x, y in zip(a.cache.k + a.cache.v, b.cache.k + b.cache.v):
+        np.testing.assert_allclose(x, y, atol=2e-5)
+
+
+def test_fusing_merges_lora_and_an_untied_head_and_refuses_export_and_lora(tmp_path):
+    import jax
+    from flax import nnx
+
+    from jaxcot.models import ModelConfig, init_model, save_hf
+    from jaxcot.models.decoder import fuse_for_decoding
+    from jaxcot.models.layers import Linear
+
+    cfg = ModelConfig(family="qwen2", vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
+                      num_heads=4, num_kv_heads=2, head_dim=8, attention_bias=True, tie_word_embeddings=False)
+    model = init_model(cfg, seed=1)
+    rngs = nnx.Rngs(5)
+    for lin in (model.layers[0].self_attn.k_proj, model.layers[1].mlp.up_proj):
+        lin.attach_lora(4, 8.0, rngs=rngs)
+        lin.lora_b[...] = jax.random.normal(rngs.params(), lin.lora_b[...].shape) * 0.1
+    fused = fuse_for_decoding(model)
+    assert fused.lm_head.out_in and fused.layers[0].self_attn.qkv_proj.lora_a is None
+    tokens = jnp.asarray(np.random.default_rng(4).integers(0, 64, (2, 6)), jnp.int32)
+    np.testing.assert_allclose(fused(tokens).logits, model(tokens).logits, atol=2e-5)
+    with pytest.raises(ValueError, match="fused for decoding"):
+        save_hf(fused, tmp_path / "out")
+    with pytest.raises(ValueError, match="fused for decoding"):
+        fused.layers[0].mlp.down_proj.attach_lora(2, 2.0, rngs=rngs)
+    with pytest.raises(ValueError, match="one input size"):
+        Linear.stacked([model.layers[0].self_attn.q_proj, model.layers[0].mlp.down_proj])
+    with pytest.raises(ValueError, match="expected"):
+        Linear(4, 6, kernel=jnp.zeros((4, 6)), out_in=True)

@@ -36,7 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxcot.generate.sampling import SamplingConfig, derive_row_keys, sample, step_keys, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix
-from jaxcot.models.decoder import Decoder, KVCache
+from jaxcot.models.decoder import Decoder, KVCache, fuse_for_decoding
 from jaxcot.sharding import BATCH, make_mesh
 
 Array = jax.Array
@@ -382,14 +382,20 @@ class Sampler:
     compiling. pack: prefill prompts of mixed lengths packed (`plan_packing`, packed rows of at
     most max(T, pack_capacity) slots) when that saves slots; off, every batch prefills its B x T
     left-padded slots. decode_phases: the KV cache grows in up to this many phases
-    (`decode_phases`; 1 = full size from the start).
+    (`decode_phases`; 1 = full size from the start). fuse_weights: run a copy of the model with
+    fused, [out, in] projections (`fuse_for_decoding`: faster few-row matmuls on CPU, at the cost
+    of a second copy of the layers' weights); None = on CPU meshes only.
     """
 
     def __init__(self, model: Decoder, *, mesh: Mesh | None = None, cache_dtype=None, min_bucket: int = 16,
-                 pack: bool = True, pack_capacity: int = 1024, decode_phases: int = 4):
-        self.graphdef, self.params = nnx.split(model)
-        self.config = model.config
+                 pack: bool = True, pack_capacity: int = 1024, decode_phases: int = 4,
+                 fuse_weights: bool | None = None):
         self.mesh = mesh or make_mesh(devices=jax.devices()[:1])
+        if fuse_weights is None:
+            fuse_weights = self.mesh.devices.flat[0].platform == "cpu"
+        self.fused = bool(fuse_weights)
+        self.graphdef, self.params = nnx.split(fuse_for_decoding(model) if self.fused else model)
+        self.config = model.config
         self.cache_dtype = cache_dtype or model.dtype
         self.min_bucket = min_bucket
         self.pack = pack

@@ -166,6 +166,9 @@ def hf_state_dict(model: Decoder, dtype=jnp.float32) -> dict[str, jax.Array]:
     merged = {}
     for path, module in nnx.iter_graph(model):
         if isinstance(module, Linear):
+            if module.out_in:
+                raise ValueError(f"{'/'.join(map(str, path))}: a model fused for decoding (fuse_for_decoding) has no "
+                                 "HF layout; export the model it was made from")
             merged["/".join(map(str, path)) + "/kernel"] = module.merged_kernel()
     for p in param_paths(model):
         name, transpose = hf_name(p)
