@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxcot.generate.format import PromptConfig, extract_gold, split_chain_answer
-from jaxcot.generate.sampling import SamplingConfig, filter_logits, row_keys, sample, step_keys, token_stats
+from jaxcot.generate.sampling import SamplingConfig, argmax, filter_logits, row_keys, sample, step_keys, token_stats
 from jaxcot.generate.stop import StopPatterns, first_stop, match_suffix, trim_at_stop
 
 N = 4000  # draws per statistical test: 4 sigma of a binomial frequency is <= 0.032
@@ -93,6 +93,25 @@ def test_token_stats_logprob_and_entropy():
     logp, ent = token_stats(jnp.log(jnp.asarray(probs))[None] + 3.0, jnp.array([1]))
     assert abs(float(ent[0]) + np.sum(probs * np.log(probs))) < 1e-5
     assert abs(float(logp[0]) - np.log(0.2)) < 1e-5
+
+
+def test_argmax_is_numpys_on_ties_nan_and_inf():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 300)).astype(np.float32)
+    x[1, [40, 7, 90]] = 9.0  # ties: the first
+    x[2, [50, 12]] = np.nan  # NaN wins, the first one
+    x[3] = -np.inf
+    x[3, 5] = 0.0
+    x[4] = -np.inf  # all -inf: index 0
+    np.testing.assert_array_equal(argmax(jnp.asarray(x)), np.argmax(x, axis=-1))
+
+
+def test_token_stats_of_masked_logits_are_finite():
+    # -inf logits (masked tokens) have probability 0 and add nothing to the entropy
+    logits = jnp.asarray([[0.0, 0.0, -jnp.inf, -jnp.inf]])
+    logp, ent = token_stats(logits, jnp.array([1]))
+    np.testing.assert_allclose(logp, [np.log(0.5)], rtol=1e-6)
+    np.testing.assert_allclose(ent, [np.log(2.0)], rtol=1e-6)
 
 
 def test_match_suffix():

@@ -44,13 +44,28 @@ class SamplingConfig:
 def token_stats(logits: Array, chosen: Array) -> tuple[Array, Array]:
     """Model log-probability of the chosen token and predictive entropy (nats), both float32.
 
-    logits [B, V] (the raw model distribution, before temperature / top-k / top-p);
-    chosen [B] int -> (logprob [B], entropy [B]). The entropy is over the full vocabulary.
+    logits [R, V] (the raw model distribution, before temperature / top-k / top-p);
+    chosen [R] int -> (logprob [R], entropy [R]). The entropy is over the full vocabulary.
+    Computed as reductions over the logits: the [R, V] log-probabilities are never written out.
     """
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-    chosen_logp = jnp.take_along_axis(logp, chosen[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    x = logits.astype(jnp.float32)
+    z = x - jnp.max(x, axis=-1, keepdims=True)
+    e = jnp.exp(z)
+    total = jnp.sum(e, axis=-1)
+    log_total = jnp.log(total)
+    entropy = log_total - jnp.sum(jnp.where(e > 0, e * z, 0.0), axis=-1) / total  # 0 * -inf is 0 here
+    chosen_logp = jnp.take_along_axis(z, chosen[:, None].astype(jnp.int32), axis=-1)[:, 0] - log_total
     return chosen_logp, entropy
+
+
+def argmax(logits: Array) -> Array:
+    """jnp.argmax over the last axis (the first maximum; the first NaN if any), as two plain
+    reductions: XLA:CPU runs argmax's (value, index) reduction unvectorized, 0.9 ms for
+    [8, 49152] against ~0.1 ms so. logits [R, V] -> [R] int32."""
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    hit = (logits == top) | jnp.isnan(logits)
+    return jnp.min(jnp.where(hit, ids, logits.shape[-1]), axis=-1)
 
 
 def filter_logits(logits: Array, cfg: SamplingConfig) -> tuple[Array, Array | None]:
@@ -78,7 +93,7 @@ def filter_logits(logits: Array, cfg: SamplingConfig) -> tuple[Array, Array | No
 def sample(logits: Array, keys: Array, cfg: SamplingConfig) -> Array:
     """Choose one token per row. logits [B, V]; keys [B] PRNG keys (unused when greedy) -> [B] int32."""
     if cfg.greedy:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return argmax(logits)
     cand, ids = filter_logits(logits, cfg)
     pick = jax.vmap(lambda k, row: jax.random.categorical(k, row))(keys, cand).astype(jnp.int32)
     if ids is None:
@@ -104,4 +119,4 @@ def step_keys(keys: Array, step: Array) -> Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
 
 
-__all__ = ["SamplingConfig", "token_stats", "filter_logits", "sample", "derive_row_keys", "row_keys", "step_keys"]
+__all__ = ["SamplingConfig", "argmax", "token_stats", "filter_logits", "sample", "derive_row_keys", "row_keys", "step_keys"]

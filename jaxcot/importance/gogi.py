@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxcot.generate.sampling import token_stats
 from jaxcot.models.decoder import KVCache
 
 Array = jax.Array
@@ -72,14 +73,8 @@ def normalize_layers(layers: int | Sequence[int] | None, num_layers: int) -> tup
 def _row_stats(logits: Array, targets: Array) -> tuple[Array, Array]:
     """logits [R, V], targets [R] int -> (entropy [R], -log p(target) [R]) float32, as reductions
     over the logits (the [R, V] log-probabilities are never written out)."""
-    x = logits.astype(jnp.float32)
-    z = x - jnp.max(x, axis=-1, keepdims=True)
-    e = jnp.exp(z)
-    se = jnp.sum(e, axis=-1)
-    lse = jnp.log(se)
-    ent = lse - jnp.sum(e * z, axis=-1) / se
-    nll = lse - jnp.take_along_axis(z, targets[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    return ent, nll
+    logp, ent = token_stats(logits, targets)
+    return ent, -logp
 
 
 def _shift_stats(ent: Array, nll: Array, mask: Array) -> tuple[Array, Array]:
