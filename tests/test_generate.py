@@ -63,12 +63,15 @@ def test_greedy_equals_uncached_argmax(family):
     assert np.all(out.entropy > 0) and np.all(out.entropy <= np.log(model.config.vocab_size) + 1e-4)
 
 
-def test_fused_and_unfused_weights_generate_alike():
-    # Sampler fuses the projections on CPU by default (fuse_for_decoding); both forms follow the
-    # uncached argmax
+def test_fused_and_unfused_weights_generate_alike(monkeypatch):
+    # fused projections (fuse_for_decoding) and the model's own follow the uncached argmax alike
+    import jaxcot.generate.sampler as sampler_module
+
     model = to_jax(hf_model("gemma3", seed=4))
-    fused, plain = Sampler(model), Sampler(model, fuse_weights=False)
-    assert fused.fused and not plain.fused
+    fused, plain = Sampler(model, fuse_weights=True), Sampler(model)
+    assert fused.fused and not plain.fused  # a tiny model stays unfused by default (in cache)
+    monkeypatch.setattr(sampler_module, "FUSE_MIN_BYTES", 1)
+    assert Sampler(model).fused and not Sampler(model, fuse_weights=False).fused
     a, b = fused.run_batch(PROMPTS, spec(7)), plain.run_batch(PROMPTS, spec(7))
     assert a.tokens.tolist() == b.tokens.tolist()
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
