@@ -41,9 +41,9 @@ def test_cached_decoding_matches_full_forward(family, limit_prefill):
     full = np.asarray(model(tokens, mask=mask).logits)
     prefill = 5
     cache = KVCache.init(model.config, tokens.shape[0], 16)
-    # limit_prefill: the prefill's attention reads only the `prefill` slots it fills (attend_to)
+    # limit_prefill: the prefill's attention reads none of the cache's (empty) slots (read_slots=0)
     out = model(tokens[:, :prefill], mask=mask[:, :prefill], cache=cache,
-                attend_to=prefill if limit_prefill else None)
+                read_slots=0 if limit_prefill else None)
     got = [np.asarray(out.logits)]
     cache = out.cache
     for t in range(prefill, tokens.shape[1]):
@@ -72,14 +72,14 @@ def test_right_padded_prefill_then_decode_positions():
         assert np.abs(np.asarray(step.logits)[row, 0] - ref).max() <= 1e-4
 
 
-def test_attend_to_needs_a_cache_and_a_slot_count_inside_it():
+def test_read_slots_needs_a_cache_and_a_slot_count_inside_it():
     hf = hf_model("llama", seed=2)
     model = to_jax(hf)
     tokens = jnp.ones((1, 4), jnp.int32)
     with pytest.raises(ValueError, match="needs a cache"):
-        model(tokens, attend_to=4)
-    with pytest.raises(ValueError, match="outside 1..8"):
-        model(tokens, cache=KVCache.init(model.config, 1, 8), attend_to=9)
+        model(tokens, read_slots=4)
+    with pytest.raises(ValueError, match="outside 0..8"):
+        model(tokens, cache=KVCache.init(model.config, 1, 8), read_slots=9)
 
 
 def test_unembed_few_and_many_rows_agree():
@@ -109,8 +109,8 @@ def test_without_logits_the_cache_and_hidden_states_are_unchanged():
     model = to_jax(hf_model("llama", seed=2))
     tokens = jnp.asarray(np.random.default_rng(1).integers(3, model.config.vocab_size, (2, 9)), jnp.int32)
     cache = KVCache.init(model.config, 2, 12)
-    full = model(tokens, cache=cache, attend_to=9, return_hidden=True)
-    bare = model(tokens, cache=cache, attend_to=9, return_hidden=True, with_logits=False)
+    full = model(tokens, cache=cache, read_slots=0, return_hidden=True)
+    bare = model(tokens, cache=cache, read_slots=0, return_hidden=True, with_logits=False)
     assert bare.logits is None and full.logits.shape == (2, 9, model.config.vocab_size)
     for a, b in zip(full.hidden + full.cache.k + full.cache.v, bare.hidden + bare.cache.k + bare.cache.v):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

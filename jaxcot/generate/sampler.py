@@ -297,12 +297,12 @@ def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, packed: t
         if pack is None:
             cache = _constrain(KVCache.init(model.config, b, t + n, cache_dtype), mesh)
             # The cache is empty: the prompt's attention reads its own T slots, not all T + N.
-            out = model(tokens, mask=mask, cache=cache, logits_at=jnp.full((b,), t - 1, jnp.int32), attend_to=t)
+            out = model(tokens, mask=mask, cache=cache, logits_at=jnp.full((b,), t - 1, jnp.int32), read_slots=0)
             return out.cache, out.logits[:, 0]
         gm, p = pack["tokens"].shape
         cache = _constrain(KVCache.init(model.config, gm, p, cache_dtype), mesh)
         out = model(pack["tokens"], pack["positions"], pack["mask"], cache=cache, segments=pack["segments"],
-                    attend_to=p, return_hidden=True, with_logits=False)
+                    read_slots=0, return_hidden=True, with_logits=False)
         h = out.hidden[-1].reshape(groups, (gm // groups) * p, -1)
         h_last = jnp.take_along_axis(h, pack["last"].reshape(groups, b // groups)[:, :, None], axis=1)
         logits = model.unembed(model.norm(h_last.reshape(b, -1)))

@@ -156,12 +156,13 @@ def _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer, split
     cache = None
     if split:
         empty = KVCache.init(model.config, b, t, jnp.promote_types(model.dtype, jnp.float32))
-        cache = model(tokens[:, :split], mask=mask[:, :split], cache=empty, attend_to=split, with_logits=False).cache
+        cache = model(tokens[:, :split], mask=mask[:, :split], cache=empty, read_slots=0, with_logits=False).cache
     part_tokens, part_mask = tokens[:, split:], mask[:, split:]
 
     def loss_fn(deltas):
         out = model(
-            part_tokens, mask=part_mask, cache=cache, perturb=dict(zip(layers, deltas)), return_hidden=True,
+            part_tokens, mask=part_mask, cache=cache, read_slots=split or None,  # the prompt's slots only
+            perturb=dict(zip(layers, deltas)), return_hidden=True,
             with_logits=False,  # the stats and the loss unembed the rows they need themselves
         )
         hn = model.norm(out.hidden[-1])  # [B, T - split, D]

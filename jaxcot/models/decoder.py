@@ -84,16 +84,14 @@ def attention_bias(
 class AttentionMask:
     """Additive attention biases [B,1,T,S] and 'has a valid key' rows [B,1,T,1], one pair per
     sliding window (None = full attention), and RoPE (cos, sin) tables [B,T,1,Dh/2] per RoPE
-    setting: built once per forward and shared by the layers. kv_len (static int or None): with
-    a cache, attention reads only its first kv_len slots (S = kv_len) of the updated cache.
-    split (static bool): with a cache, the keys are the cache's S slots as they were before this
-    call followed by the T new ones (S + T key slots; see `Attention`)."""
+    setting: built once per forward and shared by the layers. With a cache, the keys are the
+    cache's first `read_slots` slots as they were before this call (static int; None = all of
+    them), then the T new tokens: S = read_slots + T key slots (see `Attention`)."""
 
-    def __init__(self, by_window: dict, rope: dict, kv_len: int | None = None, split: bool = False):
+    def __init__(self, by_window: dict, rope: dict, read_slots: int | None = None):
         self.by_window = by_window
         self.rope = rope
-        self.kv_len = kv_len
-        self.split = split
+        self.read_slots = read_slots
 
     def for_window(self, window: int | None) -> tuple[Array, Array]:
         return self.by_window[window]
@@ -162,17 +160,13 @@ class Attention(nnx.Module):
         if kv is not None:
             ck, cv = kv
             k, v = k.astype(ck.dtype), v.astype(cv.dtype)  # attend to the keys as the cache holds them
-            if not mask.split:
-                new_kv = (jax.lax.dynamic_update_slice(ck, k, (0, 0, 0, write_at)),
-                          jax.lax.dynamic_update_slice(cv, v, (0, 0, write_at, 0)))
-            if mask.split:
-                # The cache as it was, then the new keys. Reading the updated cache instead gives
-                # the update two users; XLA then fuses a copy of it into each, and a decode loop
-                # copies every layer's cache every step to keep both in place (2 ms a step of 24,
-                # SmolLM2 at batch 1).
-                blocks = [(ck, cv), (k, v)]
-            else:
-                blocks = [(new_kv[0][..., : mask.kv_len], new_kv[1][:, :, : mask.kv_len])]
+            # The cache as it was, then the new keys, rather than the updated cache: reading that
+            # gives the update two users; XLA then fuses a copy of it into each, and a decode loop
+            # copies every layer's cache every step to keep both in place (2 ms a step of 24,
+            # SmolLM2 at batch 1).
+            n = ck.shape[-1] if mask.read_slots is None else mask.read_slots
+            if n:
+                blocks = [(ck[..., :n], cv[:, :, :n]), (k, v)]
         g = self.num_heads // self.num_kv_heads
         # The scale goes on q [.., T, Dh], not on the scores [.., T, S]: one pass less over the
         # largest tensor, forward and backward.
@@ -190,7 +184,7 @@ class Attention(nnx.Module):
                                    preferred_element_type=jnp.float32)
             start += n
         out = out.astype(self.dtype)
-        if kv is not None and mask.split:
+        if kv is not None:
             # XLA:CPU orders operations by data dependence only, so an in-place update of the
             # cache that does not depend on the reads of it above is made on a copy instead
             # (every layer's cache, every decode step). The new keys are made to depend on the
@@ -306,7 +300,7 @@ class Decoder(nnx.Module):
         logits_at: Array | None = None,
         with_logits: bool = True,
         segments: Array | None = None,
-        attend_to: int | None = None,
+        read_slots: int | None = None,
     ) -> DecoderOutput:
         """Forward pass.
 
@@ -314,17 +308,17 @@ class Decoder(nnx.Module):
         mask [B, T] bool, True for real tokens (default: all True).
         cache: a `KVCache`; the T tokens are written at slots cache.end .. cache.end+T-1 and
           attend to everything valid before them; the updated cache is returned.
+        read_slots: static int, with a cache: attention reads only the cache's first
+          `read_slots` slots besides the new tokens; they must hold every earlier key the new
+          tokens may see (default: all S slots). 0 for a prefill into an empty cache; a pass
+          continuing after a P-token prefill: P. Its cost then does not grow with the cache's size.
         perturb: {l: [B, T, D]} added to h^l (l = 0 the embedding output, l = i + 1 after
           block i). `jax.grad` with respect to these is the goal-gradient.
         logits_at: [B] int, a slot per row: only those logits are computed ([B, 1, V]).
         with_logits: False skips the final norm and LM head (logits None): for callers that
           want only the cache or `return_hidden`'s states.
         segments: [B, T] int, packed rows: tokens attend only within their segment; pass
-          per-segment `positions` too. With a cache only as a prefill (attend_to = T): the new
-          tokens are then every key they can see.
-        attend_to: static int, with a cache: attention reads only the first `attend_to` cache
-          slots, which must hold every key the new tokens may see (e.g. a prefill into an empty
-          cache: attend_to = T). Its cost then does not grow with the cache's size.
+          per-segment `positions` too. With a cache only as a prefill (read_slots = 0).
         """
         b, t = tokens.shape
         if mask is None:
@@ -340,10 +334,10 @@ class Decoder(nnx.Module):
         if bad:
             raise ValueError(f"perturb layers {bad} out of range 0..{self.config.num_layers}")
 
-        if attend_to is not None and cache is None:
-            raise ValueError("attend_to limits the cache slots attention reads; it needs a cache")
-        if segments is not None and cache is not None and attend_to != t:
-            raise ValueError("segments (packed rows) with a KV cache need attend_to = T (a prefill)")
+        if read_slots is not None and cache is None:
+            raise ValueError("read_slots limits the cache slots attention reads; it needs a cache")
+        if segments is not None and cache is not None and read_slots != 0:
+            raise ValueError("segments (packed rows) with a KV cache need read_slots = 0 (a prefill)")
         if cache is None:
             q_slot = k_slot = jnp.arange(t, dtype=jnp.int32)
             k_pos, k_valid, write_at = positions, mask, None
@@ -351,26 +345,23 @@ class Decoder(nnx.Module):
         else:
             write_at = cache.end
             q_slot = write_at + jnp.arange(t, dtype=jnp.int32)
-            if attend_to is not None and not 0 < attend_to <= cache.max_len:
-                raise ValueError(f"attend_to={attend_to} outside 1..{cache.max_len} cache slots")
+            if read_slots is not None and not 0 <= read_slots <= cache.max_len:
+                raise ValueError(f"read_slots={read_slots} outside 0..{cache.max_len} cache slots")
             new_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, write_at))
             new_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, write_at))
-            if attend_to is None:  # keys: the cache's slots before this call, then the new tokens
-                old = jnp.arange(cache.max_len, dtype=jnp.int32)
-                k_slot = jnp.concatenate([old, q_slot])
-                k_pos = jnp.concatenate([cache.pos, positions], axis=1)
-                k_valid = jnp.concatenate([cache.valid & (old < write_at)[None], mask], axis=1)
-            else:
-                k_slot = jnp.arange(attend_to, dtype=jnp.int32)
-                k_pos, k_valid = new_pos[:, :attend_to], new_valid[:, :attend_to]
+            # Keys: the cache's first n slots as they were (those before `end`), then the new tokens.
+            n = cache.max_len if read_slots is None else read_slots
+            old = jnp.arange(n, dtype=jnp.int32)
+            k_slot = jnp.concatenate([old, q_slot])
+            k_pos = jnp.concatenate([cache.pos[:, :n], positions], axis=1)
+            k_valid = jnp.concatenate([cache.valid[:, :n] & (old < write_at)[None], mask], axis=1)
 
         windows = {blk.self_attn.window for blk in self.layers}
         ropes = {blk.self_attn.rope_key for blk in self.layers}
         attn_mask = AttentionMask(
             {w: _bias_and_rows(attention_bias(q_slot, positions, k_slot, k_pos, k_valid, w, segments)) for w in windows},
             {key: rope_tables(positions, rope_inv_freq(*key)) for key in ropes},
-            kv_len=attend_to,
-            split=cache is not None and attend_to is None,
+            read_slots=read_slots,
         )
         h = self.embed(tokens)
         if 0 in perturb:
