@@ -135,7 +135,8 @@ class Attention(nnx.Module):
         kv: tuple[Array, Array] | None,
         write_at: Array | None,
     ) -> tuple[Array, tuple[Array, Array] | None]:
-        """x [B,T,D]; with `kv` (cache [B,K,S,Dh] x2) the new keys go to slots write_at.. .
+        """x [B,T,D] -> ([B,T,D], updated (keys, values) or None). kv: a layer's cache, keys
+        [B,K,Dh,S] and values [B,K,S,Dh]; the new ones go to slots write_at .. write_at+T-1.
         mask: the decoder's additive biases, built once per forward (see `AttentionMask`)."""
         b, t, _ = x.shape
         if self.qkv_proj is not None:
@@ -179,10 +180,10 @@ class Attention(nnx.Module):
         probs = jax.nn.softmax(scores + bias[:, :, None], axis=-1).astype(self.dtype)
         out, start = 0.0, 0
         for _, bv in blocks:
-            n = bv.shape[2]
-            out = out + jnp.einsum("bkgts,bksd->bkgtd", probs[..., start:start + n], bv.astype(self.dtype),
+            width = bv.shape[2]
+            out = out + jnp.einsum("bkgts,bksd->bkgtd", probs[..., start:start + width], bv.astype(self.dtype),
                                    preferred_element_type=jnp.float32)
-            start += n
+            start += width
         out = out.astype(self.dtype)
         if kv is not None:
             # XLA:CPU orders operations by data dependence only, so an in-place update of the
