@@ -286,6 +286,10 @@ def test_sharded_over_8_devices_matches_one_device(tiny):
     assert [c.token_ids for c in a] == [c.token_ids for c in b]
     np.testing.assert_allclose([c.logprobs for c in a], [c.logprobs for c in b], atol=1e-5)
     np.testing.assert_allclose([c.entropy for c in a], [c.entropy for c in b], atol=1e-5)
+    fused = Generator(load_model(folder, mesh=mesh), tok, mesh=mesh, fuse_weights=True)  # fused on the mesh
+    f = fused.generate(prompts, max_new_tokens=6, sampling=sampling, seed=1)
+    assert [c.token_ids for c in f] == [c.token_ids for c in a]
+    np.testing.assert_allclose([c.logprobs for c in f], [c.logprobs for c in a], atol=1e-5)
     (program,) = many.sampler._programs.values()
     # two rows per device: each device packs its own rows' prompts
     more = prompts + ["one", "the cat sat on the mat", "two three", "nine", "the dog", "eight", "six", "four five"]
