@@ -496,6 +496,6 @@ class Sampler:
 
 __all__ = [
     "DecodeState", "DecodeSpec", "Sampler", "BatchOutput", "Packing", "advance", "balanced_order", "bucket_length",
-    "decode_phases", "fuse_by_default", "make_programs", "make_generate", "plan_packing", "FINISH_REASONS", "RUNNING", "EOS", "STOP",
-    "LENGTH",
+    "decode_phases", "fuse_by_default", "make_programs", "make_generate", "plan_packing", "FINISH_REASONS",
+    "RUNNING", "EOS", "STOP", "LENGTH",
 ]

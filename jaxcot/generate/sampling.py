@@ -119,4 +119,5 @@ def step_keys(keys: Array, step: Array) -> Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
 
 
-__all__ = ["SamplingConfig", "argmax", "token_stats", "filter_logits", "sample", "derive_row_keys", "row_keys", "step_keys"]
+__all__ = ["SamplingConfig", "argmax", "token_stats", "filter_logits", "sample", "derive_row_keys", "row_keys",
+           "step_keys"]

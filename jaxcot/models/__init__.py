@@ -8,7 +8,8 @@ from jaxcot.models.loading import load_model, smollm2_gguf_path
 from jaxcot.models.tokenizer import load_tokenizer
 
 __all__ = [
-    "ModelConfig", "RopeConfig", "Decoder", "DecoderOutput", "KVCache", "abstract_model", "fuse_for_decoding", "init_model",
+    "ModelConfig", "RopeConfig", "Decoder", "DecoderOutput", "KVCache", "abstract_model", "fuse_for_decoding",
+    "init_model",
     "build_model", "hf_state_dict", "load_hf", "save_hf",
     "load_gguf", "load_model", "smollm2_gguf_path", "load_tokenizer",
 ]

@@ -54,9 +54,9 @@ class Linear(nnx.Module):
         elif tuple(kernel.shape) != shape:
             raise ValueError(f"Linear kernel of shape {tuple(kernel.shape)}, expected {shape}")
         self.kernel = nnx.Param(kernel.astype(param_dtype))
-        if bias is not None:
-            use_bias = True
-        self.bias = nnx.Param((jnp.zeros((out_features,)) if bias is None else bias).astype(param_dtype)) if use_bias else None
+        if bias is None and use_bias:
+            bias = jnp.zeros((out_features,))
+        self.bias = None if bias is None else nnx.Param(bias.astype(param_dtype))
         # nnx.data: these slots hold Variables / a Module once LoRA is attached (not static fields).
         self.lora_a: nnx.LoRAParam | None = nnx.data(None)
         self.lora_b: nnx.LoRAParam | None = nnx.data(None)
