@@ -23,6 +23,7 @@ import torch
 
 from jaxcot.generate import Generator, SamplingConfig
 from jaxcot.models import ModelConfig, build_model, load_model, load_tokenizer, smollm2_gguf_path
+from jaxcot.models.params import param_bytes
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -47,13 +48,6 @@ def memory_bandwidth(nbytes: int = 1 << 29, repeats: int = 5) -> float:
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t)
     return 2 * nbytes / best
-
-
-def weight_bytes(model) -> int:
-    from flax import nnx
-
-    _, params = nnx.split(model, nnx.Param)
-    return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(params))
 
 
 def tiny_models(dtype):
@@ -158,7 +152,7 @@ def main() -> None:
         hf, ours, prompts, pad_id = (smollm2_models if name == "smollm2" else tiny_models)(dtype)
         if dtype == jnp.bfloat16:
             hf = hf.to(torch.bfloat16)  # both sides in the same dtype, from the same float32 weights
-        wb = weight_bytes(ours)
+        wb = param_bytes(ours)
         bound = bw / wb  # tokens/s at batch 1 if every weight byte is read once per token
         for b in args.batches:
             batch = (prompts * (b // len(prompts) + 1))[:b]

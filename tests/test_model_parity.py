@@ -87,12 +87,12 @@ def test_unembed_few_and_many_rows_agree():
     # same logits, and the few-row form is differentiable (GoGI's answer slots can be few)
     import jax
 
-    from jaxcot.models.layers import FEW_ROWS as _FEW_ROWS
+    from jaxcot.models.layers import FEW_ROWS
 
     model = to_jax(hf_model("qwen2", seed=3))  # tied embeddings
     assert model.lm_head is None
     rng = np.random.default_rng(0)
-    h = jnp.asarray(rng.standard_normal((2, _FEW_ROWS, model.config.hidden_size)), jnp.float32)  # 2x the bound
+    h = jnp.asarray(rng.standard_normal((2, FEW_ROWS, model.config.hidden_size)), jnp.float32)  # 2x the bound
     many = model.unembed(h)
     few = model.unembed(h[:1, :5])
     np.testing.assert_allclose(few, many[:1, :5], rtol=1e-5, atol=1e-5)

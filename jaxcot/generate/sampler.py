@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxcot.generate.sampling import SamplingConfig, derive_row_keys, sample, step_keys, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix
 from jaxcot.models.decoder import Decoder, KVCache, fuse_for_decoding
+from jaxcot.models.params import param_bytes
 from jaxcot.sharding import BATCH, make_mesh
 
 Array = jax.Array
@@ -382,8 +383,7 @@ def fuse_by_default(model: Decoder, mesh: Mesh) -> bool:
     of at least FUSE_MIN_BYTES (memory-bound decoding)."""
     if mesh.devices.flat[0].platform != "cpu":
         return False
-    _, params = nnx.split(model, nnx.Param)
-    return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(params)) >= FUSE_MIN_BYTES
+    return param_bytes(model) >= FUSE_MIN_BYTES
 
 
 class Sampler:

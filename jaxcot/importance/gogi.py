@@ -41,8 +41,9 @@ class Scores:
     """Outputs of `gogi_scores`, all float32.
 
     gogi [B, T] (zero outside the chain mask); entropy [B, T] and self_info [B, T] (zero at slot
-    0, at padding, and with `skip_prompt` up to the prompt split: see `gogi_scores`); answer_loss [B] (L_ans per row); per_layer [nL, B, T] per-layer GoGI
-    (only with ``per_layer=True``, else None).
+    0, at padding, and with `skip_prompt` up to the prompt split: see `gogi_scores`); answer_loss
+    [B] (L_ans per row); per_layer [nL, B, T] per-layer GoGI (only with ``per_layer=True``, else
+    None).
     """
 
     gogi: Array

@@ -48,6 +48,12 @@ def param_paths(model: Decoder) -> dict[str, tuple[int, ...]]:
     return {path_str(p): tuple(v.shape) for p, v in jax.tree_util.tree_leaves_with_path(state)}
 
 
+def param_bytes(model: Decoder) -> int:
+    """Bytes of the model's parameters (LoRA factors included)."""
+    _, params = nnx.split(model, nnx.Param)
+    return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(params))
+
+
 def _canonical(name: str) -> str:
     if name == "lm_head.weight":
         return name
