@@ -92,10 +92,10 @@ def main() -> None:
         compiled = forward.lower(state, jt_tokens).compile()
         compile_s = time.perf_counter() - t
 
-        def run_jax():
+        def run_jax(compiled=compiled, jt_tokens=jt_tokens):
             return compiled(state, jt_tokens).block_until_ready()
 
-        def run_torch():
+        def run_torch(pt_tokens=pt_tokens):
             with torch.inference_mode():
                 return hf(input_ids=pt_tokens).logits
 

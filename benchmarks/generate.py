@@ -138,7 +138,8 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each side, taking turns")
     ap.add_argument("--skip-torch", action="store_true", help="time jaxcot only")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights and compute, jaxcot and torch alike")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="weights and compute, jaxcot and torch alike")
     args = ap.parse_args()
     dtype = jnp.dtype(args.dtype)
     bw = memory_bandwidth()

@@ -130,8 +130,12 @@ def bench(name, model, args):
     def run_gogi():
         jax.block_until_ready(gogi_scores(model, jt, mask, chain, answer, max_answer=t // 8))
 
-    t0 = time.perf_counter(); run_fwd(); c_fwd = time.perf_counter() - t0
-    t0 = time.perf_counter(); run_gogi(); c_gogi = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run_fwd()
+    c_fwd = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run_gogi()
+    c_gogi = time.perf_counter() - t0
     fwd = timed(run_fwd, args.repeats)
     gogi = timed(run_gogi, args.repeats)
 

@@ -95,7 +95,8 @@ def build_jax(cfg, batch, seq, rng):
     loss_mask = np.zeros((1, batch, seq), bool)
     loss_mask[:, :, seq // 2:] = True
     host = dict(
-        tokens=tokens, mask=np.ones_like(loss_mask), positions=np.broadcast_to(np.arange(seq, dtype=np.int32), tokens.shape).copy(),
+        tokens=tokens, mask=np.ones_like(loss_mask),
+        positions=np.broadcast_to(np.arange(seq, dtype=np.int32), tokens.shape).copy(),
         segments=np.ones(tokens.shape, np.int32), loss_mask=loss_mask,
     )
     graphdef, params, frozen = split_model(model, "full")
@@ -163,7 +164,8 @@ def main() -> None:
     peak_j, peak_t = matmul_peak()
     peak = max(peak_j, peak_t)
     cores = len(os.sched_getaffinity(0))
-    print(f"batch {args.batch} x seq {args.seq}, float32, AdamW; median of {args.windows} windows of {args.steps} steps; "
+    print(f"batch {args.batch} x seq {args.seq}, float32, AdamW; median of {args.windows} windows of "
+          f"{args.steps} steps; "
           f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), {cores} cores")
     print(f"matmul peak (2048^3 float32): jax {peak_j / 1e9:.1f} GFLOP/s, torch {peak_t / 1e9:.1f} GFLOP/s; "
           f"MFU below is over {peak / 1e9:.1f} GFLOP/s")

@@ -15,8 +15,8 @@ COMMANDS = {
     "score": "jaxcot.importance.cli",
     "compress": "jaxcot.compress.cli",
     "train": "jaxcot.train.cli",
-    "testbed": "jaxcot.data.cli",
-    "run": "jaxcot.pipeline",
+    "testbed": "jaxcot.testbed.cli",
+    "run": "jaxcot.run.cli",
 }
 
 

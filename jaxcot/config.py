@@ -89,6 +89,14 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def deep_merge(base: dict, over: dict) -> dict:
+    """`base` with `over` laid on top; nested mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """['a.b=3', 'c=[1, 2]'] applied onto a nested dict (values parsed as YAML)."""
     data = dict(data)

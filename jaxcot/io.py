@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 
 class DataError(ValueError):
@@ -73,21 +73,76 @@ def read_jsonl(path: str | os.PathLike, *, required: Iterable[str] = ()) -> list
     return [rec for _, rec in iter_jsonl(path, required=required)]
 
 
-class ResumableJsonl:
-    """Append-only JSONL output keyed by a record id, for stages that resume after interruption.
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether a resumable output is finished: the file exists and no `<path>.partial` beside it."""
+    path = os.fspath(path)
+    return os.path.exists(path) and not os.path.exists(path + ".partial")
 
-    Records are appended to `<path>.partial` (each line flushed); `finish()` renames it to `path`.
-    On restart, the ids already in the partial file are skipped. A torn last line (killed mid-write)
-    is dropped and its record redone.
+
+def discard_output(path: str | os.PathLike) -> None:
+    """Remove a resumable output and its partial file, so that the next run starts over."""
+    for p in (os.fspath(path), os.fspath(path) + ".partial"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
+
+
+class ResumableJsonl:
+    """One JSONL record per expected id, written so that an interrupted stage resumes.
+
+        with ResumableJsonl("traces.jsonl", ids=[it["id"] for it in items]) as out:
+            for item in items:
+                if item["id"] in out.pending:
+                    out.write(make_record(item))
+
+    Records are appended to `<path>.partial`, each line flushed. On entry the ids already there
+    are `done` (a torn last line, from a kill mid-write, is dropped and its record redone) and the
+    rest are `pending`; a finished `path` counts as all done. On a clean exit every expected id
+    must have been written exactly once; then the partial file is renamed to `path`. An exception
+    leaves the partial file for the next run. A finished file or partial file holding ids that
+    were not asked for is refused (DataError), never merged.
     """
 
-    def __init__(self, path: str | os.PathLike, key: str = "id"):
+    def __init__(self, path: str | os.PathLike, ids: Iterable, *, key: str = "id"):
         self.path = os.fspath(path)
         self.partial = self.path + ".partial"
         self.key = key
+        self.ids = list(ids)
+        expected = set(self.ids)
+        if len(expected) != len(self.ids):
+            dup = next(i for i in self.ids if self.ids.count(i) > 1)
+            raise DataError(f"{self.path}: the input holds id {dup!r} more than once")
         self.done: set = set()
+        self._f = None
+
+    @property
+    def pending(self) -> list:
+        """Expected ids not written yet, in input order."""
+        return [i for i in self.ids if i not in self.done]
+
+    def _check_ids(self, found: Sequence, where: str) -> None:
+        expected = set(self.ids)
+        foreign = [i for i in found if i not in expected]
+        if foreign:
+            raise DataError(f"{where} holds {len(foreign)} record(s) whose ids are not in this input "
+                            f"(e.g. {foreign[0]!r}): it was written from other data or settings; "
+                            "move it away or overwrite it")
+        seen: set = set()
+        for i in found:
+            if i in seen:
+                raise DataError(f"{where} holds id {i!r} twice")
+            seen.add(i)
+
+    def __enter__(self) -> "ResumableJsonl":
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        good = []
+        if is_complete(self.path):
+            found = [rec[self.key] for _, rec in iter_jsonl(self.path, required=(self.key,))]
+            self._check_ids(found, self.path)
+            if len(found) != len(self.ids):
+                raise DataError(f"{self.path} holds {len(found)} of the {len(self.ids)} records asked for; "
+                                "move it away or overwrite it")
+            self.done = set(found)
+            return self
+        good, found = [], []
         if os.path.exists(self.partial):
             with open(self.partial, encoding="utf-8") as f:
                 for line in f:
@@ -96,24 +151,33 @@ class ResumableJsonl:
                     except json.JSONDecodeError:
                         break  # torn tail
                     good.append(line if line.endswith("\n") else line + "\n")
-                    self.done.add(rec[key])
+                    found.append(rec[self.key])
+            self._check_ids(found, self.partial)
             with open(self.partial, "w", encoding="utf-8") as f:
                 f.writelines(good)
+        self.done = set(found)
         self._f = open(self.partial, "a", encoding="utf-8")
-
-    @property
-    def finished(self) -> bool:
-        return os.path.exists(self.path) and not os.path.exists(self.partial)
+        return self
 
     def write(self, rec: dict) -> None:
+        rid = rec[self.key]
+        if rid in self.done:
+            raise DataError(f"{self.partial}: record {rid!r} written twice")
+        if self._f is None:
+            raise RuntimeError(f"{self.path}: write() outside the `with` block or after the output was complete")
         self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self._f.flush()
-        self.done.add(rec[self.key])
+        self.done.add(rid)
 
-    def finish(self) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._f is None:
+            return
         self._f.close()
+        self._f = None
+        if exc_type is not None:
+            return
+        missing = self.pending
+        if missing:
+            raise DataError(f"{self.path}: {len(missing)} of {len(self.ids)} records were not written "
+                            f"(e.g. {missing[0]!r}); the partial file is kept, rerun to finish")
         os.replace(self.partial, self.path)
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()

@@ -6,9 +6,9 @@ Why: XLA:CPU allocates each executable's temporary buffer per call, from its wor
 glibc serves a large request from a worker thread by a fresh `mmap` (a thread arena cannot
 grow past 64 MB, and any request over the mmap threshold is mapped anyway) and unmaps it on
 free, so every call page-faults its whole scratch space back in: on a 2M-parameter train step
-about 16k faults per call, a third of the step's time. With one arena, no mmap and no trimming,
-the freed scratch stays in the heap and the next call reuses it. Measured with
-`benchmarks/train.py` on 2 cores: jaxcot 0.81x -> 1.03x torch (torch speeds up too, less).
+many thousands of faults per call, a large share of a small model's step. With one arena, no
+mmap and no trimming, the freed scratch stays in the heap and the next call reuses it
+(`benchmarks/train.py` shows the effect; docs/performance.md has the figures).
 
 The cost: memory freed by the process is kept for reuse rather than returned to the OS, so the
 resident size stays at its peak. Set `JAXCOT_HOST_MALLOC=default` to leave malloc alone.
@@ -46,8 +46,9 @@ def tune_host_allocator() -> bool:
         return False
     try:
         libc = ctypes.CDLL(name)
-        libc.gnu_get_libc_version  # glibc only: musl and others have no mallopt knobs like these
-    except (OSError, AttributeError):
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: musl and others have no mallopt knobs like these
         return False
     ok = all(libc.mallopt(p, v) == 1 for p, v in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _KEEP)))
     _done = ok

@@ -70,7 +70,8 @@ def write_gguf(hf, path, *, arch: str | None = None, window_pattern: bool = True
 
     window_pattern: for gemma3, write the per-layer sliding pattern (else the reader's default
     period-6 rule applies); attn_scale: write `{arch}.attention.scale` from query_pre_attn_scalar
-    (llama.cpp's gemma3 converter does not; the reader then uses head_dim); drop: a GGUF tensor name to leave out (error tests).
+    (llama.cpp's gemma3 converter does not; the reader then uses head_dim); drop: a GGUF tensor
+    name to leave out (error tests).
     """
     cfg = hf.config
     family = ARCH[cfg.model_type]

@@ -92,7 +92,8 @@ def test_hub_path_uses_dataset_names(monkeypatch):
 
     def fake_load(name, config=None, split=None):
         calls.append((name, config, split))
-        key = {"openai/gsm8k": "gsm8k", "DigitalLearningGmbH/MATH-lighteval": "math", "HuggingFaceH4/MATH-500": "math500",
+        key = {"openai/gsm8k": "gsm8k", "DigitalLearningGmbH/MATH-lighteval": "math",
+               "HuggingFaceH4/MATH-500": "math500",
                "ChilleD/SVAMP": "svamp", "EleutherAI/asdiv": "asdiv"}[name]
         rows = list(ROWS[key])
         if key == "asdiv":

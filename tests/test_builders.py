@@ -16,7 +16,8 @@ def test_tokenskip_prompt_format():
     assert builders.tokenskip_prompt("What is 2+3?", 0.5) == "What is 2+3?<|im_end|>0.5<|im_end|>"
     assert builders.tokenskip_prompt("Q", 0.7, eot="<|eot_id|>") == "Q<|eot_id|>0.7<|eot_id|>"
     assert builders.tokenskip_prompt("Q", 1.0) == "Q"
-    assert builders.tokenskip_prompt("Q", 0.6, template="{question} {eot} {gamma} {eot}") == "Q <|im_end|> 0.6 <|im_end|>"
+    want = "Q <|im_end|> 0.6 <|im_end|>"
+    assert builders.tokenskip_prompt("Q", 0.6, template="{question} {eot} {gamma} {eot}") == want
 
 
 def test_tokenskip_examples_through_compress_records():
@@ -112,11 +113,13 @@ def test_length_filter_with_a_tokenizer_folder(tmp_path):
                                          {"role": "user", "content": recs[0]["question"]}]
 
 
-def test_default_grader():
-    g = builders.default_grader
+def test_default_grader_is_gsm8k_with_words_for_non_numbers():
+    from jaxcot.text.grading import get_grader
+
+    g = get_grader(None)
     assert g("The answer is 15.", "15") and g("$1,500.00", "1500") and g("x = -3", "-3.0")
     assert not g("The answer is 15.", "16") and not g("12 apples, 3 pears", "12")
-    assert g("Blue.", " blue") and not g("red", "blue")
+    assert g("Blue.", " blue") and not g("red", "blue") and g("The answer is light blue.", "blue")
 
 
 # ---------------------------------------------------------------- CLI
@@ -154,7 +157,8 @@ def test_cli_end_to_end(tmp_path, capsys, method):
     assert summary["tokens_after"]["total"] == sum(e["kept"] for e in lines)
     assert 0 < summary["retained_ratio"]["mean"] < 1
     dropped = summary["dropped_kinds"]
-    assert sum(v["dropped"] for v in dropped.values()) == summary["tokens_before"]["total"] - summary["tokens_after"]["total"]
+    n_dropped = summary["tokens_before"]["total"] - summary["tokens_after"]["total"]
+    assert sum(v["dropped"] for v in dropped.values()) == n_dropped
     for e, r in zip(lines, [r for r in recs if r["id"] != "r3"]):
         assert e["completion"].endswith(r["answer"]) and e["method"] == method
     printed = capsys.readouterr().out

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file, save_file
-
 from gguf_ref import write_gguf
 from hf_ref import hf_config, hf_model, padded_batch, to_jax
+from safetensors.numpy import load_file, save_file
+
 from jaxcot.models import load_hf, load_model, load_tokenizer, save_hf
 from jaxcot.models.config import RopeConfig
 from jaxcot.models.gguf import GGUFError, _llama3_rope
@@ -182,7 +182,7 @@ def test_gguf_gemma3_default_layer_pattern(tmp_path):
     torch.manual_seed(3)
     src = tf.Gemma3ForCausalLM(cfg).float().eval()
     with torch.no_grad():
-        for name, p in src.named_parameters():
+        for p in src.parameters():
             p.copy_(torch.randn_like(p) * (0.3 if p.ndim == 1 else 0.08))
     model = load_model(write_gguf(src, tmp_path / "g.gguf", window_pattern=False))
     assert model.config.layer_types == tuple(cfg.layer_types)

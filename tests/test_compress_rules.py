@@ -6,8 +6,7 @@ from fractions import Fraction
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from scored_fixtures import scored_records
 
 from jaxcot.compress import compress_records, rebuild, rules
@@ -78,7 +77,8 @@ def test_static_ties():
     v = np.ones_like(s, bool)
     # gamma 0.5 -> k = 3; the 3rd largest is 2.0, tied three ways
     assert np.asarray(rules.static_keep(s, v, 0.5, ties="all"))[0].tolist() == [False, True, True, True, False, True]
-    assert np.asarray(rules.static_keep(s, v, 0.5, ties="position"))[0].tolist() == [False, True, True, False, False, True]
+    by_position = np.asarray(rules.static_keep(s, v, 0.5, ties="position"))[0].tolist()
+    assert by_position == [False, True, True, False, False, True]
 
 
 # ---------------------------------------------------------------- ADS
@@ -157,7 +157,7 @@ def test_raising_region_entropy_never_lowers_its_retention_fixed_zscore(seed):
 
 
 def test_raising_region_entropy_with_per_trace_zscore():
-    """METHOD.md's per-trace z-score re-centres on the trace, so raising a region also moves the
+    """The per-trace z-score (docs/method.md, ADS) re-centres on the trace, so raising a region also moves the
     mean and std: the region's mean z never falls under a uniform shift (proved:
     d/dd mean_R z ∝ (1 - p) var - p D^2 >= 0), but a single token's rank can slip across the
     threshold. Measured here: retention falls in under 1% of random cases, by one token."""

@@ -9,16 +9,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from hf_ref import hf_model, to_jax
+
+from jaxcot.data.questions import load_questions
 from jaxcot.generate import Generator, SamplingConfig
-from jaxcot.generate.cli import generate_dataset
-from jaxcot.generate.records import GenerateConfig
 from jaxcot.generate.sampler import (
-    EOS, LENGTH, STOP, DecodeSpec, Sampler, balanced_order, bucket_length, decode_phases, make_programs,
+    EOS,
+    LENGTH,
+    STOP,
+    DecodeSpec,
+    Sampler,
+    balanced_order,
+    bucket_length,
+    decode_phases,
+    make_programs,
     plan_packing,
 )
 from jaxcot.generate.stop import StopPatterns, stop_patterns
+from jaxcot.generate.traces import GenerateConfig, write_traces
 from jaxcot.models.config import ModelConfig
 from jaxcot.models.decoder import init_model
 from jaxcot.sharding import make_mesh
@@ -201,7 +209,8 @@ def out_ok(out, n):
 
 
 def test_bucket_length():
-    assert [bucket_length(n) for n in (1, 16, 17, 24, 25, 32, 33, 48, 49, 100)] == [16, 16, 24, 24, 32, 32, 48, 48, 64, 128]
+    assert ([bucket_length(n) for n in (1, 16, 17, 24, 25, 32, 33, 48, 49, 100)]
+            == [16, 16, 24, 24, 32, 32, 48, 48, 64, 128])
     assert [bucket_length(n, minimum=1) for n in (1, 2, 3, 4, 5, 7, 13)] == [1, 2, 3, 4, 6, 8, 16]
 
 
@@ -264,7 +273,8 @@ def test_stop_strings_end_rows_at_the_completing_token(tiny):
     assert got.token_ids == ids[:k2] and got.finish_reason == "stop" and not got.text.endswith(inner)
     # the other row is unaffected unless it contains the stop string
     if stop not in free[1].text:
-        assert gen.generate(["one two three"], max_new_tokens=12, stop=[stop], batch_size=2)[0].token_ids == free[1].token_ids
+        alone = gen.generate(["one two three"], max_new_tokens=12, stop=[stop], batch_size=2)[0]
+        assert alone.token_ids == free[1].token_ids
 
 
 def test_sharded_over_8_devices_matches_one_device(tiny):
@@ -336,14 +346,20 @@ def test_cli_dataset_run_resumes(tiny, tmp_path):
     asked = []
     orig = gen.generate_ids
     gen.generate_ids = lambda ids, **kw: asked.append(len(ids)) or orig(ids, **kw)
-    assert generate_dataset(folder, None, str(data), str(out), cfg, generator=gen) == 0
+    items = load_questions(str(data))
+    assert len(write_traces(items, str(out), cfg, gen)) == 5
     assert asked == [3]
     resumed = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert resumed == records
     assert not (tmp_path / "traces.jsonl.partial").exists()
     # a complete output is left alone
     asked.clear()
-    assert generate_dataset(folder, None, str(data), str(out), cfg, generator=gen) == 0 and asked == []
+    assert len(write_traces(items, str(out), cfg, gen)) == 5 and asked == []
+    # ... and one written from other questions is refused, not reused or merged
+    from jaxcot.io import DataError
+
+    with pytest.raises(DataError, match="holds 5 of the 4 records|not in this input"):
+        write_traces(items[:4], str(out), cfg, gen)
 
 
 def test_cli_prompt_prints_a_completion(tiny):

@@ -5,10 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-
 from hf_ref import hf_model, padded_batch, to_jax
+
 from jaxcot.importance.gogi import (
-    answer_loss, default_layer, goal_gradients, gogi_scores, head_stats, predictive_stats, prompt_split,
+    answer_loss,
+    default_layer,
+    goal_gradients,
+    gogi_scores,
+    head_stats,
+    predictive_stats,
+    prompt_split,
 )
 
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma3"]
@@ -86,9 +92,9 @@ def test_matches_torch_autograd(family):
     assert rel_err(np.asarray(out.gogi), ref_gogi) <= 1e-4
     if family == "llama":  # raw gradients at the edge layers, and the L2 norm
         grads, _ = goal_gradients(model, tokens, mask, answer, layers=(0, n_layers))
-        for l, g in zip((0, n_layers), grads):
-            ref = torch_reference(hf, tokens, mask, answer, l)[0]
-            assert rel_err(np.asarray(g)[mask], ref[mask]) <= 1e-4, l
+        for layer, g in zip((0, n_layers), grads):
+            ref = torch_reference(hf, tokens, mask, answer, layer)[0]
+            assert rel_err(np.asarray(g)[mask], ref[mask]) <= 1e-4, layer
         l2 = gogi_scores(model, tokens, mask, chain, answer, norm="l2")
         ref_l2 = np.where(chain, np.sqrt((ref_grad ** 2).sum(-1)), 0.0)
         assert rel_err(np.asarray(l2.gogi), ref_l2) <= 1e-4
@@ -152,7 +158,7 @@ def test_finite_differences():
     for _ in range(3):
         v = jnp.asarray(rng.standard_normal(tokens.shape + (hf.config.hidden_size,)) * mask[..., None], jnp.float32)
 
-        def loss(e):
+        def loss(e, v=v):
             return float(np.asarray(answer_loss(model, tokens, mask, answer, perturb={layer: e * v}), np.float64).sum())
 
         fd = (8 * (loss(h) - loss(-h)) - (loss(2 * h) - loss(-2 * h))) / (12 * h)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from jaxcot.eval.grading import (extract_gsm8k_answer, extract_math_answer, grade_gsm8k, grade_math,
-                                 grader_for, gsm8k_equal, last_boxed, math_equal, normalize_latex, parse_number)
+from jaxcot.text.answers import last_boxed, parse_number, stated_latex, stated_number
+from jaxcot.text.grading import get_grader, grade_gsm8k, grade_math, gsm8k_equal, math_equal, normalize_latex
 
 # (completion, gold): the completion's final answer equals the gold.
 GSM8K_EQUAL = [
@@ -100,12 +100,12 @@ GSM8K_NOT_EQUAL = [
 
 @pytest.mark.parametrize("completion,gold", GSM8K_EQUAL)
 def test_gsm8k_equal_pairs(completion, gold):
-    assert grade_gsm8k(completion, gold), (completion, gold, extract_gsm8k_answer(completion))
+    assert grade_gsm8k(completion, gold), (completion, gold, stated_number(completion))
 
 
 @pytest.mark.parametrize("completion,gold", GSM8K_NOT_EQUAL)
 def test_gsm8k_not_equal_pairs(completion, gold):
-    assert not grade_gsm8k(completion, gold), (completion, gold, extract_gsm8k_answer(completion))
+    assert not grade_gsm8k(completion, gold), (completion, gold, stated_number(completion))
 
 
 def test_gsm8k_pair_counts():
@@ -237,7 +237,7 @@ def test_last_boxed_nested_and_variants():
     assert last_boxed("\\boxed{(1, \\{2\\})}") == "(1, \\{2\\})"
     assert last_boxed("no box here") is None
     assert last_boxed("\\boxed{unbalanced") is None
-    assert extract_math_answer("Thus the answer is $\\frac{1}{2}$.") == "\\frac{1}{2}"
+    assert stated_latex("Thus the answer is $\\frac{1}{2}$.") == "\\frac{1}{2}"
 
 
 def test_grade_math_completions():
@@ -246,10 +246,13 @@ def test_grade_math_completions():
     assert not grade_math("Hence $\\boxed{1}$.", gold_solution)
     assert grade_math("We get \\boxed{2} first, but correcting, \\boxed{\\dfrac{3}{4}}", "0.75")
     assert not grade_math("no final answer", "0")
-    assert grader_for("MATH-500") is grade_math and grader_for("gsm8k") is grade_gsm8k
+    assert get_grader("MATH-500") is grade_math and get_grader("gsm8k") is grade_gsm8k
+    assert get_grader(None) is grade_gsm8k and get_grader("jaxcot.text.grading:grade_math") is grade_math
+    with pytest.raises(ValueError, match="module:function"):
+        get_grader("nope")
 
 
 def test_gsm8k_reference_solution_gold():
     sol = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18"
-    assert extract_gsm8k_answer(sol) == "18"
+    assert stated_number(sol) == "18"
     assert grade_gsm8k("The answer is 18.", sol) and not grade_gsm8k("The answer is 9.", sol)

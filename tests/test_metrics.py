@@ -3,13 +3,23 @@
 import numpy as np
 import pytest
 
-from jaxcot.eval.metrics import (accuracy, act_ratio, cot_tokens, importance_auc, mean_cot_tokens, rankdata, roc_auc,
-                                 speedup, split_at_answer, throughput)
+from jaxcot.eval.metrics import (
+    accuracy,
+    act_ratio,
+    cot_tokens,
+    importance_auc,
+    mean_cot_tokens,
+    rankdata,
+    roc_auc,
+    speedup,
+    throughput,
+)
+from jaxcot.text.answers import split_answer
 
 
 def brute_auc(s, y):
-    pos = [a for a, l in zip(s, y) if l]
-    neg = [a for a, l in zip(s, y) if not l]
+    pos = [a for a, label in zip(s, y) if label]
+    neg = [a for a, label in zip(s, y) if not label]
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
 
@@ -50,13 +60,13 @@ def test_importance_auc_mean_vs_pooled():
 
 def test_chain_length_and_ratios():
     text = "First 2 + 3 = 5. Then 5 * 2 = 10.\nThe answer is 10."
-    chain, answer = split_at_answer(text)
+    chain, answer = split_answer(text)
     assert answer == "The answer is 10." and chain.endswith("10.\n")
     count = lambda t: len(t.split())  # noqa: E731
     assert cot_tokens(text, count) == 12
     assert cot_tokens("no marker at all here", count) == 5
     assert cot_tokens("The answer is 3.", count) == 0
-    assert split_at_answer("so \\boxed{3}")[1] == "\\boxed{3}"
+    assert split_answer("so \\boxed{3}")[1] == "so \\boxed{3}"  # the sentence holding the marker
     assert accuracy([True, False, True, True]) == 0.75 and np.isnan(accuracy([]))
     assert mean_cot_tokens([10, 20]) == 15.0
     assert act_ratio(55.0, 100.0) == pytest.approx(0.55)

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-
 from hf_ref import hf_model, padded_batch, to_jax
+
 from jaxcot.models.decoder import KVCache
 
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma3"]

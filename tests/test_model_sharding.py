@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from hf_ref import hf_model, padded_batch, to_jax
+
 from jaxcot.sharding import batch_sharding, make_mesh, path_str
 
 

@@ -5,16 +5,16 @@ import os
 
 import pytest
 
-from jaxcot.config import load_config
-from jaxcot.pipeline import RunConfig, reference_trace, run_pipeline
+from jaxcot.config import ConfigError, load_config
+from jaxcot.run import RunConfig, run_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from jaxcot.data.testbed import build_testbed_tokenizer
     from jaxcot.models import ModelConfig, init_model, save_hf
+    from jaxcot.testbed.tokenizer import build_testbed_tokenizer
 
     tok = build_testbed_tokenizer(sample=50)
     cfg = ModelConfig(family="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2,
@@ -27,7 +27,7 @@ def tiny_model(tmp_path_factory):
 
 def test_demo_config_loads():
     cfg = load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"))
-    # the four students, plus the ground-truth ceiling
+    # four students, plus the ground-truth ceiling
     assert [m.method for m in cfg.methods] == ["original", "gogi-ads", "tokenskip", "random", "oracle-ads"]
     assert cfg.score.goal == "value" and cfg.score.layers == [0]
     full = load_config(RunConfig, os.path.join(ROOT, "configs", "testbed-full.yaml"))
@@ -37,26 +37,41 @@ def test_demo_config_loads():
         load_config(RunConfig, os.path.join(ROOT, "configs", f"{name}.yaml"))
 
 
-def test_unknown_method_is_an_error():
-    with pytest.raises(ValueError, match="unknown method"):
+def test_bad_sections_are_errors_naming_the_key():
+    with pytest.raises(ConfigError, match="unknown method"):
         load_config(RunConfig, None, ["methods=[{name: x, method: nope}]"])
-    with pytest.raises(ValueError, match="compress: unknown knob"):
+    with pytest.raises(ConfigError, match="unknown key.*'unit'"):
         load_config(RunConfig, None, ["compress={unit: expression}"])
+    with pytest.raises(ConfigError, match="student.*unknown key.*'steps'"):
+        load_config(RunConfig, None, ["student={steps: 3}"])
+    with pytest.raises(ConfigError, match="student.init_from is set by the run"):
+        load_config(RunConfig, None, ["student={init_from: x}"])
+    with pytest.raises(ConfigError, match="score.prompt must be generate.prompt"):
+        load_config(RunConfig, None, ["score.prompt={template: 'Q: {question}'}"])
 
 
-def test_reference_trace_from_benchmark_solution():
-    t = reference_trace({"id": "g1", "question": "q?", "gold": "72", "solution": "48+24 = 72 clips."})
-    assert t["chain"] == "48+24 = 72 clips.\n" and t["answer"] == "The answer is 72." and t["correct"]
-    m = reference_trace({"id": "m1", "question": "q?", "gold": "0", "solution": "So $a+b=0$.\nThus $\\boxed{0}$."})
-    assert m["chain"] + m["answer"] == "So $a+b=0$.\nThus $\\boxed{0}$." and m["answer"].startswith("Thus")
+def test_student_and_compress_sections_are_the_stage_configs():
+    cfg = load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"))
+    tc = cfg.student_config("gogi-skip", "/m", "/r")
+    assert (tc.init_from, tc.data.path) == ("/m", "/r/sets/gogi-skip.jsonl")
+    assert tc.export_dir == "/r/students/gogi-skip/model"
+    assert (tc.method, tc.max_steps, tc.epochs, tc.optim.lr, tc.data.packing) == ("full", 360, None, 2e-3, True)
+    gogi = next(m for m in cfg.methods if m.method == "gogi-ads")
+    cc = cfg.compress_config(gogi)
+    assert (cc.units, cc.n_max, cc.calibrate, cc.gamma) == ("expression", 2, True, 0.5)
+    ts = next(m for m in cfg.methods if m.method == "tokenskip")
+    assert cfg.compress_config(ts).gamma is None  # TokenSkip's gamma is the ratio its student is asked for
+    assert cfg.eval_prompt(ts).template == "{question}<|im_end|>0.5<|im_end|>"
+    assert cfg.score_config().prompt == cfg.generate.prompt
 
 
 def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     overrides = [
         f"model={tiny_model}", "name=t", f"runs_dir={tmp_path}", "data.n_train=24", "data.n_test=8",
-        "generate.source=reference", "score.auc_samples=8", "score.batch_size=8",
-        "methods=[{name: original, method: original}, {name: gogi-skip, method: gogi-ads, gamma: 0.5, knobs: {calibrate: true}}]",
-        "student.steps=2", "student.batch_size=8", "student.max_len=256",
+        "generate.source=reference", "data.auc_samples=8", "score.batch_size=8",
+        "methods=[{name: original, method: original},"
+        " {name: gogi-skip, method: gogi-ads, gamma: 0.5, knobs: {calibrate: true}}]",
+        "student.max_steps=2", "student.batch_size=8", "student.data.max_len=256",
         "eval.max_new_tokens=12", "eval.batch_size=8", "eval.latency_samples=1",
     ]
     cfg = load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"), overrides)
@@ -72,7 +87,7 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     assert rows["original"]["speedup"] == 1.0
     assert set(res["importance_auc"]) == {"gogi", "self_info", "entropy", "random"}
     # Testbed runs carry the ground-truth 'oracle' importance: equations first (>= 1), others < 0.5.
-    from jaxcot.data.testbed import equation_oracle
+    from jaxcot.testbed.roles import equation_oracle
 
     for rec in map(json.loads, open(os.path.join(root, "scored.jsonl"))):
         pieces, oracle = rec["scores"]["pieces"], rec["scores"]["oracle"]
@@ -87,16 +102,16 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     mtime = os.path.getmtime(os.path.join(root, "students", "gogi-skip", "model", "model.safetensors"))
     again = run_pipeline(cfg)
     assert os.path.getmtime(os.path.join(root, "students", "gogi-skip", "model", "model.safetensors")) == mtime
-    assert again["timings"]["train"] < 5
+    assert set(again["timings"]) == {"report"}  # every other stage is done; the report is always rewritten
     # Batch-1 latency: every student, the same questions, interleaved (default) or one by one.
     import dataclasses
 
-    from jaxcot.pipeline import measure_latency
+    from jaxcot.eval.students import Student, measure_latency
 
     lat = json.load(open(os.path.join(root, "eval", "latency.json")))
     assert set(lat["latency_s"]) == set(rows) and lat["questions"] == 1
     test = [json.loads(line) for line in open(os.path.join(root, "data", "test.jsonl"))]
-    students = {n: os.path.join(root, "students", n, "model") for n in rows}
+    students = [Student(n, os.path.join(root, "students", n, "model")) for n in rows]
     from jaxcot.generate import Generator
 
     calls = []
@@ -107,12 +122,11 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
         return real(self, prompts, **kw)
 
     for interleave, warm in ((True, True), (True, False), (False, True)):
-        c = dataclasses.replace(cfg, eval=dataclasses.replace(
-            cfg.eval, latency_samples=3, latency_interleave=interleave, latency_warm=warm))
+        c = dataclasses.replace(cfg.eval, latency_samples=3, latency_interleave=interleave, latency_warm=warm)
         calls.clear()
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(Generator, "generate_ids", counted)
-            got = measure_latency(c, students, test)
+            got = measure_latency(students, test, c)
         assert got["questions"] == 3 and set(got["times"]) == set(rows)
         assert all(len(t) == 3 and min(t) > 0 for t in got["times"].values())
         assert all(got["latency_s"][n] == pytest.approx(sum(t) / 3) for n, t in got["times"].items())
@@ -125,16 +139,14 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
             assert all(tail[i] == tail[i + 1] for i in range(0, len(tail), 2))
 
 
-def test_testbed_outside_the_teachers_task_is_named(capsys):
+def test_testbed_outside_the_teachers_task_is_named():
     import dataclasses
 
-    from jaxcot.data.testbed import TestbedConfig
-    from jaxcot.pipeline import _check_teacher_task, teacher_path
+    from jaxcot.testbed.problems import TestbedConfig
+    from jaxcot.testbed.teacher import check_teacher_task, teacher_path
 
     learned = json.load(open(os.path.join(teacher_path(), "teacher.json")))["config"]["testbed"]
     same = TestbedConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in learned.items()})
-    _check_teacher_task(same)
-    assert capsys.readouterr().out == ""
-    _check_teacher_task(dataclasses.replace(same, max_value=same.max_value + 49))
-    out = capsys.readouterr().out
+    assert check_teacher_task(same) is None
+    out = check_teacher_task(dataclasses.replace(same, max_value=same.max_value + 49))
     assert "warning" in out and f"max_value={same.max_value + 49}" in out and f"teacher: {same.max_value}" in out

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcot.generate.format import PromptConfig, extract_gold, split_chain_answer
 from jaxcot.generate.sampling import SamplingConfig, argmax, filter_logits, row_keys, sample, step_keys, token_stats
 from jaxcot.generate.stop import StopPatterns, first_stop, match_suffix, trim_at_stop
+from jaxcot.text.prompts import PromptConfig
 
 N = 4000  # draws per statistical test: 4 sigma of a binomial frequency is <= 0.032
 
@@ -128,28 +128,6 @@ def test_trim_at_stop_finds_the_completing_token():
     assert n == 6 and text == "Step one."
     assert trim_at_stop(range(len(pieces)), decode, ["zzz"]) is None
     assert first_stop("a STOP b END", ["END", "STOP"]) == (2, 6)
-
-
-@pytest.mark.parametrize(
-    "text,chain,answer",
-    [
-        ("2 + 3 = 5.\nThe answer is 5.", "2 + 3 = 5.\n", "The answer is 5."),
-        ("First, The answer is not yet. Then 4. The answer is 4.", "First, The answer is not yet. Then 4. ",
-         "The answer is 4."),
-        ("We add them. So the answer is 18.", "We add them. ", "So the answer is 18."),
-        ("x = 2\nso $\\boxed{2}$.", "x = 2\n", "so $\\boxed{2}$."),
-        ("no marker here", "no marker here", ""),
-    ],
-)
-def test_split_chain_answer(text, chain, answer):
-    c, a = split_chain_answer(text)
-    assert (c, a) == (chain, answer) and c + a == text
-
-
-def test_extract_gold():
-    assert extract_gold("Janet sells 9 eggs.\n#### 1,800") == "1800"
-    assert extract_gold("so it is $\\boxed{\\frac{1}{2}}$.") == "\\frac{1}{2}"
-    assert extract_gold(" 42 ") == "42"
 
 
 def test_prompt_config_needs_question_field():

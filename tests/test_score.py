@@ -7,7 +7,8 @@ import pytest
 
 from jaxcot.data.wordtok import CHATML_TEMPLATE, build_word_tokenizer
 from jaxcot.importance.batching import bucket_length, plan_batches
-from jaxcot.importance.encode import answer_value_span, encode_trace
+from jaxcot.importance.encode import encode_trace
+from jaxcot.text.answers import value_span
 
 CORPUS = [
     "Tom has 3 apples and buys 12 more .", "How many apples now ?", "3 + 12 = 15 , so 15 apples .",
@@ -82,8 +83,8 @@ def test_bad_traces_are_named(word_tok):
     (r"Thus $\boxed{x^{2}+1}$.", None, "x^{2}+1"),
     ("#### 72", "72", "72"),
 ])
-def test_answer_value_span(answer, gold, value):
-    a, b = answer_value_span(answer, gold)
+def test_value_span(answer, gold, value):
+    a, b = value_span(answer, gold)
     assert answer[a:b] == value
     if gold and value == gold:
         assert b == answer.rfind(gold) + len(gold)
@@ -109,7 +110,7 @@ def test_buckets_and_plan():
     plan = plan_batches([5, 40, 20, 18, 100, 7], batch_size=3, dp=2)
     assert [sorted(i) for _, i in plan] == [[4], [1], [2, 3], [0, 5]]  # buckets 128, 64, 32, 16
     assert sorted(i for _, idx in plan for i in idx) == list(range(6))
-    assert [l for l, _ in plan] == sorted([l for l, _ in plan], reverse=True)
+    assert [n for n, _ in plan] == sorted([n for n, _ in plan], reverse=True)
 
 
 def _traces(n):
@@ -135,14 +136,15 @@ def model_dir(tmp_path_factory, word_tok):
 
 
 def test_score_traces_is_batch_invariant(model_dir):
-    from jaxcot.importance.score import score_traces
+    from jaxcot.importance.score import ScoreConfig, score_traces
     from jaxcot.models import load_model, load_tokenizer
     from jaxcot.sharding import make_mesh
 
     tok = load_tokenizer(model_dir)
     traces = _traces(5)
-    alone = score_traces(load_model(model_dir), tok, traces[:1], batch_size=1, progress=False)
-    many = score_traces(load_model(model_dir, mesh=make_mesh()), tok, traces, batch_size=3, progress=False)
+    alone = score_traces(load_model(model_dir), tok, traces[:1], ScoreConfig(batch_size=1), progress=False)
+    many = score_traces(load_model(model_dir, mesh=make_mesh()), tok, traces, ScoreConfig(batch_size=3),
+                        progress=False)
     assert [r["id"] for r in many] == [t["id"] for t in traces]
     a, m = alone[0]["scores"], many[0]["scores"]
     assert m["layer"] == 2 and m["norm"] == "l1" and "".join(m["pieces"]) == traces[0]["chain"]
@@ -161,15 +163,16 @@ def test_cli_scores_resumably_and_probes(model_dir, tmp_path, capsys):
     out = tmp_path / "scored.jsonl"
     # An interrupted run left t0 (with a marker) and a torn line: t0 is kept, the rest redone.
     (tmp_path / "scored.jsonl.partial").write_text(json.dumps({"id": "t0", "marker": 1}) + "\n{\"id\": \"t1\", ")
-    args = ["score", "--model", model_dir, "--traces", str(traces), "--out", str(out), "--only-correct",
+    args = ["score", "--model", model_dir, "--traces", str(traces), "--out", str(out),
             "--batch-size", "2", "--layer", "1", "--layer", "3", "--norm", "l2"]
     assert main(args) == 0
-    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["id"] for r in recs) == ["t0", "t1", "t3"]  # t2 is incorrect
     assert next(r for r in recs if r["id"] == "t0") == {"id": "t0", "marker": 1}
     s = next(r for r in recs if r["id"] == "t1")["scores"]
     assert s["layer"] == [1, 3] and s["norm"] == "l2"
+    assert main(args) == 0 and "is complete (3 records)" in capsys.readouterr().err  # nothing left to do
     assert main(["score", "--model", model_dir, "--traces", str(traces), "--probe", "3"]) == 0
     table = capsys.readouterr().out
-    assert "num_share" in table and len([l for l in table.splitlines() if l.strip()[:1].isdigit()]) == 4
+    assert "num_share" in table and len([row for row in table.splitlines() if row.strip()[:1].isdigit()]) == 4
     assert " 2*" in table

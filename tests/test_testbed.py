@@ -5,9 +5,16 @@ import re
 
 import pytest
 
-from jaxcot.data.testbed import (ESSENTIAL_ROLES, ROLES, SYMBOL, TestbedConfig, build_testbed_tokenizer, chain_stats, char_roles,
-                                 check_roundtrip, equation_oracle, essential_mask, generate, make_problem,
-                                 offsets_from_pieces, token_roles, working_equation_chars)
+from jaxcot.testbed.problems import ESSENTIAL_ROLES, ROLES, SYMBOL, TestbedConfig, generate, make_problem
+from jaxcot.testbed.roles import (
+    char_roles,
+    equation_oracle,
+    essential_mask,
+    offsets_from_pieces,
+    token_roles,
+    working_equation_chars,
+)
+from jaxcot.testbed.tokenizer import build_testbed_tokenizer, chain_stats, check_roundtrip
 
 HARD = TestbedConfig(min_steps=4, max_steps=5, start_range=(2, 50), operand_range=(2, 20), mul_range=(2, 5),
                      max_value=200)

@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from train_helpers import flat, max_diff, model_params, tiny_config
 
 from jaxcot.models import load_hf
 from jaxcot.train import TrainingDiverged, train
 from jaxcot.train.checkpoint import Checkpointer
 from jaxcot.train.step import completion_nll_sum
-from train_helpers import flat, max_diff, model_params, tiny_config
 
 
 def test_prompt_tokens_carry_no_loss():
@@ -97,7 +97,8 @@ def test_lora_keeps_base_and_exports_merged(overfit):
     for k, v in merged.items():
         layer = k.rsplit("/", 1)[0]
         if layer + "/lora_a" in lora:
-            want = base[k].astype(np.float64) + scale * lora[layer + "/lora_a"].astype(np.float64) @ lora[layer + "/lora_b"]
+            delta = lora[layer + "/lora_a"].astype(np.float64) @ lora[layer + "/lora_b"]
+            want = base[k].astype(np.float64) + scale * delta
             np.testing.assert_allclose(v, want, atol=1e-6, err_msg=k)
         else:
             np.testing.assert_array_equal(v, base[k], err_msg=k)

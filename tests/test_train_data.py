@@ -5,13 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from train_helpers import write_examples
 
-from jaxcot.data.sft import (
-    BatchLayout, batch_pipeline, load_examples, materialize, plan_rows, tokenize_examples,
-)
+from jaxcot.data.sft import BatchLayout, batch_pipeline, load_examples, materialize, plan_rows, tokenize_examples
 from jaxcot.data.wordtok import build_word_tokenizer
 from jaxcot.io import DataError
-from train_helpers import write_examples
 
 
 @pytest.fixture(scope="module")

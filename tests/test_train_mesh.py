@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import pytest
 import safetensors.numpy
+from train_helpers import max_diff, model_params, tiny_config
 
 from jaxcot.config import to_dict
 from jaxcot.models.params import hf_state_dict
 from jaxcot.train import train
-from train_helpers import max_diff, model_params, tiny_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMMON = dict(n_examples=24, max_steps=3, batch_size=8, grad_accum=2, data=dict(packing=True),
@@ -79,7 +79,8 @@ def test_two_processes_equal_one(reference):
         assert '"status": "finished", "step": 3' in out, out[-3000:]
     # the checkpoint was written jointly: one grain iterator state per process
     data_dir = os.path.join(cfg.output_dir, "checkpoints", "3", "data")
-    assert sorted(f for f in os.listdir(data_dir) if f.endswith(".json")) == ["process_0-of-2.json", "process_1-of-2.json"]
+    states_on_disk = sorted(f for f in os.listdir(data_dir) if f.endswith(".json"))
+    assert states_on_disk == ["process_0-of-2.json", "process_1-of-2.json"]
     states = [json.load(open(os.path.join(data_dir, f"process_{i}-of-2.json"))) for i in range(2)]
     assert states[0] == states[1] == {"next_index": 3}
 

@@ -12,11 +12,11 @@ import time
 import pytest
 import yaml
 from flax import nnx
+from train_helpers import flat, max_diff, tiny_config
 
 from jaxcot.config import to_dict
 from jaxcot.train import train
 from jaxcot.train.checkpoint import Checkpointer
-from train_helpers import flat, max_diff, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 60

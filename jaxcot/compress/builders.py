@@ -13,43 +13,17 @@ TokenSkip with gamma 1.0 is the original chain with no marker in the prompt.
 
 from __future__ import annotations
 
-import math
-import re
 import zlib
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from jaxcot.text.grading import Grader, grade_gsm8k
+
 DEFAULT_GAMMAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 TOKENSKIP_TEMPLATE = "{question}{eot}{gamma}{eot}"
 
-_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-
-
-def _last_number(text: str) -> float | None:
-    found = _NUM.findall(text)
-    if not found:
-        return None
-    try:
-        return float(found[-1].replace(",", ""))
-    except ValueError:
-        return None
-
-
-def default_grader(answer: str, gold: str) -> bool:
-    """Numeric when both sides hold a number (last number of each, commas ignored, |diff| <= 1e-6
-    relative); otherwise, case- and whitespace-insensitively without a final period, the answer
-    equals the gold or ends with it as whole words ("The answer is blue." matches "Blue").
-    Pass a benchmark's own grader (e.g. a MATH `\\boxed{}` grader) as `grader=` for anything else."""
-    a, g = _last_number(answer), _last_number(gold)
-    if a is not None and g is not None:
-        return math.isclose(a, g, rel_tol=1e-6, abs_tol=1e-9)
-    norm = lambda s: " ".join(s.strip().lower().rstrip(".").split())  # noqa: E731
-    a, g = norm(answer), norm(gold)
-    return bool(g) and (a == g or a.endswith(" " + g))
-
-
-def is_correct(record: dict, grader: Callable[[str, str], bool] = default_grader) -> bool | None:
+def is_correct(record: dict, grader: Grader = grade_gsm8k) -> bool | None:
     """The record's `correct` field when present, else grader(answer, gold) when `gold` is present,
     else None (unverifiable)."""
     if "correct" in record and record["correct"] is not None:
@@ -60,7 +34,7 @@ def is_correct(record: dict, grader: Callable[[str, str], bool] = default_grader
 
 
 def select_correct(
-    records: Iterable[dict], *, grader: Callable[[str, str], bool] = default_grader, unverified: str = "drop"
+    records: Iterable[dict], *, grader: Grader = grade_gsm8k, unverified: str = "drop"
 ) -> tuple[list[dict], dict]:
     """Keep only correct traces. unverified="drop" (default) or "keep" decides traces with neither
     `correct` nor `gold`. Returns (kept records, counts {"incorrect": n, "unverified": n,
@@ -101,7 +75,8 @@ def format_gamma(gamma: float) -> str:
     return format(float(gamma), "g")
 
 
-def tokenskip_prompt(question: str, gamma: float, *, eot: str = "<|im_end|>", template: str = TOKENSKIP_TEMPLATE) -> str:
+def tokenskip_prompt(question: str, gamma: float, *, eot: str = "<|im_end|>",
+                     template: str = TOKENSKIP_TEMPLATE) -> str:
     """`question<eot>gamma<eot>`; gamma 1.0 (uncompressed) gives the bare question."""
     if gamma >= 1.0:
         return question
@@ -173,7 +148,8 @@ def length_filter(
     tokens (`kept`). Returns (kept examples, {"too_long": n, "too_long_chain": n, "max_seen": n}).
     """
     if max_tokens is not None and count_tokens is None:
-        raise ValueError("max_tokens needs count_tokens (a tokenizer); use max_chain_tokens to bound chain tokens alone")
+        raise ValueError("max_tokens needs count_tokens (a tokenizer); use max_chain_tokens to bound chain tokens "
+                         "alone")
     out, counts = [], {"too_long": 0, "too_long_chain": 0, "max_seen": 0}
     for ex in examples:
         if max_chain_tokens is not None and ex["kept"] > max_chain_tokens:

@@ -1,4 +1,5 @@
-"""`jaxcot compress`: scored traces -> a compressed SFT set (JSONL), a summary JSON and a table.
+"""`jaxcot compress`: scored traces -> a compressed SFT set (JSONL), a summary JSON and a table
+(`write_compressed`).
 
     jaxcot compress --scored scored.jsonl --method gogi-ads --out sets/gogi.jsonl beta=0.2 n_max=8
     jaxcot compress --scored scored.jsonl --method tokenskip "gammas=[0.5, 0.7, 1.0]"
@@ -12,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 
-from jaxcot.compress.pipeline import METHODS, CompressConfig, compress_records, format_table
+from jaxcot.compress.pipeline import METHODS, CompressConfig, format_table, summary_path, write_compressed
 from jaxcot.config import load_config
-from jaxcot.io import atomic_write_json, atomic_write_jsonl, iter_jsonl
+from jaxcot.io import iter_jsonl
 
 
 def _default_out(scored: str, method: str) -> str:
@@ -25,21 +25,18 @@ def _default_out(scored: str, method: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(CompressConfig, args.config, list(args.overrides))
-    flags = {k: getattr(args, k) for k in ("gamma", "kappa", "seed", "format", "eot", "max_tokens", "tokenizer", "grader")}
+    cfg = load_config(CompressConfig, args.config, list(args.overrides) + [f"method={args.method}"])
+    flags = {k: getattr(args, k)
+             for k in ("gamma", "kappa", "seed", "format", "eot", "max_tokens", "tokenizer", "grader")}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     lines, records = [], []
     for lineno, rec in iter_jsonl(args.scored):
         lines.append(f"{args.scored}:{lineno}")
         records.append(rec)
-    out = compress_records(records, args.method, config=cfg, wheres=lines)
     path = args.out or _default_out(args.scored, args.method)
-    summary_path = args.summary or (path[: -len(".jsonl")] if path.endswith(".jsonl") else path) + ".summary.json"
-    atomic_write_jsonl(path, out.examples)
-    summary = dict(out.summary, scored=os.path.abspath(args.scored), out=os.path.abspath(path))
-    atomic_write_json(summary_path, summary)
+    out = write_compressed(records, path, cfg, wheres=lines)
     print(format_table(out.summary))
-    print(f"\nwrote {len(out.examples)} examples to {path}\nsummary: {summary_path}")
+    print(f"\nwrote {len(out.examples)} examples to {path}\nsummary: {summary_path(path)}")
     return 0
 
 
@@ -48,16 +45,17 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scored", required=True, help="scored records (JSONL, from `jaxcot score`)")
     p.add_argument("--method", required=True, choices=sorted(METHODS))
-    p.add_argument("--out", help="output JSONL (default: <scored>.<method>.jsonl)")
-    p.add_argument("--summary", help="summary JSON (default: <out>.summary.json)")
+    p.add_argument("--out", help="output JSONL (default: <scored>.<method>.jsonl); the summary goes beside it")
     p.add_argument("--config", help="YAML file of CompressConfig fields")
     p.add_argument("--gamma", type=float, help="retention (TokenSkip format without it draws from `gammas`)")
     p.add_argument("--kappa", type=float, help="fraction of steps replaced (step-entropy)")
     p.add_argument("--seed", type=int)
     p.add_argument("--format", choices=("plain", "tokenskip"))
     p.add_argument("--eot", help="end-of-turn marker for the TokenSkip prompt (default <|im_end|>)")
-    p.add_argument("--max-tokens", dest="max_tokens", type=int, help="drop examples longer than this (needs --tokenizer)")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int,
+                   help="drop examples longer than this (needs --tokenizer)")
     p.add_argument("--tokenizer", help="local HF tokenizer folder used by --max-tokens")
-    p.add_argument("--grader", help="module:function (answer, gold) -> bool for traces without `correct`")
+    p.add_argument("--grader",
+                   help="gsm8k, math or module:function (answer, gold) -> bool for traces without `correct`")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any CompressConfig field")
     p.set_defaults(func=run)

@@ -1,4 +1,7 @@
-"""Scored records -> compressed SFT examples plus statistics: the Python API behind `jaxcot compress`.
+"""The compress stage: scored records -> a compressed SFT set plus statistics.
+
+`write_compressed` is the stage (`jaxcot compress` and `jaxcot run` call it); `compress_records`
+does the work in memory:
 
     from jaxcot.compress import compress_records
     out = compress_records(records, "gogi-ads", gamma=0.5, beta=0.2)
@@ -10,6 +13,7 @@ Methods (importance source = a field of the record's `scores`, or "random"):
 
 | method        | rule   | importance | prompt format |
 |---------------|--------|------------|---------------|
+| original      | none   | -          | plain         |
 | gogi-ads      | ADS    | gogi       | plain         |
 | gogi-static   | static | gogi       | plain         |
 | tokenskip     | static | self_info  | tokenskip     |
@@ -24,7 +28,6 @@ Methods (importance source = a field of the record's `scores`, or "random"):
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from typing import Any, Callable, Sequence
 
@@ -34,9 +37,11 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxcot.compress import builders, rebuild, rules
-from jaxcot.io import DataError
+from jaxcot.io import DataError, atomic_write_json, atomic_write_jsonl
+from jaxcot.text.grading import get_grader
 
 METHODS = {
+    "original": ("none", None, "plain"),  # the uncompressed chains: the control's training set
     "gogi-ads": ("ads", "gogi", "plain"),
     "gogi-static": ("static", "gogi", "plain"),
     "tokenskip": ("static", "self_info", "tokenskip"),
@@ -46,13 +51,14 @@ METHODS = {
     "oracle": ("static", "oracle", "plain"),  # testbed only: keep the working equations first
     "oracle-ads": ("ads", "oracle", "plain"),  # testbed only: GoGI-Skip's rule with the ground truth
 }
+RULES = ("ads", "static", "step", "none")
 DEFAULT_GAMMA = 0.55
 UNITS = ("token", "number", "expression")
 
 
 @dataclasses.dataclass
 class CompressConfig:
-    """Every knob of `jaxcot compress` (defaults from METHOD.md)."""
+    """Every knob of `jaxcot compress` (defaults: docs/method.md)."""
 
     method: str = "gogi-ads"
     rule: str | None = None  # ads | static | step; None: the method's
@@ -64,7 +70,7 @@ class CompressConfig:
     gamma_min: float = 0.2
     gamma_max: float = 0.95
     eps: float = 1e-6
-    zscore: str = "trace"  # trace (METHOD.md) | fixed: z from zscore_mean/std, a token's own entropy only
+    zscore: str = "trace"  # trace (docs/method.md) | fixed: z from zscore_mean/std, a token's own entropy only
     zscore_mean: float | None = None  # None: mean entropy over all chain tokens compressed
     zscore_std: float | None = None
     trace_beta: float = 0.0  # trace-level shift: gamma += trace_beta * z(trace mean entropy vs dataset)
@@ -106,7 +112,7 @@ class CompressConfig:
     answer_sep: str = ""
     only_correct: bool = True
     unverified: str = "drop"  # drop | keep traces with neither `correct` nor `gold`
-    grader: str | None = None  # "module:function" (answer, gold) -> bool; None: numeric/string default
+    grader: str | None = None  # gsm8k | math | "module:function" (answer, gold) -> bool; None: gsm8k
     max_tokens: int | None = None  # prompt + completion tokens under `tokenizer`
     max_chain_tokens: int | None = None  # compressed chain tokens
     tokenizer: str | None = None  # local HF tokenizer folder for max_tokens
@@ -121,8 +127,8 @@ class CompressConfig:
             raise ValueError(f"units must be one of {UNITS}, got {self.units!r}")
         if self.unit_score not in rebuild.UNIT_SCORES:
             raise ValueError(f"unit_score must be one of {rebuild.UNIT_SCORES}, got {self.unit_score!r}")
-        if rule not in ("ads", "static", "step"):
-            raise ValueError(f"rule must be ads, static or step, got {rule!r}")
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         if fmt not in ("plain", "tokenskip"):
             raise ValueError(f"format must be plain or tokenskip, got {fmt!r}")
         return rule, imp, fmt
@@ -163,16 +169,6 @@ def check_knobs(knobs: dict, where: str = "") -> None:
         raise ValueError(f"{where}unknown knob(s) {unknown}; known: {known}")
 
 
-def load_grader(spec: str | None) -> Callable[[str, str], bool]:
-    """"package.module:function" -> the function; None -> builders.default_grader."""
-    if spec is None:
-        return builders.default_grader
-    if ":" not in spec:
-        raise ValueError(f"grader must be 'module:function', got {spec!r}")
-    mod, name = spec.split(":", 1)
-    return getattr(importlib.import_module(mod), name)
-
-
 def validate_record(rec: dict, where: str, needed: Sequence[str]) -> None:
     """Raise DataError naming `where` unless rec is a usable scored record."""
     for key in ("id", "question", "chain", "answer", "scores"):
@@ -191,7 +187,8 @@ def validate_record(rec: dict, where: str, needed: Sequence[str]) -> None:
         if arr.shape != (len(pieces),):
             raise DataError(f"{where}: scores.{key} has shape {arr.shape}, pieces has {len(pieces)} entries")
         if not np.all(np.isfinite(arr)):
-            raise DataError(f"{where}: scores.{key} holds a non-finite value at token {int(np.argmin(np.isfinite(arr)))}")
+            raise DataError(f"{where}: scores.{key} holds a non-finite value at token "
+                            f"{int(np.argmin(np.isfinite(arr)))}")
         if key == "entropy" and np.any(arr < -1e-4):
             raise DataError(f"{where}: scores.entropy is negative at token {int(np.argmin(arr))}")
 
@@ -224,6 +221,8 @@ def _log_vocab(rec: dict, cfg: CompressConfig, where: str) -> float:
 def _trace_gammas(records, cfg: CompressConfig, fmt: str, rule: str) -> list[float | None]:
     if rule == "step":
         return [None] * len(records)
+    if rule == "none":
+        return [1.0] * len(records)
     if cfg.gamma is None and fmt == "tokenskip":
         return [builders.draw_gamma(r["id"], cfg.gammas, cfg.seed) for r in records]
     g = DEFAULT_GAMMA if cfg.gamma is None else float(cfg.gamma)
@@ -256,7 +255,8 @@ def _prepare_batches(records, wheres, cfg: CompressConfig, rule: str, importance
         batch["valid"] = _pad([np.ones(lengths[i], bool) for i in idx], b, c, bool, False)
         batch["protect"] = np.zeros((b, c), bool)
         if cfg.protect_trailing_ws:
-            batch["protect"] = _pad([rebuild.trailing_whitespace_mask(r["scores"]["pieces"]) for r in recs], b, c, bool, False)
+            trailing = [rebuild.trailing_whitespace_mask(r["scores"]["pieces"]) for r in recs]
+            batch["protect"] = _pad(trailing, b, c, bool, False)
         if importance == "random":
             crc = np.array([builders.stable_seed(0, r["id"])[1] for r in recs] + [0] * (b - len(idx)), np.uint32)
             keys = jax.vmap(lambda d: jax.random.fold_in(base, d))(jnp.asarray(crc))
@@ -278,7 +278,8 @@ def _prepare_batches(records, wheres, cfg: CompressConfig, rule: str, importance
     return out
 
 
-def _apply_token_rule(batches, n: int, cfg: CompressConfig, rule: str, offset: float, z, progress=True) -> list[np.ndarray]:
+def _apply_token_rule(batches, n: int, cfg: CompressConfig, rule: str, offset: float, z,
+                     progress=True) -> list[np.ndarray]:
     """Keep masks [C_i] per record for gamma shifted by `offset`."""
     masks: list = [None] * n
     for bt in tqdm(batches, desc=f"compress ({rule})", unit="batch", disable=not progress or len(batches) < 4):
@@ -298,7 +299,8 @@ def _apply_token_rule(batches, n: int, cfg: CompressConfig, rule: str, offset: f
     return masks
 
 
-def _token_rule(records, wheres, cfg: CompressConfig, rule: str, importance: str, gammas) -> tuple[list[np.ndarray], dict]:
+def _token_rule(records, wheres, cfg: CompressConfig, rule: str, importance: str,
+                gammas) -> tuple[list[np.ndarray], dict]:
     """Keep masks [C_i] for the token rules (ads, static), batched by length, and calibration info.
 
     With `calibrate` (ADS only), a common offset added to every trace's gamma is found by bisection
@@ -329,7 +331,8 @@ def _token_rule(records, wheres, cfg: CompressConfig, rule: str, importance: str
             if abs(r - target) < abs(best[2] - target):
                 best = (mid, ms, r)
             lo, hi = (lo, mid) if r > target else (mid, hi)
-        info = {"gamma_offset": best[0], "uncalibrated_ratio": ratio(masks), "calibrated_ratio": best[2], "target": target}
+        info = {"gamma_offset": best[0], "uncalibrated_ratio": ratio(masks), "calibrated_ratio": best[2],
+                "target": target}
         masks = best[1]
     return masks, info
 
@@ -357,6 +360,39 @@ def _step_rule(records, cfg: CompressConfig) -> list[tuple[np.ndarray, list, np.
     return out
 
 
+def _correct_only(records, wheres, grader, unverified: str) -> tuple[list[dict], list[str], dict[str, int]]:
+    """The correct records, their labels, and the counts of those left out."""
+    keep_idx, counts = [], {"incorrect": 0, "unverified": 0, "unverified_kept": 0}
+    for i, rec in enumerate(records):
+        sel, c = builders.select_correct([rec], grader=grader, unverified=unverified)
+        for k, v in c.items():
+            counts[k] += v
+        if sel:
+            keep_idx.append(i)
+    return [records[i] for i in keep_idx], [wheres[i] for i in keep_idx], counts
+
+
+def _compress_all(records, wheres, cfg: CompressConfig, rule: str, importance, gammas) -> tuple[list[Compressed], dict]:
+    """Every record compressed by `rule`, and the calibration info (ADS with `calibrate`)."""
+    details: list[Compressed] = []
+    calib: dict = {}
+    if rule == "step":
+        for rec, g, (ids, steps, prune) in zip(records, gammas, _step_rule(records, cfg)):
+            text = rebuild.rebuild_steps(rec["chain"], steps, prune, marker=cfg.skip_marker)
+            keep = ~prune[ids] if len(ids) else np.zeros(0, bool)
+            details.append(Compressed(str(rec["id"]), keep, text, g, prune))
+    elif rule == "none":
+        for rec, g in zip(records, gammas):
+            keep = np.ones(len(rec["scores"]["pieces"]), bool)
+            details.append(Compressed(str(rec["id"]), keep, rebuild.rebuild_tokens(rec["scores"]["pieces"], keep), g))
+    else:
+        masks, calib = _token_rule(records, wheres, cfg, rule, importance, gammas) if records else ([], {})
+        for rec, g, keep in zip(records, gammas, masks):
+            text = rebuild.rebuild_tokens(rec["scores"]["pieces"], keep, collapse_spaces=cfg.collapse_spaces)
+            details.append(Compressed(str(rec["id"]), keep, text, g))
+    return details, calib
+
+
 def compress_records(
     records: Sequence[dict],
     method: str = "gogi-ads",
@@ -378,7 +414,7 @@ def compress_records(
     cfg = dataclasses.replace(config or CompressConfig(), method=method, **knobs)
     rule, importance, fmt = cfg.resolved()
     wheres = list(wheres) if wheres is not None else [f"record {i}" for i in range(len(records))]
-    needed = ["entropy"] if rule == "step" else ([] if importance == "random" else [importance])
+    needed = ["entropy"] if rule == "step" else ([] if importance in ("random", None) else [importance])
     if rule == "ads":
         needed = sorted(set(needed) | {"entropy"})
     for rec, where in zip(records, wheres):
@@ -387,31 +423,8 @@ def compress_records(
     n_in = len(records)
     filtered: dict[str, int] = {}
     if cfg.only_correct:
-        keep_idx, counts = [], {"incorrect": 0, "unverified": 0, "unverified_kept": 0}
-        g = grader or load_grader(cfg.grader)
-        for i, rec in enumerate(records):
-            sel, c = builders.select_correct([rec], grader=g, unverified=cfg.unverified)
-            for k, v in c.items():
-                counts[k] += v
-            if sel:
-                keep_idx.append(i)
-        filtered.update(counts)
-        records = [records[i] for i in keep_idx]
-        wheres = [wheres[i] for i in keep_idx]
-
-    gammas = _trace_gammas(records, cfg, fmt, rule)
-    details: list[Compressed] = []
-    calib: dict = {}
-    if rule == "step":
-        for rec, g, (ids, steps, prune) in zip(records, gammas, _step_rule(records, cfg)):
-            text = rebuild.rebuild_steps(rec["chain"], steps, prune, marker=cfg.skip_marker)
-            keep = ~prune[ids] if len(ids) else np.zeros(0, bool)
-            details.append(Compressed(str(rec["id"]), keep, text, g, prune))
-    else:
-        masks, calib = _token_rule(records, wheres, cfg, rule, importance, gammas) if records else ([], {})
-        for rec, g, keep in zip(records, gammas, masks):
-            text = rebuild.rebuild_tokens(rec["scores"]["pieces"], keep, collapse_spaces=cfg.collapse_spaces)
-            details.append(Compressed(str(rec["id"]), keep, text, g))
+        records, wheres, filtered = _correct_only(records, wheres, grader or get_grader(cfg.grader), cfg.unverified)
+    details, calib = _compress_all(records, wheres, cfg, rule, importance, _trace_gammas(records, cfg, fmt, rule))
 
     examples = [
         builders.make_example(
@@ -440,6 +453,22 @@ def compress_records(
     if calib:
         summary["calibration"] = calib
     return CompressOutput(examples, summary, details)
+
+
+def summary_path(out: str) -> str:
+    """Where a set's summary goes: `<out without .jsonl>.summary.json`."""
+    return (out[: -len(".jsonl")] if out.endswith(".jsonl") else out) + ".summary.json"
+
+
+def write_compressed(records: Sequence[dict], out: str, cfg: CompressConfig, *,
+                     grader: Callable[[str, str], bool] | None = None, wheres: Sequence[str] | None = None,
+                     count_tokens: Callable[[dict], int] | None = None) -> CompressOutput:
+    """The compress stage: `compress_records` by `cfg`, the SFT examples written to `out` and the
+    summary beside it (`summary_path`), both atomically; returns the `CompressOutput`."""
+    res = compress_records(records, cfg.method, config=cfg, grader=grader, wheres=wheres, count_tokens=count_tokens)
+    atomic_write_jsonl(out, res.examples)
+    atomic_write_json(summary_path(out), res.summary)
+    return res
 
 
 def _dist(x: np.ndarray) -> dict:
@@ -500,7 +529,8 @@ def format_table(summary: dict) -> str:
         f"method {summary['method']} (rule {summary['rule']}, importance {summary['importance']}, "
         f"format {summary['format']}): {summary['records_in']} records in, {summary['compressed']} compressed, "
         f"{summary['written']} written",
-        "filtered: " + ", ".join(f"{k} {v}" for k, v in summary["filtered"].items()) if summary["filtered"] else "filtered: none",
+        ("filtered: " + ", ".join(f"{k} {v}" for k, v in summary["filtered"].items())
+         if summary["filtered"] else "filtered: none"),
         f"retained ratio: mean {f(r['mean'])}  std {f(r['std'])}  min {f(r['min'])}  p10 {f(r['p10'])}  "
         f"median {f(r['median'])}  p90 {f(r['p90'])}  max {f(r['max'])}",
         f"chain tokens: before {tb['total']} (mean {f(tb['mean'], 1)}), after {ta['total']} (mean {f(ta['mean'], 1)})",
@@ -512,5 +542,6 @@ def format_table(summary: dict) -> str:
     lines += ["", f"{'kind':<12}{'tokens':>9}{'dropped':>9}{'retention':>11}{'% of drops':>12}"]
     for kind, v in summary["dropped_kinds"].items():
         if v["total"]:
-            lines.append(f"{kind:<12}{v['total']:>9}{v['dropped']:>9}{f(v['retention']):>11}{100 * v['share_of_dropped']:>11.1f}%")
+            lines.append(f"{kind:<12}{v['total']:>9}{v['dropped']:>9}{f(v['retention']):>11}"
+                         f"{100 * v['share_of_dropped']:>11.1f}%")
     return "\n".join(lines)

@@ -4,7 +4,7 @@ Every function works on a batch of traces padded to a common length: `[B, C]` ar
 boolean `valid[B, C]` mask (True on the trace's chain tokens C, False on padding). Scores must be
 finite on valid positions (the caller checks). Per-trace knobs (`gamma`) may be scalars or `[B]`.
 
-Definitions fixed here (METHOD.md leaves them open):
+Definitions fixed here (docs/method.md, ADS and baselines, marks them as ours):
 
 - Percentile rank (ADS): the textbook mid-rank, `r_t = (#{s_j < s_t} + 0.5 * #{s_j = s_t}) / n`
   over the trace's n chain tokens. With distinct scores and a constant rate gamma, the ADS rule
@@ -22,13 +22,12 @@ Definitions fixed here (METHOD.md leaves them open):
 - Monotonicity: with a fixed z normalisation (`z_mean`, `z_std`), raising the entropy of a region
   never lowers the number of its tokens kept (gamma_t rises pointwise, N_t falls pointwise from the
   region on, and the greedy N-constraint keeps at least as many tokens in every prefix). With
-  METHOD.md's per-trace z-score the region's mean z never falls, but the trace's mean and std move
-  too, so one token can slip across the threshold: measured on random traces, the region loses one
-  token in under 1% of cases and gains on average.
+  the per-trace z-score (docs/method.md, ADS) the region's mean z never falls, but the trace's mean and std move
+  too, so one token can slip across the threshold; on random traces the region rarely loses one
+  and gains on average (tests/test_compress_rules.py).
 - The N-constraint only adds tokens, so with beta = 0 the mean retention is gamma without it and
-  above gamma with it, by how much depending on how clustered low importance is (measured: +0.004
-  for independent scores at H/log|V| ~ 0.2, +0.06 to +0.08 for scores in runs of 8). The pipeline's
-  `calibrate` option shifts gamma to compensate.
+  above gamma with it, the more so the more clustered low importance is. The `calibrate` option
+  shifts gamma to compensate.
 """
 
 from __future__ import annotations
@@ -114,7 +113,8 @@ def entropy_zscore(entropy: jax.Array, valid: jax.Array, eps=1e-6) -> jax.Array:
 
 
 @jax.jit
-def token_rates(entropy, valid, gamma, beta=0.15, gamma_min=0.2, gamma_max=0.95, eps=1e-6, z_mean=None, z_std=None) -> jax.Array:
+def token_rates(entropy, valid, gamma, beta=0.15, gamma_min=0.2, gamma_max=0.95, eps=1e-6, z_mean=None,
+                z_std=None) -> jax.Array:
     """Entropy-driven rate: gamma_t = clip(gamma + beta * z_t, gamma_min, gamma_max).
 
     entropy [B, C], valid [B, C] bool, gamma scalar or [B] (per-trace base rate, already including
@@ -203,7 +203,7 @@ def ads_keep(
     scores [B, C] importance (GoGI or another source), entropy [B, C] nats, valid [B, C] bool,
     protect [B, C] bool (always kept, and not candidates: ranks and z-scores are taken over
     valid & ~protect), log_vocab scalar or [B], gamma scalar or [B]; z_mean/z_std: fixed entropy
-    statistics for the z-score (see `token_rates`), None for the per-trace z-score of METHOD.md.
+    statistics for the z-score (see `token_rates`), None for the per-trace z-score (docs/method.md, ADS).
     A candidate is wanted when its percentile rank is >= 1 - gamma_t; the N-constraint then keeps
     tokens that would extend a run of drops past N_t (skipped when anc=False); protected tokens
     end a run of drops like any kept token.
@@ -218,7 +218,8 @@ def ads_keep(
 
 
 @partial(jax.jit, static_argnames=("num_steps", "agg"))
-def step_scores(entropy: jax.Array, step_ids: jax.Array, valid: jax.Array, *, num_steps: int, agg: str = "sum") -> jax.Array:
+def step_scores(entropy: jax.Array, step_ids: jax.Array, valid: jax.Array, *, num_steps: int,
+                agg: str = "sum") -> jax.Array:
     """Step entropy: sum (or mean) of H_t over each step's tokens.
 
     entropy [B, C], step_ids [B, C] int (0..num_steps-1 on valid slots), valid [B, C] bool
@@ -232,7 +233,8 @@ def step_scores(entropy: jax.Array, step_ids: jax.Array, valid: jax.Array, *, nu
     if agg == "sum":
         return total
     if agg == "mean":
-        count = jax.ops.segment_sum(valid.reshape(-1).astype(jnp.float32), ids.reshape(-1), num_segments=b * num_steps + 1)
+        count = jax.ops.segment_sum(valid.reshape(-1).astype(jnp.float32), ids.reshape(-1),
+                                    num_segments=b * num_steps + 1)
         return total / jnp.maximum(count[:-1].reshape(b, num_steps), 1.0)
     raise ValueError(f"agg must be 'sum' or 'mean', got {agg!r}")
 

@@ -19,8 +19,8 @@ import os
 import re
 from typing import Callable, Iterable, Iterator
 
-from jaxcot.eval.grading import last_boxed
 from jaxcot.io import DataError, iter_jsonl
+from jaxcot.text.answers import last_boxed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -123,7 +123,8 @@ def load_examples(
             raise DataError(f"{path} (split {split!r}): no column {missing[0]!r}; columns: {ds.column_names}")
         for i, rec in enumerate(ds):
             if rec[completion_field] is None or rec[prompt_field] is None:
-                raise DataError(f"{path} (split {split!r}) record {i}: field {completion_field!r} or {prompt_field!r} is null")
+                raise DataError(f"{path} (split {split!r}) record {i}: field {completion_field!r} or "
+                                f"{prompt_field!r} is null")
             out.append(_check_record(rec, f"{path} (split {split!r}) record {i}", *fields))
             if limit is not None and len(out) >= limit:
                 break

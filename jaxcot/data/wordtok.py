@@ -59,7 +59,8 @@ def build_word_tokenizer(
     for text in texts:
         counts.update(piece for piece, _ in pre.pre_tokenize_str(text))
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    for piece in ["\n", "system", "user", "assistant"] + list(extra_tokens) + sorted(p for p, c in counts.items() if c >= min_count):
+    seen = sorted(p for p, c in counts.items() if c >= min_count)
+    for piece in ["\n", "system", "user", "assistant"] + list(extra_tokens) + seen:
         vocab.setdefault(piece, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre

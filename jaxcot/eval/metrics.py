@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Sequence
 
 import numpy as np
 
-# The final answer marker: "The answer is", "####", or a \boxed{...} answer.
-ANSWER_MARKER = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is|####|\\boxed)", re.IGNORECASE)
+from jaxcot.text.answers import split_answer
 
 
 def accuracy(correct: Sequence[bool]) -> float:
@@ -17,20 +15,10 @@ def accuracy(correct: Sequence[bool]) -> float:
     return float(arr.mean()) if arr.size else float("nan")
 
 
-def split_at_answer(completion: str, marker: re.Pattern = ANSWER_MARKER) -> tuple[str, str]:
-    """(chain, answer): the text before the last answer marker and the rest. Without a marker the
-    whole completion is chain (a run-on chain counts fully)."""
-    last = None
-    for m in marker.finditer(completion):
-        last = m
-    if last is None:
-        return completion, ""
-    return completion[:last.start()], completion[last.start():]
-
-
-def cot_tokens(completion: str, count_tokens: Callable[[str], int], marker: re.Pattern = ANSWER_MARKER) -> int:
-    """Tokens before the final answer marker, counted by `count_tokens(text) -> int`."""
-    chain, _ = split_at_answer(completion, marker)
+def cot_tokens(completion: str, count_tokens: Callable[[str], int]) -> int:
+    """Tokens of the chain, the text before the answer (`jaxcot.text.answers.split_answer`),
+    counted by `count_tokens(text) -> int`; 0 for a completion that is all answer."""
+    chain, _ = split_answer(completion)
     return int(count_tokens(chain.rstrip())) if chain.strip() else 0
 
 

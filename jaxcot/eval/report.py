@@ -31,13 +31,39 @@ class MethodResult:
     retained: float | None = None  # mean retained share of chain tokens in its training set
 
 
+def method_rows(evals: dict[str, dict], base: str, benchmark: str,
+                summaries: dict[str, dict] | None = None) -> list[MethodResult]:
+    """Table rows from eval results ({name: evaluate_student's dict with latency_s}), ActRatio and
+    speedup against the row `base`; `summaries` ({name: compress summary}) adds each row's
+    training examples and retained share."""
+    from jaxcot.eval.metrics import act_ratio, speedup
+
+    summaries = summaries or {}
+    ref = evals[base]
+    rows = []
+    for name, r in evals.items():
+        s = summaries.get(name)
+        rows.append(MethodResult(
+            method=name, benchmark=benchmark, n=r["n"], accuracy=r["accuracy"], mean_cot_tokens=r["mean_cot_tokens"],
+            # an untrained control may write no chain at all
+            act_ratio=(act_ratio(r["mean_cot_tokens"], ref["mean_cot_tokens"]) if ref["mean_cot_tokens"] > 0
+                       else float("nan")),
+            latency_s=r["latency_s"], throughput_tok_s=r["throughput_tok_s"],
+            speedup=speedup(ref["latency_s"], r["latency_s"]),
+            train_examples=None if s is None else s.get("written"),
+            retained=None if s is None else float(s["retained_ratio"]["mean"]),
+        ))
+    return rows
+
+
 def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
 def markdown_table(rows: Sequence[MethodResult]) -> str:
     head = (
-        "| method | n | accuracy | CoT tokens | ActRatio | latency (s, b=1) | throughput (tok/s) | speedup | train retained |\n"
+        "| method | n | accuracy | CoT tokens | ActRatio | latency (s, b=1) | throughput (tok/s) | speedup "
+        "| train retained |\n"
         "|---|---|---|---|---|---|---|---|---|\n"
     )
     body = "".join(
@@ -60,15 +86,14 @@ def importance_table(auc: dict[str, dict[str, float]]) -> str:
 
 def plot_accuracy_vs_tokens(rows: Sequence[MethodResult], path: str | os.PathLike, title: str = "") -> None:
     """One point per method: mean CoT tokens (x) against accuracy (y), the paper's figure 1."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    fig = Figure(figsize=(6, 4.2), dpi=120)
+    ax = fig.subplots()
     for r in rows:
         ax.scatter(r.mean_cot_tokens, 100 * r.accuracy, s=60)
-        ax.annotate(r.method, (r.mean_cot_tokens, 100 * r.accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(r.method, (r.mean_cot_tokens, 100 * r.accuracy), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
     ax.set_xlabel("mean CoT tokens")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title or "accuracy vs chain length")
@@ -76,7 +101,6 @@ def plot_accuracy_vs_tokens(rows: Sequence[MethodResult], path: str | os.PathLik
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
-    plt.close(fig)
 
 
 def write_report(

@@ -15,11 +15,11 @@ from typing import Callable, Sequence
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxcot.generate.format import PromptConfig, prompt_ids
 from jaxcot.generate.sampler import EOS, FINISH_REASONS, DecodeSpec, Sampler
 from jaxcot.generate.sampling import SamplingConfig
 from jaxcot.generate.stop import StopPatterns, stop_patterns, trim_at_stop
 from jaxcot.models.decoder import Decoder
+from jaxcot.text.prompts import PromptConfig, prompt_ids
 
 
 @dataclasses.dataclass
@@ -174,10 +174,10 @@ class Generator:
 class ProgressBar:
     """tqdm over records with generated tokens/s in the postfix."""
 
-    def __init__(self, total: int, initial: int = 0, desc: str = "generate"):
-        from tqdm import tqdm
+    def __init__(self, total: int, initial: int = 0, desc: str = "generate", enabled: bool = True):
+        from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="rec", dynamic_ncols=True)
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="rec", dynamic_ncols=True, disable=not enabled)
         self.start = time.perf_counter()
         self.tokens = 0
 

@@ -9,8 +9,8 @@ Prompts are left-padded, so every row's last prompt token sits in slot T - 1 and
 in lockstep into slots T, T+1, ...; the decoder derives each row's RoPE positions from its own
 count of valid slots. The loop state (`DecodeState`, holding the `KVCache`) is an explicit pytree
 sharded over the batch axes, updated in place by the loop. `Sampler` runs prefill and decode as
-one compiled program that returns only what the host reads (`make_generate`): a second program
-launch and the cache's hand-over cost about 0.5 ms a call (batch 1, the testbed's teacher).
+one compiled program that returns only what the host reads (`make_generate`), sparing a second
+program launch and the cache's hand-over, a fixed cost of every batch-1 call.
 
 Prompts of mixed lengths are prefilled *packed* (`plan_packing`): each device's rows are laid end
 to end in M rows of P slots, attending within their own prompt only, and the keys and values are
@@ -110,7 +110,8 @@ def advance(state: DecodeState, logits: Array, spec: DecodeSpec) -> DecodeState:
     window = jnp.where(active[:, None], jnp.concatenate([state.window[:, 1:], tok[:, None]], axis=1), state.window)
     is_eos = jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)) if spec.eos_ids else jnp.zeros_like(active)
     is_stop = match_suffix(window, spec.stop.table)
-    new_reason = jnp.where(is_eos, EOS, jnp.where(is_stop, STOP, jnp.where(lengths >= spec.max_new_tokens, LENGTH, RUNNING)))
+    new_reason = jnp.where(is_eos, EOS,
+                           jnp.where(is_stop, STOP, jnp.where(lengths >= spec.max_new_tokens, LENGTH, RUNNING)))
     ends = active & (new_reason != RUNNING)
     return state.replace(
         last=tok,
@@ -258,7 +259,7 @@ def decode_phases(n: int, phases: int = 4, granule: int = 32) -> tuple[int, ...]
 
     Attention reads every slot of the cache, so a cache that grows in phases (one copy per phase)
     reads about 5/8 of the slots a full-size one does over a run of 4 phases; each phase compiles
-    its own copy of the decode step. SmolLM2, batch 8, 96 + 128 slots: 0.05 ms a slot a step.
+    its own copy of the decode step.
     """
     last = max(n - 1, 1)
     step = -(-n // (max(phases, 1) * granule)) * granule

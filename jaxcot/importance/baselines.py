@@ -5,9 +5,8 @@
   step splitting lives in `jaxcot.compress`;
 - random: uniform scores, reproducible from a seed and the record id;
 - LLMLingua-2: `jaxcot.importance.llmlingua` (``scores["llmlingua"]`` when requested);
-- oracle (testbed runs only, ``scores["oracle"]``): the ground truth, 1 + u on the working
-  equations' tokens and u elsewhere (u uniform in [0, 0.5), a reproducible tie-break), so a rule
-  keeps every equation first and fills its ratio at random: the ceiling an importance can reach.
+- oracle (testbed runs only, ``scores["oracle"]``): the ground truth
+  (`jaxcot.testbed.roles.oracle_scores`), the ceiling an importance can reach.
 """
 
 from __future__ import annotations
@@ -26,14 +25,6 @@ def random_scores(n: int, seed: int, key: str = "") -> np.ndarray:
     return rng.random(n).astype(np.float32)
 
 
-def oracle_scores(pieces: list[str], key: str = "") -> np.ndarray:
-    """Testbed ground-truth importance [n] of a chain's token pieces: 1 + u on working-equation
-    tokens, u elsewhere, u = 0.5 * `random_scores` (seed 0, `key`)."""
-    from jaxcot.data.testbed import equation_oracle
-
-    return np.asarray(equation_oracle(pieces), np.float32) + 0.5 * random_scores(len(pieces), 0, key)
-
-
 def importance(record: dict[str, Any], source: str, seed: int = 0) -> np.ndarray:
     """Per-chain-token importance [n] of a scored record from one of `SOURCES`."""
     if "scores" not in record:
@@ -50,4 +41,4 @@ def importance(record: dict[str, Any], source: str, seed: int = 0) -> np.ndarray
     return np.asarray(s[source], np.float32)
 
 
-__all__ = ["SOURCES", "importance", "oracle_scores", "random_scores"]
+__all__ = ["SOURCES", "importance", "random_scores"]

@@ -76,7 +76,8 @@ def make_batch(encoded: Sequence[EncodedTrace], index: Sequence[int], rows: int,
     return Batch(tokens, mask, chain, answer, tuple(index), min(length, bucket_length(n_ans, min_answer)))
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, dp: int = 1, min_len: int = 16) -> list[tuple[int, list[int]]]:
+def plan_batches(lengths: Sequence[int], batch_size: int, dp: int = 1,
+                 min_len: int = 16) -> list[tuple[int, list[int]]]:
     """Group trace indices into (bucket length, indices) batches of at most `rows` traces, rows =
     batch_size rounded up to a multiple of `dp`; longest buckets first (memory errors show early)."""
     rows = -(-max(1, int(batch_size)) // dp) * dp

@@ -4,7 +4,8 @@ The prompt is built exactly as `jaxcot generate` builds it (`jaxcot.generate.for
 with a `PromptConfig`: instruction template, optional system turn, chat template with the
 generation prompt) and tokenized on its own, as generation and SFT see it. The completion
 ``chain + sep + answer`` is tokenized as one text with character offsets, as the model would
-read it. Each completion token gets the span that holds its *start* character (offsets made non-decreasing; the first token starts at 0):
+read it. Each completion token gets the span that holds its *start* character (offsets made
+non-decreasing; the first token starts at 0):
 
 - C: tokens starting inside the chain. A token straddling the chain/answer boundary starts in
   the chain, so it belongs to C; its piece is clipped at the chain's end. The answer characters it
@@ -12,7 +13,7 @@ read it. Each completion token gets the span that holds its *start* character (o
   the answer text is rebuilt from the record, not from pieces).
 - A: tokens starting inside the answer. Tokens starting in ``sep`` are in neither span.
   With ``goal="value"``, A is narrowed to the tokens that overlap the answer's *value* (see
-  `answer_value_span`): "The answer is 16." differentiates the loss of "16" only, not of the
+  `jaxcot.text.answers.value_span`): "The answer is 16." differentiates the loss of "16" only, not of the
   answer's fixed wording, whose prediction depends on formatting rather than on the reasoning.
 
 A chain token's piece runs from its start to the next token's start (the first from the chain's
@@ -24,12 +25,12 @@ gets an empty piece).
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import numpy as np
 
-from jaxcot.generate.format import PromptConfig, prompt_ids as _prompt_ids
+from jaxcot.text.answers import value_span
+from jaxcot.text.prompts import PromptConfig, prompt_ids as _prompt_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,27 +59,6 @@ class EncodedTrace:
 GOALS = ("answer", "value")
 
 
-def _whole_occurrence(value: str, text: str) -> tuple[int, int] | None:
-    """Span of the last occurrence of `value` in `text` not inside a longer word or number
-    ("16" is not found inside "116" or "16.5")."""
-    hits = list(re.finditer(r"(?<![\w.])" + re.escape(value) + r"(?!\w|\.\d)", text))
-    return (hits[-1].start(), hits[-1].end()) if hits else None
-
-
-def answer_value_span(answer: str, gold: str | None = None) -> tuple[int, int] | None:
-    """Character span [start, end) of the final answer's value inside `answer`: the last whole
-    occurrence of `gold` (when given), else of what the graders read as the answer (the last
-    ``\\boxed{}`` content, else the GSM8K-style final number); None when there is none."""
-    from jaxcot.eval.grading import extract_gsm8k_answer, last_boxed
-
-    for value in (gold, last_boxed(answer), extract_gsm8k_answer(answer)):
-        value = (value or "").strip()
-        span = _whole_occurrence(value, answer) if value else None
-        if span is not None:
-            return span
-    return None
-
-
 def token_pieces(text: str, starts: np.ndarray, lo: int, hi: int) -> list[str]:
     """Text pieces of tokens with (non-decreasing) start offsets `starts` [n] that partition
     text[lo:hi]: piece i = text[max(s_i, lo) : s_{i+1}] clipped to [lo, hi); the first piece
@@ -100,8 +80,8 @@ def encode_trace(
 
     tokenizer: a HF fast tokenizer (offsets needed). prompt: how the question became the prompt
     (default `PromptConfig()`, generation's default). goal: "answer" (A = every answer token,
-    METHOD.md) or "value" (A = the tokens of the answer's value, found with `gold`, see
-    `answer_value_span`). `where` names the record in errors.
+    docs/method.md, GoGI) or "value" (A = the tokens of the answer's value, found with `gold`, see
+    `jaxcot.text.answers.value_span`). `where` names the record in errors.
     """
     if goal not in GOALS:
         raise ValueError(f"{where}: goal must be one of {GOALS}, got {goal!r}")
@@ -128,7 +108,7 @@ def encode_trace(
     token_ids = np.asarray(list(prompt_ids) + ids, np.int32)
     a0, a1 = n_pre_answer, len(ids)
     if goal == "value":
-        span = answer_value_span(answer, gold)
+        span = value_span(answer, gold)
         if span is None:
             raise ValueError(f"{where}: goal 'value' but the answer {answer[:60]!r} holds no value "
                              f"(gold {gold!r}, no \\boxed{{}}, no number)")
@@ -157,4 +137,4 @@ def encode_record(tokenizer, record: dict[str, Any], *, sep: str = "", prompt: P
                         prompt=prompt, where=where, goal=goal, gold=None if gold is None else str(gold))
 
 
-__all__ = ["GOALS", "EncodedTrace", "answer_value_span", "encode_record", "encode_trace", "token_pieces"]
+__all__ = ["GOALS", "EncodedTrace", "encode_record", "encode_trace", "token_pieces"]

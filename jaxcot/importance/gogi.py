@@ -54,7 +54,7 @@ class Scores:
 
 
 def default_layer(num_layers: int) -> int:
-    """l* = round(2/3 * L) (METHOD.md): the residual stream after that block."""
+    """l* = round(2/3 * L) (docs/method.md, GoGI): the residual stream after that block."""
     return int(round(2.0 * num_layers / 3.0))
 
 
@@ -64,8 +64,8 @@ def normalize_layers(layers: int | Sequence[int] | None, num_layers: int) -> tup
         layers = (default_layer(num_layers),)
     elif isinstance(layers, (int, np.integer)):
         layers = (int(layers),)
-    layers = tuple(sorted({int(l) for l in layers}))
-    bad = [l for l in layers if not 0 <= l <= num_layers]
+    layers = tuple(sorted({int(layer) for layer in layers}))
+    bad = [layer for layer in layers if not 0 <= layer <= num_layers]
     if not layers or bad:
         raise ValueError(f"GoGI layers {list(layers)} must be non-empty and within 0..{num_layers}")
     return layers
@@ -244,7 +244,7 @@ def _answer_loss(graphdef, state, tokens, mask, answer_mask, labels, perturb):
     model = nnx.merge(graphdef, state)
     layers = tuple(sorted(perturb))
     loss_fn = _loss_fn(model, tokens, mask, answer_mask & mask, labels, layers, tokens.shape[1])
-    return loss_fn(tuple(perturb[l] for l in layers))[1][0]
+    return loss_fn(tuple(perturb[layer] for layer in layers))[1][0]
 
 
 def answer_loss(model, tokens, mask, answer_mask, *, perturb=None, labels=None):
@@ -290,8 +290,8 @@ def gogi_scores(
     backward; default T). per_layer: also return each layer's scores [nL, B, T]. skip_prompt:
     the slots before every row's chain and answer (`prompt_split`) run as a prefill that is not
     differentiated and not unembedded: entropy and self-information come back zero there (GoGI
-    is zero outside C anyway); the same scores elsewhere, for less work (SmolLM2, 4 x 256 rows:
-    3% less time with 32-token prompts, 9% with 80).
+    is zero outside C anyway); the same scores elsewhere, for less work (more, the longer the
+    prompts).
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")

@@ -167,7 +167,8 @@ def load_xlmr(path: str | os.PathLike) -> XLMRobertaTokenClassifier:
     weights = os.path.join(path, "model.safetensors")
     for f in (cfg_file, weights):
         if not os.path.exists(f):
-            raise FileNotFoundError(f"{path}: no {os.path.basename(f)} (need an XLMRobertaForTokenClassification folder)")
+            raise FileNotFoundError(f"{path}: no {os.path.basename(f)} "
+                                    "(need an XLMRobertaForTokenClassification folder)")
     with open(cfg_file) as f:
         cfg = XLMRConfig.from_hf_dict(json.load(f))
     tensors = {k[len("xlm_roberta."):] if k.startswith("xlm_roberta.") else k: v for k, v in load_file(weights).items()}
@@ -186,7 +187,8 @@ def load_xlmr(path: str | os.PathLike) -> XLMRobertaTokenClassifier:
         return jnp.asarray(arr, jnp.float32)
 
     params = jax.tree_util.tree_map_with_path(fill, params)
-    extra = sorted(n for n in set(tensors) - used if not n.startswith("roberta.pooler.") and not n.endswith("position_ids"))
+    extra = sorted(n for n in set(tensors) - used
+                   if not n.startswith("roberta.pooler.") and not n.endswith("position_ids"))
     if extra:
         raise ValueError(f"{weights}: unexpected tensors {extra[:8]}")
     return nnx.merge(graphdef, params)
@@ -222,7 +224,8 @@ def chars_to_tokens(char_scores: np.ndarray, pieces: Sequence[str]) -> np.ndarra
 class LLMLinguaScorer:
     """Keep-probabilities from an LLMLingua-2 checkpoint, mapped onto a decoder's chain tokens."""
 
-    def __init__(self, model: XLMRobertaTokenClassifier, tokenizer, *, max_len: int | None = None, batch_size: int = 16):
+    def __init__(self, model: XLMRobertaTokenClassifier, tokenizer, *, max_len: int | None = None,
+                 batch_size: int = 16):
         self.model = model
         self.tokenizer = tokenizer
         limit = model.config.max_position_embeddings - model.config.pad_token_id - 1

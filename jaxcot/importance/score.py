@@ -1,21 +1,24 @@
-"""Score trace records: GoGI, entropy and self-information per chain token ("Scored records").
+"""The score stage: GoGI, entropy and self-information per chain token of trace records.
 
-`score_traces(model, tokenizer, records)` is the notebook entry point; `iter_scored` streams the
-same records as batches finish (the CLI writes them resumably); `layer_probe` reports per-layer
-GoGI statistics so a user can choose the layer.
+`write_scores` is the stage (`jaxcot score` and `jaxcot run` call it); `score_traces(model,
+tokenizer, records)` is the notebook entry point; `iter_scored` streams scored records as batches
+finish; `layer_probe` reports per-layer GoGI statistics so a user can choose the layer. Every
+function takes its settings as one `ScoreConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from jaxcot.importance.batching import iter_batches, model_mesh
-from jaxcot.importance.encode import EncodedTrace, encode_record
-from jaxcot.importance.gogi import gogi_scores, normalize_layers
+from jaxcot.importance.encode import GOALS, EncodedTrace, encode_record
+from jaxcot.importance.gogi import NORMS, gogi_scores, normalize_layers
+from jaxcot.io import ResumableJsonl, read_jsonl
+from jaxcot.text.prompts import PromptConfig
 
 _DIGIT = re.compile(r"\d")
 
@@ -55,14 +58,12 @@ def score_encoded(
 
 
 def scored_record(record: dict[str, Any], enc: EncodedTrace, scores: TraceScores, layers: tuple[int, ...],
-                  norm: str, extra: dict[str, Sequence[float]] | None = None, *,
-                  vocab_size: int, goal: str = "answer") -> dict[str, Any]:
+                  norm: str, *, vocab_size: int, goal: str = "answer") -> dict[str, Any]:
     """The trace record plus ``scores`` over the chain tokens (the shared Scored-record format).
 
     ``layer`` is an int, or the list of layers when several were averaged; ``goal`` the answer
-    span differentiated ("answer" or "value", see `encode_trace`); `extra` adds further
-    per-token score lists (e.g. ``llmlingua``). ``vocab_size`` (|V| of the entropy) lets ADS
-    normalise entropy by log|V|."""
+    span differentiated ("answer" or "value", see `encode_trace`). ``vocab_size`` (|V| of the
+    entropy) lets ADS normalise entropy by log|V|."""
     s = {
         "layer": layers[0] if len(layers) == 1 else list(layers),
         "norm": norm,
@@ -74,70 +75,139 @@ def scored_record(record: dict[str, Any], enc: EncodedTrace, scores: TraceScores
         "entropy": [float(x) for x in scores.entropy],
         "self_info": [float(x) for x in scores.self_info],
     }
-    for key, values in (extra or {}).items():
-        s[key] = [float(x) for x in values]
     return {**record, "scores": s}
 
 
+@dataclasses.dataclass
+class ScoreConfig:
+    """Settings of the score stage (`jaxcot score` flags, a run config's `score:` section).
+
+    layers: residual streams h^l perturbed (0 = embeddings; several are averaged; None: round(2/3 L),
+    docs/method.md). norm: l1 | l2 of the goal-gradient. goal: which answer tokens' loss is
+    differentiated, 'answer' (all) or 'value' (the answer's value, see `encode_trace`).
+    only_correct: skip traces marked incorrect (`correct: false`; unmarked ones are scored).
+    prompt: the prompt generation used (None: generation's default). sep: text between chain and
+    answer ("" for generated traces).
+    dtype: weights and compute. llmlingua: an LLMLingua-2 checkpoint folder whose keep
+    probabilities are added as ``scores["llmlingua"]``.
+    """
+
+    layers: list[int] | None = None
+    norm: str = "l1"
+    goal: str = "answer"
+    batch_size: int = 8
+    only_correct: bool = True
+    prompt: PromptConfig | None = None
+    sep: str = ""
+    dtype: str = "float32"
+    llmlingua: str | None = None
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.goal not in GOALS:
+            raise ValueError(f"goal must be one of {GOALS}, got {self.goal!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+    def selects(self, trace: dict[str, Any]) -> bool:
+        """Whether the stage scores `trace` (see `only_correct`)."""
+        return not self.only_correct or trace.get("correct") is not False
+
+
+Annotator = Callable[[dict[str, Any]], dict[str, Sequence[float]]]
+
+
+def _encode_all(tokenizer, records: Sequence[dict[str, Any]], cfg: ScoreConfig, where: str) -> list[EncodedTrace]:
+    return [encode_record(tokenizer, r, sep=cfg.sep, prompt=cfg.prompt, where=f"{where}[{r.get('id', i)}]",
+                          goal=cfg.goal) for i, r in enumerate(records)]
+
+
 def iter_scored(
-    model, tokenizer, records: Sequence[dict[str, Any]], *, layers=None, norm: str = "l1",
-    batch_size: int = 8, sep: str = "", prompt=None, mesh=None, llmlingua=None,
-    progress: bool = True, where: str = "records", goal: str = "answer",
+    model, tokenizer, records: Sequence[dict[str, Any]], cfg: ScoreConfig = ScoreConfig(), *, mesh=None,
+    annotate: Sequence[Annotator] = (), progress: bool = True, where: str = "records",
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index into `records`, scored record), in the order their batches finish.
 
-    records: trace records (question, chain, answer, id). sep: text between chain and answer
-    (see `encode`; generation's traces need ""). prompt: the `PromptConfig` generation used.
-    llmlingua: an optional `LLMLinguaScorer`; its keep-probabilities are added as
-    ``scores["llmlingua"]``. goal: "answer" (every answer token, METHOD.md) or "value" (only the
-    answer's value tokens; see `jaxcot.importance.encode.encode_trace`).
+    records: trace records (question, chain, answer, id). annotate: functions of a scored record
+    returning further per-chain-token score lists to add to its ``scores`` (e.g. LLMLingua-2's
+    keep probabilities, a testbed's ground truth). `where` names the records in errors.
     """
     from tqdm.auto import tqdm
 
-    layers = normalize_layers(layers, model.config.num_layers)
-    encoded = [encode_record(tokenizer, r, sep=sep, prompt=prompt, where=f"{where}[{r.get('id', i)}]", goal=goal)
-               for i, r in enumerate(records)]
+    layers = normalize_layers(cfg.layers, model.config.num_layers)
+    encoded = _encode_all(tokenizer, records, cfg, where)
     bar = tqdm(total=sum(e.length for e in encoded), unit="tok", desc="score", disable=not progress)
     try:
-        for i, sc in score_encoded(model, encoded, layers=layers, norm=norm, batch_size=batch_size,
+        for i, sc in score_encoded(model, encoded, layers=layers, norm=cfg.norm, batch_size=cfg.batch_size,
                                    mesh=mesh, progress=bar):
-            extra = None
-            if llmlingua is not None:
-                extra = {"llmlingua": llmlingua.token_scores(records[i]["chain"], encoded[i].pieces)}
-            yield i, scored_record(records[i], encoded[i], sc, layers, norm, extra,
-                                  vocab_size=model.config.vocab_size, goal=goal)
+            rec = scored_record(records[i], encoded[i], sc, layers, cfg.norm, vocab_size=model.config.vocab_size,
+                                goal=cfg.goal)
+            for fn in annotate:
+                rec["scores"].update({k: [float(x) for x in v] for k, v in fn(rec).items()})
+            yield i, rec
     finally:
         bar.close()
 
 
-def score_traces(model, tokenizer, records: Iterable[dict[str, Any]], **kw) -> list[dict[str, Any]]:
+def score_traces(model, tokenizer, records: Iterable[dict[str, Any]], cfg: ScoreConfig = ScoreConfig(),
+                 **kw) -> list[dict[str, Any]]:
     """Scored records in input order; keyword arguments as for `iter_scored`.
 
     Example: ``score_traces(load_model(p), load_tokenizer(p), read_jsonl("traces.jsonl"))``.
     """
     records = list(records)
     out: list[dict[str, Any]] = [{}] * len(records)
-    for i, rec in iter_scored(model, tokenizer, records, **kw):
+    for i, rec in iter_scored(model, tokenizer, records, cfg, **kw):
         out[i] = rec
     return out
 
 
-def layer_probe(
-    model, tokenizer, records: Sequence[dict[str, Any]], *, norm: str = "l1", batch_size: int = 8,
-    sep: str = "", prompt=None, mesh=None, goal: str = "answer",
-) -> list[dict[str, float]]:
-    """Per-layer GoGI statistics over the chain tokens of `records`, layers 0..L in one backward.
+def llmlingua_annotator(path: str) -> Annotator:
+    """LLMLingua-2 keep probabilities of a checkpoint folder, per chain piece, as ``llmlingua``."""
+    from jaxcot.importance.llmlingua import LLMLinguaScorer
+
+    scorer = LLMLinguaScorer.from_pretrained(path)
+    return lambda rec: {"llmlingua": scorer.token_scores(rec["chain"], rec["scores"]["pieces"])}
+
+
+def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, model_and_tokenizer, *,
+                 annotate: Sequence[Annotator] = (), where: str = "traces", progress: bool = True,
+                 mesh=None) -> list[dict[str, Any]]:
+    """The score stage: one scored record per trace (none for those marked incorrect, with
+    `only_correct`) to
+    `out`, resumably (`ResumableJsonl`), and all of them returned.
+
+    model_and_tokenizer: a (model, tokenizer) pair, or a zero-argument callable returning one,
+    called only when there is work (so a finished output loads no model). An LLMLingua-2
+    checkpoint in `cfg.llmlingua` is added to `annotate`.
+    """
+    todo_all = [t for t in traces if cfg.selects(t)]
+    with ResumableJsonl(out, ids=[t["id"] for t in todo_all]) as writer:
+        pending = set(writer.pending)
+        todo = [t for t in todo_all if t["id"] in pending]
+        if todo:
+            pair = model_and_tokenizer() if callable(model_and_tokenizer) else model_and_tokenizer
+            extra = list(annotate) + ([llmlingua_annotator(cfg.llmlingua)] if cfg.llmlingua else [])
+            for _, rec in iter_scored(*pair, todo, cfg, mesh=mesh, annotate=extra, progress=progress, where=where):
+                writer.write(rec)
+    return read_jsonl(out)
+
+
+def layer_probe(model, tokenizer, records: Sequence[dict[str, Any]], cfg: ScoreConfig = ScoreConfig(), *,
+                mesh=None) -> list[dict[str, float]]:
+    """Per-layer GoGI statistics over the chain tokens of `records`, layers 0..L in one backward
+    (`cfg.layers` is ignored).
 
     Returns one dict per layer: layer, mean, median, max, and num_share (the share of GoGI mass
     on tokens whose piece holds a digit).
     """
     n_layers = model.config.num_layers
-    encoded = [encode_record(tokenizer, r, sep=sep, prompt=prompt, where=f"probe[{i}]", goal=goal)
-               for i, r in enumerate(records)]
+    encoded = _encode_all(tokenizer, records, cfg, "probe")
     per: list[np.ndarray] = []
     digit: list[np.ndarray] = []
-    for i, sc in score_encoded(model, encoded, layers=range(n_layers + 1), norm=norm, batch_size=batch_size,
-                               mesh=mesh, per_layer=True):
+    for i, sc in score_encoded(model, encoded, layers=range(n_layers + 1), norm=cfg.norm,
+                               batch_size=cfg.batch_size, mesh=mesh, per_layer=True):
         per.append(sc.per_layer)
         digit.append(np.array([bool(_DIGIT.search(p)) for p in encoded[i].pieces], bool))
     if not per:
@@ -145,12 +215,13 @@ def layer_probe(
     allg = np.concatenate(per, axis=1)  # [L+1, N]
     isnum = np.concatenate(digit)
     rows = []
-    for l in range(n_layers + 1):
-        g = allg[l]
+    for layer in range(n_layers + 1):
+        g = allg[layer]
         total = float(g.sum())
         rows.append({
-            "layer": l, "mean": float(g.mean()) if g.size else 0.0, "median": float(np.median(g)) if g.size else 0.0,
-            "max": float(g.max(initial=0.0)), "num_share": float(g[isnum].sum() / total) if total > 0 else 0.0,
+            "layer": layer, "mean": float(g.mean()) if g.size else 0.0,
+            "median": float(np.median(g)) if g.size else 0.0, "max": float(g.max(initial=0.0)),
+            "num_share": float(g[isnum].sum() / total) if total > 0 else 0.0,
         })
     return rows
 
@@ -160,8 +231,10 @@ def format_probe(rows: Sequence[dict[str, float]], default: int) -> str:
     lines = [f"{'layer':>6} {'mean':>11} {'median':>11} {'max':>11} {'num_share':>9}"]
     for r in rows:
         star = "*" if r["layer"] == default else " "
-        lines.append(f"{r['layer']:>5}{star} {r['mean']:>11.4g} {r['median']:>11.4g} {r['max']:>11.4g} {r['num_share']:>9.3f}")
+        lines.append(f"{r['layer']:>5}{star} {r['mean']:>11.4g} {r['median']:>11.4g} {r['max']:>11.4g} "
+                     f"{r['num_share']:>9.3f}")
     return "\n".join(lines)
 
 
-__all__ = ["TraceScores", "format_probe", "iter_scored", "layer_probe", "score_encoded", "score_traces", "scored_record"]
+__all__ = ["Annotator", "ScoreConfig", "TraceScores", "format_probe", "iter_scored", "layer_probe",
+           "llmlingua_annotator", "score_encoded", "score_traces", "scored_record", "write_scores"]

@@ -2,9 +2,9 @@
 
 from jaxcot.models.config import ModelConfig, RopeConfig
 from jaxcot.models.decoder import Decoder, DecoderOutput, KVCache, abstract_model, fuse_for_decoding, init_model
-from jaxcot.models.params import build_model, hf_state_dict, load_hf, save_hf
 from jaxcot.models.gguf import load_gguf
 from jaxcot.models.loading import load_model, smollm2_gguf_path
+from jaxcot.models.params import build_model, hf_state_dict, load_hf, save_hf
 from jaxcot.models.tokenizer import load_tokenizer
 
 __all__ = [

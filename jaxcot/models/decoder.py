@@ -20,7 +20,14 @@ from flax import nnx
 
 from jaxcot.models.config import SLIDING, ModelConfig
 from jaxcot.models.layers import (
-    FEW_ROWS, Linear, RMSNorm, activation, apply_rope, few_rows_dot, rope_inv_freq, rope_tables,
+    FEW_ROWS,
+    Linear,
+    RMSNorm,
+    activation,
+    apply_rope,
+    few_rows_dot,
+    rope_inv_freq,
+    rope_tables,
 )
 
 Array = jax.Array
@@ -166,8 +173,7 @@ class Attention(nnx.Module):
             k, v = k.astype(ck.dtype), v.astype(cv.dtype)  # attend to the keys as the cache holds them
             # The cache as it was, then the new keys, rather than the updated cache: reading that
             # gives the update two users; XLA then fuses a copy of it into each, and a decode loop
-            # copies every layer's cache every step to keep both in place (2 ms a step of 24,
-            # SmolLM2 at batch 1).
+            # copies every layer's cache every step to keep both in place.
             n = ck.shape[-1] if mask.read_slots is None else mask.read_slots
             if n:
                 blocks = [(ck[..., :n], cv[:, :, :n]), (k, v)]
@@ -319,6 +325,12 @@ class Decoder(nnx.Module):
           want only the cache or `return_hidden`'s states.
         segments: [B, T] int, packed rows: tokens attend only within their segment; pass
           per-segment `positions` too. With a cache only as a prefill (read_slots = 0).
+
+        Returns a `DecoderOutput` (logits [B, T or 1, V] float32, the cache, hidden states).
+        It is long because it is the one forward pass every caller shares (training, the
+        sampler's prefill and decode, GoGI's perturbed pass): split up, the order of its steps
+        (masks, RoPE tables, perturbation, cache writes) would be spread over helpers that each
+        need all of the arguments.
         """
         b, t = tokens.shape
         if mask is None:
@@ -330,7 +342,7 @@ class Decoder(nnx.Module):
             positions = jnp.maximum(positions, 0)
         positions = positions.astype(jnp.int32)
         perturb = dict(perturb or {})
-        bad = [l for l in perturb if not 0 <= l <= self.config.num_layers]
+        bad = [layer for layer in perturb if not 0 <= layer <= self.config.num_layers]
         if bad:
             raise ValueError(f"perturb layers {bad} out of range 0..{self.config.num_layers}")
 
@@ -359,7 +371,8 @@ class Decoder(nnx.Module):
         windows = {blk.self_attn.window for blk in self.layers}
         ropes = {blk.self_attn.rope_key for blk in self.layers}
         attn_mask = AttentionMask(
-            {w: _bias_and_rows(attention_bias(q_slot, positions, k_slot, k_pos, k_valid, w, segments)) for w in windows},
+            {w: _bias_and_rows(attention_bias(q_slot, positions, k_slot, k_pos, k_valid, w, segments))
+             for w in windows},
             {key: rope_tables(positions, rope_inv_freq(*key)) for key in ropes},
             read_slots=read_slots,
         )
@@ -410,9 +423,8 @@ def fuse_for_decoding(model: Decoder) -> Decoder:
     merged (`Linear.stacked`). The embedding and norms are shared, not copied; the projections'
     weights are (one more copy of them in memory). Same outputs up to float rounding.
 
-    XLA:CPU runs a decode step's few-row matmuls faster so (SmolLM2's layer matmuls: batch 1
-    15 ms against 17.6, batch 8 23 ms against 27-31). The result is for inference: it takes no
-    LoRA and does not export (`save_hf`).
+    XLA:CPU runs a decode step's few-row matmuls faster so (docs/performance.md). The result is
+    for inference: it takes no LoRA and does not export (`save_hf`).
     """
     fused = nnx.clone(model)
     for block in fused.layers:

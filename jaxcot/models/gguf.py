@@ -236,14 +236,8 @@ def gguf_config(reader, tensor_names: set[str], source: str, rope_freqs: np.ndar
 # -- loading -------------------------------------------------------------------------------------
 
 
-def load_gguf(
-    path: str | os.PathLike,
-    *,
-    dtype=jnp.float32,
-    param_dtype=jnp.float32,
-    mesh: Mesh | None = None,
-    rules=PARAM_RULES,
-) -> Decoder:
+def load_gguf(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None,
+              rules=PARAM_RULES) -> Decoder:
     """Load a GGUF file (llama / gemma3 / qwen2 / qwen3) into a `Decoder`, every tensor dequantized.
 
     Weights are dequantized to float32, then cast to `param_dtype` and placed by `rules` on `mesh`

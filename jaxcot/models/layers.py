@@ -23,9 +23,8 @@ FEW_ROWS = 64
 def few_rows_dot(x: Array, w: Array) -> Array:
     """x [N, in] (N <= FEW_ROWS) times an [out, in] matrix w -> float32 [N, out], as the [out, N]
     product then transposed: XLA:CPU then streams w row by row (the barrier keeps the transpose
-    from being folded back into the dot). SmolLM2 at 8 rows on 2 cores: the tied [V, D]
-    unembedding 6.3 ms against 9.2 ms for [N, V] directly; the layers' fused [out, in] kernels
-    23 ms against 27 ms for x @ [in, out]."""
+    from being folded back into the dot), which is faster than x @ [in, out] for the tied
+    unembedding and the fused projections (docs/performance.md)."""
     return jax.lax.optimization_barrier(jnp.einsum("oi,ri->or", w, x, preferred_element_type=jnp.float32)).T
 
 

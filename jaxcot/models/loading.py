@@ -24,14 +24,8 @@ def is_gguf(path: str | os.PathLike) -> bool:
         return f.read(4) == b"GGUF"
 
 
-def load_model(
-    path: str | os.PathLike,
-    *,
-    dtype=jnp.float32,
-    param_dtype=jnp.float32,
-    mesh: Mesh | None = None,
-    rules=PARAM_RULES,
-) -> Decoder:
+def load_model(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None,
+               rules=PARAM_RULES) -> Decoder:
     """A `Decoder` from a HF folder (config.json + safetensors) or a ``.gguf`` file.
 
     dtype: compute dtype; param_dtype: storage dtype of the weights; mesh: where to place them
@@ -48,6 +42,12 @@ def load_model(
             raise ValueError(f"{path}: not a GGUF file (no GGUF magic) and not a HF folder")
         return load_gguf(path, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules)
     raise FileNotFoundError(f"{path}: no such HF model folder or GGUF file")
+
+
+def add_model_arguments(parser) -> None:
+    """The `--model` / `--tokenizer` flags every command that loads a model shares."""
+    parser.add_argument("--model", required=True, help="HF folder or .gguf file")
+    parser.add_argument("--tokenizer", help="tokenizer source (default: --model)")
 
 
 def smollm2_gguf_path() -> str:
@@ -67,4 +67,4 @@ def smollm2_gguf_path() -> str:
     raise FileNotFoundError(f"{SMOLLM2_PACKAGE} is installed but holds no {SMOLLM2_FILE}: {hint}")
 
 
-__all__ = ["is_gguf", "load_model", "smollm2_gguf_path"]
+__all__ = ["add_model_arguments", "is_gguf", "load_model", "smollm2_gguf_path"]

@@ -134,14 +134,8 @@ def _safetensor_files(path: str) -> list[str]:
     raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
 
 
-def load_hf(
-    path: str | os.PathLike,
-    *,
-    dtype=jnp.float32,
-    param_dtype=jnp.float32,
-    mesh: Mesh | None = None,
-    rules=PARAM_RULES,
-) -> Decoder:
+def load_hf(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None,
+            rules=PARAM_RULES) -> Decoder:
     """Load a HF folder (config.json + safetensors, single or sharded) into a `Decoder`."""
     from safetensors import safe_open
 

@@ -71,7 +71,8 @@ class Checkpointer:
         out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(out["meta"])
 
-    def restore(self, step: int, *, params, opt_state, shardings_params, shardings_opt, iterator) -> tuple[Any, Any, dict]:
+    def restore(self, step: int, *, params, opt_state, shardings_params, shardings_opt,
+                iterator) -> tuple[Any, Any, dict]:
         """(params, opt_state, meta) of step `step`, placed by the given shardings; `iterator`
         (a grain DatasetIterator) is set to the saved position."""
         out = self.manager.restore(

@@ -2,7 +2,7 @@
 
     cfg = load_config(TrainConfig, "configs/sft-lora-tiny.yaml", ["optim.lr=1e-3"])
 
-Defaults follow TokenSkip's recipe (METHOD.md, SFT): LoRA rank 8, alpha 16 on all linear layers,
+Defaults follow TokenSkip's recipe (docs/method.md, SFT): LoRA rank 8, alpha 16 on all linear layers,
 AdamW lr 5e-5, cosine with 10% warmup, 3 epochs, effective batch 8, max length 2048.
 """
 
@@ -111,7 +111,8 @@ class TrainConfig:
     for a word-level tokenizer built from the training texts, or None for init_from's own.
     method: 'lora' (only adapters train) or 'full'.
     batch_size: examples (rows, when packing) per optimizer step, across all processes;
-    grad_accum splits it into micro-batches. max_steps caps the step count of `epochs` epochs.
+    grad_accum splits it into micro-batches. max_steps caps the step count of `epochs` epochs;
+    epochs None makes as many passes as max_steps needs (so the step budget ends the run).
     compute_dtype 'bfloat16' runs matmuls in bf16 over param_dtype (float32) master weights.
     """
 
@@ -128,7 +129,7 @@ class TrainConfig:
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     batch_size: int = 8
     grad_accum: int = 1
-    epochs: int = 3
+    epochs: int | None = 3
     max_steps: int | None = None
     seed: int = 0
     compute_dtype: str = "float32"
@@ -145,8 +146,11 @@ class TrainConfig:
         for name in ("compute_dtype", "param_dtype"):
             if getattr(self, name) not in ("float32", "bfloat16"):
                 raise ValueError(f"{name} must be 'float32' or 'bfloat16', got {getattr(self, name)!r}")
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("epochs: null (as many as the steps need) needs max_steps")
         if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size {self.batch_size} must be a positive multiple of grad_accum {self.grad_accum}")
+            raise ValueError(f"batch_size {self.batch_size} must be a positive multiple of grad_accum "
+                             f"{self.grad_accum}")
 
     @property
     def resolved_export_dir(self) -> str:

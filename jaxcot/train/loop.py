@@ -9,6 +9,7 @@ same command resumes exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -25,8 +26,15 @@ from flax import nnx
 
 from jaxcot.config import to_dict
 from jaxcot.data.sft import (
-    BatchLayout, SFTStats, batch_pipeline, default_buckets, iter_texts, load_examples, plan_rows,
-    stats_with_rows, tokenize_examples,
+    BatchLayout,
+    SFTStats,
+    batch_pipeline,
+    default_buckets,
+    iter_texts,
+    load_examples,
+    plan_rows,
+    stats_with_rows,
+    tokenize_examples,
 )
 from jaxcot.models.config import ModelConfig
 from jaxcot.models.decoder import Decoder, abstract_model
@@ -272,54 +280,73 @@ def prepare_data(config: TrainConfig, tokenizer=None, examples=None, *, verbose:
     exs, stats = tokenize_examples(
         tokenizer, raw, max_len=dc.max_len, overflow=dc.overflow, progress=verbose and config.progress
     )
-    rows = plan_rows(
-        [e.length for e in exs], epochs=config.epochs, seed=config.seed, max_len=dc.max_len,
-        packing=dc.packing, shuffle=dc.shuffle,
-    )
+    plan = functools.partial(plan_rows, [e.length for e in exs], seed=config.seed, max_len=dc.max_len,
+                             packing=dc.packing, shuffle=dc.shuffle)
+    if config.epochs is not None:
+        rows = plan(epochs=config.epochs)
+    else:  # as many passes as the step budget needs; the rows of earlier epochs do not depend on it
+        need = config.max_steps * config.batch_size
+        epochs = max(1, math.ceil(need / max(len(plan(epochs=1)), 1)))
+        rows = plan(epochs=epochs)
+        while len(rows) < need:
+            epochs += 1
+            rows = plan(epochs=epochs)
     return tokenizer, exs, rows, stats_with_rows(stats, len(rows), config.batch_size)
 
 
-def train(
-    config: TrainConfig,
-    *,
-    tokenizer=None,
-    examples: Sequence | None = None,
-    stop_after: int | None = None,
-    handle_sigterm: bool = True,
-    cache: dict | None = None,
-    callback: Callable[[int, Decoder], None] | None = None,
-    callback_every: int = 0,
-) -> TrainResult:
-    """Run (or resume) the SFT run `config` describes.
+@dataclasses.dataclass
+class _Run:
+    """Everything a training run holds between its setup and its end."""
 
-    tokenizer / examples: in-memory alternatives to `config.tokenizer` / `config.data.path`
-    (examples are (prompt, completion) pairs). stop_after: save and stop once that many steps
-    are done (a deterministic interruption; status 'stopped'). On SIGTERM the run saves and
-    returns with status 'preempted'. A non-finite loss raises `TrainingDiverged`, leaving the
-    last good checkpoint in place. cache: a dict passed to several `train` calls in one process
-    (a sweep, a resume in a notebook) so that identical init and step functions compile once.
-    callback(step, model): called every `callback_every` steps (before the end) with the current
-    model, e.g. to measure accuracy during training; it must not modify the model.
-    Returns a `TrainResult`.
-    """
-    from tqdm.auto import tqdm
+    config: TrainConfig
+    out_dir: str
+    say: Callable[[str], None]
+    lead: bool
+    layout: BatchLayout
+    tokenizer: Any
+    stats: SFTStats
+    total: int
+    graphdef: Any
+    params: Any
+    frozen: Any
+    opt_state: Any
+    shardings: Any
+    iterator: Any
+    ckpt: Checkpointer | None
+    ckpt_dir: str
+    start: int
+    step_fn: Callable
 
-    initialize_distributed(config)
-    pidx, pcount = jax.process_index(), jax.process_count()
-    lead = pidx == 0
-    say = (lambda msg: tqdm.write(msg)) if lead else (lambda msg: None)
-    out_dir = os.path.abspath(config.output_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    def save(self, step: int, loss: float | None) -> None:
+        if self.ckpt is None:
+            return
+        self.ckpt.save(step, params=self.params, opt_state=self.opt_state, data_state=self.iterator.get_state(),
+                       meta={"config": to_dict(self.config), "stats": dataclasses.asdict(self.stats), "step": step,
+                             "loss": loss})
 
+
+def _mesh(config: TrainConfig):
     mc = config.mesh
     devices = jax.devices()
     if mc.devices:
         if jax.process_count() > 1:
             raise ValueError("mesh.devices (a device subset) is for single-process runs")
         devices = devices[: mc.devices]
-    mesh = make_mesh(mc.data, mc.fsdp, mc.tensor, devices=devices)
+    return make_mesh(mc.data, mc.fsdp, mc.tensor, devices=devices)
+
+
+def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run:
+    """Mesh, data, model, optimizer and checkpoint of a run, resumed from its last checkpoint."""
+    from tqdm.auto import tqdm
+
+    initialize_distributed(config)
+    lead = jax.process_index() == 0
+    say = (lambda msg: tqdm.write(msg)) if lead else (lambda msg: None)
+    out_dir = os.path.abspath(config.output_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    mesh = _mesh(config)
     n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    layout = BatchLayout(config.batch_size, config.grad_accum, pidx, pcount)
+    layout = BatchLayout(config.batch_size, config.grad_accum, jax.process_index(), jax.process_count())
     if layout.micro % n_batch_shards:
         raise ValueError(
             f"micro-batch size {layout.micro} (batch_size / grad_accum) must be a multiple of "
@@ -337,8 +364,7 @@ def train(
     graphdef, params, frozen = split_model(model, config.method)
     del model
     tx, schedule = make_optimizer(config.optim, total)
-    opt_abstract = jax.eval_shape(tx.init, params)
-    sh = step_shardings(mesh, params, frozen, opt_abstract)
+    sh = step_shardings(mesh, params, frozen, jax.eval_shape(tx.init, params))
     params, frozen = place(params, sh.params), place(frozen, sh.frozen)
     opt_state = jax.jit(tx.init, out_shardings=sh.opt_state)(params)
     n_train = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
@@ -370,80 +396,110 @@ def train(
         step_fn = make_train_step(graphdef, tx, schedule, sh, packed=config.data.packing)
         if cache is not None:
             cache[step_key] = step_fn
-    metrics_log = MetricsLog(os.path.join(out_dir, "metrics.jsonl"), start, lead)
+    return _Run(config, out_dir, say, lead, layout, tokenizer, stats, total, graphdef, params, frozen, opt_state, sh,
+                iterator, ckpt, ckpt_dir, start, step_fn)
+
+
+def _step(run: _Run, step: int) -> dict[str, float]:
+    """One optimizer step on the next global batch; its metrics on the host. A non-finite loss
+    raises `TrainingDiverged` naming the last good checkpoint."""
+    local = next(run.iterator)
+    batch = {
+        k: jax.make_array_from_process_local_data(run.shardings.batch, v, (v.shape[0], run.layout.micro) + v.shape[2:])
+        for k, v in local.items()
+    }
+    t0 = time.perf_counter()
+    run.params, run.opt_state, m = run.step_fn(run.params, run.opt_state, run.frozen, batch,
+                                               jnp.asarray(step, jnp.int32))
+    m = {k: float(v) for k, v in jax.device_get(m).items()}
+    m["step_s"] = time.perf_counter() - t0
+    if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+        good = None
+        if run.ckpt is not None:
+            run.ckpt.wait()
+            good = run.ckpt.latest_step()
+        raise TrainingDiverged(
+            f"step {step + 1}: loss {m['loss']}, grad norm {m['grad_norm']} (not finite); stopped. "
+            + (f"The last good checkpoint is step {good} in {run.ckpt_dir}." if good is not None
+               else "No checkpoint was saved before it.")
+        )
+    return m
+
+
+def train(
+    config: TrainConfig,
+    *,
+    tokenizer=None,
+    examples: Sequence | None = None,
+    stop_after: int | None = None,
+    handle_sigterm: bool = True,
+    cache: dict | None = None,
+    callback: Callable[[int, Decoder], None] | None = None,
+    callback_every: int = 0,
+) -> TrainResult:
+    """Run (or resume) the SFT run `config` describes.
+
+    tokenizer / examples: in-memory alternatives to `config.tokenizer` / `config.data.path`
+    (examples are (prompt, completion) pairs). stop_after: save and stop once that many steps
+    are done (a deterministic interruption; status 'stopped'). On SIGTERM the run saves and
+    returns with status 'preempted'. A non-finite loss raises `TrainingDiverged`, leaving the
+    last good checkpoint in place. cache: a dict passed to several `train` calls in one process
+    (a sweep, a resume in a notebook) so that identical init and step functions compile once.
+    callback(step, model): called every `callback_every` steps (before the end) with the current
+    model, e.g. to measure accuracy during training; it must not modify the model.
+    Returns a `TrainResult`.
+    """
+    from tqdm.auto import tqdm
+
+    run = _setup(config, tokenizer, examples, cache)
+    total = run.total
+    metrics_log = MetricsLog(os.path.join(run.out_dir, "metrics.jsonl"), run.start, run.lead)
     preempt = _Preemption(handle_sigterm)
-    meta_base = {"config": to_dict(config), "stats": dataclasses.asdict(stats)}
-
-    def save(step: int, loss: float | None) -> None:
-        if ckpt is None:
-            return
-        ckpt.save(step, params=params, opt_state=opt_state, data_state=iterator.get_state(),
-                  meta=dict(meta_base, step=step, loss=loss))
-
-    status, loss, step = "finished", None, start
-    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (lead and config.progress))
+    status, loss, step = "finished", None, run.start
+    bar = tqdm(total=total, initial=run.start, desc="train", unit="step", disable=not (run.lead and config.progress))
     try:
         while step < total:
-            local = next(iterator)
-            batch = {
-                k: jax.make_array_from_process_local_data(
-                    sh.batch, v, (v.shape[0], layout.micro) + v.shape[2:]
-                )
-                for k, v in local.items()
-            }
-            t0 = time.perf_counter()
-            params, opt_state, m = step_fn(params, opt_state, frozen, batch, jnp.asarray(step, jnp.int32))
-            m = {k: float(v) for k, v in jax.device_get(m).items()}
-            dt = time.perf_counter() - t0
-            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-                good = None
-                if ckpt is not None:
-                    ckpt.wait()
-                    good = ckpt.latest_step()
-                raise TrainingDiverged(
-                    f"step {step + 1}: loss {m['loss']}, grad norm {m['grad_norm']} (not finite); stopped. "
-                    + (f"The last good checkpoint is step {good} in {ckpt_dir}." if good is not None
-                       else "No checkpoint was saved before it.")
-                )
+            m = _step(run, step)
             step += 1
             loss = m["loss"]
             rec = dict(step=step, loss=loss, lr=m["lr"], grad_norm=m["grad_norm"], tokens=int(m["tokens"]),
-                       target_tokens=int(m["target_tokens"]), tokens_per_s=m["tokens"] / dt, step_s=dt)
+                       target_tokens=int(m["target_tokens"]), tokens_per_s=m["tokens"] / m["step_s"],
+                       step_s=m["step_s"])
             metrics_log.write(rec)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{m['lr']:.2e}", gnorm=f"{m['grad_norm']:.3f}",
                             tok_s=f"{rec['tokens_per_s']:.0f}")
             bar.update(1)
             if callback is not None and callback_every > 0 and step % callback_every == 0 and step < total:
-                callback(step, nnx.merge(graphdef, params, frozen))
+                callback(step, nnx.merge(run.graphdef, run.params, run.frozen))
             if step % config.checkpoint.every == 0 or step == total:
-                save(step, loss)
+                run.save(step, loss)
             if step < total and preempt.requested():
-                save(step, loss)
+                run.save(step, loss)
                 status = "preempted"
-                say(f"SIGTERM: saved step {step} to {ckpt_dir}; rerun the same command to resume"
-                    if ckpt is not None else f"SIGTERM: stopped at step {step} (checkpoints disabled)")
+                run.say(f"SIGTERM: saved step {step} to {run.ckpt_dir}; rerun the same command to resume"
+                        if run.ckpt is not None else f"SIGTERM: stopped at step {step} (checkpoints disabled)")
                 break
             if stop_after is not None and step >= stop_after and step < total:
-                save(step, loss)
+                run.save(step, loss)
                 status = "stopped"
                 break
-        if step == total and total == start and start > 0:
-            say(f"run already complete at step {total}")
+        if step == total and total == run.start and run.start > 0:
+            run.say(f"run already complete at step {total}")
     finally:
         bar.close()
         metrics_log.close()
         preempt.restore()
-        if ckpt is not None:
-            ckpt.close()  # finishes async saves before returning (or raising)
+        if run.ckpt is not None:
+            run.ckpt.close()  # finishes async saves before returning (or raising)
 
-    trained = nnx.merge(graphdef, params, frozen)
+    trained = nnx.merge(run.graphdef, run.params, run.frozen)
     export_dir = None
     if status == "finished" and config.export:
-        export_dir = export(trained, config.resolved_export_dir, tokenizer)
-        say(f"exported the merged model to {export_dir}")
+        export_dir = export(trained, config.resolved_export_dir, run.tokenizer)
+        run.say(f"exported the merged model to {export_dir}")
     return TrainResult(
-        status=status, step=step, total_steps=total, loss=loss, stats=stats, output_dir=out_dir,
-        checkpoint_dir=ckpt_dir, export_dir=export_dir, model=trained, tokenizer=tokenizer,
+        status=status, step=step, total_steps=total, loss=loss, stats=run.stats, output_dir=run.out_dir,
+        checkpoint_dir=run.ckpt_dir, export_dir=export_dir, model=trained, tokenizer=run.tokenizer,
     )
 
 

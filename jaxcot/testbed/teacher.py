@@ -3,7 +3,8 @@
 `train_teacher(TeacherConfig)` generates problems, builds the testbed tokenizer, trains with the
 SFT trainer (full fine-tuning of a random init, completion-only loss), measures greedy accuracy on
 held-out problems every `eval_every` steps (the learning curve), and exports the model, tokenizer
-and log. The shipped teacher in `jaxcot/assets/teacher/` is this command's output.
+and log. The shipped teacher in `jaxcot/assets/teacher/` (`teacher_path`) is this command's
+output; `check_teacher_task` warns when a run asks it about problems of another task.
 """
 
 from __future__ import annotations
@@ -14,21 +15,11 @@ import os
 import shutil
 import time
 
-from jaxcot.data.testbed import TestbedConfig, build_testbed_tokenizer, check_roundtrip, generate
 from jaxcot.io import atomic_write_json
+from jaxcot.testbed.problems import TestbedConfig, generate
+from jaxcot.testbed.tokenizer import build_testbed_tokenizer, check_roundtrip, record_texts
 
 EVAL_OFFSET = 10_000_000  # held-out problems come from this index range (train uses 0..n_train-1)
-
-
-@dataclasses.dataclass
-class TeacherModel:
-    """The decoder shape (llama family); vocab comes from the tokenizer."""
-
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 512
 
 
 @dataclasses.dataclass
@@ -38,7 +29,9 @@ class TeacherConfig:
 
     out_dir: str = "runs/teacher"
     testbed: TestbedConfig = dataclasses.field(default_factory=TestbedConfig)
-    model: TeacherModel = dataclasses.field(default_factory=TeacherModel)
+    # The decoder's shape, as `ModelConfig` fields (llama family; vocab from the tokenizer).
+    model: dict = dataclasses.field(default_factory=lambda: dict(
+        hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512))
     seed: int = 0
     n_train: int = 120_000
     n_eval: int = 300
@@ -65,8 +58,8 @@ def greedy_accuracy(model, tokenizer, records, *, batch_size: int = 100, max_new
 
     Returns {"accuracy", "n", "mean_new_tokens", "seconds", "examples": first 3 completions}.
     """
-    from jaxcot.eval.grading import grade_gsm8k
     from jaxcot.generate import Generator
+    from jaxcot.text.grading import grade_gsm8k
 
     t0 = time.perf_counter()
     gen = Generator(model, tokenizer)
@@ -81,9 +74,22 @@ def greedy_accuracy(model, tokenizer, records, *, batch_size: int = 100, max_new
     }
 
 
+def teacher_model_config(cfg: TeacherConfig, tokenizer):
+    """The teacher's `ModelConfig`: `cfg.model` over a tied llama-family decoder sized to the
+    tokenizer (head_dim = hidden_size / num_heads unless given)."""
+    from jaxcot.config import from_dict
+    from jaxcot.models.config import ModelConfig
+
+    shape = dict(cfg.model)
+    if "hidden_size" in shape and "num_heads" in shape:
+        shape.setdefault("head_dim", shape["hidden_size"] // shape["num_heads"])
+    base = dict(family="llama", vocab_size=len(tokenizer), max_position_embeddings=cfg.max_len * 2,
+                tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return from_dict(ModelConfig, {**base, **shape}, "model")
+
+
 def train_teacher(cfg: TeacherConfig) -> dict:
     """Train (or resume) the teacher; returns the summary written to `<out_dir>/teacher.json`."""
-    from jaxcot.models.config import ModelConfig
     from jaxcot.train.config import CheckpointConfig, DataConfig, MeshConfig, OptimConfig, TrainConfig
     from jaxcot.train.loop import train
 
@@ -92,14 +98,8 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     tokenizer = build_testbed_tokenizer(cfg=cfg.testbed)
     train_records = list(generate(cfg.n_train, cfg.seed, cfg.testbed))
     eval_records = list(generate(cfg.n_eval, cfg.seed, cfg.testbed, offset=EVAL_OFFSET))
-    check_roundtrip(tokenizer, (t for r in train_records[:2000] + eval_records for t in (r["question"], r["chain"], r["answer"])))
-    m = cfg.model
-    model_cfg = ModelConfig(
-        family="llama", vocab_size=len(tokenizer), hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
-        num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
-        head_dim=m.hidden_size // m.num_heads, max_position_embeddings=cfg.max_len * 2,
-        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
+    check_roundtrip(tokenizer, record_texts(train_records[:2000] + eval_records))
+    model_cfg = teacher_model_config(cfg, tokenizer)
     train_cfg = TrainConfig(
         output_dir=os.path.join(cfg.out_dir, "train"),
         model=model_cfg,
@@ -140,8 +140,9 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     on_eval(result.step, result.model)
     final = curve[-1]
     export_dir = os.path.join(cfg.out_dir, "model")
-    from jaxcot.models.params import save_hf
     import jax.numpy as jnp
+
+    from jaxcot.models.params import save_hf
 
     save_hf(result.model, export_dir, tokenizer=tokenizer,
             dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.export_dtype])
@@ -160,3 +161,32 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     atomic_write_json(os.path.join(export_dir, "teacher.json"), summary)
     atomic_write_json(os.path.join(cfg.out_dir, "teacher.json"), summary)
     return summary
+
+
+def teacher_path() -> str:
+    """The testbed teacher shipped inside the package."""
+    from importlib.resources import files
+
+    path = str(files("jaxcot") / "assets" / "teacher")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"{path}: the shipped teacher is missing; build it with `jaxcot testbed teacher`")
+    return path
+
+
+def check_teacher_task(task: TestbedConfig) -> str | None:
+    """A warning naming the fields where `task` differs from the task the shipped teacher learned
+    (its teacher.json), or None: problems outside it (e.g. larger numbers) are ones the teacher,
+    and every student, mostly gets wrong, which pulls every row of a table down alike."""
+    summary = os.path.join(teacher_path(), "teacher.json")
+    if not os.path.exists(summary):
+        return None
+    with open(summary) as f:
+        learned = json.load(f).get("config", {}).get("testbed")
+    if not learned:
+        return None
+    ours = json.loads(json.dumps(dataclasses.asdict(task)))  # tuples -> lists, as in the JSON
+    diff = {k: (ours.get(k), v) for k, v in learned.items() if ours.get(k) != v}
+    if not diff:
+        return None
+    said = ", ".join(f"{k}={a!r} (teacher: {b!r})" for k, (a, b) in sorted(diff.items()))
+    return f"warning: the testbed differs from the task the shipped teacher learned: {said}"

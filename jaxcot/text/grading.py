@@ -1,87 +1,37 @@
-"""Answer extraction and grading: GSM8K-style numbers and MATH-style LaTeX (`\\boxed{}`).
+"""Graders: is a completion's final answer the gold one? GSM8K numbers and MATH LaTeX.
 
-GSM8K: the final number comes from the last "The answer is N", else the last "#### N", else the
-last `\\boxed{}`, else the last number in the text; numbers compare exactly as fractions after
-removing commas, currency, units and trailing zeros ("3/4" == "0.75", "50%" == "50" or "0.5").
+The answer is read by `jaxcot.text.answers` (`stated_number`, `stated_latex`); this module
+decides equality.
 
-MATH: the answer is the content of the last `\\boxed{...}` / `\\fbox{...}` (nested braces);
-both sides are normalised (`normalize_latex`) and compared as strings, then as tuples, intervals,
-sets and matrices element by element, then numerically (a small evaluator for +-*/^, \\frac,
-\\sqrt, \\pi, implicit products), and for expressions in single-letter variables by evaluating
-both at a few fixed points.
+GSM8K: numbers compare exactly as fractions after removing commas, currency, units and trailing
+zeros ("3/4" == "0.75", "50%" == "50" or "0.5").
+
+MATH: both sides are normalised (`normalize_latex`) and compared as strings, then as tuples,
+intervals, sets and matrices element by element, then numerically (a small evaluator for
++-*/^, \\frac, \\sqrt, \\pi, implicit products), and for expressions in single-letter variables
+by evaluating both at a few fixed points.
+
+`get_grader(name)` is the one look-up of a grader by name.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
-from fractions import Fraction
+from typing import Callable
+
+from jaxcot.text.answers import (
+    braced,
+    clean_number_text,
+    last_boxed,
+    parse_number,
+    stated_latex,
+    stated_number,
+    stated_text,
+)
 
 # ---------------------------------------------------------------- GSM8K
-
-_SIGN = r"(?:(?<![\w)\]])-)?"  # a minus right after a word or bracket is subtraction, not a sign
-_NUM = rf"{_SIGN}\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|{_SIGN}\d+(?:\.\d+)?|{_SIGN}\.\d+"
-_NUMBER_RE = re.compile(rf"(?:(?<![\d.])(?:\d+\s+\d+/\d+)|(?:{_NUM})(?:\s*/\s*(?:{_NUM}))?)")
-_ANSWER_IS_RE = re.compile(r"answer\s*(?:is|:)\s*[:*\s]*", re.IGNORECASE)
-_HASH_RE = re.compile(r"####\s*")
-_UNIT_WORDS = r"(?:percent|per\s*cent|[a-zA-Z][a-zA-Z.\s]*)"  # any trailing words: "dollars", "cm"
-
-
-def _clean_number_text(s: str) -> str:
-    s = s.strip().replace("\u2212", "-").replace("\u2013", "-")
-    s = re.sub(r"\\(?:\$|%|,|!|;|:|\s)", lambda m: m.group(0)[1] if m.group(0)[1] in "$%" else "", s)
-    s = s.replace("$", "").replace("\\text", "").replace("{", "").replace("}", "")
-    return s.strip().rstrip(".").strip()
-
-
-def parse_number(text: str) -> Fraction | None:
-    """Exact value of a number as written: "1,234.50", "$5", "-3", "3/4", "1 1/2", "50%" (-> 50),
-    "7 dollars", ".5", "18." -> Fraction; None when `text` is not a single number."""
-    s = _clean_number_text(text)
-    s = re.sub(rf"\s*(?:%|{_UNIT_WORDS})$", "", s, flags=re.IGNORECASE).strip()
-    s = s.replace(" ", "") if re.fullmatch(r"-?\s*[\d.,/ ]+", s) and not re.fullmatch(r"-?\d+\s+\d+/\d+", s) else s
-    m = re.fullmatch(r"(-?)(\d+)\s+(\d+)/(\d+)", s)
-    if m:
-        if int(m.group(4)) == 0:
-            return None
-        value = int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)))
-        return -value if m.group(1) else value
-    m = re.fullmatch(rf"({_NUM})(?:/({_NUM}))?", s)
-    if not m:
-        return None
-    num = Fraction(m.group(1).replace(",", ""))
-    if m.group(2) is None:
-        return num
-    den = Fraction(m.group(2).replace(",", ""))
-    return None if den == 0 else num / den
-
-
-def _last_number(text: str) -> str | None:
-    found = _NUMBER_RE.findall(text.replace("\u2212", "-"))
-    return found[-1] if found else None
-
-
-def extract_gsm8k_answer(text: str) -> str | None:
-    """The final answer's number text from a completion (or a GSM8K reference solution)."""
-    if text is None:
-        return None
-    for pattern in (_ANSWER_IS_RE, _HASH_RE):
-        matches = list(pattern.finditer(text))
-        if matches:
-            tail = text[matches[-1].end():].split("\n", 1)[0]
-            boxed = last_boxed(tail)
-            number = _last_number(boxed) if boxed is not None else _last_number(_first_sentence(tail))
-            if number is not None:
-                return number
-    boxed = last_boxed(text)
-    if boxed is not None and _last_number(boxed) is not None:
-        return _last_number(boxed)
-    return _last_number(text)
-
-
-def _first_sentence(text: str) -> str:
-    """Up to the first full stop that ends a sentence (not a decimal point)."""
-    return re.split(r"\.(?!\d)", text, maxsplit=1)[0]
 
 
 def _percent_in(text: str, number: str) -> bool:
@@ -96,67 +46,29 @@ def gsm8k_equal(pred: str | None, gold: str | None) -> bool:
         return False
     p, g = parse_number(pred), parse_number(gold)
     if p is None or g is None:
-        return _clean_number_text(pred).lower() == _clean_number_text(gold).lower() != ""
+        return clean_number_text(pred).lower() == clean_number_text(gold).lower() != ""
     if p == g:
         return True
     return bool(re.search(r"(?:%|percent)\s*\.?$", pred.strip())) and p / 100 == g
 
 
+def _words(text: str) -> str:
+    return " ".join(text.strip().lower().rstrip(".").split())
+
+
 def grade_gsm8k(completion: str, gold: str) -> bool:
-    """Grade a completion against a GSM8K gold answer ("18", or a full "... #### 18" solution)."""
-    pred = extract_gsm8k_answer(completion)
+    """Grade a completion against a GSM8K gold answer ("18", or a full "... #### 18" solution).
+
+    A gold that is not a number ("blue") matches the stated answer's words (`stated_text`, case
+    and a final full stop ignored) when they equal it or end with it as whole words."""
+    gold_num = stated_number(gold) if "####" in gold else gold
+    if gold_num is not None and parse_number(gold_num) is None:
+        said, want = _words(stated_text(completion)), _words(gold_num)
+        return bool(want) and (said == want or said.endswith(" " + want))
+    pred = stated_number(completion)
     if pred is not None and _percent_in(completion, pred):
         pred = pred + "%"
-    gold_num = extract_gsm8k_answer(gold) if "####" in gold else gold
     return gsm8k_equal(pred, gold_num)
-
-
-# ---------------------------------------------------------------- MATH: extraction
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` or `\\fbox{...}` (nested braces), or of `\\boxed x`."""
-    if text is None:
-        return None
-    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)\b", text)]
-    for m in reversed(starts):
-        i = m.end()
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            content = _braced(text, i)
-            if content is not None:
-                return content
-        elif i > m.end():  # "\boxed 5"
-            tok = re.match(r"[^\s$]+", text[i:])
-            if tok:
-                return tok.group(0).rstrip(".")
-    return None
-
-
-def _braced(text: str, i: int) -> str | None:
-    """Content of the brace group opening at text[i] == '{', or None when unbalanced."""
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{" and (j == 0 or text[j - 1] != "\\"):
-            depth += 1
-        elif text[j] == "}" and (j == 0 or text[j - 1] != "\\"):
-            depth -= 1
-            if depth == 0:
-                return text[i + 1:j]
-    return None
-
-
-def extract_math_answer(text: str) -> str | None:
-    """The last boxed answer; failing that, the text after the last "answer is"."""
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    m = list(_ANSWER_IS_RE.finditer(text or ""))
-    if m:
-        ans = text[m[-1].end():].split("\n")[0].strip().rstrip(".").strip().strip("$").strip()
-        return ans or None
-    return None
 
 
 # ---------------------------------------------------------------- MATH: normalisation
@@ -171,7 +83,7 @@ def _replace_group_command(s: str, name: str, fn) -> str:
         if not m:
             out.append(s[i:])
             return "".join(out)
-        content = _braced(s, m.end() - 1)
+        content = braced(s, m.end() - 1)
         if content is None:
             out.append(s[i:])
             return "".join(out)
@@ -188,7 +100,8 @@ def _fix_shorthand(s: str) -> str:
         prev = s
         s = re.sub(r"\\frac\s*" + arg + r"\s*" + arg,
                    lambda m: "\\frac" + "".join(a if a.startswith("{") else "{" + a + "}" for a in m.groups()), s)
-        s = re.sub(r"\\sqrt\s*(?!\[)" + arg, lambda m: "\\sqrt" + (m.group(1) if m.group(1).startswith("{") else "{" + m.group(1) + "}"), s)
+        s = re.sub(r"\\sqrt\s*(?!\[)" + arg,
+                   lambda m: "\\sqrt" + (m.group(1) if m.group(1).startswith("{") else "{" + m.group(1) + "}"), s)
     return s
 
 
@@ -241,7 +154,8 @@ def normalize_latex(ans: str) -> str:
     s = re.sub(r"(\d\.\d*?)0+(?!\d)", r"\1", s)  # "2.50" -> "2.5"
     if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
         s = s.replace(",", "")
-    s = re.sub(r"^\{(.*)\}$", lambda m: m.group(1) if _braced("{" + m.group(1) + "}", 0) == m.group(1) else m.group(0), s)
+    s = re.sub(r"^\{(.*)\}$",
+               lambda m: m.group(1) if braced("{" + m.group(1) + "}", 0) == m.group(1) else m.group(0), s)
     return s.replace("\x02", "\\{").replace("\x03", "\\}")
 
 
@@ -500,9 +414,26 @@ def grade_math(completion: str, gold: str) -> bool:
     """Grade a completion (its last `\\boxed{}`) against a gold answer; a gold that is a full
     solution is reduced to its last boxed answer first."""
     gold_ans = last_boxed(gold) if "\\boxed" in gold or "\\fbox" in gold else gold
-    return math_equal(extract_math_answer(completion), gold_ans)
+    return math_equal(stated_latex(completion), gold_ans)
 
 
-def grader_for(benchmark: str):
-    """`grade(completion, gold) -> bool` for a benchmark name (math/math500 -> MATH, else GSM8K)."""
-    return grade_math if benchmark.lower().replace("-", "").replace("_", "") in ("math", "math500") else grade_gsm8k
+Grader = Callable[[str, str], bool]
+GRADERS: dict[str, Grader] = {"gsm8k": grade_gsm8k, "math": grade_math}
+
+
+def get_grader(spec: str | None) -> Grader:
+    """`grade(completion, gold) -> bool` by name: "gsm8k" (numbers; also None), "math" or
+    "math500" (LaTeX), or "package.module:function" for a grader of your own."""
+    if spec is None:
+        return grade_gsm8k
+    key = spec.lower().replace("-", "").replace("_", "")
+    if key in GRADERS or key == "math500":
+        return GRADERS["math" if key == "math500" else key]
+    if ":" not in spec:
+        raise ValueError(f"grader must be one of {sorted(GRADERS)} or 'module:function', got {spec!r}")
+    module, name = spec.split(":", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["GRADERS", "Grader", "get_grader", "grade_gsm8k", "grade_math", "gsm8k_equal", "math_equal",
+           "normalize_latex"]

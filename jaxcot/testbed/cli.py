@@ -1,4 +1,5 @@
-"""`jaxcot testbed data|tokenizer`: write arithmetic testbed traces or its tokenizer."""
+"""`jaxcot testbed data|tokenizer|teacher`: write arithmetic testbed traces, its tokenizer, or
+train the teacher."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import json
 import os
 
 from jaxcot.config import load_config
-from jaxcot.data.testbed import TestbedConfig, build_testbed_tokenizer, chain_stats, check_roundtrip, generate
 from jaxcot.io import atomic_write_jsonl
+from jaxcot.testbed.problems import TestbedConfig, generate
+from jaxcot.testbed.tokenizer import build_testbed_tokenizer, chain_stats, check_roundtrip, record_texts
 
 
 def _config(args) -> TestbedConfig:
@@ -27,8 +29,10 @@ def format_stats(stats: dict) -> str:
     lines = [f"records: {stats['records']}",
              f"chain tokens: mean {c['mean']:.1f}  p10 {c['p10']:.0f}  median {c['p50']:.0f}  p90 {c['p90']:.0f}  "
              f"min {c['min']}  max {c['max']}",
-             f"question tokens: mean {stats['question_tokens_mean']:.1f}; answer tokens: mean {stats['answer_tokens_mean']:.1f}",
-             f"essential (equation) tokens: {100 * stats['essential_share']:.1f}%;  removable: {100 * stats['removable_share']:.1f}%",
+             f"question tokens: mean {stats['question_tokens_mean']:.1f}; "
+             f"answer tokens: mean {stats['answer_tokens_mean']:.1f}",
+             f"essential (equation) tokens: {100 * stats['essential_share']:.1f}%;  "
+             f"removable: {100 * stats['removable_share']:.1f}%",
              "share of chain tokens by role:"]
     for role, share in sorted(stats["role_share"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  {role:<14} {100 * share:5.1f}%")
@@ -40,7 +44,7 @@ def cmd_data(args) -> int:
     records = list(generate(args.n, args.seed, cfg, offset=args.offset))
     n = atomic_write_jsonl(args.out, records)
     tok = build_testbed_tokenizer(cfg=cfg)
-    check_roundtrip(tok, (t for r in records for t in (r["question"], r["chain"], r["answer"])))
+    check_roundtrip(tok, record_texts(records))
     stats = chain_stats(records, tok)
     print(f"wrote {n} testbed traces to {args.out} (seed {args.seed}, offset {args.offset})")
     print(format_stats(stats))
@@ -54,7 +58,7 @@ def cmd_data(args) -> int:
 def cmd_tokenizer(args) -> int:
     cfg = _config(args)
     tok = build_testbed_tokenizer(sample=args.sample, seed=args.seed, cfg=cfg)
-    check_roundtrip(tok, (t for r in generate(200, args.seed + 1, cfg) for t in (r["question"], r["chain"], r["answer"])))
+    check_roundtrip(tok, record_texts(generate(200, args.seed + 1, cfg)))
     os.makedirs(args.out, exist_ok=True)
     tok.save_pretrained(args.out)
     print(json.dumps({"out": args.out, "vocab_size": len(tok)}))
@@ -62,15 +66,17 @@ def cmd_tokenizer(args) -> int:
 
 
 def cmd_teacher(args) -> int:
-    from jaxcot.data.teacher import TeacherConfig, train_teacher
+    from jaxcot.testbed.teacher import TeacherConfig, train_teacher
 
     cfg = load_config(TeacherConfig, args.config, args.set)
     summary = train_teacher(cfg)
     if summary.get("status") != "finished":
-        print(f"teacher training {summary.get('status')} at step {summary.get('step')}; rerun the same command to resume")
+        print(f"teacher training {summary.get('status')} at step {summary.get('step')}; "
+              "rerun the same command to resume")
         return 1
     print(f"teacher: greedy accuracy {100 * summary['accuracy']:.1f}% on {summary['n_eval']} held-out problems "
-          f"after {summary['steps']} steps ({summary['minutes']:.1f} min); model in {os.path.join(cfg.out_dir, 'model')}")
+          f"after {summary['steps']} steps ({summary['minutes']:.1f} min); "
+          f"model in {os.path.join(cfg.out_dir, 'model')}")
     if args.ship:
         import shutil
         from importlib.resources import files

