@@ -64,7 +64,7 @@ def evaluate_student(student: Student, gen, tokenizer, test: Sequence[dict], cfg
                      grade: Grader) -> dict:
     """Accuracy and mean CoT tokens on `test` ({question, gold}), and throughput at batch
     `cfg.batch_size` (the first batch again, compiled). Returns a JSON-able dict."""
-    from jaxcot.eval.metrics import cot_tokens
+    from jaxcot.eval.metrics import cot_tokens, throughput
 
     ids = [prompt_ids(tokenizer, it["question"], student.prompt) for it in test]
     outs = gen.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
@@ -80,7 +80,7 @@ def evaluate_student(student: Student, gen, tokenizer, test: Sequence[dict], cfg
         "accuracy": float(np.mean(correct)),
         "mean_cot_tokens": float(np.mean(cot)),
         "mean_new_tokens": float(np.mean([len(o.token_ids) for o in outs])),
-        "throughput_tok_s": sum(len(o.token_ids) for o in again) / dt,
+        "throughput_tok_s": throughput(sum(len(o.token_ids) for o in again), dt),
         "examples": [{"question": it["question"], "output": o.text, "correct": c}
                      for it, o, c in list(zip(test, outs, correct))[:5]],
     }

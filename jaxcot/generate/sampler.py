@@ -276,15 +276,14 @@ def _grow_cache(cache: KVCache, extra: int) -> KVCache:
     )
 
 
-def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, packed: tuple[int, int] | None = None,
-                  phases: int = 4):
+def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int = 4):
     """(prefill, decode) as jitted functions.
 
     prefill(params, tokens [B, T] int32, mask [B, T] bool, seed [] uint32, row_seeds [B] uint32,
       active [B] bool[, packed]) -> DecodeState: runs the prompt through the model, fills the
-      cache, derives each row's PRNG key (`derive_row_keys`) and picks the first token. With
-      `packed` = (M, P), the last argument is a dict of a `Packing`'s arrays and the prompts run
-      packed (tokens then only give the shape).
+      cache, derives each row's PRNG key (`derive_row_keys`) and picks the first token. Given a
+      `Packing`'s arrays as the last argument, the prompts run packed (tokens then only give
+      the shape).
     decode(params, state) -> state: the while-loop until every row is done or N tokens are
       written; `state` is donated. The cache grows in `phases` (`decode_phases`): prefill makes
       it T + the first phase's room.
@@ -348,16 +347,15 @@ def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, packed: t
     return jax.jit(prefill), jax.jit(decode, donate_argnums=(1,))
 
 
-def make_generate(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, packed: tuple[int, int] | None = None,
-                  phases: int = 4):
+def make_generate(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int = 4):
     """prefill then decode as one jitted function, returning only the host's outputs.
 
     generate(params, tokens [B, T], mask [B, T], seed [], row_seeds [B], active [B][, pack]) ->
     (tokens [B, N], logprobs [B, N], entropy [B, N], lengths [B], reason [B], step []); the KV
-    cache never leaves the program. packed = (M, P): `pack` is a `Packing`'s arrays; phases: see
+    cache never leaves the program. pack: a `Packing`'s arrays (a packed prefill); phases: see
     `make_programs`.
     """
-    prefill, decode = make_programs(graphdef, spec, mesh, cache_dtype, packed, phases)
+    prefill, decode = make_programs(graphdef, spec, mesh, cache_dtype, phases)
 
     def generate(params, tokens, mask, seed, row_seeds, active, pack=None):
         s = decode(params, prefill(params, tokens, mask, seed, row_seeds, active, pack))
@@ -428,7 +426,7 @@ class Sampler:
         b, t = args[0].shape
         key = (spec, b, t, packed)
         if key not in self._programs:
-            generate = make_generate(self.graphdef, spec, self.mesh, self.cache_dtype, packed, self.decode_phases)
+            generate = make_generate(self.graphdef, spec, self.mesh, self.cache_dtype, self.decode_phases)
             start = time.perf_counter()
             self._programs[key] = generate.lower(self.params, *args).compile()
             self.compile_seconds += time.perf_counter() - start

@@ -12,7 +12,6 @@ Families and their real differences:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Any
@@ -280,9 +279,6 @@ class ModelConfig:
         if self.family in ("llama", "qwen3"):
             out["attention_bias"] = self.attention_bias
         return out
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":

@@ -59,9 +59,4 @@ def _generic_fast(folder: str) -> bool:
     return declared in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
-def has_chat_template(tokenizer) -> bool:
-    """Whether `tokenizer.apply_chat_template` has a template to apply."""
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-__all__ = ["has_chat_template", "load_tokenizer"]
+__all__ = ["load_tokenizer"]
