@@ -1,9 +1,11 @@
 """Configs are dataclasses loaded from YAML with `key.sub=value` command-line overrides.
 
-    cfg = load_config(RunConfig, "configs/demo.yaml", ["train.lr=1e-4", "name=trial"])
+    cfg = load_config(RunConfig, "configs/demo.yaml", ["student.max_steps=100", "name=trial"])
 
-Unknown keys are errors that name the key and the file; values are parsed as YAML scalars and
-checked against the field's type.
+Values are parsed as YAML scalars and checked against the field's type; each config checks its
+own ranges and cross-field rules in `__post_init__` (with `check` / `check_range` here). Every
+error is a `ConfigError` naming the key's dotted path and where the value came from (the YAML
+file or the command line).
 """
 
 from __future__ import annotations
@@ -20,7 +22,43 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    pass
+    """A bad config value. `key`: its dotted path ('student.optim.lr'; '' for the whole config)."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+def _join(where: str, key: str) -> str:
+    return ".".join(p for p in (where, key) if p)
+
+
+def check(ok: bool, key: str, message: str) -> None:
+    """Raise ConfigError(key, message) unless `ok`."""
+    if not ok:
+        raise ConfigError(key, message)
+
+
+def check_range(obj, name: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                hi_open: bool = False, optional: bool = False) -> None:
+    """`obj.name` must lie in the range [lo, hi] (open at either end with `lo_open` / `hi_open`);
+    None passes when `optional`."""
+    v = getattr(obj, name)
+    if v is None and optional:
+        return
+    below = lo is not None and (v <= lo if lo_open else v < lo)
+    above = hi is not None and (v >= hi if hi_open else v > hi)
+    if below or above:
+        left = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+        right = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+        raise ConfigError(name, f"must be {' and '.join(s for s in (left, right) if s)}, got {v!r}")
+
+
+def check_choice(obj, name: str, choices) -> None:
+    """`obj.name` must be one of `choices`."""
+    v = getattr(obj, name)
+    if v not in choices:
+        raise ConfigError(name, f"must be one of {list(choices)}, got {v!r}")
 
 
 def _is_dataclass_type(tp) -> bool:
@@ -33,30 +71,30 @@ def _coerce(tp, value, where: str):
     if tp is Any or value is None and (origin in (typing.Union, types.UnionType) and type(None) in args):
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(arg, value, where)
             except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} fits none of {tp}")
+                if e.key != where:  # an error inside a nested config: report it as it is
+                    raise
+        raise ConfigError(where, f"{value!r} fits none of {tp}")
     if _is_dataclass_type(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+            raise ConfigError(where, f"expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, where)
     if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(where, f"expected a list, got {value!r}")
         inner = args[0] if args else Any
         items = [_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if (origin is tuple or tp is tuple) else items
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(where, f"expected a mapping, got {value!r}")
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -64,25 +102,31 @@ def _coerce(tp, value, where: str):
         try:  # YAML 1.1 reads '1e-4' (no dot) as a string
             return float(value)
         except ValueError:
-            raise ConfigError(f"{where}: expected float, got {value!r}") from None
+            raise ConfigError(where, f"expected a number, got {value!r}") from None
     if tp is int and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected int, got {value!r}")
+        raise ConfigError(where, f"expected an integer, got {value!r}")
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise ConfigError(where, f"expected {tp.__name__}, got {value!r}")
     return value
 
 
-def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
-    """Build dataclass `cls` from a nested dict; unknown keys raise `ConfigError`."""
+def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """Build dataclass `cls` from a nested dict. Unknown keys, wrong types and values its
+    `__post_init__` rejects raise `ConfigError` with the key's path under `where`."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+        raise ConfigError(_join(where, unknown[0]), f"unknown key for {cls.__name__}; known: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(_join(where, e.key), e.message) from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(where, str(e)) from None
 
 
 def to_dict(cfg) -> dict:
@@ -97,38 +141,66 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """['a.b=3', 'c=[1, 2]'] -> [('a.b', 3), ('c', [1, 2])] (values parsed as YAML)."""
+    out = []
+    for item in overrides:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError("", f"override {item!r} is not key=value")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(key.strip(), f"cannot parse the value {raw!r} ({e.problem})") from None
+        out.append((key.strip(), value))
+    return out
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """['a.b=3', 'c=[1, 2]'] applied onto a nested dict (values parsed as YAML)."""
     data = dict(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+    for key, value in parse_overrides(overrides):
         node = data
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
+            if not isinstance(node.get(part, {}), dict) and node.get(part) is not None:
+                raise ConfigError(key, f"{part} is not a section (it is {node[part]!r})")
             node[part] = dict(node.get(part) or {})
             node = node[part]
         node[parts[-1]] = value
     return data
 
 
+def read_yaml(path: str | os.PathLike) -> dict:
+    """The mapping at the top of a YAML file; errors name the file (and line, for bad YAML)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError("", f"{path}: no such config file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError("", f"{path}{at}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path}: the top level must be a mapping of keys")
+    return data
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[str] = ()) -> T:
-    """Load YAML at `path` (or start empty) into dataclass `cls`, with overrides applied."""
-    data: dict = {}
-    where = "overrides"
-    if path is not None:
-        where = os.fspath(path)
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+    """Load YAML at `path` (or start empty) into dataclass `cls`, with overrides applied. An error
+    names the key and says whether its value came from the command line or the file."""
+    data = read_yaml(path) if path is not None else {}
+    given = [k for k, _ in parse_overrides(list(overrides))]
     data = apply_overrides(data, list(overrides))
-    return from_dict(cls, data, where)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        from_cli = any(e.key == k or e.key.startswith(k + ".") or e.key.startswith(k + "[") or
+                       k.startswith(e.key + ".") for k in given) if e.key else False
+        origin = "on the command line" if from_cli else (f"in {os.fspath(path)}" if path is not None else "")
+        raise ConfigError(e.key, f"{e.message} ({origin})" if origin else e.message) from None
 
 
 def dump_config(cfg, path: str | os.PathLike) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -13,13 +14,67 @@ class DataError(ValueError):
     """Bad input data; the message names the file and line."""
 
 
+class LockError(RuntimeError):
+    """Another live process is writing the same output."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike):
+    """Hold an advisory lock (`fcntl.flock`) on `<path>.lock` while writing `path`.
+
+    A second writer gets `LockError` naming the holder's PID. The kernel releases a lock when its
+    process dies, so a lock left by a killed process is taken over; the lock file is removed on
+    release, and a holder checks it still locks the file at that path (not one just removed).
+    """
+    import fcntl
+
+    lock = os.fspath(path).rstrip("/") + ".lock"
+    os.makedirs(os.path.dirname(os.path.abspath(lock)), exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise LockError(f"{os.fspath(path)} is being written by process {holder} (lock {lock}); "
+                            "wait for it to finish or stop it") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file was removed by the previous holder between our open and lock
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(lock)
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w"):
-    """Write to a temp file in the same folder, fsync, rename into place on success."""
+    """Write to a temp file in the same folder, fsync, rename into place on success. The file
+    gets the permissions the umask gives a new file (mkstemp's own are 0600). Temp files of the
+    same path left by a killed writer are removed first (writers of one output hold its lock)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    for stale in glob.glob(glob.escape(os.path.abspath(path)) + ".*.tmp"):  # left by a writer that was killed
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -79,11 +134,13 @@ def is_complete(path: str | os.PathLike) -> bool:
     return os.path.exists(path) and not os.path.exists(path + ".partial")
 
 
-def discard_output(path: str | os.PathLike) -> None:
-    """Remove a resumable output and its partial file, so that the next run starts over."""
-    for p in (os.fspath(path), os.fspath(path) + ".partial"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(p)
+def refuse_same_file(out: str | os.PathLike, **inputs: str | os.PathLike | None) -> None:
+    """Raise DataError when the output path names one of the inputs ({flag: path})."""
+    real = os.path.realpath(os.fspath(out))
+    for flag, path in inputs.items():
+        if path is not None and os.path.realpath(os.fspath(path)) == real:
+            raise DataError(f"the output {os.fspath(out)} is the {flag} file: writing it would destroy the input; "
+                            "choose another output")
 
 
 class ResumableJsonl:

@@ -16,9 +16,12 @@ resident size stays at its peak. Set `JAXCOT_HOST_MALLOC=default` to leave mallo
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import signal
+import threading
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -55,4 +58,57 @@ def tune_host_allocator() -> bool:
     return ok
 
 
-__all__ = ["tune_host_allocator"]
+def cache_dir() -> str | None:
+    """Where compiled programs are kept between runs: `JAXCOT_CACHE_DIR`, else
+    `$XDG_CACHE_HOME/jaxcot/xla` (default `~/.cache/jaxcot/xla`); None when
+    `JAXCOT_COMPILATION_CACHE=0` turns the cache off."""
+    if os.environ.get("JAXCOT_COMPILATION_CACHE", "1").lower() in ("0", "false", "off", "no"):
+        return None
+    if os.environ.get("JAXCOT_CACHE_DIR"):
+        return os.path.join(os.environ["JAXCOT_CACHE_DIR"], "xla")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxcot", "xla")
+
+
+def enable_compilation_cache(path: str | None = None, min_compile_seconds: float = 0.5) -> str | None:
+    """Turn on JAX's persistent compilation cache in `path` (default `cache_dir()`), so that a
+    command run again loads the programs it compiled before instead of compiling them; programs
+    that compiled in under `min_compile_seconds` are not stored. Returns the folder, or None when
+    the cache is off. Call it before the first compilation (the CLI does)."""
+    import jax
+
+    path = path or cache_dir()
+    if path is None:
+        return None
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+class Interrupted(Exception):
+    """A long command was stopped (SIGTERM) before it finished; what it finished is saved, and
+    rerunning the same command resumes."""
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While inside, SIGTERM raises `Interrupted` in the main thread (as Ctrl-C raises
+    KeyboardInterrupt), so outputs are flushed and closed on the way out. A no-op off the main
+    thread. Training installs its own handler, which saves a checkpoint first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted("stopped by SIGTERM")
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+__all__ = ["Interrupted", "cache_dir", "enable_compilation_cache", "sigterm_raises", "tune_host_allocator"]

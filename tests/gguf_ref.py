@@ -64,18 +64,49 @@ def gguf_name(hf_name: str, family: str) -> str:
     return f"blk.{layer}.{table[module]}.{leaf}"
 
 
+def quantized(arr: np.ndarray, qtype, rng: np.random.Generator) -> np.ndarray:
+    """`arr` [rows, cols] as GGUF blocks of `qtype` (uint8 [rows, bytes per row]).
+
+    Types gguf-py can quantize (Q8_0, Q5_0, Q4_1, ...) quantize `arr`; for the K-quants it cannot
+    (Q4_K, Q5_K, Q6_K) the blocks are random bytes with scales of the size `arr`'s values have:
+    what matters is that the file holds real blocks of that type, whose dequantized values the
+    reference model then takes (`dequantized_state`).
+    """
+    from gguf import quants
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as Q
+
+    if qtype not in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
+        return quants.quantize(arr.astype(np.float32), qtype)
+    block, size = GGML_QUANT_SIZES[qtype]
+    rows, cols = arr.shape
+    blocks = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
+    scale = float(np.abs(arr).mean())
+    # f16 scale fields: Q4_K / Q5_K start with d, dmin; Q6_K ends with d (ggml's block layouts)
+    d = {Q.Q4_K: scale / 400, Q.Q5_K: scale / 800, Q.Q6_K: scale / 1500}[qtype]
+    half = rng.uniform(0.5, 1.5, (rows, cols // block, 2)).astype(np.float16) * np.float16(d)
+    if qtype == Q.Q6_K:
+        blocks[..., size - 2:] = half[..., :1].view(np.uint8)
+    else:
+        blocks[..., :4] = half.view(np.uint8).reshape(rows, cols // block, 4)
+    return blocks.reshape(rows, -1)
+
+
 def write_gguf(hf, path, *, arch: str | None = None, window_pattern: bool = True, drop: str | None = None,
-               chat_template: str | None = None, attn_scale: bool = False) -> str:
-    """Write `hf` (a float32 transformers causal LM) as an F32 GGUF file at `path`.
+               chat_template: str | None = None, attn_scale: bool = False, qtypes: dict | None = None,
+               seed: int = 0) -> str:
+    """Write `hf` (a float32 transformers causal LM) as a GGUF file at `path` (F32 tensors).
 
     window_pattern: for gemma3, write the per-layer sliding pattern (else the reader's default
     period-6 rule applies); attn_scale: write `{arch}.attention.scale` from query_pre_attn_scalar
     (llama.cpp's gemma3 converter does not; the reader then uses head_dim); drop: a GGUF tensor
-    name to leave out (error tests).
+    name to leave out (error tests). qtypes: {GGUF tensor name suffix (e.g. "attn_q.weight"):
+    GGMLQuantizationType} stores those tensors quantized (`quantized`), as llama.cpp's mixed
+    quantizations do.
     """
     cfg = hf.config
     family = ARCH[cfg.model_type]
     arch = arch or family
+    rng = np.random.default_rng(seed)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(cfg.num_hidden_layers)
@@ -119,10 +150,48 @@ def write_gguf(hf, path, *, arch: str | None = None, window_pattern: bool = True
         elif family == "gemma3" and name.endswith("norm.weight"):
             arr = arr + 1.0  # Gemma3Model.norm_shift
         gname = gguf_name(name, family)
-        if gname != drop:
+        qtype = next((q for suffix, q in (qtypes or {}).items() if gname.endswith(suffix)), None)
+        if gname == drop:
+            continue
+        if qtype is None:
             w.add_tensor(gname, arr)
+        else:
+            w.add_tensor(gname, quantized(arr, qtype, rng), raw_dtype=qtype)  # shape from the bytes
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     return str(path)
+
+
+def unpermute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
+    """The inverse of `llamacpp_permute`."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def dequantized_state(path, hf) -> dict:
+    """The HF state dict a GGUF written by `write_gguf` holds, every tensor dequantized by gguf-py
+    and the converter's permutation and norm shift undone: what a reference model must load to
+    equal the file."""
+    from gguf import GGUFReader, quants
+
+    cfg = hf.config
+    family = ARCH[cfg.model_type]
+    by_gguf = {gguf_name(n, family): n for n in hf.state_dict()}
+    out = {}
+    for t in GGUFReader(str(path)).tensors:
+        if t.name not in by_gguf:
+            continue
+        name = by_gguf[t.name]
+        arr = np.asarray(quants.dequantize(t.data, t.tensor_type), np.float32).reshape(
+            [int(x) for x in reversed(t.shape)])
+        if family == "llama" and ".q_proj." in name:
+            arr = unpermute(arr, cfg.num_attention_heads, cfg.num_attention_heads)
+        elif family == "llama" and ".k_proj." in name:
+            arr = unpermute(arr, cfg.num_attention_heads, cfg.num_key_value_heads)
+        elif family == "gemma3" and name.endswith("norm.weight"):
+            arr = arr - 1.0
+        out[name] = arr
+    return out

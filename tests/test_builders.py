@@ -163,7 +163,9 @@ def test_cli_end_to_end(tmp_path, capsys, method):
         assert e["completion"].endswith(r["answer"]) and e["method"] == method
     printed = capsys.readouterr().out
     assert "retained ratio: mean" in printed and "digits" in printed and "words" in printed
-    assert sorted(os.listdir(tmp_path / "sets")) == sorted([f"{method}.jsonl", f"{method}.summary.json"])
+    # the set, its summary, and the record of what made it (jaxcot.provenance)
+    assert sorted(os.listdir(tmp_path / "sets")) == sorted([f"{method}.jsonl", f"{method}.summary.json",
+                                                             f"{method}.jsonl.meta.json"])
 
 
 def test_cli_default_paths_gamma_flag_and_bad_line(tmp_path, capsys):

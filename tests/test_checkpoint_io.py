@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from gguf_ref import write_gguf
+from gguf_ref import dequantized_state, write_gguf
 from hf_ref import hf_config, hf_model, padded_batch, to_jax
 from safetensors.numpy import load_file, save_file
 
@@ -169,6 +169,40 @@ def test_gguf_logits_match_source(family, tmp_path):
                                                                       src.config.tie_word_embeddings)
     tokens, mask = padded_batch(seed=9, left=True)
     diff = max_diff(jax_logits(model, tokens, mask), hf_logits(src, tokens, mask), mask)
+    assert diff <= 1e-4, f"{family}: max |diff| {diff}"
+
+
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+def test_gguf_mixed_quantizations_load_as_dequantized(family, tmp_path):
+    """A file mixing the quantizations llama.cpp's Q4_K_M writes (the Gemma-3-270M GGUF holds Q4_K,
+    Q5_0, Q6_K and Q8_0 tensors) loads to the logits of a reference model holding gguf-py's
+    dequantization of the same blocks. Rows of 256 (the K-quants' block)."""
+    from gguf.constants import GGMLQuantizationType as Q
+
+    cfg = hf_config(family)
+    cfg.hidden_size, cfg.intermediate_size, cfg.head_dim = 256, 512, 64
+    import transformers as tf
+
+    torch.manual_seed(5)
+    src = {"gemma3": tf.Gemma3ForCausalLM, "llama": tf.LlamaForCausalLM}[family](cfg).float().eval()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.copy_(torch.randn_like(p) * (0.3 if p.ndim == 1 else 0.05))
+    qtypes = {"attn_q.weight": Q.Q4_K, "attn_k.weight": Q.Q4_K, "attn_v.weight": Q.Q6_K, "attn_output.weight": Q.Q5_0,
+              "ffn_gate.weight": Q.Q4_K, "ffn_up.weight": Q.Q5_K, "ffn_down.weight": Q.Q6_K,
+              "token_embd.weight": Q.Q8_0, "output.weight": Q.Q6_K}
+    path = write_gguf(src, tmp_path / "q.gguf", qtypes=qtypes, attn_scale=family == "gemma3")
+    from gguf import GGUFReader
+
+    kinds = {t.tensor_type.name for t in GGUFReader(path).tensors}
+    assert {"Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q8_0", "F32"} <= kinds
+    ref_state = dequantized_state(path, src)
+    with torch.no_grad():
+        for name, p in src.named_parameters():
+            if name in ref_state:
+                p.copy_(torch.from_numpy(ref_state[name]))
+    tokens, mask = padded_batch(seed=2, left=True)
+    diff = max_diff(jax_logits(load_model(path), tokens, mask), hf_logits(src, tokens, mask), mask)
     assert diff <= 1e-4, f"{family}: max |diff| {diff}"
 
 

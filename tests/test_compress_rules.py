@@ -478,7 +478,7 @@ def test_expression_units_rank_by_the_units_mean_score():
 
 def test_units_knobs_are_checked():
     recs = _arithmetic_records(2, seed=0)
-    with pytest.raises(ValueError, match="units must be one of"):
+    with pytest.raises(ValueError, match="units: must be one of"):
         compress_records(recs, "gogi-static", units="word")
-    with pytest.raises(ValueError, match="unit_score must be"):
+    with pytest.raises(ValueError, match="unit_score: must be one of"):
         compress_records(recs, "gogi-static", units="expression", unit_score="median")

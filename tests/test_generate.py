@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -346,20 +347,23 @@ def test_cli_dataset_run_resumes(tiny, tmp_path):
     asked = []
     orig = gen.generate_ids
     gen.generate_ids = lambda ids, **kw: asked.append(len(ids)) or orig(ids, **kw)
+    from jaxcot.models.loading import model_inputs
+
+    shutil.copy(str(full) + ".meta.json", str(out) + ".meta.json")  # the record the interrupted run left
     items = load_questions(str(data))
-    assert len(write_traces(items, str(out), cfg, gen)) == 5
+    assert len(write_traces(items, str(out), cfg, gen, inputs=model_inputs(folder))) == 5
     assert asked == [3]
     resumed = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert resumed == records
     assert not (tmp_path / "traces.jsonl.partial").exists()
     # a complete output is left alone
     asked.clear()
-    assert len(write_traces(items, str(out), cfg, gen)) == 5 and asked == []
+    assert len(write_traces(items, str(out), cfg, gen, inputs=model_inputs(folder))) == 5 and asked == []
     # ... and one written from other questions is refused, not reused or merged
     from jaxcot.io import DataError
 
-    with pytest.raises(DataError, match="holds 5 of the 4 records|not in this input"):
-        write_traces(items[:4], str(out), cfg, gen)
+    with pytest.raises(DataError, match="made with other settings or inputs \\(questions changed\\)"):
+        write_traces(items[:4], str(out), cfg, gen, inputs=model_inputs(folder))
 
 
 def test_cli_prompt_prints_a_completion(tiny):

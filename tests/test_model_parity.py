@@ -28,7 +28,7 @@ def test_logits_match_transformers(family, left):
     ref = hf_logits(hf, tokens, mask)
     ours = np.asarray(model(jnp.asarray(tokens, jnp.int32), mask=jnp.asarray(mask)).logits)
     diff = np.abs(ours - ref)[mask].max()
-    assert diff <= 1e-4, f"{family}: max |diff| {diff}"
+    assert diff <= 5e-6, f"{family}: max |diff| {diff}"  # the README's claim; logits are of size ~3
 
 
 @pytest.mark.parametrize("family", FAMILIES)

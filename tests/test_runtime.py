@@ -37,7 +37,7 @@ def test_tuned_allocator_stops_per_call_page_faults():
     import platform
 
     if platform.libc_ver()[0] != "glibc":
-        return
+        pytest.skip("the allocator setting is glibc's: nothing to measure elsewhere")
     code = (
         "import resource, jax, jax.numpy as jnp\n"
         "x = jnp.ones((4096, 4096))\n"

@@ -162,6 +162,12 @@ def test_cli_scores_resumably_and_probes(model_dir, tmp_path, capsys):
     traces.write_text("".join(json.dumps(t) + "\n" for t in _traces(4)))
     out = tmp_path / "scored.jsonl"
     # An interrupted run left t0 (with a marker) and a torn line: t0 is kept, the rest redone.
+    from jaxcot.importance.score import ScoreConfig, scores_fingerprint
+    from jaxcot.models.loading import model_inputs
+    from jaxcot.provenance import claim
+
+    same = ScoreConfig(layers=[1, 3], norm="l2", batch_size=2)
+    claim(out, scores_fingerprint(_traces(4), same, inputs=model_inputs(model_dir)))  # its record of what made it
     (tmp_path / "scored.jsonl.partial").write_text(json.dumps({"id": "t0", "marker": 1}) + "\n{\"id\": \"t1\", ")
     args = ["score", "--model", model_dir, "--traces", str(traces), "--out", str(out),
             "--batch-size", "2", "--layer", "1", "--layer", "3", "--norm", "l2"]

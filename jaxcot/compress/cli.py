@@ -16,7 +16,8 @@ import dataclasses
 
 from jaxcot.compress.pipeline import METHODS, CompressConfig, format_table, summary_path, write_compressed
 from jaxcot.config import load_config
-from jaxcot.io import iter_jsonl
+from jaxcot.io import iter_jsonl, refuse_same_file
+from jaxcot.provenance import discard
 
 
 def _default_out(scored: str, method: str) -> str:
@@ -29,11 +30,15 @@ def run(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k)
              for k in ("gamma", "kappa", "seed", "format", "eot", "max_tokens", "tokenizer", "grader")}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+    if args.out:
+        refuse_same_file(args.out, scored=args.scored)
     lines, records = [], []
     for lineno, rec in iter_jsonl(args.scored):
         lines.append(f"{args.scored}:{lineno}")
         records.append(rec)
     path = args.out or _default_out(args.scored, args.method)
+    if args.overwrite:
+        discard(path)
     out = write_compressed(records, path, cfg, wheres=lines)
     print(format_table(out.summary))
     print(f"\nwrote {len(out.examples)} examples to {path}\nsummary: {summary_path(path)}")
@@ -57,5 +62,6 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", help="local HF tokenizer folder used by --max-tokens")
     p.add_argument("--grader",
                    help="gsm8k, math or module:function (answer, gold) -> bool for traces without `correct`")
+    p.add_argument("--overwrite", action="store_true", help="replace --out even if other settings made it")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any CompressConfig field")
     p.set_defaults(func=run)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +37,10 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxcot.compress import builders, rebuild, rules
+from jaxcot.config import check, check_choice, check_range
 from jaxcot.io import DataError, atomic_write_json, atomic_write_jsonl
-from jaxcot.text.grading import get_grader
+from jaxcot.provenance import Fingerprint, claimed, content_digest
+from jaxcot.text.grading import GRADER_NAMES, get_grader
 
 METHODS = {
     "original": ("none", None, "plain"),  # the uncompressed chains: the control's training set
@@ -118,20 +120,49 @@ class CompressConfig:
     tokenizer: str | None = None  # local HF tokenizer folder for max_tokens
     batch_size: int = 64
 
-    def resolved(self) -> tuple[str, str, str]:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {sorted(METHODS)}")
+    def __post_init__(self):
+        check_choice(self, "method", sorted(METHODS))
+        check_choice(self, "rule", RULES + (None,))
+        check_choice(self, "format", ("plain", "tokenskip", None))
+        check_choice(self, "units", UNITS)
+        check_choice(self, "unit_score", rebuild.UNIT_SCORES)
+        check_choice(self, "zscore", ("trace", "fixed"))
+        check_choice(self, "ties", ("all", "position"))
+        check_choice(self, "step_agg", ("sum", "mean"))
+        check_choice(self, "prompt_style", ("text", "chat"))
+        check_choice(self, "unverified", ("drop", "keep"))
+        check_range(self, "gamma", 0, 1, lo_open=True, optional=True)
+        check_range(self, "beta", 0)
+        check_range(self, "gamma_min", 0, 1, lo_open=True)
+        check_range(self, "gamma_max", 0, 1, lo_open=True)
+        check(self.gamma_min <= self.gamma_max, "gamma_min", f"{self.gamma_min} must be <= gamma_max {self.gamma_max}")
+        check_range(self, "eps", 0, lo_open=True)
+        check_range(self, "zscore_std", 0, lo_open=True, optional=True)
+        check_range(self, "dataset_entropy_std", 0, lo_open=True, optional=True)
+        check_range(self, "n_min", 0)
+        check_range(self, "n_max", 1)
+        check(self.n_min <= self.n_max, "n_min", f"{self.n_min} must be <= n_max {self.n_max}")
+        check_range(self, "window", 1)
+        check_range(self, "calibrate_tol", 0, lo_open=True)
+        check_range(self, "calibrate_iters", 1)
+        check_range(self, "vocab_size", 2, optional=True)
+        check_range(self, "kappa", 0, 1)
+        check_range(self, "protect_first_steps", 0)
+        check_range(self, "protect_last_steps", 0)
+        check(bool(self.skip_marker), "skip_marker", "may not be empty")
+        check(len(self.gammas) > 0 and all(0 < g <= 1 for g in self.gammas), "gammas",
+              f"must be a non-empty list of ratios in (0, 1], got {list(self.gammas)}")
+        check_range(self, "max_tokens", 1, optional=True)
+        check_range(self, "max_chain_tokens", 0, optional=True)
+        check_range(self, "batch_size", 1)
+        check(self.grader is None or self.grader.lower().replace("-", "").replace("_", "") in GRADER_NAMES
+              or ":" in self.grader, "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', "
+              f"got {self.grader!r}")
+
+    def resolved(self) -> tuple[str, str | None, str]:
+        """(rule, importance source, prompt format): the method's, unless set here."""
         rule, imp, fmt = METHODS[self.method]
-        rule, imp, fmt = self.rule or rule, self.importance or imp, self.format or fmt
-        if self.units not in UNITS:
-            raise ValueError(f"units must be one of {UNITS}, got {self.units!r}")
-        if self.unit_score not in rebuild.UNIT_SCORES:
-            raise ValueError(f"unit_score must be one of {rebuild.UNIT_SCORES}, got {self.unit_score!r}")
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-        if fmt not in ("plain", "tokenskip"):
-            raise ValueError(f"format must be plain or tokenskip, got {fmt!r}")
-        return rule, imp, fmt
+        return self.rule or rule, self.importance or imp, self.format or fmt
 
 
 @dataclasses.dataclass
@@ -460,14 +491,24 @@ def summary_path(out: str) -> str:
     return (out[: -len(".jsonl")] if out.endswith(".jsonl") else out) + ".summary.json"
 
 
+def compressed_fingerprint(records: Sequence[dict], cfg: CompressConfig, origin: Mapping[str, Any] = ()) -> Fingerprint:
+    """What a set written by `write_compressed` from these arguments records as its origin."""
+    return Fingerprint.of({"compress": cfg, "scored": content_digest(records), **dict(origin)})
+
+
 def write_compressed(records: Sequence[dict], out: str, cfg: CompressConfig, *,
                      grader: Callable[[str, str], bool] | None = None, wheres: Sequence[str] | None = None,
-                     count_tokens: Callable[[dict], int] | None = None) -> CompressOutput:
+                     count_tokens: Callable[[dict], int] | None = None, origin: Mapping[str, Any] = (),
+                     replace: bool = False, say=None) -> CompressOutput:
     """The compress stage: `compress_records` by `cfg`, the SFT examples written to `out` and the
-    summary beside it (`summary_path`), both atomically; returns the `CompressOutput`."""
-    res = compress_records(records, cfg.method, config=cfg, grader=grader, wheres=wheres, count_tokens=count_tokens)
-    atomic_write_jsonl(out, res.examples)
-    atomic_write_json(summary_path(out), res.summary)
+    summary beside it (`summary_path`), both atomically; returns the `CompressOutput`. Provenance
+    as in `jaxcot.generate.write_traces` (`origin`: further settings, e.g. the grader's name)."""
+    fp = compressed_fingerprint(records, cfg, origin)
+    with claimed(out, fp, replace=replace, say=say):
+        res = compress_records(records, cfg.method, config=cfg, grader=grader, wheres=wheres,
+                               count_tokens=count_tokens)
+        atomic_write_jsonl(out, res.examples)
+        atomic_write_json(summary_path(out), res.summary)
     return res
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import os
 from typing import Iterator
 
+from jaxcot.config import check_range
 from jaxcot.io import DataError, iter_jsonl
 from jaxcot.text.answers import gold_answer
 
@@ -27,8 +28,7 @@ class QuestionFields:
     limit: int | None = None
 
     def __post_init__(self):
-        if self.limit is not None and self.limit < 0:
-            raise ValueError(f"limit must be >= 0 or null, got {self.limit}")
+        check_range(self, "limit", 1, optional=True)
 
 
 def _record_id(rec: dict, pos: int, id_field: str | None, where: str) -> str:

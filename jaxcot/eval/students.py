@@ -11,11 +11,13 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from jaxcot.io import atomic_write_json
+from jaxcot.config import check_range
+from jaxcot.io import atomic_write_json, is_complete
+from jaxcot.provenance import Fingerprint, claimed, content_digest, up_to_date
 from jaxcot.text.grading import Grader
 from jaxcot.text.prompts import PromptConfig, prompt_ids
 
@@ -37,6 +39,11 @@ class EvalConfig:
     latency_samples: int = 16
     latency_interleave: bool = True
     latency_warm: bool = True
+
+    def __post_init__(self):
+        check_range(self, "max_new_tokens", 1)
+        check_range(self, "batch_size", 1)
+        check_range(self, "latency_samples", 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,38 +139,65 @@ def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: Eval
     return {"questions": n, "latency_s": {k: float(np.mean(t)) for k, t in times.items()}, "times": times}
 
 
+def student_fingerprint(student: Student, test: Sequence[dict], cfg: EvalConfig,
+                        origin: Mapping[str, Any] = ()) -> Fingerprint:
+    """What `<name>.json` records as its origin: the student's weights, prompt and test set, and
+    the settings that change its accuracy pass (`origin`: the grader's name)."""
+    return Fingerprint.of({"prompt": student.prompt, "eval.max_new_tokens": cfg.max_new_tokens,
+                           "eval.batch_size": cfg.batch_size, "test": content_digest(test), **dict(origin)},
+                          {"model": student.path})
+
+
+def latency_fingerprint(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig) -> Fingerprint:
+    """What `latency.json` records as its origin: every student together and every eval setting."""
+    return Fingerprint.of({"eval": cfg, "students": [(s.name, s.prompt) for s in students],
+                           "test": content_digest(test[: cfg.latency_samples])},
+                          {f"model:{s.name}": s.path for s in students})
+
+
+def eval_outputs(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig,
+                 origin: Mapping[str, Any] = ()) -> dict[str, Fingerprint]:
+    """{file name in the eval folder: its fingerprint}, for every output of `evaluate_students`."""
+    out = {f"{s.name}.json": student_fingerprint(s, test, cfg, origin) for s in students}
+    out["latency.json"] = latency_fingerprint(students, test, cfg)
+    return out
+
+
 def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig, out_dir: str,
-                      grade: Grader, say: Callable[[str], None] = print) -> dict[str, dict]:
-    """The eval stage: `<out_dir>/<name>.json` per student (kept when present) and
-    `<out_dir>/latency.json` (redone when the set of students changes); returns {name: result}
-    with each result's `latency_s` filled in."""
+                      grade: Grader, *, origin: Mapping[str, Any] = (), replace: bool = False,
+                      say: Callable[[str], None] = print) -> dict[str, dict]:
+    """The eval stage: `<out_dir>/<name>.json` per student and `<out_dir>/latency.json` (all of
+    them measured together), each kept while its fingerprint (`eval_outputs`) matches; returns
+    {name: result} with each result's `latency_s` filled in. An output made from other settings
+    is refused, or with `replace` made again."""
+    fps = eval_outputs(students, test, cfg, origin)
     results, cache = {}, {}
     for s in students:
         out = os.path.join(out_dir, f"{s.name}.json")
-        if os.path.exists(out):
+        if is_complete(out) and up_to_date(out, fps[f"{s.name}.json"]):
             with open(out) as f:
                 results[s.name] = json.load(f)
             continue
-        say(f"evaluate {s.name} on {len(test)} test questions")
-        gen, tok = _load(s, cache)
-        results[s.name] = evaluate_student(s, gen, tok, test, cfg, grade)
-        atomic_write_json(out, results[s.name])
+        with claimed(out, fps[f"{s.name}.json"], replace=replace, say=say):
+            say(f"evaluate {s.name} on {len(test)} test questions")
+            gen, tok = _load(s, cache)
+            results[s.name] = evaluate_student(s, gen, tok, test, cfg, grade)
+            atomic_write_json(out, results[s.name])
     cache.clear()
     lat_path = os.path.join(out_dir, "latency.json")
-    latency = None
-    if os.path.exists(lat_path):
+    if is_complete(lat_path) and up_to_date(lat_path, fps["latency.json"]):
         with open(lat_path) as f:
             latency = json.load(f)
-        if set(latency["latency_s"]) != {s.name for s in students}:
-            latency = None
-    if latency is None:
-        say(f"latency at batch 1: {min(cfg.latency_samples, len(test))} questions, {len(students)} students "
-            + ("taking turns" if cfg.latency_interleave else "one after another"))
-        latency = measure_latency(students, test, cfg)
-        atomic_write_json(lat_path, latency)
+    else:
+        with claimed(lat_path, fps["latency.json"], replace=replace, say=say):
+            say(f"latency at batch 1: {min(cfg.latency_samples, len(test))} questions, {len(students)} students "
+                + ("taking turns" if cfg.latency_interleave else "one after another"))
+            latency = measure_latency(students, test, cfg)
+            atomic_write_json(lat_path, latency)
     for name, r in results.items():
         r["latency_s"] = latency["latency_s"][name]
     return results
 
 
-__all__ = ["EvalConfig", "Student", "evaluate_student", "evaluate_students", "measure_latency"]
+__all__ = ["EvalConfig", "Student", "eval_outputs", "evaluate_student", "evaluate_students", "latency_fingerprint",
+           "measure_latency", "student_fingerprint"]

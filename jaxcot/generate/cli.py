@@ -50,7 +50,9 @@ def _config(args) -> GenerateConfig:
 def run(args) -> int:
     from jaxcot.data.questions import load_questions
     from jaxcot.generate.traces import load_generator, write_traces
-    from jaxcot.io import discard_output, is_complete
+    from jaxcot.io import is_complete, refuse_same_file
+    from jaxcot.models.loading import model_inputs
+    from jaxcot.provenance import discard
 
     cfg = _config(args)
     if args.prompt is not None:
@@ -66,11 +68,13 @@ def run(args) -> int:
         raise SystemExit("--data needs --out")
     fields = QuestionFields(question_field=args.question_field, answer_field=args.answer_field,
                             id_field=args.id_field, split=args.split, limit=args.limit)
+    refuse_same_file(args.out, data=args.data, model=args.model)
     items = load_questions(args.data, fields)
     if args.overwrite:
-        discard_output(args.out)
+        discard(args.out)
     was_complete = is_complete(args.out)
-    traces = write_traces(items, args.out, cfg, generator=lambda: load_generator(args.model, cfg, args.tokenizer))
+    traces = write_traces(items, args.out, cfg, lambda: load_generator(args.model, cfg, args.tokenizer),
+                          inputs=model_inputs(args.model, args.tokenizer))
     if was_complete:
         print(f"{args.out} is complete ({len(traces)} records); pass --overwrite to regenerate", file=sys.stderr)
     else:

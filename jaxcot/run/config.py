@@ -11,11 +11,12 @@ import dataclasses
 
 from jaxcot.compress.builders import tokenskip_prompt
 from jaxcot.compress.pipeline import METHODS, CompressConfig
-from jaxcot.config import ConfigError, deep_merge, from_dict
+from jaxcot.config import check, check_choice, check_range, deep_merge, from_dict
 from jaxcot.eval.students import EvalConfig
 from jaxcot.generate.traces import GenerateConfig
 from jaxcot.importance.score import ScoreConfig
 from jaxcot.testbed.problems import TestbedConfig
+from jaxcot.text.grading import GRADER_NAMES
 from jaxcot.text.prompts import PromptConfig
 from jaxcot.train.config import TrainConfig
 
@@ -50,8 +51,12 @@ class QuestionsConfig:
     auc_samples: int = 200
 
     def __post_init__(self):
-        if self.kind not in DATA_KINDS:
-            raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {self.kind!r}")
+        check_choice(self, "kind", DATA_KINDS)
+        check_range(self, "n_train", 1)
+        check_range(self, "n_test", 1)
+        check_range(self, "auc_samples", 1)
+        check(self.grader.lower().replace("-", "").replace("_", "") in GRADER_NAMES or ":" in self.grader,
+              "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', got {self.grader!r}")
 
 
 @dataclasses.dataclass
@@ -65,6 +70,12 @@ class MethodSpec:
     method: str = "original"
     gamma: float | None = None
     knobs: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        check(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
+              f"must be a plain file name (it names the row's files), got {self.name!r}")
+        check_choice(self, "method", sorted(METHODS))
+        check_range(self, "gamma", 0, 1, lo_open=True, optional=True)
 
 
 @dataclasses.dataclass
@@ -85,24 +96,22 @@ class RunConfig:
     stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGES))
 
     def __post_init__(self):
+        check(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
+              f"must be a plain folder name, got {self.name!r}")
         names = [m.name for m in self.methods]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"methods: names must be unique, got {names}")
+        check(bool(names), "methods", "must name at least one row")
+        check(len(set(names)) == len(names), "methods", f"names must be unique, got {names}")
+        from_dict(CompressConfig, {**self.compress, "method": "gogi-ads"}, "compress")
         for m in self.methods:
-            if m.method not in METHODS:
-                raise ConfigError(f"methods: {m.name}: unknown method {m.method!r}; choose from {sorted(METHODS)}")
             self.compress_config(m)
         bad = [s for s in self.stages if s not in STAGES]
-        if bad:
-            raise ConfigError(f"stages: unknown {bad}; stages are {list(STAGES)}")
-        if self.score.prompt is not None and self.score.prompt != self.generate.prompt:
-            raise ConfigError("score.prompt must be generate.prompt (the prompt the traces were written with); "
-                              "leave it unset in a run config")
+        check(not bad, "stages", f"unknown {bad}; stages are {list(STAGES)}")
+        check(self.score.prompt is None or self.score.prompt == self.generate.prompt, "score.prompt",
+              "must be generate.prompt (the prompt the traces were written with); leave it unset in a run config")
         taken = [k for k in STUDENT_SET_BY_RUN if k in self.student]
-        if taken:
-            raise ConfigError(f"student.{taken[0]} is set by the run (from `model` and the run folder)")
-        if self.student.get("data", {}).get("path"):
-            raise ConfigError("student.data.path is set by the run (each method's set)")
+        check(not taken, f"student.{taken[0] if taken else ''}", "is set by the run (from `model` and the run folder)")
+        check(not (self.student.get("data") or {}).get("path"), "student.data.path",
+              "is set by the run (each method's set)")
         self.student_config("check", "x", "y")
 
     def compress_config(self, m: MethodSpec) -> CompressConfig:
@@ -111,7 +120,7 @@ class RunConfig:
         knobs = {**self.compress, **m.knobs, "method": m.method}
         if m.gamma is not None and m.method != "tokenskip":
             knobs["gamma"] = m.gamma
-        return from_dict(CompressConfig, knobs, f"methods[{m.name}] (compress + knobs)")
+        return from_dict(CompressConfig, knobs, f"methods[{m.name}].knobs")
 
     def student_config(self, name: str, init_from: str, root: str) -> TrainConfig:
         """The `TrainConfig` of the student of row `name`: `STUDENT_BASE`, the run's `student`

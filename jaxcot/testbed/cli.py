@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 
-from jaxcot.config import load_config
+from jaxcot.config import check, load_config
 from jaxcot.io import atomic_write_jsonl
 from jaxcot.testbed.problems import TestbedConfig, generate
 from jaxcot.testbed.tokenizer import build_testbed_tokenizer, chain_stats, check_roundtrip, record_texts
@@ -41,6 +41,8 @@ def format_stats(stats: dict) -> str:
 
 def cmd_data(args) -> int:
     cfg = _config(args)
+    check(args.n >= 1, "--n", f"must be >= 1, got {args.n}")
+    check(args.offset >= 0, "--offset", f"must be >= 0, got {args.offset}")
     records = list(generate(args.n, args.seed, cfg, offset=args.offset))
     n = atomic_write_jsonl(args.out, records)
     tok = build_testbed_tokenizer(cfg=cfg)

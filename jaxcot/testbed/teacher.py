@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 
+from jaxcot.config import check_choice, check_range
 from jaxcot.io import atomic_write_json
 from jaxcot.testbed.problems import TestbedConfig, generate
 from jaxcot.testbed.tokenizer import build_testbed_tokenizer, check_roundtrip, record_texts
@@ -46,6 +47,15 @@ class TeacherConfig:
     eval_batch_size: int = 100
     max_new_tokens: int = 320
     export_dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("n_train", "n_eval", "steps", "epochs", "batch_size", "max_len", "eval_every",
+                     "eval_batch_size", "max_new_tokens"):
+            check_range(self, name, 1)
+        check_range(self, "lr", 0, lo_open=True)
+        check_range(self, "warmup_steps", 0)
+        check_range(self, "weight_decay", 0)
+        check_choice(self, "export_dtype", ("float32", "bfloat16"))
 
 
 def teacher_examples(records) -> list[tuple[str, str]]:

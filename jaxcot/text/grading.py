@@ -419,6 +419,7 @@ def grade_math(completion: str, gold: str) -> bool:
 
 Grader = Callable[[str, str], bool]
 GRADERS: dict[str, Grader] = {"gsm8k": grade_gsm8k, "math": grade_math}
+GRADER_NAMES = ("gsm8k", "math", "math500")  # names get_grader takes besides "module:function"
 
 
 def get_grader(spec: str | None) -> Grader:
@@ -427,7 +428,7 @@ def get_grader(spec: str | None) -> Grader:
     if spec is None:
         return grade_gsm8k
     key = spec.lower().replace("-", "").replace("_", "")
-    if key in GRADERS or key == "math500":
+    if key in GRADER_NAMES:
         return GRADERS["math" if key == "math500" else key]
     if ":" not in spec:
         raise ValueError(f"grader must be one of {sorted(GRADERS)} or 'module:function', got {spec!r}")
@@ -435,5 +436,5 @@ def get_grader(spec: str | None) -> Grader:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["GRADERS", "Grader", "get_grader", "grade_gsm8k", "grade_math", "gsm8k_equal", "math_equal",
+__all__ = ["GRADERS", "GRADER_NAMES", "Grader", "get_grader", "grade_gsm8k", "grade_math", "gsm8k_equal", "math_equal",
            "normalize_latex"]

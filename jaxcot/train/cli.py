@@ -18,6 +18,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxcot.config import load_config
+    from jaxcot.runtime import Interrupted
     from jaxcot.train.config import TrainConfig
     from jaxcot.train.loop import train
 
@@ -29,4 +30,6 @@ def run(args: argparse.Namespace) -> int:
         + f"; checkpoints in {result.checkpoint_dir}"
         + (f"; model exported to {result.export_dir}" if result.export_dir else "")
     )
+    if result.status == "preempted":  # SIGTERM: saved; a `train ... && next` chain must stop here
+        raise Interrupted(f"stopped by SIGTERM at step {result.step} (checkpoint saved)")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from jaxcot.config import check, check_choice, check_range
 from jaxcot.models.config import ModelConfig
 
 LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -39,6 +40,13 @@ class DataConfig:
     shuffle: bool = True
     limit: int | None = None
 
+    def __post_init__(self):
+        check_choice(self, "source", ("jsonl", "datasets"))
+        check_choice(self, "overflow", ("drop", "truncate"))
+        check_range(self, "max_len", 2)
+        check_range(self, "limit", 1, optional=True)
+        check(all(b >= 1 for b in self.buckets), "buckets", f"must be positive lengths, got {self.buckets}")
+
 
 @dataclasses.dataclass
 class LoraConfig:
@@ -46,6 +54,14 @@ class LoraConfig:
     alpha: float = 16.0
     dropout: float = 0.0
     targets: list[str] = dataclasses.field(default_factory=lambda: list(LINEAR_LAYERS))
+
+    def __post_init__(self):
+        check_range(self, "rank", 1)
+        check_range(self, "alpha", 0, lo_open=True)
+        check_range(self, "dropout", 0, 1, hi_open=True)
+        bad = [t for t in self.targets if t not in LINEAR_LAYERS]
+        check(bool(self.targets) and not bad, "targets", f"must be a non-empty subset of {list(LINEAR_LAYERS)}, "
+              f"got {self.targets}")
 
 
 @dataclasses.dataclass
@@ -66,6 +82,17 @@ class OptimConfig:
     eps: float = 1e-8
     clip_norm: float = 1.0
 
+    def __post_init__(self):
+        check_range(self, "lr", 0, lo_open=True)
+        check_range(self, "warmup_ratio", 0, 1)
+        check_range(self, "warmup_steps", 0, optional=True)
+        check_range(self, "min_lr_ratio", 0, 1)
+        check_range(self, "weight_decay", 0)
+        check_range(self, "b1", 0, 1, hi_open=True)
+        check_range(self, "b2", 0, 1, hi_open=True)
+        check_range(self, "eps", 0, lo_open=True)
+        check_range(self, "clip_norm", 0)  # 0: no clipping
+
 
 @dataclasses.dataclass
 class MeshConfig:
@@ -76,6 +103,12 @@ class MeshConfig:
     fsdp: int = 1
     tensor: int = 1
     devices: int = 0
+
+    def __post_init__(self):
+        check(self.data == -1 or self.data >= 1, "data", f"must be -1 (the remaining devices) or >= 1, got {self.data}")
+        check_range(self, "fsdp", 1)
+        check_range(self, "tensor", 1)
+        check_range(self, "devices", 0)
 
 
 @dataclasses.dataclass
@@ -88,6 +121,10 @@ class CheckpointConfig:
     keep: int = 3
     async_save: bool = True
     resume: bool = True
+
+    def __post_init__(self):
+        check_range(self, "every", 1)
+        check_range(self, "keep", 1)
 
 
 @dataclasses.dataclass
@@ -139,18 +176,19 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.method not in ("lora", "full"):
-            raise ValueError(f"method must be 'lora' or 'full', got {self.method!r}")
-        if (self.init_from is None) == (self.model is None):
-            raise ValueError("set exactly one of init_from (weights to start from) and model (random init)")
-        for name in ("compute_dtype", "param_dtype"):
-            if getattr(self, name) not in ("float32", "bfloat16"):
-                raise ValueError(f"{name} must be 'float32' or 'bfloat16', got {getattr(self, name)!r}")
-        if self.epochs is None and self.max_steps is None:
-            raise ValueError("epochs: null (as many as the steps need) needs max_steps")
-        if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size {self.batch_size} must be a positive multiple of grad_accum "
-                             f"{self.grad_accum}")
+        check_choice(self, "method", ("lora", "full"))
+        check((self.init_from is None) != (self.model is None), "init_from",
+              "set exactly one of init_from (weights to start from) and model (random init)")
+        check_choice(self, "compute_dtype", ("float32", "bfloat16"))
+        check_choice(self, "param_dtype", ("float32", "bfloat16"))
+        check_range(self, "batch_size", 1)
+        check_range(self, "grad_accum", 1)
+        check(self.batch_size % self.grad_accum == 0, "batch_size",
+              f"{self.batch_size} must be a multiple of grad_accum {self.grad_accum}")
+        check_range(self, "epochs", 1, optional=True)
+        check_range(self, "max_steps", 1, optional=True)
+        check(self.epochs is not None or self.max_steps is not None, "epochs",
+              "null (as many passes as the steps need) needs max_steps")
 
     @property
     def resolved_export_dir(self) -> str:

@@ -8,6 +8,7 @@ same command resumes exactly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -36,6 +37,7 @@ from jaxcot.data.sft import (
     stats_with_rows,
     tokenize_examples,
 )
+from jaxcot.io import output_lock
 from jaxcot.models.config import ModelConfig
 from jaxcot.models.decoder import Decoder, abstract_model
 from jaxcot.sharding import make_mesh, tree_shardings
@@ -256,14 +258,41 @@ def _comparable(config_dict: dict) -> dict:
     return {k: v for k, v in json.loads(json.dumps(config_dict)).items() if k not in RESUMABLE_KEYS}
 
 
-def _check_resumable(saved: dict, current: TrainConfig, where: str) -> None:
-    a, b = _comparable(saved), _comparable(to_dict(current))
+def _resume_differences(saved: dict, current: TrainConfig, data_digest: str | None) -> list[str]:
+    """The settings (and the data) in which a checkpointed run differs from `current`."""
+    a, b = _comparable(saved["config"]), _comparable(to_dict(current))
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if data_digest is not None and saved.get("data_digest") not in (None, data_digest):
+        diff.append("the training data's contents")
+    return diff
+
+
+def _check_resumable(saved: dict, current: TrainConfig, where: str, data_digest: str | None) -> None:
+    diff = _resume_differences(saved, current, data_digest)
     if diff:
         raise ValueError(
-            f"{where}: the checkpointed run's config differs in {diff}; resuming would not reproduce it. "
+            f"{where}: the checkpointed run differs in {', '.join(diff)}; resuming would not reproduce it. "
             "Use a new output_dir or checkpoint.resume=false."
         )
+
+
+def checkpoint_matches(config: TrainConfig) -> bool:
+    """Whether `config.output_dir` holds no checkpoint, or one a run of `config` would resume
+    exactly (same settings, same data file contents)."""
+    from jaxcot.provenance import digest
+
+    ckpt_dir = os.path.join(os.path.abspath(config.output_dir), "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        return True
+    ckpt = Checkpointer(ckpt_dir, keep=config.checkpoint.keep, async_save=False)
+    try:
+        latest = ckpt.latest_step()
+        if latest is None:
+            return True
+        data = digest(config.data.path) if config.data.path and os.path.isfile(config.data.path) else None
+        return not _resume_differences(ckpt.read_meta(latest), config, data)
+    finally:
+        ckpt.close()
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -316,13 +345,14 @@ class _Run:
     ckpt_dir: str
     start: int
     step_fn: Callable
+    data_digest: str | None
 
     def save(self, step: int, loss: float | None) -> None:
         if self.ckpt is None:
             return
         self.ckpt.save(step, params=self.params, opt_state=self.opt_state, data_state=self.iterator.get_state(),
                        meta={"config": to_dict(self.config), "stats": dataclasses.asdict(self.stats), "step": step,
-                             "loss": loss})
+                             "loss": loss, "data_digest": self.data_digest})
 
 
 def _mesh(config: TrainConfig):
@@ -333,6 +363,18 @@ def _mesh(config: TrainConfig):
             raise ValueError("mesh.devices (a device subset) is for single-process runs")
         devices = devices[: mc.devices]
     return make_mesh(mc.data, mc.fsdp, mc.tensor, devices=devices)
+
+
+def _data_digest(config: TrainConfig, examples) -> str | None:
+    """The training data's contents, as a digest a resumed run must match (None: a `datasets`
+    source, whose loader caches by its own fingerprint)."""
+    from jaxcot.provenance import content_digest, digest
+
+    if examples is not None:
+        return content_digest(examples)
+    if config.data.source == "jsonl":
+        return digest(config.data.path)
+    return None
 
 
 def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run:
@@ -354,6 +396,7 @@ def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run
         )
 
     tokenizer, exs, rows, stats = prepare_data(config, tokenizer, examples, verbose=lead)
+    data_digest = _data_digest(config, examples)
     say(f"data: {stats.summary()}")
     buckets = tuple(config.data.buckets) or default_buckets(config.data.max_len)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -379,7 +422,7 @@ def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run
     start = 0
     latest = ckpt.latest_step() if ckpt is not None and config.checkpoint.resume else None
     if latest is not None:
-        _check_resumable(ckpt.read_meta(latest)["config"], config, ckpt_dir)
+        _check_resumable(ckpt.read_meta(latest), config, ckpt_dir, data_digest)
         params, opt_state, meta = ckpt.restore(
             latest, params=params, opt_state=opt_state, shardings_params=sh.params,
             shardings_opt=sh.opt_state, iterator=iterator,
@@ -397,7 +440,7 @@ def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run
         if cache is not None:
             cache[step_key] = step_fn
     return _Run(config, out_dir, say, lead, layout, tokenizer, stats, total, graphdef, params, frozen, opt_state, sh,
-                iterator, ckpt, ckpt_dir, start, step_fn)
+                iterator, ckpt, ckpt_dir, start, step_fn, data_digest)
 
 
 def _step(run: _Run, step: int) -> dict[str, float]:
@@ -449,6 +492,13 @@ def train(
     model, e.g. to measure accuracy during training; it must not modify the model.
     Returns a `TrainResult`.
     """
+    initialize_distributed(config)  # before asking which process this is
+    lock = output_lock(config.output_dir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return _train(config, tokenizer, examples, stop_after, handle_sigterm, cache, callback, callback_every)
+
+
+def _train(config, tokenizer, examples, stop_after, handle_sigterm, cache, callback, callback_every) -> TrainResult:
     from tqdm.auto import tqdm
 
     run = _setup(config, tokenizer, examples, cache)
