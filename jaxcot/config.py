@@ -54,6 +54,12 @@ def check_range(obj, name: str, lo: float | None = None, hi: float | None = None
         raise ConfigError(name, f"must be {' and '.join(s for s in (left, right) if s)}, got {v!r}")
 
 
+def check_counts(obj, *names: str) -> None:
+    """Each of `obj`'s fields `names` must be a count of at least 1."""
+    for name in names:
+        check_range(obj, name, 1)
+
+
 def check_choice(obj, name: str, choices) -> None:
     """`obj.name` must be one of `choices`."""
     v = getattr(obj, name)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from jaxcot.config import check_range
+from jaxcot.config import check_counts
 from jaxcot.io import atomic_write_json, is_complete
 from jaxcot.provenance import Fingerprint, claimed, content_digest, up_to_date
 from jaxcot.text.grading import Grader
@@ -41,9 +41,7 @@ class EvalConfig:
     latency_warm: bool = True
 
     def __post_init__(self):
-        check_range(self, "max_new_tokens", 1)
-        check_range(self, "batch_size", 1)
-        check_range(self, "latency_samples", 1)
+        check_counts(self, "max_new_tokens", "batch_size", "latency_samples")
 
 
 @dataclasses.dataclass(frozen=True)

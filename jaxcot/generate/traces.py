@@ -12,7 +12,7 @@ import dataclasses
 import zlib
 from typing import Any, Mapping, Sequence
 
-from jaxcot.config import check, check_choice, check_range
+from jaxcot.config import check, check_choice, check_counts, check_range
 from jaxcot.io import DataError, ResumableJsonl, read_jsonl
 from jaxcot.provenance import Fingerprint, claimed, content_digest
 from jaxcot.text.answers import split_answer
@@ -50,12 +50,10 @@ class GenerateConfig:
     def __post_init__(self):
         check_choice(self, "source", SOURCES)
         check_choice(self, "dtype", DTYPES)
-        check_range(self, "max_new_tokens", 1)
-        check_range(self, "batch_size", 1)
+        check_counts(self, "max_new_tokens", "batch_size", "min_bucket")
         check_range(self, "temperature", 0)
         check_range(self, "top_k", 0)
         check_range(self, "top_p", 0, 1, lo_open=True)
-        check_range(self, "min_bucket", 1)
         check(all(self.stop), "stop", "a stop string may not be empty")
 
     def sampling(self):

@@ -11,7 +11,7 @@ import dataclasses
 
 from jaxcot.compress.builders import tokenskip_prompt
 from jaxcot.compress.pipeline import METHODS, CompressConfig
-from jaxcot.config import check, check_choice, check_range, deep_merge, from_dict
+from jaxcot.config import check, check_choice, check_counts, check_range, deep_merge, from_dict
 from jaxcot.eval.students import EvalConfig
 from jaxcot.generate.traces import GenerateConfig
 from jaxcot.importance.score import ScoreConfig
@@ -52,9 +52,7 @@ class QuestionsConfig:
 
     def __post_init__(self):
         check_choice(self, "kind", DATA_KINDS)
-        check_range(self, "n_train", 1)
-        check_range(self, "n_test", 1)
-        check_range(self, "auc_samples", 1)
+        check_counts(self, "n_train", "n_test", "auc_samples")
         check(self.grader.lower().replace("-", "").replace("_", "") in GRADER_NAMES or ":" in self.grader,
               "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', got {self.grader!r}")
 

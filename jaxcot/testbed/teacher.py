@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 
-from jaxcot.config import check_choice, check_range
+from jaxcot.config import check_choice, check_counts, check_range
 from jaxcot.io import atomic_write_json
 from jaxcot.testbed.problems import TestbedConfig, generate
 from jaxcot.testbed.tokenizer import build_testbed_tokenizer, check_roundtrip, record_texts
@@ -49,9 +49,8 @@ class TeacherConfig:
     export_dtype: str = "float32"
 
     def __post_init__(self):
-        for name in ("n_train", "n_eval", "steps", "epochs", "batch_size", "max_len", "eval_every",
-                     "eval_batch_size", "max_new_tokens"):
-            check_range(self, name, 1)
+        check_counts(self, "n_train", "n_eval", "steps", "epochs", "batch_size", "max_len", "eval_every",
+                     "eval_batch_size", "max_new_tokens")
         check_range(self, "lr", 0, lo_open=True)
         check_range(self, "warmup_steps", 0)
         check_range(self, "weight_decay", 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxcot.config import check, check_choice, check_range
+from jaxcot.config import check, check_choice, check_counts, check_range
 from jaxcot.models.config import ModelConfig
 
 LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -123,8 +123,7 @@ class CheckpointConfig:
     resume: bool = True
 
     def __post_init__(self):
-        check_range(self, "every", 1)
-        check_range(self, "keep", 1)
+        check_counts(self, "every", "keep")
 
 
 @dataclasses.dataclass
@@ -181,8 +180,7 @@ class TrainConfig:
               "set exactly one of init_from (weights to start from) and model (random init)")
         check_choice(self, "compute_dtype", ("float32", "bfloat16"))
         check_choice(self, "param_dtype", ("float32", "bfloat16"))
-        check_range(self, "batch_size", 1)
-        check_range(self, "grad_accum", 1)
+        check_counts(self, "batch_size", "grad_accum")
         check(self.batch_size % self.grad_accum == 0, "batch_size",
               f"{self.batch_size} must be a multiple of grad_accum {self.grad_accum}")
         check_range(self, "epochs", 1, optional=True)
