@@ -91,3 +91,41 @@ def test_logits_match_transformers_gguf_load(smol):
         got = ours[i][mask[i]]
         diff = float(np.abs(got - ref).max())
         assert diff <= 1e-3, f"prompt {i}: max |diff| {diff}"
+
+
+def test_tokenizer_without_torch_equals_transformers_gguf_tokenizer(smol):
+    """jaxcot reads the GGUF tokenizer with the `gguf` package (transformers' reader imports
+    torch): the same ids, text, special tokens and chat template as AutoTokenizer's GGUF path."""
+    from transformers import AutoTokenizer
+
+    path, _, ours = smol
+    ref = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    for text in ("Hello world!", "  two  spaces\n\nnew paragraph", "Janet’s ducks lay 16 eggs. 3+4=7 é😀",
+                 "<|im_start|>user\nhi<|im_end|>"):
+        ids = ours(text)["input_ids"]
+        assert ids == ref(text)["input_ids"] and ours.decode(ids) == ref.decode(ids)
+    for msgs in PROMPTS:
+        assert (ours.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+                == ref.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+    assert (ours.bos_token, ours.eos_token, ours.all_special_tokens) == (ref.bos_token, ref.eos_token,
+                                                                         ref.all_special_tokens)
+
+
+def test_model_and_tokenizer_load_with_torch_blocked(smol):
+    """A plain install has no torch: loading the GGUF (weights and tokenizer) and generating must
+    not import it. Here torch is made unimportable in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from jaxcot.models import load_model, load_tokenizer\n"
+            "from jaxcot.generate import Generator\n"
+            f"p = {smol[0]!r}\n"
+            "gen = Generator(load_model(p), load_tokenizer(p))\n"
+            "print(gen.generate(['What is the capital of France?'], max_new_tokens=8)[0].text)\n"
+            "assert sys.modules['torch'] is None\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Paris" in out.stdout

@@ -1,4 +1,4 @@
-"""Tokenizers through transformers' AutoTokenizer, from a HF folder or from a GGUF file's metadata."""
+"""Tokenizers from a HF folder (transformers' AutoTokenizer) or from a GGUF file's metadata (no torch)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,9 @@ def load_tokenizer(path: str | os.PathLike):
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
             raise ValueError(f"{path}: not a tokenizer source (expected a HF folder or a .gguf file)")
-        folder, name = os.path.split(os.path.abspath(path))
         try:
-            tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        except Exception as e:
+            tok = gguf_tokenizer(path)
+        except (KeyError, ValueError, NotImplementedError) as e:
             raise ValueError(f"{path}: cannot build a tokenizer from this GGUF file's metadata ({e})") from e
     elif os.path.isdir(path):
         if not any(os.path.exists(os.path.join(path, f)) for f in _TOKENIZER_FILES):
@@ -49,6 +48,46 @@ def load_tokenizer(path: str | os.PathLike):
     return tok
 
 
+# GGUF special-token keys -> the tokenizer attribute each one sets (as transformers reads them)
+_GGUF_SPECIALS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
+                  "pad_token": "padding_token_id"}
+
+
+def gguf_metadata(path: str, prefixes: tuple[str, ...] = ("tokenizer.", "general.architecture")) -> dict:
+    """The metadata values of a GGUF file whose keys start with `prefixes`, as Python values."""
+    from gguf import GGUFReader
+
+    return {name: field.contents() for name, field in GGUFReader(path).fields.items() if name.startswith(prefixes)}
+
+
+def gguf_tokenizer(path: str):
+    """A fast tokenizer from a GGUF file's `tokenizer.*` metadata, without torch.
+
+    transformers' own GGUF path reads the file with a reader that imports torch; this reads it
+    with the `gguf` package and hands the same values to transformers' converters
+    (`convert_gguf_tokenizer`), so the vocabulary, merges, pre-tokenizer, special tokens, BOS rule
+    and chat template are the ones `AutoTokenizer.from_pretrained(folder, gguf_file=...)` builds.
+    """
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer
+
+    meta = gguf_metadata(path)
+    if "tokenizer.ggml.tokens" not in meta:
+        raise ValueError("no tokenizer.ggml.tokens in the metadata")
+    grouped = {group: {name: meta[f"tokenizer.{key}"] for key, name in renames.items() if f"tokenizer.{key}" in meta}
+               for group, renames in GGUF_TOKENIZER_MAPPING.items()}
+    tokenizer, config = grouped["tokenizer"], grouped["tokenizer_config"]
+    if tokenizer.get("tokenizer_type") == "llama":  # sentencepiece files without the flag: llama.cpp adds BOS
+        config.setdefault("add_bos_token", True)
+    elif tokenizer.get("tokenizer_type") == "gemma4":  # its chat template writes <bos> itself
+        config["add_bos_token"] = False
+    for name, key in _GGUF_SPECIALS.items():
+        token_id = meta.get(f"tokenizer.ggml.{key}")
+        config[name] = tokenizer["tokens"][token_id] if token_id is not None else None
+    backend, extra = convert_gguf_tokenizer(meta["general.architecture"], tokenizer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **{**config, **extra})
+
+
 def _generic_fast(folder: str) -> bool:
     """Whether the folder's tokenizer_config.json declares the generic fast class over a tokenizer.json."""
     cfg_path = os.path.join(folder, "tokenizer_config.json")
@@ -59,4 +98,4 @@ def _generic_fast(folder: str) -> bool:
     return declared in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
-__all__ = ["load_tokenizer"]
+__all__ = ["gguf_metadata", "gguf_tokenizer", "load_tokenizer"]
