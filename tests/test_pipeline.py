@@ -68,6 +68,12 @@ def test_student_and_compress_sections_are_the_stage_configs():
     assert cfg.compress_config(ts).gamma is None  # TokenSkip's gamma is the ratio its student is asked for
     assert cfg.eval_prompt(ts).template == "{question}<|im_end|>0.5<|im_end|>"
     assert cfg.score_config().prompt == cfg.generate.prompt
+    # rows that would train on the same set share one set and one student (TokenSkip at two ratios)
+    full = load_config(RunConfig, os.path.join(ROOT, "configs", "testbed-full.yaml"))
+    ts = [m for m in full.methods if m.method == "tokenskip"]
+    assert len(ts) == 2 and full.owner(ts[1]) is ts[0] and ts[1] not in full.trained_rows()
+    assert full.eval_prompt(ts[1]).template.endswith("0.7<|im_end|>")
+    assert len(full.trained_rows()) == len(full.methods) - 1
 
 
 def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):

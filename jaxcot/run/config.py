@@ -120,6 +120,17 @@ class RunConfig:
             knobs["gamma"] = m.gamma
         return from_dict(CompressConfig, knobs, f"methods[{m.name}].knobs")
 
+    def owner(self, m: MethodSpec) -> MethodSpec:
+        """The row whose training set and student `m` uses: the first row with the same
+        `CompressConfig` (TokenSkip's rows at several gammas train on one set, one student, and
+        differ only in the ratio their student is asked for)."""
+        mine = self.compress_config(m)
+        return next(r for r in self.methods if self.compress_config(r) == mine)
+
+    def trained_rows(self) -> list[MethodSpec]:
+        """The rows that own a training set and a student (see `owner`)."""
+        return [m for m in self.methods if self.owner(m) is m]
+
     def student_config(self, name: str, init_from: str, root: str) -> TrainConfig:
         """The `TrainConfig` of the student of row `name`: `STUDENT_BASE`, the run's `student`
         overrides, then its model, set and folders under `root`."""

@@ -277,14 +277,14 @@ class CompressStage(_Stage):
     reads = ("scored.jsonl",)
 
     def outputs(self):
-        return [_set(m) for m in self.ctx.cfg.methods]
+        return [_set(m) for m in self.ctx.cfg.trained_rows()]
 
     def fingerprints(self):
         from jaxcot.compress.pipeline import compressed_fingerprint
 
         cfg, scored = self.ctx.cfg, self.read("scored.jsonl")
         return {_set(m): compressed_fingerprint(scored, cfg.compress_config(m), {"grader": cfg.data.grader})
-                for m in cfg.methods}
+                for m in cfg.trained_rows()}
 
     def complete(self, rel):
         from jaxcot.compress.pipeline import summary_path
@@ -297,7 +297,7 @@ class CompressStage(_Stage):
         ctx = self.ctx
         scored = self.read("scored.jsonl")
         fps = self.fingerprints()
-        for m in ctx.cfg.methods:
+        for m in ctx.cfg.trained_rows():
             if self.complete(_set(m)) and up_to_date(ctx.path(_set(m)), fps[_set(m)]):
                 continue
             res = write_compressed(scored, ctx.path(_set(m)), ctx.cfg.compress_config(m), grader=ctx.grade,
@@ -320,15 +320,15 @@ class TrainStage(_Stage):
     name = "train"
 
     def inputs(self):
-        return [_set(m) for m in self.ctx.cfg.methods]
+        return [_set(m) for m in self.ctx.cfg.trained_rows()]
 
     def outputs(self):
-        return [_student(m) for m in self.ctx.cfg.methods]
+        return [_student(m) for m in self.ctx.cfg.trained_rows()]
 
     def fingerprints(self):
         ctx = self.ctx
         out = {}
-        for m in ctx.cfg.methods:
+        for m in ctx.cfg.trained_rows():
             tc = dataclasses.asdict(ctx.cfg.student_config(m.name, ctx.model_path, ctx.root))
             settings = {k: v for k, v in tc.items() if k not in _TRAIN_PLACES}
             settings["data"] = {k: v for k, v in settings["data"].items() if k != "path"}
@@ -346,7 +346,7 @@ class TrainStage(_Stage):
         ctx = self.ctx
         ctx.release()
         fps = self.fingerprints()
-        for m in ctx.cfg.methods:
+        for m in ctx.cfg.trained_rows():
             rel = _student(m)
             if self.complete(rel) and up_to_date(ctx.path(rel), fps[rel]):
                 continue
@@ -367,7 +367,7 @@ class EvalStage(_Stage):
     name = "eval"
 
     def inputs(self):
-        return ["data/test.jsonl"] + [_student(m) + "/config.json" for m in self.ctx.cfg.methods]
+        return ["data/test.jsonl"] + [_student(m) + "/config.json" for m in self.ctx.cfg.trained_rows()]
 
     def outputs(self):
         return [f"eval/{m.name}.json" for m in self.ctx.cfg.methods] + ["eval/latency.json"]
@@ -376,7 +376,7 @@ class EvalStage(_Stage):
         from jaxcot.eval.students import Student
 
         ctx = self.ctx
-        return [Student(m.name, ctx.path(_student(m)), ctx.cfg.eval_prompt(m)) for m in ctx.cfg.methods]
+        return [Student(m.name, ctx.path(_student(ctx.cfg.owner(m))), ctx.cfg.eval_prompt(m)) for m in ctx.cfg.methods]
 
     def fingerprints(self):
         from jaxcot.eval.students import eval_outputs
@@ -402,7 +402,7 @@ class ReportStage(_Stage):
 
     def inputs(self):
         return ([f"eval/{m.name}.json" for m in self.ctx.cfg.methods] + ["eval/latency.json"]
-                + [_set(m) for m in self.ctx.cfg.methods] + (["auc.json"] if self.ctx.testbed else []))
+                + [_set(m) for m in self.ctx.cfg.trained_rows()] + (["auc.json"] if self.ctx.testbed else []))
 
     def outputs(self):
         return ["report.md", "results.json"]
@@ -424,7 +424,7 @@ class ReportStage(_Stage):
 
         latency = load("eval/latency.json")["latency_s"]
         evals = {m.name: dict(load(f"eval/{m.name}.json"), latency_s=latency[m.name]) for m in cfg.methods}
-        summaries = {m.name: load(summary_path(_set(m))) for m in cfg.methods}
+        summaries = {m.name: load(summary_path(_set(cfg.owner(m)))) for m in cfg.methods}
         base = next((m.name for m in cfg.methods if m.method == "original"), cfg.methods[0].name)
         bench = "testbed" if ctx.testbed else cfg.data.benchmark
         rows = method_rows(evals, base, bench, summaries)
@@ -447,6 +447,9 @@ class ReportStage(_Stage):
             f"GoGI: layer(s) {score.layers if score.layers is not None else 'round(2/3 L)'}, "
             f"norm {score.norm}, goal '{score.goal}'",
         ]
+        shared = [f"{m.name}: the student of {cfg.owner(m).name} (the same training set), asked for ratio {m.gamma}"
+                  for m in cfg.methods if cfg.owner(m) is not m]
+        notes += shared
         oracles = [m.name for m in cfg.methods if m.method in ("oracle", "oracle-ads")]
         if oracles:
             notes.append(f"{', '.join(oracles)}: the ground-truth importance (the chain's working equations first, "
