@@ -54,14 +54,15 @@ class Student:
     prompt: PromptConfig = dataclasses.field(default_factory=lambda: PromptConfig(template="{question}"))
 
 
-def _load(student: Student, cache: dict):
-    """(Generator, tokenizer) of a student's model, loaded once per path in `cache`."""
+def _load(student: Student, cache: dict, programs: dict):
+    """(Generator, tokenizer) of a student's model, loaded once per path in `cache`; the students'
+    generators share their compiled programs (`programs`), the students being one architecture."""
     from jaxcot.generate import Generator
     from jaxcot.models import load_model, load_tokenizer
 
     if student.path not in cache:
         tok = load_tokenizer(student.path)
-        cache[student.path] = (Generator(load_model(student.path), tok), tok)
+        cache[student.path] = (Generator(load_model(student.path), tok, programs=programs), tok)
     return cache[student.path]
 
 
@@ -91,12 +92,12 @@ def evaluate_student(student: Student, gen, tokenizer, test: Sequence[dict], cfg
     }
 
 
-def _warm(student: Student, cache: dict, test: Sequence[dict], cfg: EvalConfig):
+def _warm(student: Student, cache: dict, programs: dict, test: Sequence[dict], cfg: EvalConfig):
     """A student's Generator and its batch-1 prompts, warmed: one untimed question per
     prompt-length bucket, so that no compile falls inside the timed pass."""
     from jaxcot.generate.sampler import bucket_length
 
-    gen, tok = _load(student, cache)
+    gen, tok = _load(student, cache, programs)
     prompts = [prompt_ids(tok, it["question"], student.prompt) for it in test[: cfg.latency_samples]]
     warm = {bucket_length(len(p), gen.sampler.min_bucket): p for p in prompts}
     for p in warm.values():
@@ -104,12 +105,15 @@ def _warm(student: Student, cache: dict, test: Sequence[dict], cfg: EvalConfig):
     return gen, prompts
 
 
-def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig) -> dict:
+def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig,
+                    programs: dict | None = None) -> dict:
     """Batch-1 latency of every student on the first `cfg.latency_samples` test questions,
     interleaved or one after another (see `EvalConfig`).
 
     Returns {"questions": n, "latency_s": {name: mean seconds}, "times": {name: [seconds]}}.
+    programs: compiled programs shared by the students' generators (see `jaxcot.generate.Sampler`).
     """
+    programs = {} if programs is None else programs
     times: dict[str, list[float]] = {s.name: [] for s in students}
 
     def timed(gen, prompt) -> float:
@@ -119,7 +123,7 @@ def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: Eval
 
     if cfg.latency_interleave:
         cache: dict = {}
-        ready = {s.name: _warm(s, cache, test, cfg) for s in students}
+        ready = {s.name: _warm(s, cache, programs, test, cfg) for s in students}
         names = list(ready)
         for q in range(len(ready[names[0]][1])):
             for k in range(len(names)):
@@ -130,7 +134,7 @@ def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: Eval
                 times[name].append(timed(gen, prompts[q]))
     else:
         for s in students:
-            gen, prompts = _warm(s, {}, test, cfg)
+            gen, prompts = _warm(s, {}, programs, test, cfg)
             times[s.name] = [timed(gen, p) for p in prompts]
             del gen
     n = len(next(iter(times.values())))
@@ -169,7 +173,7 @@ def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: Ev
     {name: result} with each result's `latency_s` filled in. An output made from other settings
     is refused, or with `replace` made again."""
     fps = eval_outputs(students, test, cfg, origin)
-    results, cache = {}, {}
+    results, cache, programs = {}, {}, {}
     for s in students:
         out = os.path.join(out_dir, f"{s.name}.json")
         if is_complete(out) and up_to_date(out, fps[f"{s.name}.json"]):
@@ -178,7 +182,7 @@ def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: Ev
             continue
         with claimed(out, fps[f"{s.name}.json"], replace=replace, say=say):
             say(f"evaluate {s.name} on {len(test)} test questions")
-            gen, tok = _load(s, cache)
+            gen, tok = _load(s, cache, programs)
             results[s.name] = evaluate_student(s, gen, tok, test, cfg, grade)
             atomic_write_json(out, results[s.name])
     cache.clear()
@@ -190,7 +194,7 @@ def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: Ev
         with claimed(lat_path, fps["latency.json"], replace=replace, say=say):
             say(f"latency at batch 1: {min(cfg.latency_samples, len(test))} questions, {len(students)} students "
                 + ("taking turns" if cfg.latency_interleave else "one after another"))
-            latency = measure_latency(students, test, cfg)
+            latency = measure_latency(students, test, cfg, programs)
             atomic_write_json(lat_path, latency)
     for name, r in results.items():
         r["latency_s"] = latency["latency_s"][name]

@@ -51,8 +51,9 @@ class Generator:
     mesh: batch rows are sharded over its (data, fsdp) axes; eos_ids: token ids that end a row
     (default `default_eos_ids`); cache_dtype: KV cache dtype (default the model's compute dtype);
     min_bucket: the smallest padded prompt length (prompt lengths are padded to 2^k or 1.5 * 2^k);
-    pack, decode_phases, fuse_weights: see `Sampler` (packed prefill of mixed prompt lengths; a KV
-    cache grown in phases; fused [out, in] projections, by default on CPU).
+    pack, decode_phases, fuse_weights, programs: see `Sampler` (packed prefill of mixed prompt
+    lengths; a KV cache grown in phases; fused [out, in] projections, by default on CPU; compiled
+    programs shared across generators of one architecture).
     """
 
     def __init__(
@@ -67,10 +68,11 @@ class Generator:
         pack: bool = True,
         decode_phases: int = 4,
         fuse_weights: bool | None = None,
+        programs: dict | None = None,
     ):
         self.tokenizer = tokenizer
         self.sampler = Sampler(model, mesh=mesh, cache_dtype=cache_dtype, min_bucket=min_bucket, pack=pack,
-                               decode_phases=decode_phases, fuse_weights=fuse_weights)
+                               decode_phases=decode_phases, fuse_weights=fuse_weights, programs=programs)
         self.eos_ids = tuple(int(i) for i in (eos_ids if eos_ids is not None else default_eos_ids(model, tokenizer)))
         pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
         self.pad_id = int(pad if pad is not None else (model.config.pad_token_id or 0))

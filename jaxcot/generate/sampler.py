@@ -396,12 +396,14 @@ class Sampler:
     left-padded slots. decode_phases: the KV cache grows in up to this many phases
     (`decode_phases`; 1 = full size from the start). fuse_weights: run a copy of the model with
     fused, [out, in] projections (`fuse_for_decoding`: faster few-row matmuls on CPU, at the cost
-    of a second copy of the layers' weights); None = `fuse_by_default`.
+    of a second copy of the layers' weights); None = `fuse_by_default`. programs: a dict shared by
+    samplers of models of one architecture (students of one base model), so that each program is
+    compiled once for all of them (default: this sampler's own).
     """
 
     def __init__(self, model: Decoder, *, mesh: Mesh | None = None, cache_dtype=None, min_bucket: int = 16,
                  pack: bool = True, pack_capacity: int = 1024, decode_phases: int = 4,
-                 fuse_weights: bool | None = None):
+                 fuse_weights: bool | None = None, programs: dict | None = None):
         self.mesh = mesh or make_mesh(devices=jax.devices()[:1])
         if fuse_weights is None:
             fuse_weights = fuse_by_default(model, self.mesh)
@@ -414,7 +416,7 @@ class Sampler:
         self.pack_capacity = pack_capacity
         self.decode_phases = decode_phases
         self.compile_seconds = 0.0
-        self._programs: dict = {}
+        self._programs: dict = {} if programs is None else programs
 
     @property
     def batch_multiple(self) -> int:
@@ -424,7 +426,7 @@ class Sampler:
     def _compiled(self, spec: DecodeSpec, args: tuple, packed: tuple[int, int] | None):
         """The program for these (device) arguments' shapes, compiled on first use."""
         b, t = args[0].shape
-        key = (spec, b, t, packed)
+        key = (self.graphdef, self.mesh, jnp.dtype(self.cache_dtype).name, self.decode_phases, spec, b, t, packed)
         if key not in self._programs:
             generate = make_generate(self.graphdef, spec, self.mesh, self.cache_dtype, self.decode_phases)
             start = time.perf_counter()

@@ -41,6 +41,8 @@ class RunContext:
     say: Callable[[str], None] = print
     _models: dict = dataclasses.field(default_factory=dict)
     _tokenizer: object = None
+    # compiled init and train steps, shared by the students (same model, same shapes): compiled once
+    compiled: dict = dataclasses.field(default_factory=dict)
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
@@ -356,7 +358,7 @@ class TrainStage(_Stage):
                     ctx.say(f"{tc.output_dir}: checkpoints of other settings; training {m.name} from the start")
                     shutil.rmtree(tc.output_dir)
                 ctx.say(f"train student {m.name}: {tc.max_steps} steps from {ctx.model_path}")
-                res = train(tc)
+                res = train(tc, cache=ctx.compiled)
             if res.status != "finished":
                 raise Interrupted(f"student {m.name}: training {res.status} at step {res.step}; rerun to resume")
 
