@@ -1,6 +1,9 @@
 """Graders: GSM8K numbers and MATH LaTeX, with tricky pairs that must and must not match."""
 
+import threading
+
 import pytest
+from grader_pairs import HELDOUT, PAIRS, is_exact_gold
 
 from jaxcot.text.answers import last_boxed, parse_number, stated_latex, stated_number
 from jaxcot.text.grading import get_grader, grade_gsm8k, grade_math, gsm8k_equal, math_equal, normalize_latex
@@ -50,6 +53,7 @@ GSM8K_EQUAL = [
     ("Natalia sold 48+24 = 72 clips", "72"),
     ("The answer is 12 apples and 5 oranges, so 17 fruits.", "17"),
     ("The answer is 10-3=7.", "7"),
+    ("The answer is seven.", "7"),
 ]
 
 # (completion, gold): must NOT be graded correct.
@@ -66,7 +70,7 @@ GSM8K_NOT_EQUAL = [
     ("The answer is 7. Wait, let me redo it. The answer is 8.", "7"),
     ("I don't know.", "5"),
     ("", "5"),
-    ("The answer is seven.", "7"),
+    ("The answer is seven.", "8"),
     ("#### 72", "27"),
     ("The answer is 1 1/2 cups.", "1"),
     ("So 5 + 13 = 18 apples in total.", "13"),
@@ -256,3 +260,100 @@ def test_gsm8k_reference_solution_gold():
     sol = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18"
     assert stated_number(sol) == "18"
     assert grade_gsm8k("The answer is 18.", sol) and not grade_gsm8k("The answer is 9.", sol)
+
+
+# ---------------------------------------------------------------- the grader table (tests/grader_pairs.py)
+
+
+def table_score(name):
+    grade = get_grader(name)
+    wrong = [p for p in PAIRS[name] if grade(p.completion, p.gold) != p.match]
+    return wrong, [p for p in wrong if not p.match and is_exact_gold(p.gold)]
+
+
+@pytest.mark.parametrize("name", ["gsm8k", "math"])
+def test_grader_table(name):
+    """The shipped grader is right on >= 97% of its pairs and never accepts a wrong exact value."""
+    pairs = PAIRS[name]
+    wrong, false_pos_exact = table_score(name)
+    assert len(pairs) - len(wrong) >= 0.97 * len(pairs), [(p.completion, p.gold, p.match) for p in wrong]
+    assert false_pos_exact == [], false_pos_exact
+
+
+@pytest.mark.parametrize("name", ["gsm8k", "math"])
+def test_grader_table_is_large_and_two_sided(name):
+    pairs = PAIRS[name]
+    assert len(pairs) >= 120 and len(HELDOUT[name]) >= 50
+    assert sum(p.match for p in pairs) >= 50 and sum(not p.match for p in pairs) >= 50
+    assert sum(is_exact_gold(p.gold) and not p.match for p in pairs) >= 40
+    assert len({(p.completion, p.gold) for p in pairs}) == len(pairs), "no duplicate rows"
+
+
+def test_exact_gold_definition():
+    assert all(is_exact_gold(g) for g in ("18", "-3", "1,000", "2{,}000\\text{ m}^2", "\\frac{-3}{4}", "3\\frac12",
+                                          "0.5\\%", "10^6", "#### 1,072", "So $\\boxed{0}$.", "30^\\circ"))
+    assert not any(is_exact_gold(g) for g in ("\\sqrt{2}", "\\pi", "(1,2)", "x^2+1", "\\text{east}", "5!"))
+
+
+# ---------------------------------------------------------------- the issue's cases, one by one
+
+
+def test_math_exact_values_have_no_tolerance():
+    assert not grade_math("\\boxed{1000001}", "1000000") and not grade_math("\\boxed{123456789}", "123456788")
+    assert not math_equal("1000001\\sqrt{2}", "1000000\\sqrt{2}") and not math_equal("0.3333333", "\\frac13")
+    assert math_equal("2^{30}", "1073741824") and math_equal("\\sqrt{8}", "2\\sqrt{2}")
+
+
+def test_approximate_decimal_gold():
+    assert math_equal("\\frac{1}{3}", "0.333") and math_equal("\\sqrt{2}", "1.41")
+    assert not math_equal("0.333", "\\frac13") and not math_equal("0.54", "0.5") and not math_equal("\\frac23", "0.66")
+
+
+def test_percent():
+    assert not math_equal("\\frac12", "0.5\\%")
+    assert math_equal("0.5", "0.5\\%") and math_equal("0.005", "0.5\\%") and math_equal("50\\%", "\\frac12")
+    assert not math_equal("10\\%", "100") and not math_equal("1", "10\\%")
+
+
+def test_stated_answer_is_preferred_over_later_numbers():
+    assert grade_gsm8k("The answer is 12, not 13.", "12") and not grade_gsm8k("The answer is 12, not 13.", "13")
+    assert grade_math("The answer is $12$, not $13$.", "12") and not grade_math("The answer is $12$, not $13$.", "13")
+    assert stated_number("The answer is 12 because there are 3 bags of 4.") == "12"
+
+
+def test_reordered_union():
+    assert grade_math("\\boxed{(3,\\infty)\\cup(-\\infty,-2)}", "(-\\infty,-2)\\cup(3,\\infty)")
+    assert not math_equal("(-\\infty,-2]\\cup(3,\\infty)", "(-\\infty,-2)\\cup(3,\\infty)")
+
+
+@pytest.mark.parametrize("pred,gold,wrong", [
+    ("x \\in [2,5]", "[2,5]", "[2,5)"),
+    ("f(x)=x^2+1", "x^2+1", "x^2+2"),
+    ("\\pm 3", "3, -3", "3"),
+    ("\\log_2 8", "3", "8"),
+    ("\\binom{5}{2}", "10", "\\frac52"),
+    ("5!", "120", "5"),
+    ("2{,}000\\text{ m}^2", "2000", "2"),
+    ("1{,}000", "1000", "1"),
+    ("3\\frac{1}{2}", "\\frac72", "\\frac32"),
+])
+def test_math_forms(pred, gold, wrong):
+    assert math_equal(pred, gold) and math_equal(gold, pred)
+    assert not math_equal(pred, wrong)
+
+
+def test_minerva_form():
+    minerva = "Final Answer: The final answer is $\\frac72$. I hope it is correct."
+    assert stated_latex(minerva) == "\\frac72"
+    assert grade_math(minerva, "\\frac{7}{2}") and grade_math(minerva, "3.5") and not grade_math(minerva, "\\frac73")
+    assert grade_gsm8k("The final answer is $18$. I hope it is correct.", "18")
+
+
+def test_graders_work_outside_the_main_thread():
+    """No signal-based timeout: grading from a worker thread gives the same verdicts."""
+    verdicts = []
+    worker = threading.Thread(target=lambda: verdicts.extend(
+        [grade_math("\\boxed{\\frac12}", "0.5"), grade_gsm8k("The answer is 5.", "5"), grade_math("\\boxed{1}", "2")]))
+    worker.start()
+    worker.join()
+    assert verdicts == [True, True, False]

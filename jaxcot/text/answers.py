@@ -14,10 +14,12 @@ So "... to get 7. The final answer is 7." splits before "The final answer", "###
 answer, and "x = 2\\nso $\\boxed{2}$." gives the answer "so $\\boxed{2}$.".
 
 The rest reads the answer: `last_boxed` (``\\boxed{...}``, ``\\fbox{...}``, ``\\boxed 5``),
-numbers as written (`parse_number`, `last_number`), the stated number of a completion
-(`stated_number`), a MATH-style answer (`stated_latex`), a reference solution's final answer
-(`gold_answer`), and where the answer's value sits in its text (`value_span`). Nothing here
-imports jax.
+numbers as written (`parse_number`, `last_number`, `plain_numbers`, `word_number`), the stated
+number of a completion (`stated_number`: the value the answer sentence states, so "The answer is
+12, not 13." states 12 and later numbers do not count), a MATH-style answer (`stated_latex`, the
+Minerva form "The final answer is $\\frac72$. I hope it is correct." included), a reference
+solution's final answer (`gold_answer`), and where the answer's value sits in its text
+(`value_span`). Nothing here imports jax.
 """
 
 from __future__ import annotations
@@ -127,6 +129,24 @@ def last_number(text: str | None) -> str | None:
 
 _STATED = re.compile(r"answer\s*(?:is|:)\s*[:*\s]*", re.IGNORECASE)
 _HASH = re.compile(r"####\s*")
+# Where a stated answer's own value ends: a parenthesis, or a negation or a reason ("12, not 13",
+# "12 because ..."); what follows is an aside, not the answer.
+_ASIDE = re.compile(r"\(|,?\s*\b(?:not|rather than|instead of|because|since|but|although|whereas)\b", re.IGNORECASE)
+_LATEX_ASIDE = re.compile(r",?\s*\b(?:not|rather than|instead of|because|since)\b", re.IGNORECASE)
+# Where a stated answer concludes a computation: its value is the number after the last of these.
+_CONCLUSION = re.compile(r"=|\b(?:so|thus|hence|i\.e\.|for a total of)\b", re.IGNORECASE)
+_OPERATOR = r"\s*[-+*/\u00d7\u00f7x]\s*"
+_OPERATOR_NEXT = re.compile(_OPERATOR + r"\d")
+_EXPRESSION = re.compile(rf"(?:{NUMBER.pattern})(?:{_OPERATOR}(?:{NUMBER.pattern}))+")  # "10-3", "3 x 4"
+_DOLLARS_AND_CENTS = re.compile(r"(\d+)\s*dollars?\s+and\s+(\d{1,2})\s*cents?", re.IGNORECASE)
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+          "sixteen seventeen eighteen nineteen").split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_WORD_NUMBER = re.compile(rf"\b(?:({'|'.join(_TENS)})(?:[-\s]({'|'.join(_UNITS[1:10])}))?|({'|'.join(_UNITS)}))\b",
+                          re.IGNORECASE)
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+_SCALE_WORD = re.compile(rf"\s*({'|'.join(_SCALES)})\b", re.IGNORECASE)
+_INLINE_MATH = re.compile(r"\s*(?:\$+([^$]+)\$|\\\((.+?)\\\))")
 
 
 def _first_sentence(text: str) -> str:
@@ -134,18 +154,76 @@ def _first_sentence(text: str) -> str:
     return re.split(r"\.(?!\d)", text, maxsplit=1)[0]
 
 
+def plain_numbers(text: str) -> str:
+    r"""`text` with LaTeX number markup made plain: ``\frac{3}{4}`` -> ``3/4`` (integers), ``1{,}000`` ->
+    ``1,000``, ``\$`` -> ``$``, ``\%`` -> ``%``, a Unicode minus -> ``-``."""
+    text = re.sub(r"\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(\d+)\s*\}|\\[dt]?frac(\d)(\d)",
+                  lambda m: f"{m.group(1) or m.group(3)}/{m.group(2) or m.group(4)}", text)
+    text = text.replace("{,}", ",").replace("\\$", "$").replace("\\%", "%")
+    return text.replace("\u2212", "-").replace("\u2013", "-")
+
+
+def _scaled(number: str, text: str, end: int) -> str:
+    """`number` times a scale word right after it at text[end:] ("7.5 million" -> "7500000")."""
+    m = _SCALE_WORD.match(text, end)
+    value = parse_number(number) if m else None
+    if value is None:
+        return number
+    value *= _SCALES[m.group(1).lower()]
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def word_number(text: str) -> str | None:
+    """The first number written in words as digits: zero to ninety-nine ("seven", "twenty-five"),
+    times a scale word after it ("three hundred")."""
+    m = _WORD_NUMBER.search(text)
+    if m is None:
+        return None
+    if m.group(3):
+        value = _UNITS.index(m.group(3).lower())
+    else:
+        value = 20 + 10 * _TENS.index(m.group(1).lower()) + (_UNITS.index(m.group(2).lower()) if m.group(2) else 0)
+    return _scaled(str(value), text, m.end())
+
+
+def _stated_value(clause: str) -> str | None:
+    """The number a clause after "answer is" states: an aside ("12, not 13", "12 (2 + 10)", "12
+    because ...") is dropped; after a conclusion ("5 + 7 = 12", "..., so 17") the number after the
+    last one counts; then the first number ("8 dollars and 50 cents" is 8.50, "7.5 million" is
+    7500000; an unevaluated expression such as "10-3" is returned whole, so it equals no single
+    number), else a number word ("seven")."""
+    aside = _ASIDE.search(clause)
+    if aside is not None and NUMBER.search(clause[:aside.start()]):
+        clause = clause[:aside.start()]
+    last = max(_CONCLUSION.finditer(clause), key=lambda m: m.start(), default=None)
+    if last is not None and NUMBER.search(clause[last.end():]):
+        clause = clause[last.end():]
+    money = _DOLLARS_AND_CENTS.search(clause)
+    if money is not None:
+        return f"{money.group(1)}.{int(money.group(2)):02d}"
+    first = NUMBER.search(clause)
+    if first is None:
+        return word_number(clause)
+    expression = _EXPRESSION.match(clause, first.start())
+    if _OPERATOR_NEXT.match(clause, first.end()) and expression:
+        return expression.group(0)
+    return _scaled(first.group(0), clause, first.end())
+
+
 def stated_number(text: str | None) -> str | None:
     """The number a completion (or a GSM8K reference solution) states as its final answer: after
-    the last "answer is" / "answer:" (its first sentence, or a ``\\boxed{}`` there), else after the
-    last "####", else in the last ``\\boxed{}``, else the last number of the text."""
+    the last "answer is" / "answer:" (a ``\\boxed{}`` there, else the value its first sentence
+    states, `_stated_value`), else after the last "####", else in the last ``\\boxed{}``, else the
+    last number of the text. LaTeX numbers are read plain first (`plain_numbers`)."""
     if text is None:
         return None
+    text = plain_numbers(text)
     for pattern in (_STATED, _HASH):
         matches = list(pattern.finditer(text))
         if matches:
             tail = text[matches[-1].end():].split("\n", 1)[0]
             boxed = last_boxed(tail)
-            number = last_number(boxed) if boxed is not None else last_number(_first_sentence(tail))
+            number = last_number(boxed) if boxed is not None else _stated_value(_first_sentence(tail))
             if number is not None:
                 return number
     boxed = last_boxed(text)
@@ -166,16 +244,22 @@ def stated_text(text: str | None) -> str:
 
 
 def stated_latex(text: str | None) -> str | None:
-    """A MATH-style final answer: the last ``\\boxed{}``; failing that, the rest of the line after
-    the last "answer is" / "answer:" (dollar signs and a final full stop removed)."""
+    """A MATH-style final answer: the last ``\\boxed{}``; failing that, after the last "answer is" /
+    "answer:" the first inline math there (``$...$`` or ``\\(...\\)``: the Minerva form "The final
+    answer is $\\frac72$. I hope it is correct."), else the rest of its sentence before an aside
+    ("12, not 13" states 12)."""
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed
     m = list(_STATED.finditer(text or ""))
-    if m:
-        ans = text[m[-1].end():].split("\n")[0].strip().rstrip(".").strip().strip("$").strip()
-        return ans or None
-    return None
+    if not m:
+        return None
+    tail = text[m[-1].end():].split("\n")[0]
+    math = _INLINE_MATH.match(tail)
+    if math is not None:
+        return (math.group(1) or math.group(2)).strip() or None
+    ans = _LATEX_ASIDE.split(_first_sentence(tail), maxsplit=1)[0].strip().strip("$").strip()
+    return ans or None
 
 
 def gold_answer(reference: str) -> str:
@@ -209,5 +293,5 @@ def value_span(answer: str, gold: str | None = None) -> tuple[int, int] | None:
 
 __all__ = [
     "MARKER", "NUMBER", "braced", "clean_number_text", "gold_answer", "last_boxed", "last_number", "parse_number",
-    "split_answer", "stated_latex", "stated_number", "stated_text", "value_span",
+    "plain_numbers", "split_answer", "stated_latex", "stated_number", "stated_text", "value_span", "word_number",
 ]

@@ -1,0 +1,607 @@
+"""The grader table: (completion, gold, verdict) pairs a correct grader must decide as written.
+
+Written from what the answer means, not from what any grader does: each row is what a careful
+human marker says, in both directions (pairs that must match and pairs that must not). A row's
+completion is a whole model output (the grader reads its final answer); its gold is what the
+benchmark stores (a GSM8K number or "... #### n" solution, a MATH answer or boxed solution).
+
+Conventions the rows follow (the graders' rules, `docs/graders.md`):
+
+- Exact values compare exactly: 1000001 is not 1000000, 0.3333333 is not 1/3.
+- A MATH gold decimal is read as a rounding only against a value with no finite decimal
+  expansion (1/3 matches 0.333, sqrt(2) matches 1.41); two different finite decimals never match.
+  GSM8K golds are exact: no rounding there.
+- A percentage p% is the value p/100, and also matches the bare number p written as a numeral
+  (the sign omitted); 1/2 is not 0.5%.
+- The stated answer counts: "The answer is 12, not 13." states 12; later numbers do not count.
+
+`exact` pairs (`is_exact_gold`): the gold's final answer, with presentation removed (dollar signs,
+\\boxed, \\text{...} units, degree marks, percent signs, thousands separators), is one rational
+number written exactly: an integer (or an integer power such as 10^6), a fraction of integers (a/b,
+\\frac{a}{b}), a mixed number or a terminating decimal. A grader must give no false positive on them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+
+class Pair(NamedTuple):
+    completion: str
+    gold: str
+    match: bool
+
+
+def boxed(answer: str) -> str:
+    """A MATH-style completion whose final answer is `answer`."""
+    return f"We simplify and check the result.\nTherefore, the final answer is $\\boxed{{{answer}}}$."
+
+
+T, F = True, False
+
+GSM8K_SOLUTION = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+                  "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
+NEXT_QUESTION = "The answer is 8.\n\nQuestion: Tom has 5 apples and eats 2. How many are left?"
+CORRECTED = "I think the answer is 7. Wait, that is wrong: 3 + 5 = 8. The answer is 8."
+
+GSM8K_PAIRS = [Pair(*row) for row in [
+    # phrasings of the final answer
+    ("The answer is 18.", "18", T),
+    ("The answer is 18.", "180", F),
+    ("#### 18", "18", T),
+    ("#### 72", "27", F),
+    ("Janet has 16 - 3 - 4 = 9 eggs. She makes 9 * 2 = $18.\n#### 18", "18", T),
+    ("Janet has 16 - 3 - 4 = 9 eggs. She makes 9 * 2 = $18.\n#### 18", "9", F),
+    ("The final answer is $18$. I hope it is correct.", "18", T),
+    ("The final answer is $18$. I hope it is correct.", "17", F),
+    ("Final Answer: The final answer is 18. I hope it is correct.", "18", T),
+    ("Answer: 18", "18", T),
+    ("Answer: 15", "1.5", F),
+    ("**Answer:** 18", "18", T),
+    ("The answer is: **18**", "18", T),
+    ("**Final Answer:** 10", "10", T),
+    ("Final answer: \\boxed{10}", "10", T),
+    ("Therefore, the answer is $\\boxed{18}$.", "18", T),
+    ("Therefore, the final answer is $\\boxed{41}$.", "42", F),
+    ("The answer is \\( \\boxed{42} \\)", "42", T),
+    ("So she makes \\boxed{\\$18} per day.", "18", T),
+    ("She makes $\\boxed{18 \\text{ dollars}}$.", "18", T),
+    ("#### 18 dollars", "18", T),
+    ("#### 18 dollars", "1", F),
+    ("#### $18", "18", T),
+    ("#### 1,072", "1072", T),
+    ("The answer is 72.", GSM8K_SOLUTION, T),
+    ("The answer is 24.", GSM8K_SOLUTION, F),
+    ("Step 1: 48 / 2 = 24.\nStep 2: 48 + 24 = 72.\nThe answer is 72", "72", T),
+    ("So, Weng earned $10.", "10", T),
+    ("She earns 9 * 2 = 18 dollars.", "18", T),
+    ("She earns 9 * 2 = 18 dollars.", "9", F),
+    ("There are 4 boxes.", "5", F),
+    ("I don't know.", "5", F),
+    ("", "5", F),
+    ("The answer is unknown.", "0", F),
+    # currency, units, thousands separators
+    ("The answer is $18.", "18", T),
+    ("The answer is \\$18.00.", "18", T),
+    ("The answer is 18 dollars.", "18", T),
+    ("The answer is $18.01", "18", F),
+    ("The answer is 18 cm.", "18", T),
+    ("The answer is 5 hours.", "5", T),
+    ("The answer is 60 miles per hour.", "60", T),
+    ("The answer is 10 dollars per hour.", "10", T),
+    ("The answer is 15 years old.", "15", T),
+    ("The answer is 15 years old.", "16", F),
+    ("The answer is 72 clips.", "72", T),
+    ("The answer is 72 clips.", "27", F),
+    ("The answer is 2.25 pounds.", "2.25", T),
+    ("The answer is 2.25 pounds.", "225", F),
+    ("The answer is 5,600 square feet.", "5600", T),
+    ("The answer is 5,600 square feet.", "5", F),
+    ("The answer is 5,600 square feet.", "600", F),
+    ("The answer is 1,000.", "1000", T),
+    ("The answer is 1000.", "1,000", T),
+    ("The answer is 1,000.", "100", F),
+    ("The answer is 1,000.", "1", F),
+    ("The answer is \\boxed{1{,}000}.", "1000", T),
+    ("The answer is \\boxed{1{,}000}.", "1", F),
+    ("The answer is \\$1{,}200.", "1200", T),
+    ("The answer is 2,500,000 people.", "2500000", T),
+    ("The answer is 2,500,000 people.", "2500", F),
+    ("The answer is 1,234.", "1.234", F),
+    ("The answer is $1,234.56.", "1234.56", T),
+    ("The answer is 8 dollars and 50 cents.", "8.5", T),
+    ("The answer is 8 dollars and 50 cents.", "8", F),
+    # exact values: no tolerance
+    ("The answer is 1000000.", "1000000", T),
+    ("The answer is 1000001.", "1000000", F),
+    ("The answer is 123456789.", "123456789", T),
+    ("The answer is 123456788.", "123456789", F),
+    ("The answer is 100000.", "1000000", F),
+    ("The answer is 999999999.", "1000000000", F),
+    ("The answer is 18.000001", "18", F),
+    ("The answer is 1.0000001", "1", F),
+    ("The answer is 0.30000000000000004", "0.3", F),
+    ("The answer is 99.99", "100", F),
+    ("The answer is 19", "18.99", F),
+    ("The answer is 3.14159", "3.14", F),
+    ("The answer is 0.1.", "1", F),
+    # decimals, signs, leading zeros
+    ("The answer is 18.0", "18", T),
+    ("The answer is 3.", "3.0", T),
+    ("The answer is 12.50", "12.5", T),
+    ("The answer is 12.5", "12", F),
+    ("The answer is 12.5", "125", F),
+    ("The answer is $0.50.", "0.5", T),
+    ("The answer is 0.5 hours.", "0.5", T),
+    ("The answer is 3.14.", "3.14", T),
+    ("The answer is 0.", "0", T),
+    ("The answer is 007.", "7", T),
+    ("The answer is +5.", "5", T),
+    ("The answer is -5.", "-5", T),
+    ("The answer is \u22125.", "-5", T),
+    ("The answer is -3 degrees.", "-3", T),
+    ("The answer is -3 degrees.", "3", F),
+    ("The answer is 18.", "-18", F),
+    ("The answer is -18.", "18", F),
+    ("The answer is -0.5", "0.5", F),
+    ("The answer is 64.", "8", F),
+    ("The answer is 33.", "3", F),
+    # percent
+    ("The answer is 50%.", "50", T),
+    ("The answer is 50%.", "0.5", T),
+    ("The answer is 50%.", "5", F),
+    ("The answer is 50%.", "0.05", F),
+    ("The answer is 25 percent.", "25", T),
+    ("The answer is 25 percent.", "0.25", T),
+    ("The answer is 40%", "40", T),
+    ("The answer is 40%", "4", F),
+    ("The answer is 12.5%.", "12.5", T),
+    ("The answer is 0.5%.", "50", F),
+    ("The answer is 50.", "0.5", F),
+    ("The answer is 0.5.", "50", F),
+    ("The answer is 0.25", "25", F),
+    # fractions and mixed numbers
+    ("The answer is 3/4.", "0.75", T),
+    ("The answer is 3/4.", "4", F),
+    ("The answer is 0.75.", "3/4", T),
+    ("The answer is 2/4.", "0.5", T),
+    ("The answer is 1/2 hour.", "0.5", T),
+    ("The answer is $\\frac{3}{4}$.", "0.75", T),
+    ("The answer is \\frac{1}{2}.", "0.5", T),
+    ("The answer is \\frac{1}{2}.", "2", F),
+    ("The answer is 1/3.", "0.333", F),
+    ("The answer is 2/3.", "0.67", F),
+    ("The answer is 1 1/2 cups.", "1.5", T),
+    ("The answer is 1 1/2 cups.", "1", F),
+    ("The answer is 1 1/2 cups.", "2", F),
+    ("The answer is 3 1/4.", "3.25", T),
+    ("The answer is 3 1/4.", "3", F),
+    ("The answer is 3 1/4.", "0.25", F),
+    # number words
+    ("The answer is seven.", "7", T),
+    ("The answer is seven.", "8", F),
+    ("The answer is twenty-five.", "25", T),
+    # the stated answer, not later or negated numbers
+    ("The answer is 12, not 13.", "12", T),
+    ("The answer is 12, not 13.", "13", F),
+    ("The answer is 12 (not 13).", "12", T),
+    ("The answer is 12 (not 13).", "13", F),
+    ("The answer is 20 minutes, not 30 minutes.", "20", T),
+    ("The answer is 20 minutes, not 30 minutes.", "30", F),
+    ("The answer is 12 because there are 3 bags of 4.", "12", T),
+    ("The answer is 12 because there are 3 bags of 4.", "4", F),
+    ("The answer is 6 (2 + 4).", "6", T),
+    ("The answer is 6 (2 + 4).", "4", F),
+    ("The answer is 8. That took 3 steps.", "8", T),
+    ("The answer is 8. That took 3 steps.", "3", F),
+    (NEXT_QUESTION, "8", T),
+    (NEXT_QUESTION, "5", F),
+    ("The answer is 12 apples.\n\nExplanation: she had 20 and gave away 8.", "12", T),
+    ("The answer is 12 apples.\n\nExplanation: she had 20 and gave away 8.", "8", F),
+    ("The answer is 100. (She had 50 before.)", "100", T),
+    (CORRECTED, "8", T),
+    (CORRECTED, "7", F),
+    ("#### 18\n\nThe answer is 18.", "18", T),
+    ("The answer is 5 + 7 = 12.", "12", T),
+    ("The answer is 5 + 7 = 12.", "7", F),
+    ("The answer is 3 x 4 = 12 eggs.", "12", T),
+    ("The answer is 9 * 2 = $18.", "18", T),
+    ("The answer is 9 * 2 = $18.", "9", F),
+    ("The answer is 10-3", "10", F),
+]]
+
+# Held out: written after the rules above were implemented, without running them; their first
+# score is in docs/graders.md (rows the shipped rules still get wrong stay, marked "hard").
+GSM8K_HELDOUT = [Pair(*row) for row in [
+    ("She has 16 - 3 - 4 = 9 eggs left, so she makes 9 * $2 = $18 every day.\nThe answer is $18.", "18", T),
+    ("The total is 3 + 4 = 7 hours.\n\n**Answer: 7 hours**", "7", T),
+    ("The total is 3 + 4 = 7 hours.\n\n**Answer: 7 hours**", "4", F),
+    ("Therefore, John needs to buy **12** more packs.", "12", T),
+    ("The answer is 3.5 hours, or 210 minutes.", "3.5", T),
+    ("So the final answer is 1,250 dollars.", "1250", T),
+    ("The final answer is \\$1,250.", "1250", T),
+    ("The answer is 1250.00", "1250", T),
+    ("The answer is 12.5 %.", "12.5", T),
+    ("#### 40\n", "40", T),
+    ("#### -40", "40", F),
+    ("The answer is 0.2 liters.", "0.2", T),
+    ("The answer is 0.2 liters.", "2", F),
+    ("The answer is 1/5.", "0.2", T),
+    ("The answer is 20%.", "0.2", T),
+    ("The answer is 20%.", "20", T),
+    ("The answer is 20%.", "2", F),
+    ("The answer is 45 minutes.", "45", T),
+    ("Final answer: 3,000,000", "3000000", T),
+    ("Final answer: 3,000,000", "3000", F),
+    ("The answer is 36 square meters.", "36", T),
+    ("The answer is 36 m^2.", "36", T),
+    ("The answer is 36 m^2.", "2", F),
+    ("He will be 42 years old in 2030. The answer is 42.", "42", T),
+    ("The answer is 42. In 2030 he will be 42.", "2030", F),
+    ("The answer is $\\boxed{6}$ dollars.", "6", T),
+    ("\\boxed{6}", "6", T),
+    ("\\boxed{6}", "60", F),
+    ("The answer is 1.", "1", T),
+    ("The answer is 1.", "11", F),
+    ("The answer is 10 (since 5 x 2 = 10).", "10", T),
+    ("The answer is 10 (since 5 x 2 = 10).", "5", F),
+    ("The answer is 17, which is 5 more than last year.", "17", T),
+    ("The answer is 17, which is 5 more than last year.", "5", F),
+    ("The answer is 100 - 30 = 70 dollars.", "70", T),
+    ("The answer is 100 - 30 = 70 dollars.", "30", F),
+    ("The answer is $2.50 per pound.", "2.5", T),
+    ("The answer is $2.50 per pound.", "2.05", F),
+    ("The answer is three hundred.", "300", T),  # hard
+    ("The answer is 1/4 of the pizza.", "0.25", T),
+    ("The answer is 2 1/2 hours.", "2.5", T),
+    ("The answer is 2 1/2 hours.", "2", F),
+    ("I'm not sure, but I think it's 15.", "15", T),
+    ("The answer is 5.\nThe answer is 6.", "6", T),
+    ("The answer is 5.\nThe answer is 6.", "5", F),
+    ("The answer is: \n\n18", "18", T),
+    ("The answer is 7.5 million.", "7500000", T),  # hard
+    ("The answer is 1.2 km, which is 1200 m.", "1.2", T),
+    ("#### 5,000", "5000", T),
+    ("The answer is \u221212.", "-12", T),
+    ("The answer is -12.", "12", F),
+    ("The answer is 0.125", "1/8", T),
+    ("The answer is 18 years.", "18", T),
+    ("There are 18 students. The answer is 20.", "18", F),
+]]
+
+MINERVA = "Final Answer: The final answer is $\\frac72$. I hope it is correct."
+TWO_BOXES = "We get $\\boxed{2}$ at first; correcting the sign error, the answer is $\\boxed{-2}$."
+CHECKED = "The answer is $\\boxed{5}$.\n\nCheck: $5 \\cdot 2 = 10$."
+MATH_SOLUTION = "So $a+b=-3+3=\\boxed{0}$."
+
+MATH_PAIRS = [Pair(*row) for row in [
+    # exact values: no tolerance
+    (boxed("1000001"), "1000000", F),
+    (boxed("1000000"), "1000001", F),
+    (boxed("123456789"), "123456788", F),
+    (boxed("123456789"), "123456789", T),
+    (boxed("1000000"), "10^6", T),
+    (boxed("10^{6}"), "1000000", T),
+    (boxed("999999"), "10^6", F),
+    (boxed("1{,}000{,}000"), "1000000", T),
+    (boxed("2^{30}"), "1073741824", T),
+    (boxed("2^{30}"), "1073741825", F),
+    (boxed("1000001\\sqrt{2}"), "1000000\\sqrt{2}", F),
+    (boxed("0.333"), "\\frac{1}{3}", F),
+    (boxed("0.3333333"), "\\frac13", F),
+    (boxed("0.67"), "\\frac{2}{3}", F),
+    (boxed("1.41"), "\\sqrt{2}", F),
+    (boxed("1.414214"), "\\sqrt2", F),
+    (boxed("3.14"), "\\pi", F),
+    (boxed("0.54"), "0.5", F),
+    (boxed("0.13"), "0.125", F),
+    (boxed("2.01"), "2", F),
+    # a gold decimal that rounds a value with no finite decimal expansion
+    (boxed("\\frac{1}{3}"), "0.333", T),
+    (boxed("\\frac{2}{3}"), "0.67", T),
+    (boxed("\\frac{2}{3}"), "0.66", F),
+    (boxed("\\sqrt{2}"), "1.41", T),
+    (boxed("\\pi"), "3.14", T),
+    # numbers written differently
+    (boxed("0.50"), "0.5", T),
+    (boxed("0.125"), "\\frac18", T),
+    (boxed("\\frac{1}{8}"), "0.125", T),
+    (boxed("2.0"), "2", T),
+    (boxed("\\frac{10}{4}"), "\\frac52", T),
+    (boxed("2.5"), "\\frac{5}{2}", T),
+    (boxed("\\frac{5}{2}"), "\\frac{2}{5}", F),
+    (boxed("-\\frac{3}{4}"), "\\frac{-3}{4}", T),
+    (boxed("\\frac{3}{-4}"), "-\\frac34", T),
+    (boxed("\\frac{3}{4}"), "-\\frac{3}{4}", F),
+    (boxed("\\dfrac{7}{2}"), "\\tfrac72", T),
+    (boxed("1.5\\times10^3"), "1500", T),
+    (boxed("1.5 \\cdot 10^{3}"), "1500", T),
+    (boxed("1.5\\times 10^{3}"), "15000", F),
+    # percent
+    (boxed("\\frac12"), "0.5\\%", F),
+    (boxed("0.5"), "0.5\\%", T),
+    (boxed("0.005"), "0.5\\%", T),
+    (boxed("50\\%"), "\\frac{1}{2}", T),
+    (boxed("10\\%"), "10", T),
+    (boxed("10"), "10\\%", T),
+    (boxed("0.1"), "10\\%", T),
+    (boxed("10\\%"), "100", F),
+    (boxed("1"), "10\\%", F),
+    (boxed("12.5\\%"), "12.5", T),
+    (boxed("20\\%"), "25\\%", F),
+    # mixed numbers
+    (boxed("3\\frac{1}{2}"), "\\frac{7}{2}", T),
+    (boxed("3\\frac12"), "3.5", T),
+    (boxed("3\\frac{1}{2}"), "\\frac{3}{2}", F),
+    (boxed("-2\\frac{1}{4}"), "-\\frac{9}{4}", T),
+    (boxed("2\\frac{1}{4}"), "\\frac{1}{2}", F),
+    (boxed("\\frac{7}{2}"), "3\\frac{1}{2}", T),
+    (boxed("2\\frac{\\pi}{3}"), "\\frac{2\\pi}{3}", T),
+    # the Minerva form and the stated answer
+    (MINERVA, "\\frac{7}{2}", T),
+    (MINERVA, "3.5", T),
+    (MINERVA, "\\frac{7}{3}", F),
+    ("Final Answer: The final answer is $(1,-2)$. I hope it is correct.", "(1,-2)", T),
+    ("Final Answer: The final answer is $(1,-2)$. I hope it is correct.", "(-2,1)", F),
+    ("Final Answer: The final answer is $x^2+1$. I hope it is correct.", "1+x^2", T),
+    ("The answer is $12$, not $13$.", "12", T),
+    ("The answer is $12$, not $13$.", "13", F),
+    (TWO_BOXES, "-2", T),
+    (TWO_BOXES, "2", F),
+    (CHECKED, "5", T),
+    (CHECKED, "10", F),
+    (boxed("0"), MATH_SOLUTION, T),
+    (boxed("1"), MATH_SOLUTION, F),
+    ("I could not solve it.", "0", F),
+    ("", "0", F),
+    # factorials, binomials, logarithms
+    (boxed("5!"), "120", T),
+    (boxed("5!"), "5", F),
+    (boxed("120"), "5!", T),
+    (boxed("\\frac{10!}{8!}"), "90", T),
+    (boxed("\\binom{5}{2}"), "10", T),
+    (boxed("\\binom{5}{2}"), "\\binom{5}{3}", T),
+    (boxed("\\dbinom{6}{3}"), "20", T),
+    (boxed("\\binom{5}{2}"), "20", F),
+    (boxed("\\binom{5}{2}"), "\\frac{5}{2}", F),
+    (boxed("\\log_2 8"), "3", T),
+    (boxed("\\log_{3} 81"), "4", T),
+    (boxed("\\log_2 8"), "8", F),
+    (boxed("\\log_2 8"), "\\log_3 8", F),
+    (boxed("\\log_2 9"), "2\\log_2 3", T),
+    # plus-minus
+    (boxed("\\pm 3"), "3, -3", T),
+    (boxed("-3, 3"), "\\pm 3", T),
+    (boxed("x = \\pm 3"), "\\pm3", T),
+    (boxed("\\pm 3"), "3", F),
+    (boxed("3"), "\\pm 3", F),
+    (boxed("1 \\pm \\sqrt{2}"), "1+\\sqrt{2}, 1-\\sqrt{2}", T),
+    (boxed("1 \\pm \\sqrt{2}"), "1 \\pm \\sqrt{3}", F),
+    # membership, functions, equations
+    (boxed("x \\in [2,5]"), "[2,5]", T),
+    (boxed("[2,5]"), "x \\in [2,5]", T),
+    (boxed("x \\in [2,5]"), "[2,5)", F),
+    (boxed("x \\in (-\\infty, 0)"), "(-\\infty,0)", T),
+    (boxed("f(x)=x^2+1"), "x^2+1", T),
+    (boxed("x^2+1"), "f(x) = x^2 + 1", T),
+    (boxed("f(x)=x^2+1"), "x^2+2", F),
+    (boxed("g(t) = 3t - 1"), "3t-1", T),
+    (boxed("p(x)=(x-1)(x+2)"), "x^2+x-2", T),
+    (boxed("y = 2x + 3"), "2x+3", T),
+    (boxed("y=2x+3"), "y = 2x - 3", F),
+    (boxed("2x + 3 = y"), "y=2x+3", T),
+    (boxed("x + y = 5"), "y = 5 - x", T),
+    (boxed("x + y = 5"), "x - y = 5", F),
+    # intervals, unions, inequalities
+    (boxed("(3,\\infty)\\cup(-\\infty,-2)"), "(-\\infty,-2)\\cup(3,\\infty)", T),
+    (boxed("(-\\infty,-2)\\cup(3,\\infty)"), "(3,\\infty)\\cup(-\\infty,-2)", T),
+    (boxed("(-\\infty,-2]\\cup(3,\\infty)"), "(-\\infty,-2)\\cup(3,\\infty)", F),
+    (boxed("(-\\infty,-2)\\cup(4,\\infty)"), "(-\\infty,-2)\\cup(3,\\infty)", F),
+    (boxed("(-\\infty,-2)"), "(-\\infty,-2)\\cup(3,\\infty)", F),
+    (boxed("[1, 2)"), "\\left[1,2\\right)", T),
+    (boxed("[1,2)"), "[1,2]", F),
+    (boxed("(-\\infty, 3]"), "(-\\infty,3]", T),
+    (boxed("(-\\infty, 3)"), "(-\\infty,3]", F),
+    (boxed("x > 3"), "(3,\\infty)", T),
+    (boxed("x \\ge 3"), "[3,\\infty)", T),
+    (boxed("x < 3"), "(3,\\infty)", F),
+    (boxed("-2 < x \\le 5"), "(-2,5]", T),
+    (boxed("\\infty"), "\\infty", T),
+    (boxed("-\\infty"), "\\infty", F),
+    # thousands separators and units
+    (boxed("2{,}000\\text{ m}^2"), "2000", T),
+    (boxed("2{,}000\\text{ m}^2"), "2", F),
+    (boxed("1{,}000"), "1000", T),
+    (boxed("1{,}000"), "1", F),
+    (boxed("10{,}000"), "10000", T),
+    (boxed("1,234,567"), "1234567", T),
+    (boxed("1,000"), "100", F),
+    (boxed("5\\text{ cm}"), "5", T),
+    (boxed("5 \\text{ inches}"), "5", T),
+    (boxed("5\\text{ cm}"), "6", F),
+    (boxed("12 \\mbox{ square units}"), "12", T),
+    (boxed("\\$1.50"), "1.50", T),
+    (boxed("\\$1.50"), "1.05", F),
+    (boxed("30^\\circ"), "30", T),
+    (boxed("90^{\\circ}"), "90", T),
+    (boxed("45^\\circ"), "135^\\circ", F),
+    (boxed("30^\\circ"), "60", F),
+    # sets, tuples, lists, matrices
+    (boxed("\\{1,2,3\\}"), "\\{3,2,1\\}", T),
+    (boxed("\\{1,2\\}"), "\\{1,2,3\\}", F),
+    (boxed("(1,2)"), "(2,1)", F),
+    (boxed("\\left(\\frac{1}{2}, 3\\right)"), "(0.5, 3)", T),
+    (boxed("(3, \\frac{\\pi}{2})"), "\\left( 3, \\frac{\\pi}{2} \\right)", T),
+    (boxed("(3, \\frac{\\pi}{2})"), "(3, \\frac{\\pi}{4})", F),
+    (boxed("1, 2"), "2, 1", T),
+    (boxed("-1, 3"), "3, -1", T),
+    (boxed("1, 2"), "1, 2, 3", F),
+    (boxed("x=1 \\text{ or } x=2"), "1, 2", T),
+    (boxed("x = 1, x = 2"), "1,2", T),
+    (boxed("12"), "1,2", F),
+    (boxed("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"), "\\begin{bmatrix}1\\\\2\\end{bmatrix}", T),
+    (boxed("\\begin{pmatrix} 1 & 0.5 \\\\ 0 & 1 \\end{pmatrix}"), "\\begin{pmatrix}1&\\frac12\\\\0&1\\end{pmatrix}", T),
+    (boxed("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"), "\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}", F),
+    (boxed("\\begin{pmatrix} 1 & 2 \\end{pmatrix}"), "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", F),
+    (boxed("\\begin{pmatrix} 1000001 \\\\ 0 \\end{pmatrix}"), "\\begin{pmatrix} 1000000 \\\\ 0 \\end{pmatrix}", F),
+    # radicals and pi
+    (boxed("2\\sqrt{3}"), "\\sqrt{12}", T),
+    (boxed("\\frac{\\sqrt{6}}{3}"), "\\sqrt{\\frac{2}{3}}", T),
+    (boxed("\\frac{1}{\\sqrt{2}}"), "\\frac{\\sqrt2}{2}", T),
+    (boxed("3\\sqrt{2}"), "2\\sqrt{3}", F),
+    (boxed("\\sqrt{8}"), "2\\sqrt{2}", T),
+    (boxed("\\sqrt[3]{8}"), "2", T),
+    (boxed("\\sqrt[3]{8}"), "\\sqrt{8}", F),
+    (boxed("6\\pi"), "6 \\pi", T),
+    (boxed("\\frac{\\pi}{3}"), "\\frac{\\pi}{6}", F),
+    (boxed("\\pi/2"), "\\frac{\\pi}{2}", T),
+    (boxed("4\\sqrt{2} \\text{ units}"), "\\sqrt{32}", T),
+    # text answers
+    (boxed("\\text{east}"), "\\text{east}", T),
+    (boxed("\\text{East}"), "east", T),
+    (boxed("\\text{(C)}"), "C", T),
+    (boxed("(C)"), "\\text{(C)}", T),
+    (boxed("\\text{B}"), "C", F),
+    (boxed("\\text{odd}"), "\\text{even}", F),
+    (boxed("\\text{Evelyn}"), "\\text{Evelyn}", T),
+    # expressions and complex numbers
+    (boxed("x^2-1"), "(x-1)(x+1)", T),
+    (boxed("\\frac{x+1}{2}"), "\\frac{x}{2}+\\frac12", T),
+    (boxed("a^2+b^2"), "b^2+a^2", T),
+    (boxed("2x"), "2y", F),
+    (boxed("x^2"), "x^3", F),
+    (boxed("(x+1)^2"), "x^2+1", F),
+    (boxed("x^{100}"), "x^{99}", F),
+    (boxed("3+4i"), "4i+3", T),
+    (boxed("3-4i"), "3+4i", F),
+    (boxed("-\\frac{1}{2}+\\frac{\\sqrt{3}}{2}i"), "\\frac{-1+i\\sqrt{3}}{2}", T),
+    (boxed("(1+i)^2"), "2i", T),
+    (boxed("1011_2"), "1011_2", T),
+    (boxed("1011_2"), "1101_2", F),
+]]
+
+MATH_HELDOUT = [Pair(*row) for row in [
+    (boxed("\\frac{\\sqrt{3}}{3}"), "\\frac{1}{\\sqrt3}", T),
+    (boxed("\\dfrac{5\\sqrt{2}}{2}"), "\\frac{5}{\\sqrt{2}}", T),
+    (boxed("\\frac{5\\sqrt{2}}{2}"), "5\\sqrt{2}", F),
+    (boxed("-\\frac{1}{2}"), "-0.5", T),
+    (boxed("-\\frac{1}{2}"), "0.5", F),
+    (boxed("\\frac{1}{4}"), "25\\%", T),
+    (boxed("25"), "25\\%", T),
+    (boxed("0.25"), "25\\%", T),
+    (boxed("2.5"), "25\\%", F),
+    (boxed("(2, 3)"), "(2,3)", T),
+    (boxed("(2,3)"), "[2,3]", F),
+    (boxed("(-1, \\frac{3}{2})"), "\\left(-1,\\frac32\\right)", T),
+    (boxed("(-1, \\frac{3}{2})"), "(-1,\\frac23)", F),
+    (boxed("[-2, 7]"), "[-2,7]", T),
+    (boxed("(-\\infty, -1] \\cup [1, \\infty)"), "(-\\infty,-1]\\cup[1,\\infty)", T),
+    (boxed("[1, \\infty) \\cup (-\\infty, -1]"), "(-\\infty,-1]\\cup[1,\\infty)", T),
+    (boxed("(-\\infty, -1) \\cup (1, \\infty)"), "(-\\infty,-1]\\cup[1,\\infty)", F),
+    (boxed("\\{-1, 1\\}"), "\\{1,-1\\}", T),
+    (boxed("x = 5"), "5", T),
+    (boxed("x = 5"), "x = 6", F),
+    (boxed("a = 2, b = 3"), "a=2, b=3", T),
+    (boxed("a=3, b=2"), "a=2, b=3", F),
+    (boxed("\\frac{3\\pi}{4}"), "\\frac34\\pi", T),
+    (boxed("2\\pi"), "6.28", T),
+    (boxed("6.28"), "2\\pi", F),
+    (boxed("\\sqrt{3}"), "1.73", T),
+    (boxed("\\sqrt{3}"), "1.7", T),
+    (boxed("\\sqrt{3}"), "1.8", F),
+    (boxed("4!"), "24", T),
+    (boxed("\\frac{7!}{5!2!}"), "21", T),
+    (boxed("\\binom{7}{2}"), "21", T),
+    (boxed("\\binom{7}{2}"), "\\binom{7}{5}", T),
+    (boxed("\\log_{10} 1000"), "3", T),
+    (boxed("\\log_2 \\frac{1}{8}"), "-3", T),
+    (boxed("\\log_4 2"), "\\frac{1}{2}", T),
+    (boxed("\\log_2 3"), "1.58", T),
+    (boxed("\\log_2 3"), "1.6", T),
+    (boxed("\\pm \\frac{1}{2}"), "\\frac12, -\\frac12", T),
+    (boxed("\\pm 2i"), "2i, -2i", T),
+    (boxed("-2 \\pm \\sqrt{5}"), "-2+\\sqrt5,-2-\\sqrt5", T),
+    (boxed("2 \\pm \\sqrt{5}"), "-2+\\sqrt5,-2-\\sqrt5", F),
+    (boxed("y = -\\frac{1}{2}x + 3"), "y=-\\frac{x}{2}+3", T),
+    (boxed("y = -\\frac{1}{2}x + 3"), "y=\\frac{x}{2}+3", F),
+    (boxed("x^2 + y^2 = 25"), "x^2+y^2=25", T),
+    (boxed("x^2 + y^2 = 25"), "x^2+y^2=5", F),
+    (boxed("h(x) = 2x - 7"), "2x-7", T),
+    (boxed("f^{-1}(x) = \\frac{x-3}{2}"), "\\frac{x-3}{2}", T),
+    (boxed("3\\frac{3}{4}"), "\\frac{15}{4}", T),
+    (boxed("3\\frac{3}{4}"), "3.75", T),
+    (boxed("3\\frac{3}{4}"), "\\frac{9}{4}", F),
+    (boxed("1{,}024"), "1024", T),
+    (boxed("1{,}024"), "24", F),
+    (boxed("1\\,000"), "1000", T),
+    (boxed("12\\text{ cm}^2"), "12", T),
+    (boxed("12\\text{ cm}^2"), "144", F),
+    (boxed("\\$12.50"), "12.5", T),
+    (boxed("\\text{Tuesday}"), "\\text{Tuesday}", T),
+    (boxed("\\text{Tuesday}"), "\\text{Wednesday}", F),
+    (boxed("\\textbf{(B)}"), "\\text{(B)}", T),
+    (boxed("B"), "\\text{(B)}", T),
+    (boxed("A"), "\\text{(B)}", F),
+    (boxed("\\begin{pmatrix} 2 & -1 \\\\ 0 & 3 \\end{pmatrix}"), "\\begin{pmatrix}2&-1\\\\0&3\\end{pmatrix}", T),
+    (boxed("\\begin{pmatrix} 2 & -1 \\\\ 0 & 3 \\end{pmatrix}"), "\\begin{pmatrix}2&1\\\\0&3\\end{pmatrix}", F),
+    (boxed("\\begin{pmatrix} 1/2 \\\\ -3 \\end{pmatrix}"), "\\begin{pmatrix}\\frac12\\\\-3\\end{pmatrix}", T),
+    (boxed("2x^2 + 3x - 5"), "(2x+5)(x-1)", T),
+    (boxed("2x^2 + 3x - 5"), "(2x-5)(x+1)", F),
+    (boxed("\\frac{1}{x+1}"), "(x+1)^{-1}", T),
+    (boxed("\\sqrt{x}"), "x^{1/2}", T),
+    (boxed("\\sqrt{x}"), "x^{\\frac{1}{2}}", T),
+    (boxed("e^{2}"), "e^2", T),
+    (boxed("1 - i"), "-i + 1", T),
+    (boxed("1 - i"), "1 + i", F),
+    (boxed("\\frac{1+i}{2}"), "\\frac12+\\frac12i", T),
+    (boxed("0.\\overline{3}"), "\\frac13", T),  # hard
+    ("The answer is $\\dfrac{14}{3}$.", "\\frac{14}{3}", T),
+    ("The answer is $\\dfrac{14}{3}$.", "\\frac{14}{5}", F),
+    ("Thus, $x = \\boxed{7}$.", "7", T),
+    ("Thus, $x = \\boxed{7}$.", "-7", F),
+    ("Final Answer: The final answer is $10\\%$. I hope it is correct.", "10", T),
+    ("Final Answer: The final answer is $\\boxed{-\\frac{1}{3}}$. I hope it is correct.", "-\\frac13", T),
+    (boxed("\\frac{100}{3}"), "33.3", T),
+    (boxed("33.3"), "\\frac{100}{3}", F),
+    (boxed("1000000000"), "10^9", T),
+    (boxed("1000000001"), "10^9", F),
+    (boxed("7.0"), "7", T),
+    (boxed("7.00001"), "7", F),
+    (boxed("\\frac{22}{7}"), "\\pi", F),
+    (boxed("3"), "3.0", T),
+    (boxed("\\sqrt{2}+\\sqrt{3}"), "\\sqrt{3}+\\sqrt{2}", T),
+    (boxed("\\sqrt{5+2\\sqrt{6}}"), "\\sqrt{2}+\\sqrt{3}", T),
+    (boxed("\\sqrt{5}"), "\\sqrt{6}", F),
+]]
+
+PAIRS = {"gsm8k": GSM8K_PAIRS + GSM8K_HELDOUT, "math": MATH_PAIRS + MATH_HELDOUT}
+HELDOUT = {"gsm8k": GSM8K_HELDOUT, "math": MATH_HELDOUT}
+
+
+def _last_boxed_content(text: str) -> str | None:
+    """The last \\boxed{...} content (nested braces), for `is_exact_gold` only."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1:j]
+    return None
+
+
+_RATIONAL = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+|\d+/\d+|\d+\^\{?\d+\}?|\\frac\{-?\d+\}\{-?\d+\}|\\frac\d\d|"
+                       r"\d+\\frac\{\d+\}\{\d+\}|\d+\\frac\d\d|\d+ \d+/\d+)")
+
+
+def is_exact_gold(gold: str) -> bool:
+    """True when the gold's final answer is one rational number written exactly (module docstring)."""
+    g = gold.rsplit("####", 1)[1] if "####" in gold else gold
+    g = _last_boxed_content(g) or g
+    g = re.sub(r"\\(?:text|mbox|mathrm)\{[^{}]*\}(?:\^\{?\d\}?)?", "", g)
+    g = re.sub(r"\^\{?\\circ\}?|\\%|%|\\\$|\$|\\!|\\left|\\right|\{,\}", "", g)
+    g = re.sub(r"(?<=\d),(?=\d{3})", "", g)
+    g = re.sub(r"\\[dt]frac", r"\\frac", g).strip().rstrip(".").strip()
+    return bool(_RATIONAL.fullmatch(g))
