@@ -62,14 +62,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jaxcot.runtime import Interrupted, enable_compilation_cache, sigterm_raises, tune_host_allocator
+    from jaxcot.runtime import (
+        Interrupted,
+        count_compilations,
+        enable_compilation_cache,
+        sigterm_raises,
+        tune_host_allocator,
+    )
 
     tune_host_allocator()  # before any JAX work: see jaxcot/runtime.py
     args = parse(argv)
     enable_compilation_cache()
     try:
-        with sigterm_raises():
-            return int(args.func(args) or 0)
+        with sigterm_raises(), count_compilations() as compiled:
+            code = int(args.func(args) or 0)
+        if compiled.programs:
+            print(f"jaxcot {args.command}: {compiled.summary()}", file=sys.stderr)
+        return code
     except Interrupted as e:
         print(f"jaxcot {args.command}: {e}; what was finished is saved: rerun the same command to resume",
               file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import os
 import signal
 import threading
@@ -87,6 +88,50 @@ def enable_compilation_cache(path: str | None = None, min_compile_seconds: float
     return path
 
 
+@dataclasses.dataclass
+class CompileStats:
+    """What a piece of work compiled: `programs` the XLA programs it needed, `cached` how many of
+    them came from the persistent compilation cache, `seconds` the time spent getting them."""
+
+    programs: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (f"{self.programs} compiled programs ({self.programs - self.cached} compiled in {self.seconds:.1f} s, "
+                f"{self.cached} from the compilation cache)")
+
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Yields a `CompileStats` that counts the programs compiled (or loaded from the persistent
+    cache) while inside, through JAX's monitoring events."""
+    from jax import monitoring
+
+    stats = CompileStats()
+
+    def on_duration(event: str, seconds: float, **kw) -> None:
+        if event == _COMPILE_EVENT:
+            stats.programs += 1
+            stats.seconds += seconds
+
+    def on_event(event: str, **kw) -> None:
+        if event == _CACHE_HIT_EVENT:
+            stats.cached += 1
+
+    monitoring.register_event_duration_secs_listener(on_duration)
+    monitoring.register_event_listener(on_event)
+    try:
+        yield stats
+    finally:
+        monitoring.unregister_event_duration_listener(on_duration)
+        monitoring.unregister_event_listener(on_event)
+
+
 class Interrupted(Exception):
     """A long command was stopped (SIGTERM) before it finished; what it finished is saved, and
     rerunning the same command resumes."""
@@ -111,4 +156,5 @@ def sigterm_raises():
         signal.signal(signal.SIGTERM, old)
 
 
-__all__ = ["Interrupted", "cache_dir", "enable_compilation_cache", "sigterm_raises", "tune_host_allocator"]
+__all__ = ["CompileStats", "Interrupted", "cache_dir", "count_compilations", "enable_compilation_cache",
+           "sigterm_raises", "tune_host_allocator"]

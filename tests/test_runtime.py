@@ -58,3 +58,45 @@ def test_tuned_allocator_stops_per_call_page_faults():
     if faults["default"] < 1_000:
         pytest.skip(f"glibc's defaults fault only {faults['default']:.0f} pages per call here (huge pages?)")
     assert faults["tuned"] < 0.1 * faults["default"], faults
+
+
+def test_compilation_cache_is_used_on_a_second_run_and_changes_nothing(tmp_path):
+    """A command run twice compiles its large programs once: the second run loads them from the
+    cache folder JAXCOT_CACHE_DIR names; with the cache off (JAXCOT_COMPILATION_CACHE=0) nothing is
+    stored; the output is the same either way."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = tmp_path / "model"
+    subprocess.run([sys.executable, "-c", (
+        "from jaxcot.models import ModelConfig, init_model, save_hf\n"
+        "from jaxcot.testbed.tokenizer import build_testbed_tokenizer\n"
+        "tok = build_testbed_tokenizer(sample=20)\n"
+        "cfg = ModelConfig(family='llama', vocab_size=len(tok), hidden_size=256, intermediate_size=768,\n"
+        "                  num_layers=4, num_heads=4, num_kv_heads=2, head_dim=64, tie_word_embeddings=True,\n"
+        "                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)\n"
+        f"save_hf(init_model(cfg, 0), {str(model)!r}, tokenizer=tok)\n")], cwd=root, check=True,
+        env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu"))
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"id": str(i), "question": f"Tom has {i} apples."}) + "\n"
+                                              for i in range(4)))
+
+    def run(out, **env):
+        proc = subprocess.run([sys.executable, "-m", "jaxcot.cli", "generate", f"--model={model}",
+                               f"--data={tmp_path / 'q.jsonl'}", f"--out={tmp_path / out}", "--max-new-tokens", "64"],
+                              cwd=root, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu", XLA_FLAGS="", **env))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        line = next(x for x in proc.stderr.splitlines() if "compiled programs" in x)
+        return (tmp_path / out).read_text(), line
+
+    cache = tmp_path / "cache"
+    first, said1 = run("a.jsonl", JAXCOT_CACHE_DIR=str(cache))
+    second, said2 = run("b.jsonl", JAXCOT_CACHE_DIR=str(cache))
+    off, said3 = run("c.jsonl", JAXCOT_CACHE_DIR=str(tmp_path / "unused"), JAXCOT_COMPILATION_CACHE="0")
+    assert "0 from the compilation cache" in said1 and "0 from the compilation cache" not in said2, (said1, said2)
+    assert any(p.is_file() for p in (cache / "xla").rglob("*"))
+    assert not (tmp_path / "unused").exists() and "0 from the compilation cache" in said3
+    assert first == second == off
