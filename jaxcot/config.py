@@ -10,6 +10,7 @@ file or the command line).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import types
@@ -65,6 +66,15 @@ def check_choice(obj, name: str, choices) -> None:
     v = getattr(obj, name)
     if v not in choices:
         raise ConfigError(name, f"must be one of {list(choices)}, got {v!r}")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Help as written (descriptions keep their lines), each flag's default shown."""
+
+
+def print_config(cfg) -> None:
+    """Every key of a config with its value, as YAML (what `--print-config` shows)."""
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 
 
 def _is_dataclass_type(tp) -> bool:

@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 
 from jaxcot.compress.pipeline import METHODS, CompressConfig, format_table, summary_path, write_compressed
-from jaxcot.config import load_config
+from jaxcot.config import HelpFormatter, load_config
 from jaxcot.io import iter_jsonl, refuse_same_file
 from jaxcot.provenance import discard
 
@@ -47,15 +47,16 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("compress", help="compress scored chains into an SFT training set",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--scored", required=True, help="scored records (JSONL, from `jaxcot score`)")
-    p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument("--method", required=True, choices=sorted(METHODS),
+                   help="the compression method (its rule, importance and format)")
     p.add_argument("--out", help="output JSONL (default: <scored>.<method>.jsonl); the summary goes beside it")
     p.add_argument("--config", help="YAML file of CompressConfig fields")
     p.add_argument("--gamma", type=float, help="retention (TokenSkip format without it draws from `gammas`)")
     p.add_argument("--kappa", type=float, help="fraction of steps replaced (step-entropy)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--format", choices=("plain", "tokenskip"))
+    p.add_argument("--seed", type=int, help="seed of random importance and TokenSkip's gamma draws (default 0)")
+    p.add_argument("--format", choices=("plain", "tokenskip"), help="prompt format (default: the method's)")
     p.add_argument("--eot", help="end-of-turn marker for the TokenSkip prompt (default <|im_end|>)")
     p.add_argument("--max-tokens", dest="max_tokens", type=int,
                    help="drop examples longer than this (needs --tokenizer)")

@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from jaxcot.compress import builders, rebuild, rules
 from jaxcot.config import check, check_choice, check_range

@@ -6,30 +6,31 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from jaxcot.config import load_config
+from jaxcot.config import HelpFormatter, load_config
 from jaxcot.data.questions import QuestionFields
 from jaxcot.generate.traces import DTYPES, GenerateConfig
 from jaxcot.models.loading import add_model_arguments
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("generate", description=__doc__,
+    g = GenerateConfig()
+    p = subparsers.add_parser("generate", description=__doc__, formatter_class=HelpFormatter,
                               help="generate completions (one --prompt, or a --data set to --out traces.jsonl)")
     add_model_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="a user message; prints the completion")
     src.add_argument("--data", help="JSONL with a question field, a datasets folder/file, or hf:NAME[:CONFIG]")
     p.add_argument("--out", help="output traces JSONL (with --data)")
-    p.add_argument("--config", help="YAML GenerateConfig (e.g. configs/generate.yaml)")
+    p.add_argument("--config", help="YAML GenerateConfig (e.g. configs/generate.yaml); flags override it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--stop", action="append", help="stop string, repeatable")
-    p.add_argument("--dtype", choices=DTYPES, help="compute and weight dtype")
+    p.add_argument("--batch-size", type=int, help=f"rows per batch (config default {g.batch_size})")
+    p.add_argument("--max-new-tokens", type=int, help=f"tokens generated at most (config default {g.max_new_tokens})")
+    p.add_argument("--temperature", type=float, help="0 = greedy (config default 0)")
+    p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens; 0 = all (config default 0)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass (config default 1.0)")
+    p.add_argument("--seed", type=int, help="sampling seed; each row has its own stream (config default 0)")
+    p.add_argument("--stop", action="append", help="stop string, repeatable (config default none)")
+    p.add_argument("--dtype", choices=DTYPES, help="compute and weight dtype (config default float32)")
     q = QuestionFields()
     p.add_argument("--question-field", default=q.question_field, help="the records' question field")
     p.add_argument("--answer-field", default=q.answer_field, help="the records' reference answer field (gives gold)")

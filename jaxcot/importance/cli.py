@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from jaxcot.config import HelpFormatter
 from jaxcot.importance.encode import GOALS
 from jaxcot.importance.gogi import NORMS
 from jaxcot.importance.score import ScoreConfig
@@ -13,7 +14,7 @@ from jaxcot.models.loading import add_model_arguments
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("score", description=__doc__,
+    p = subparsers.add_parser("score", description=__doc__, formatter_class=HelpFormatter,
                               help="score chain tokens (GoGI, entropy, self-information) of a traces JSONL")
     d = ScoreConfig()
     add_model_arguments(p)
@@ -22,11 +23,11 @@ def register(subparsers) -> None:
     p.add_argument("--layer", type=int, action="append",
                    help="residual stream h^l to perturb (0 = embeddings); repeat to average layers; "
                    "default round(2/3 L)")
-    p.add_argument("--norm", choices=NORMS, default=d.norm)
+    p.add_argument("--norm", choices=NORMS, default=d.norm, help="norm of the goal-gradient at each token")
     p.add_argument("--goal", choices=GOALS, default=d.goal,
                    help="answer tokens whose loss is differentiated: all of them (docs/method.md) or only the "
                         "answer's value (the gold string, a \\boxed{} or the last number)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="traces per batch")
     p.add_argument("--include-incorrect", action="store_true",
                    help="also score traces marked incorrect (correct: false); by default they are skipped")
     p.add_argument("--probe", type=int, metavar="N", help="print per-layer statistics over the first N traces")
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--prompt-template", help="generation's prompt template (default: generate's default)")
     p.add_argument("--system", help="generation's system prompt")
     p.add_argument("--sep", default=d.sep, help="text between chain and answer (default: none)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=d.dtype)
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=d.dtype, help="weights and compute")
     p.add_argument("--overwrite", action="store_true", help="rescore even if --out is complete")
     p.set_defaults(func=run)
 

@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 
-from jaxcot.config import check, load_config
+from jaxcot.config import HelpFormatter, check, load_config
 from jaxcot.io import atomic_write_jsonl
 from jaxcot.testbed.problems import TestbedConfig, generate
 from jaxcot.testbed.tokenizer import build_testbed_tokenizer, chain_stats, check_roundtrip, record_texts
@@ -91,23 +91,27 @@ def cmd_teacher(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("testbed", help="the arithmetic testbed: traces with ground-truth roles, tokenizer")
+    p = subparsers.add_parser("testbed", help="the arithmetic testbed: traces with ground-truth roles, tokenizer",
+                              description=__doc__, formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="testbed_command", required=True)
-    d = sub.add_parser("data", help="write N testbed traces (JSONL) and print token/role statistics")
+    d = sub.add_parser("data", help="write N testbed traces (JSONL) and print token/role statistics",
+                       formatter_class=HelpFormatter)
     d.add_argument("--n", type=int, required=True, help="number of problems")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="problem seed (record i of a seed is always the same)")
     d.add_argument("--offset", type=int, default=0, help="first problem index (disjoint ranges = disjoint splits)")
     d.add_argument("--out", required=True, help="output JSONL file")
     d.add_argument("--stats-json", default=None, help="also write the statistics as JSON here")
     _add_config_args(d)
     d.set_defaults(func=cmd_data)
-    t = sub.add_parser("tokenizer", help="build the testbed word-level tokenizer and save it (HF format)")
+    t = sub.add_parser("tokenizer", help="build the testbed word-level tokenizer and save it (HF format)",
+                       formatter_class=HelpFormatter)
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the sample problems added to the vocabulary")
     t.add_argument("--sample", type=int, default=500, help="generated problems added to the template words")
     _add_config_args(t)
     t.set_defaults(func=cmd_tokenizer)
-    te = sub.add_parser("teacher", help="train the testbed teacher from scratch (learning curve, export)")
+    te = sub.add_parser("teacher", help="train the testbed teacher from scratch (learning curve, export)",
+                        formatter_class=HelpFormatter)
     te.add_argument("--config", default=None, help="YAML TeacherConfig (e.g. configs/teacher.yaml)")
     te.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TeacherConfig field, e.g. --set steps=2000 --set testbed.max_steps=2")

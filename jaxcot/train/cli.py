@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import argparse
 
+from jaxcot.config import HelpFormatter
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train",
+        "train", formatter_class=HelpFormatter,
         help="fine-tune (LoRA or full) or train from scratch on (prompt, completion) examples",
         description="SFT on a (data, fsdp, tensor) mesh with Orbax checkpoints; rerun to resume.",
     )
     p.add_argument("--config", required=True, help="a TrainConfig YAML file (see configs/)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 data.path=x.jsonl")
+    p.add_argument("--print-config", action="store_true", help="print every config key with its value and exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. optim.lr=1e-4 data.path=x.jsonl")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxcot.config import load_config
+    from jaxcot.config import load_config, print_config
     from jaxcot.runtime import Interrupted
     from jaxcot.train.config import TrainConfig
     from jaxcot.train.loop import train
 
     config = load_config(TrainConfig, args.config, args.overrides)
+    if args.print_config:
+        print_config(config)
+        return 0
     result = train(config)
     print(
         f"{result.status} at step {result.step}/{result.total_steps}"
