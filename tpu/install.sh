@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ship this checkout (its committed HEAD) to every host of the slice and install jaxcot there with
-# TPU JAX, in the same folder and venv on each host (Python 3.11 through uv).
+# TPU JAX (the `tpu` extra, at the tested versions of constraints.txt), in the same folder and venv
+# on each host (Python 3.11 through uv).
 #   tpu/install.sh                 # uses TPU_NAME / TPU_ZONE from the environment
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
@@ -18,6 +19,6 @@ cd $JAXCOT_DIR
 # TPU VM images ship Python 3.10; jaxcot needs 3.11+, which uv fetches.
 python3 -m pip install -q --user uv
 ~/.local/bin/uv venv -q --python 3.11 .venv
-~/.local/bin/uv pip install -q --python .venv/bin/python -e . 'jax[tpu]==0.10.2'
+~/.local/bin/uv pip install -q --python .venv/bin/python -c constraints.txt -e '.[tpu]'
 .venv/bin/python -c 'import jax; print(jax.process_index(), jax.device_count(), jax.devices()[0].platform)'"
 on_all_hosts "$setup"
