@@ -50,7 +50,6 @@ def ours(path):
 
 @pytest.fixture(scope="module")
 def ref(path):
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
     return transformers_from_gguf(path)
 
 
