@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -79,3 +81,24 @@ def padded_batch(seed: int = 0, lengths=(9, 6, 12), left: bool = False):
         tokens[i, sl] = rng.integers(3, VOCAB, n)
         mask[i, sl] = True
     return tokens, mask
+
+
+def transformers_from_gguf(path: str):
+    """transformers' own GGUF load (config mapping, dequantize, Q/K un-permutation), float32.
+
+    `from_pretrained(gguf_file=...)` needs `accelerate`, which jaxcot does not depend on; this
+    runs the same `load_gguf_checkpoint` it calls, into a model built from the GGUF's config.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    folder, name = os.path.split(path)
+    cfg = AutoConfig.from_pretrained(folder, gguf_file=name)
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    model.tie_weights()
+    return model.eval()

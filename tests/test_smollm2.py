@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from hf_ref import transformers_from_gguf
 
 pytestmark = [
     pytest.mark.slow,
@@ -22,27 +23,6 @@ PROMPTS = [
     [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a primary colour."}],
     [{"role": "user", "content": "Write a haiku about rain."}],
 ]
-
-
-def transformers_from_gguf(path: str):
-    """transformers' own GGUF load (config mapping, dequantize, Q/K un-permutation), float32.
-
-    `from_pretrained(gguf_file=...)` needs `accelerate`, which jaxcot does not depend on; this
-    runs the same `load_gguf_checkpoint` it calls, into a model built from the GGUF's config.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.initialization import no_init_weights
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    folder, name = os.path.split(path)
-    cfg = AutoConfig.from_pretrained(folder, gguf_file=name)
-    with no_init_weights():
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    model.tie_weights()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from jaxcot.models.config import ModelConfig, RopeConfig
 from jaxcot.models.decoder import Decoder, DecoderOutput, KVCache, abstract_model, fuse_for_decoding, init_model
 from jaxcot.models.gguf import load_gguf
-from jaxcot.models.loading import load_model, smollm2_gguf_path
+from jaxcot.models.loading import gemma3_270m_gguf_path, load_model, smollm2_gguf_path
 from jaxcot.models.params import build_model, hf_state_dict, load_hf, save_hf
 from jaxcot.models.tokenizer import load_tokenizer
 
@@ -11,5 +11,5 @@ __all__ = [
     "ModelConfig", "RopeConfig", "Decoder", "DecoderOutput", "KVCache", "abstract_model", "fuse_for_decoding",
     "init_model",
     "build_model", "hf_state_dict", "load_hf", "save_hf",
-    "load_gguf", "load_model", "smollm2_gguf_path", "load_tokenizer",
+    "load_gguf", "load_model", "smollm2_gguf_path", "gemma3_270m_gguf_path", "load_tokenizer",
 ]

