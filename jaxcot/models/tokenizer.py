@@ -55,9 +55,9 @@ _GGUF_SPECIALS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk
 
 def gguf_metadata(path: str, prefixes: tuple[str, ...] = ("tokenizer.", "general.architecture")) -> dict:
     """The metadata values of a GGUF file whose keys start with `prefixes`, as Python values."""
-    from gguf import GGUFReader
+    from jaxcot.models.gguf_file import read_gguf
 
-    return {name: field.contents() for name, field in GGUFReader(path).fields.items() if name.startswith(prefixes)}
+    return {k: v for k, v in read_gguf(path).metadata.items() if k.startswith(prefixes)}
 
 
 def gguf_tokenizer(path: str):
