@@ -47,6 +47,11 @@ def world(tmp_path_factory):
         "mesh: {devices: 1}\n")
     (d / "bad.jsonl").write_text('{"id": "a", "question": "q"}\n{"id": "b", "question": "q"}\n{"id": oops}\n')
     (d / "bad.yaml").write_text("max_new_tokens: [1\n")
+    (d / "badbench.jsonl").write_text('{"question": "q", "answer": "so #### 1"}\n{"question": oops\n')
+    from gguf_ref import write_gguf
+    from hf_ref import hf_model
+
+    write_gguf(hf_model("qwen2", seed=1), d / "phi.gguf", arch="phi3")  # an architecture jaxcot does not run
     return d
 
 
@@ -141,6 +146,11 @@ BAD = [
     ("run duplicate rows", RUN + ["methods=[{name: a}, {name: a}]"], r"methods: names must be unique"),
     ("run row name", RUN + ["methods=[{name: ../a}]"], r"methods\[0\].name: must be a plain file name"),
     ("run report first", RUN + ["name=empty", "--stages", "report"], r"stage report needs .*eval.* which stage eval"),
+    ("run missing model", RUN + ["model={w}/nomodel"], r"model: .*nomodel: no such HF model folder or GGUF file"),
+    ("run malformed benchmark", RUN + ["name=bench", "data.kind=benchmark", "data.path={w}/badbench.jsonl",
+                                       "--stages", "data"], r"badbench.jsonl:2: malformed JSON"),
+    ("generate unsupported architecture", ["generate", "--model={w}/phi.gguf", "--prompt", "hi"],
+     r"phi.gguf: unsupported GGUF architecture 'phi3'"),
 ]
 
 
@@ -158,7 +168,7 @@ def test_bad_input_is_one_clear_line_and_touches_nothing(world, capsys, name, ar
     after = snapshot(world)
     assert {k: v for k, v in after.items() if k in before} == before, f"{name}: an existing file changed"
     new = sorted(set(after) - set(before))
-    assert all(p.endswith(".lock") is False for p in new), new
+    assert not any(p.endswith(".lock") for p in new), new
     assert all(not p.endswith((".jsonl", ".json", ".safetensors")) for p in new
                if not p.startswith("runs/")), (name, new)
 

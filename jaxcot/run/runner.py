@@ -73,6 +73,8 @@ def run_pipeline(cfg: RunConfig, say: Callable[[str], None] | None = None) -> di
     os.makedirs(root, exist_ok=True)
     with output_lock(root):
         ctx = RunContext(cfg, root, say)
+        if not os.path.exists(ctx.model_path):  # before any stage: a typo should not cost the stages before it
+            raise FileNotFoundError(f"model: {cfg.model}: no such HF model folder or GGUF file")
         timings = run_stages(stages_for(ctx), cfg.stages, root, say)
         dump_config(cfg, os.path.join(root, "config.yaml"))
     report = None
