@@ -97,6 +97,10 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     assert rows["original"]["retained"] == 1.0 and 0.3 < rows["gogi-skip"]["retained"] < 0.8
     assert rows["original"]["speedup"] == 1.0
     assert set(res["importance_auc"]) == {"gogi", "self_info", "entropy", "random"}
+    # one training chain per method, the same question for each
+    assert set(res["examples"]) == {"original", "gogi-skip"}
+    assert len(res["examples"]["gogi-skip"]) < len(res["examples"]["original"])
+    assert "One training chain, as each method writes it" in open(os.path.join(root, "report.md")).read()
     # Testbed runs carry the ground-truth 'oracle' importance: equations first (>= 1), others < 0.5.
     from jaxcot.testbed.roles import equation_oracle
 

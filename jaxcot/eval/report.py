@@ -111,8 +111,10 @@ def write_report(
     importance_auc: dict[str, dict[str, float]] | None = None,
     timings: dict[str, float] | None = None,
     notes: Sequence[str] = (),
+    examples: dict[str, str] | None = None,
 ) -> str:
-    """Write report.md, results.json and one accuracy_vs_tokens_<benchmark>.png per benchmark."""
+    """Write report.md, results.json and one accuracy_vs_tokens_<benchmark>.png per benchmark.
+    examples: {method: one training completion} (the same question for every method)."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     lines = [f"# {title}", ""]
@@ -124,6 +126,10 @@ def write_report(
         lines += [f"## {bench}", "", markdown_table(sub), f"![accuracy vs tokens]({png})", ""]
     if importance_auc:
         lines += ["## Importance against ground-truth roles", "", importance_table(importance_auc), ""]
+    if examples:
+        lines += ["## One training chain, as each method writes it", ""]
+        for method, text in examples.items():
+            lines += [f"**{method}**", "", "```", text.strip(), "```", ""]
     if timings:
         lines += ["## Stage timings", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
@@ -140,6 +146,7 @@ def write_report(
             "importance_auc": importance_auc or {},
             "timings_s": timings or {},
             "notes": list(notes),
+            "examples": examples or {},
         },
     )
     return text

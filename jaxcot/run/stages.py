@@ -432,7 +432,13 @@ class ReportStage(_Stage):
         rows = method_rows(evals, base, bench, summaries)
         timings = load("timings.json") if os.path.exists(ctx.path("timings.json")) else {}
         write_report(ctx.root, rows, title=f"jaxcot run: {cfg.name}", importance_auc=load("auc.json") if ctx.testbed
-                     else None, timings=timings, notes=self.notes(base))
+                     else None, timings=timings, notes=self.notes(base), examples=self.examples())
+
+    def examples(self) -> dict[str, str]:
+        """The completion each trained row learns for one question (the first every set holds)."""
+        sets = {m.name: {ex["id"]: ex["completion"] for ex in self.read(_set(m))} for m in self.ctx.cfg.trained_rows()}
+        common = [i for i in next(iter(sets.values())) if all(i in s for s in sets.values())] if sets else []
+        return {name: s[common[0]] for name, s in sets.items()} if common else {}
 
     def notes(self, base: str) -> list[str]:
         cfg = self.ctx.cfg
