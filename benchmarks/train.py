@@ -2,10 +2,10 @@
 
 Same llama-family model on both sides (random init in jaxcot, exported with `save_hf`, loaded by
 transformers' LlamaForCausalLM), same batch [batch, seq] of random tokens (all valid, loss on the
-second half as the "completion"), float32, full fine-tuning with AdamW (no weight decay) and
-global-norm clipping at 1.0; both sides read the loss back every step (as `jaxcot train` does).
-jaxcot runs `jaxcot.train.step.make_train_step`, the step `jaxcot train` uses, on a one-device
-mesh. Compile time is reported apart; timed windows of `--steps` steps follow warm-up steps,
+second half as the "completion"), float32, full fine-tuning with AdamW (no weight decay; torch's
+fused kernel) and global-norm clipping at 1.0; both sides read the loss back every step (as
+`jaxcot train` does). jaxcot runs `jaxcot.train.step.make_train_step`, the step `jaxcot train`
+uses, on a one-device mesh. Compile time is reported apart; timed windows of `--steps` steps follow warm-up steps,
 interleaved between the two sides; the median window is shown.
 
 Model FLOPs utilisation: 6 * N * tokens/s over the peak of this CPU measured with a large float32
@@ -133,7 +133,7 @@ def build_torch(model, host, folder):
     hf = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).train()
     ids = torch.from_numpy(host["tokens"][0].astype("int64"))
     w = torch.from_numpy(host["loss_mask"][0][:, 1:].astype("float32")).reshape(-1)
-    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
 
     def step():
         logits = hf(input_ids=ids).logits[:, :-1].float()

@@ -69,7 +69,14 @@ def check_choice(obj, name: str, choices) -> None:
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Help as written (descriptions keep their lines), each flag's default shown."""
+    """Help as written (descriptions keep their lines), each flag's default shown where it says
+    something: not for flags without a value, defaults of None, or help that states its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is False or action.nargs == 0 or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def print_config(cfg) -> None:

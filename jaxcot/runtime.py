@@ -23,6 +23,7 @@ import dataclasses
 import os
 import signal
 import threading
+import time
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -88,18 +89,38 @@ def enable_compilation_cache(path: str | None = None, min_compile_seconds: float
     return path
 
 
+_IMPORTED = time.perf_counter()
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (from /proc on Linux; elsewhere since this module was
+    imported)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
 @dataclasses.dataclass
 class CompileStats:
     """What a piece of work compiled: `programs` the XLA programs it needed, `cached` how many of
-    them came from the persistent compilation cache, `seconds` the time spent getting them."""
+    them came from the persistent compilation cache, `seconds` the time spent getting them (compiling
+    or loading from the cache);
+    `first_at`: the process's age when the first of them began (its start-up time)."""
 
     programs: int = 0
     cached: int = 0
     seconds: float = 0.0
+    first_at: float | None = None
 
     def summary(self) -> str:
-        return (f"{self.programs} compiled programs ({self.programs - self.cached} compiled in {self.seconds:.1f} s, "
-                f"{self.cached} from the compilation cache)")
+        start = f"start-up {self.first_at:.1f} s to the first compilation; " if self.first_at is not None else ""
+        return (f"{start}{self.programs} compiled programs ({self.programs - self.cached} compiled, "
+                f"{self.cached} from the compilation cache; {self.seconds:.1f} s in all)")
 
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -116,6 +137,8 @@ def count_compilations():
 
     def on_duration(event: str, seconds: float, **kw) -> None:
         if event == _COMPILE_EVENT:
+            if stats.first_at is None:
+                stats.first_at = process_seconds() - seconds
             stats.programs += 1
             stats.seconds += seconds
 
@@ -157,4 +180,4 @@ def sigterm_raises():
 
 
 __all__ = ["CompileStats", "Interrupted", "cache_dir", "count_compilations", "enable_compilation_cache",
-           "sigterm_raises", "tune_host_allocator"]
+           "process_seconds", "sigterm_raises", "tune_host_allocator"]

@@ -93,7 +93,7 @@ def quantized(arr: np.ndarray, qtype, rng: np.random.Generator) -> np.ndarray:
 
 def write_gguf(hf, path, *, arch: str | None = None, window_pattern: bool = True, drop: str | None = None,
                chat_template: str | None = None, attn_scale: bool = False, qtypes: dict | None = None,
-               seed: int = 0) -> str:
+               seed: int = 0, tokenizer_from: str | None = None) -> str:
     """Write `hf` (a float32 transformers causal LM) as a GGUF file at `path` (F32 tensors).
 
     window_pattern: for gemma3, write the per-layer sliding pattern (else the reader's default
@@ -101,7 +101,8 @@ def write_gguf(hf, path, *, arch: str | None = None, window_pattern: bool = True
     (llama.cpp's gemma3 converter does not; the reader then uses head_dim); drop: a GGUF tensor
     name to leave out (error tests). qtypes: {GGUF tensor name suffix (e.g. "attn_q.weight"):
     GGMLQuantizationType} stores those tensors quantized (`quantized`), as llama.cpp's mixed
-    quantizations do.
+    quantizations do. tokenizer_from: a GGUF file whose tokenizer (vocabulary, merges, special
+    ids, chat template) is copied instead of a placeholder vocabulary.
     """
     cfg = hf.config
     family = ARCH[cfg.model_type]
@@ -130,11 +131,14 @@ def write_gguf(hf, path, *, arch: str | None = None, window_pattern: bool = True
     if rope.get("rope_type") == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rope["factor"])
-    w.add_tokenizer_model("gpt2")
-    w.add_token_list([f"tok{i}" for i in range(cfg.vocab_size)])
-    w.add_bos_token_id(cfg.bos_token_id)
-    w.add_eos_token_id(cfg.eos_token_id)
-    w.add_pad_token_id(cfg.pad_token_id)
+    if tokenizer_from:
+        _copy_tokenizer(w, tokenizer_from, cfg.vocab_size)
+    else:
+        w.add_tokenizer_model("gpt2")
+        w.add_token_list([f"tok{i}" for i in range(cfg.vocab_size)])
+        w.add_bos_token_id(cfg.bos_token_id)
+        w.add_eos_token_id(cfg.eos_token_id)
+        w.add_pad_token_id(cfg.pad_token_id)
     if chat_template:
         w.add_chat_template(chat_template)
     if rope.get("rope_type") == "llama3":
@@ -162,6 +166,19 @@ def write_gguf(hf, path, *, arch: str | None = None, window_pattern: bool = True
     w.write_tensors_to_file()
     w.close()
     return str(path)
+
+
+def _copy_tokenizer(w, source: str, vocab_size: int) -> None:
+    reader = gguf.GGUFReader(source)
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        value = field.contents()
+        if key == "tokenizer.ggml.tokens" and len(value) != vocab_size:
+            raise ValueError(f"{source}: {len(value)} tokens, the model has {vocab_size}")
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(key, value, vtype, sub_type=sub)
 
 
 def unpermute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:

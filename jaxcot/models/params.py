@@ -83,14 +83,18 @@ def build_model(
     model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     available = set(available)
-    used: set[str] = set()
-
-    def load(path, leaf):
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    wanted = []  # (parameter path, HF name, transpose, abstract leaf), all checked before any reading
+    for path, leaf in leaves:
         p = path_str(path)
         name, transpose = hf_name(p)
         if name not in available:
             raise KeyError(f"{source}: missing tensor {name!r} (for parameter {p}, shape {tuple(leaf.shape)})")
-        arr = np.asarray(get_tensor(name))
+        wanted.append((p, name, transpose, leaf))
+
+    def place(item, arr: np.ndarray):
+        p, name, transpose, leaf = item
+        arr = np.asarray(arr)
         if transpose:
             arr = arr.T
         if tuple(arr.shape) != tuple(leaf.shape):
@@ -98,13 +102,15 @@ def build_model(
                 f"{source}: tensor {name!r} has shape {tuple(arr.shape)}{' (transposed)' if transpose else ''}, "
                 f"expected {tuple(leaf.shape)} for {p}"
             )
-        if not np.all(np.isfinite(arr.astype(np.float32))):
+        if not np.isfinite(arr if arr.dtype.kind == "f" and arr.dtype.itemsize >= 2 and arr.dtype.isnative
+                           else arr.astype(np.float32)).all():
             raise ValueError(f"{source}: tensor {name!r} holds NaN or inf")
-        used.add(name)
         sharding = jax.sharding.NamedSharding(mesh, param_spec(p, tuple(leaf.shape), mesh, rules))
         return jax.device_put(jnp.asarray(arr, dtype=param_dtype), sharding)
 
-    params = jax.tree_util.tree_map_with_path(load, params)
+    arrays = _read_ahead(get_tensor, [w[1] for w in wanted])
+    params = jax.tree_util.tree_unflatten(treedef, [place(item, arr) for item, arr in zip(wanted, arrays)])
+    used = {w[1] for w in wanted}
     unexpected = sorted(
         n for n in available - used
         if not n.endswith(_IGNORED_SUFFIXES) and not ignore(n)
@@ -113,6 +119,25 @@ def build_model(
     if unexpected:
         raise ValueError(f"{source}: unexpected tensors not used by the {cfg.family} model: {unexpected[:10]}")
     return nnx.merge(graphdef, params, rest)
+
+
+def _read_ahead(read: Callable[[str], np.ndarray], names: list[str], window: int | None = None):
+    """`read(name)` for each name, in order, computed by a thread per core with at most `window`
+    results waiting: dequantizing and reading release the GIL, so a model's tensors load in
+    parallel while memory holds only a few of them beyond the model itself."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()))
+    window = window or 2 * workers
+    with ThreadPoolExecutor(workers, thread_name_prefix="jaxcot-load") as pool:
+        pending: collections.deque = collections.deque()
+        for name in names:
+            pending.append(pool.submit(read, name))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 # -- safetensors folders -------------------------------------------------------------------------

@@ -16,8 +16,6 @@ def load_tokenizer(path: str | os.PathLike):
     ``tokenizer.chat_template`` metadata). A tokenizer without a pad token gets its eos token as
     pad, so batches can be padded (the attention mask, not the pad id, marks padding).
     """
-    from transformers import AutoTokenizer
-
     path = os.fspath(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
@@ -38,6 +36,10 @@ def load_tokenizer(path: str | os.PathLike):
 
                 tok = PreTrainedTokenizerFast.from_pretrained(path)
             else:
+                # AutoTokenizer imports transformers' config machinery, and with it torch when
+                # installed (~1.4 s): only folders need it, not GGUF files
+                from transformers import AutoTokenizer
+
                 tok = AutoTokenizer.from_pretrained(path)
         except Exception as e:
             raise ValueError(f"{path}: cannot load the tokenizer ({e})") from e

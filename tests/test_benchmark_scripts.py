@@ -1,0 +1,82 @@
+"""Every script in benchmarks/ runs to its table at a tiny size, so none can rot unnoticed.
+
+The SmolLM2-sized ones get a tiny random llama (2 layers, width 64) that carries SmolLM2's real
+tokenizer and chat template in its GGUF file, so their tokenization, prompt and loading paths
+are the ones the full-size runs take.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    """A 2-layer llama with SmolLM2-135M's vocabulary, tokenizer and chat template, as GGUF."""
+    import torch
+    import transformers as tf
+    from gguf_ref import write_gguf
+
+    from jaxcot.models import smollm2_gguf_path
+    from jaxcot.models.gguf_file import read_gguf
+
+    source = smollm2_gguf_path()
+    meta = read_gguf(source).metadata
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=len(meta["tokenizer.ggml.tokens"]), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         bos_token_id=meta["tokenizer.ggml.bos_token_id"],
+                         eos_token_id=meta["tokenizer.ggml.eos_token_id"],
+                         pad_token_id=meta["tokenizer.ggml.padding_token_id"])
+    hf = tf.LlamaForCausalLM(cfg).float().eval()
+    return write_gguf(hf, tmp_path_factory.mktemp("tiny") / "tiny-smollm2-vocab.gguf", tokenizer_from=source)
+
+
+# script -> (tiny arguments, a line its output must contain)
+TINY = {
+    "commands.py": (["--n", "2", "--new", "4", "--steps", "1", "--repeats", "1"], "speedup"),
+    "compression_settings.py": (["--n", "2", "--offset", "0", "--batch-size", "2"], "arithmetic kept intact"),
+    "forward.py": (["--batches", "1", "--seq", "16", "--repeats", "1", "--pause", "0"], "max |dlogit|"),
+    "generate.py": (["--models", "tiny", "--batches", "2", "--new", "4", "--repeats", "1"], "batch-1 bound"),
+    "graders.py": ([], "| grader |"),
+    "importance.py": (["--models", "tiny", "--batch", "1", "--seq", "32", "--repeats", "1"], "tiny llama"),
+    "train.py": (["--models", "2m", "--batch", "2", "--seq", "32", "--steps", "1", "--windows", "1",
+                  "--warmup", "1", "--pause", "0"], "ratio"),
+}
+TAKES_GGUF = {"commands.py", "compression_settings.py", "forward.py"}
+
+
+def scripts() -> list[str]:
+    """The runnable scripts in benchmarks/ (modules they import have no __main__ block)."""
+    names = []
+    for name in sorted(os.listdir(BENCHMARKS)):
+        if name.endswith(".py"):
+            with open(os.path.join(BENCHMARKS, name)) as f:
+                if 'if __name__ == "__main__":' in f.read():
+                    names.append(name)
+    return names
+
+
+def test_every_benchmark_has_a_tiny_run():
+    assert set(scripts()) == set(TINY), "add the new benchmark to TINY with arguments that make it small"
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_benchmark_runs_tiny(script, tiny_gguf, tmp_path):
+    args, expect = TINY[script]
+    if script in TAKES_GGUF:
+        args = [*args, "--gguf", tiny_gguf]
+    env = dict(os.environ, PYTHONPATH=ROOT, JAXCOT_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("XLA_FLAGS", None)  # one device, as a user runs them
+    proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=600)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert expect in proc.stdout, proc.stdout[-2000:]
