@@ -308,12 +308,13 @@ def test_sharded_over_8_devices_matches_one_device(tiny):
     b2 = many.generate(more, max_new_tokens=6, sampling=sampling, seed=1)
     assert [c.token_ids for c in a2] == [c.token_ids for c in b2]
     np.testing.assert_allclose([c.logprobs for c in a2], [c.logprobs for c in b2], atol=1e-5)
-    (_, (_, b2_rows, t2, packed)) = list(many.sampler._programs)
+    # a program is keyed by (graphdef, mesh, cache dtype, phases, spec, rows, prompt length, packing)
+    (_, (*_, b2_rows, t2, packed)) = list(many.sampler._programs)
     assert b2_rows == 16 and packed is not None and packed[0] * packed[1] < 2 * t2  # packed per device
     tokens_sharding = program.output_shardings[0]
     assert len(tokens_sharding.device_set) == 8 and not tokens_sharding.is_fully_replicated  # rows split
     # inside the program the cache is sharded over the rows too
-    prefill, _ = make_programs(many.sampler.graphdef, next(iter(many.sampler._programs))[0], many.sampler.mesh,
+    prefill, _ = make_programs(many.sampler.graphdef, next(iter(many.sampler._programs))[4], many.sampler.mesh,
                                many.sampler.cache_dtype)
     args = many.sampler._device_args(np.zeros((8, 16), np.int32), np.ones((8, 16), bool), np.uint32(0),
                                      np.zeros(8, np.uint32), np.ones(8, bool))
