@@ -7,11 +7,18 @@ glibc serves a large request from a worker thread by a fresh `mmap` (a thread ar
 grow past 64 MB, and any request over the mmap threshold is mapped anyway) and unmaps it on
 free, so every call page-faults its whole scratch space back in: on a 2M-parameter train step
 many thousands of faults per call, a large share of a small model's step. With one arena, no
-mmap and no trimming, the freed scratch stays in the heap and the next call reuses it
-(`benchmarks/train.py` shows the effect; docs/performance.md has the figures).
+mmap below 32 MB and no trimming, the freed scratch stays in the heap and the next call reuses
+it (`benchmarks/train.py` shows the effect; docs/performance.md has the figures).
 
-The cost: memory freed by the process is kept for reuse rather than returned to the OS, so the
-resident size stays at its peak. Set `JAXCOT_HOST_MALLOC=default` to leave malloc alone.
+Requests of 32 MB and more (glibc's largest mmap threshold) are still mapped, and unmapped when
+freed. They are few per call, so their page faults cost little beside the work on them, and
+keeping them out of the heap is what bounds its fragmentation: with every chunk in one heap, a
+real model's train step (SmolLM2-135M, LoRA on 4 x 512 tokens: ~9 GB of scratch) grew the
+process from 9 GB to the machine's 24 GB within a few hundred steps once another process
+competed for the cores, the scratch landing in ever new places between small long-lived chunks.
+
+The cost: memory freed below 32 MB is kept for reuse rather than returned to the OS. Set
+`JAXCOT_HOST_MALLOC=default` to leave malloc alone.
 """
 
 from __future__ import annotations
@@ -27,15 +34,16 @@ import time
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _KEEP = 2**31 - 1  # largest int: never trim the heap top back to the OS
+_MMAP_FROM = 32 * 2**20  # glibc's largest allowed mmap threshold on 64-bit hosts
 
 _done: bool | None = None
 
 
 def tune_host_allocator() -> bool:
-    """Set glibc malloc to one arena, no mmap'd chunks and no trimming; True when applied.
+    """Set glibc malloc to one arena, mmap only from 32 MB and no trimming; True when applied.
 
     Call it before the first JAX computation (the CLI and benchmarks do it first thing). A no-op
     returning False off glibc (macOS, musl) or with JAXCOT_HOST_MALLOC=default. Idempotent.
@@ -55,7 +63,8 @@ def tune_host_allocator() -> bool:
         return False
     if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: musl and others have no mallopt knobs like these
         return False
-    ok = all(libc.mallopt(p, v) == 1 for p, v in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _KEEP)))
+    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_FROM), (_M_TRIM_THRESHOLD, _KEEP))
+    ok = all(libc.mallopt(p, v) == 1 for p, v in settings)
     _done = ok
     return ok
 

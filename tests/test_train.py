@@ -107,6 +107,14 @@ def test_lora_keeps_base_and_exports_merged(overfit):
 
     names = safetensors.numpy.load_file(os.path.join(res.export_dir, "model.safetensors")).keys()
     assert not any("lora" in n for n in names)
+    # the factors alone, as a PEFT adapter folder beside it, load back onto the base to the same model
+    from jaxcot.models import load_model
+
+    assert res.adapter_dir == res.export_dir + "-adapter"
+    adapted = load_model(res.adapter_dir)
+    tokens = jnp.asarray(np.arange(3, 23, dtype=np.int32).reshape(2, 10) % merged["embed_tokens"].shape[0])
+    np.testing.assert_allclose(np.asarray(adapted(tokens).logits), np.asarray(load_hf(res.export_dir)(tokens).logits),
+                               atol=1e-5)
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

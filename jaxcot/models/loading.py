@@ -32,15 +32,26 @@ def is_gguf(path: str | os.PathLike) -> bool:
 
 def load_model(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None,
                rules=PARAM_RULES) -> Decoder:
-    """A `Decoder` from a HF folder (config.json + safetensors) or a ``.gguf`` file.
+    """A `Decoder` from a HF folder (config.json + safetensors), a ``.gguf`` file, or a PEFT
+    adapter folder (its LoRA factors attached to the base model its config names).
 
     dtype: compute dtype; param_dtype: storage dtype of the weights; mesh: where to place them
     (default: one device), each parameter sharded by `rules`.
     """
+    from jaxcot.models.adapters import apply_peft_adapter, is_peft_adapter, read_adapter_config
     from jaxcot.models.gguf import load_gguf
     from jaxcot.models.params import load_hf
 
     path = os.fspath(path)
+    if is_peft_adapter(path):
+        base = read_adapter_config(path).get("base_model_name_or_path")
+        if not base or not os.path.exists(base):
+            raise FileNotFoundError(f"{path}: a PEFT adapter whose base model {base!r} is not a local HF folder or "
+                                    "GGUF file; load the base with load_model and apply the adapter to it with "
+                                    "jaxcot.models.apply_peft_adapter")
+        model = load_model(base, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules)
+        apply_peft_adapter(model, path)
+        return model
     if os.path.isdir(path):
         return load_hf(path, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules)
     if os.path.isfile(path):

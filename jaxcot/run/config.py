@@ -136,7 +136,11 @@ class RunConfig:
         overrides, then its model, set and folders under `root`."""
         fixed = {"init_from": init_from, "output_dir": f"{root}/students/{name}/run",
                  "export_dir": f"{root}/students/{name}/model", "data": {"path": f"{root}/sets/{name}.jsonl"}}
-        return from_dict(TrainConfig, deep_merge(deep_merge(STUDENT_BASE, self.student), fixed), "student")
+        tc = from_dict(TrainConfig, deep_merge(deep_merge(STUDENT_BASE, self.student), fixed), "student")
+        check(tc.export_format != "adapter", "student.export_format",
+              "'adapter' leaves no merged model, and `jaxcot run` evaluates the merged students; "
+              "use 'both' (the default) or 'merged'")
+        return tc
 
     def score_config(self) -> ScoreConfig:
         """`score`, with the prompt the traces were generated with."""

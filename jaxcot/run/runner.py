@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 from jaxcot.config import dump_config
 from jaxcot.io import atomic_write_json, output_lock
+from jaxcot.logs import get_logger
 from jaxcot.run.config import RunConfig
 from jaxcot.run.stages import RunContext, Stage, stages_for
 
@@ -68,7 +69,7 @@ def run_stages(stages: Sequence[Stage], want: Sequence[str], root: str,
 def run_pipeline(cfg: RunConfig, say: Callable[[str], None] | None = None) -> dict:
     """Run `cfg.stages` of `cfg` in `<runs_dir>/<name>/`; returns {"root", "timings", "report"}
     (the report's text when the report stage ran)."""
-    say = say or (lambda msg: print(f"[jaxcot run] {msg}", flush=True))
+    say = say or get_logger("run").info
     root = os.path.join(cfg.runs_dir, cfg.name)
     os.makedirs(root, exist_ok=True)
     with output_lock(root):

@@ -313,7 +313,7 @@ def _student(m: MethodSpec) -> str:
 
 
 # TrainConfig fields that do not change the trained weights (where files go, how progress shows)
-_TRAIN_PLACES = ("output_dir", "export_dir", "progress", "checkpoint", "export", "init_from")
+_TRAIN_PLACES = ("output_dir", "export_dir", "export_format", "progress", "checkpoint", "export", "init_from", "log")
 
 
 class TrainStage(_Stage):

@@ -127,6 +127,25 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass
+class LogConfig:
+    """What training reports, and how often. Step metrics stay on the device and are fetched every
+    `every` steps (and before each checkpoint, callback and the end): fetching them each step would
+    make the host wait for the device every step. tensorboard: event files under
+    <output_dir>/tensorboard (process 0). profile_from: trace steps profile_from ..
+    profile_from + profile_steps - 1 with `jax.profiler` into <output_dir>/profile (TensorBoard's
+    profile plugin or Perfetto read it)."""
+
+    every: int = 10
+    tensorboard: bool = True
+    profile_from: int | None = None
+    profile_steps: int = 3
+
+    def __post_init__(self):
+        check_counts(self, "every", "profile_steps")
+        check_range(self, "profile_from", 1, optional=True)
+
+
+@dataclasses.dataclass
 class DistributedConfig:
     """Multi-host start (`jax.distributed.initialize`); all None: single host, or the
     platform's auto-detection (TPU pods, SLURM) when `enabled` is true."""
@@ -150,6 +169,9 @@ class TrainConfig:
     grad_accum splits it into micro-batches. max_steps caps the step count of `epochs` epochs;
     epochs None makes as many passes as max_steps needs (so the step budget ends the run).
     compute_dtype 'bfloat16' runs matmuls in bf16 over param_dtype (float32) master weights.
+    export: at the end, write the model to `export_dir` (default <output_dir>/export) as a HF
+    folder with LoRA merged ('merged'), and/or, for LoRA, its factors alone as a PEFT adapter
+    folder in <export_dir>-adapter ('adapter'); export_dtype: the saved tensors' dtype.
     """
 
     output_dir: str = "runs/sft"
@@ -163,6 +185,7 @@ class TrainConfig:
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
     batch_size: int = 8
     grad_accum: int = 1
     epochs: int | None = 3
@@ -172,6 +195,8 @@ class TrainConfig:
     param_dtype: str = "float32"
     export_dir: str | None = None
     export: bool = True
+    export_format: str = "both"
+    export_dtype: str = "float32"
     progress: bool = True
 
     def __post_init__(self):
@@ -180,6 +205,10 @@ class TrainConfig:
               "set exactly one of init_from (weights to start from) and model (random init)")
         check_choice(self, "compute_dtype", ("float32", "bfloat16"))
         check_choice(self, "param_dtype", ("float32", "bfloat16"))
+        check_choice(self, "export_format", ("merged", "adapter", "both"))
+        check_choice(self, "export_dtype", ("float32", "bfloat16"))
+        check(self.export_format != "adapter" or self.method == "lora", "export_format",
+              "'adapter' exports LoRA factors; method 'full' has none (use 'merged')")
         check_counts(self, "batch_size", "grad_accum")
         check(self.batch_size % self.grad_accum == 0, "batch_size",
               f"{self.batch_size} must be a multiple of grad_accum {self.grad_accum}")
@@ -194,12 +223,17 @@ class TrainConfig:
 
         return self.export_dir or os.path.join(self.output_dir, "export")
 
+    @property
+    def resolved_adapter_dir(self) -> str:
+        return self.resolved_export_dir.rstrip("/") + "-adapter"
+
 
 # Keys that may change between a run and its resumption (they do not affect the numbers).
-RESUMABLE_KEYS = ("progress", "export", "export_dir", "checkpoint", "distributed")
+RESUMABLE_KEYS = ("progress", "export", "export_dir", "export_format", "export_dtype", "checkpoint", "distributed",
+                  "log")
 
 
 __all__ = [
-    "CheckpointConfig", "DataConfig", "DistributedConfig", "LINEAR_LAYERS", "LoraConfig", "MeshConfig",
+    "CheckpointConfig", "DataConfig", "DistributedConfig", "LINEAR_LAYERS", "LogConfig", "LoraConfig", "MeshConfig",
     "OptimConfig", "RESUMABLE_KEYS", "TrainConfig",
 ]

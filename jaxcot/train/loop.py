@@ -38,6 +38,7 @@ from jaxcot.data.sft import (
     tokenize_examples,
 )
 from jaxcot.io import output_lock
+from jaxcot.logs import get_logger
 from jaxcot.models.config import ModelConfig
 from jaxcot.models.decoder import Decoder, abstract_model
 from jaxcot.sharding import make_mesh, tree_shardings
@@ -56,7 +57,8 @@ class TrainingDiverged(RuntimeError):
 @dataclasses.dataclass
 class TrainResult:
     """status: 'finished', 'preempted' (SIGTERM) or 'stopped' (stop_after). `model` is the
-    trained model (LoRA attached, not merged) on this process; `export_dir` is set when exported."""
+    trained model (LoRA attached, not merged) on this process; `export_dir` (merged HF folder) and
+    `adapter_dir` (PEFT adapter folder) are set when exported."""
 
     status: str
     step: int
@@ -68,6 +70,7 @@ class TrainResult:
     export_dir: str | None
     model: Any
     tokenizer: Any
+    adapter_dir: str | None = None
 
 
 # -- setup --------------------------------------------------------------------------------------
@@ -379,11 +382,10 @@ def _data_digest(config: TrainConfig, examples) -> str | None:
 
 def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run:
     """Mesh, data, model, optimizer and checkpoint of a run, resumed from its last checkpoint."""
-    from tqdm.auto import tqdm
 
     initialize_distributed(config)
     lead = jax.process_index() == 0
-    say = (lambda msg: tqdm.write(msg)) if lead else (lambda msg: None)
+    say = get_logger("train").info  # process 0's lines only (see jaxcot.logs)
     out_dir = os.path.abspath(config.output_dir)
     os.makedirs(out_dir, exist_ok=True)
     mesh = _mesh(config)
@@ -443,30 +445,112 @@ def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run
                 iterator, ckpt, ckpt_dir, start, step_fn, data_digest)
 
 
-def _step(run: _Run, step: int) -> dict[str, float]:
-    """One optimizer step on the next global batch; its metrics on the host. A non-finite loss
-    raises `TrainingDiverged` naming the last good checkpoint."""
+def _step(run: _Run, step: int) -> dict[str, jax.Array]:
+    """One optimizer step on the next global batch; its metrics stay on the device (scalars)."""
     local = next(run.iterator)
     batch = {
         k: jax.make_array_from_process_local_data(run.shardings.batch, v, (v.shape[0], run.layout.micro) + v.shape[2:])
         for k, v in local.items()
     }
-    t0 = time.perf_counter()
     run.params, run.opt_state, m = run.step_fn(run.params, run.opt_state, run.frozen, batch,
                                                jnp.asarray(step, jnp.int32))
-    m = {k: float(v) for k, v in jax.device_get(m).items()}
-    m["step_s"] = time.perf_counter() - t0
-    if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+    return m
+
+
+class _Metrics:
+    """Step metrics, fetched from the device a window at a time (every `log.every` steps, and
+    before anything that must know them: a checkpoint, a callback, the end). Each fetched step is
+    checked (a non-finite loss raises `TrainingDiverged` naming the step and the last good
+    checkpoint) and written to metrics.jsonl and TensorBoard. Step time is the window's wall time
+    over its steps: with asynchronous dispatch one step's own time is not observable."""
+
+    def __init__(self, run: _Run, log: MetricsLog, bar):
+        self.run, self.log, self.bar = run, log, bar
+        self.pending: list[tuple[int, dict]] = []
+        self.t0 = time.perf_counter()
+        self.last: dict[str, float] | None = None
+        self.tb = None
+        if run.lead and run.config.log.tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(run.out_dir, "tensorboard"), purge_step=run.start + 1)
+
+    def add(self, step: int, m: dict) -> None:
+        self.pending.append((step, m))
+        if len(self.pending) >= self.run.config.log.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        fetched = jax.device_get([m for _, m in self.pending])
+        now = time.perf_counter()
+        step_s = (now - self.t0) / len(self.pending)
+        for (step, _), m in zip(self.pending, fetched):
+            m = {k: float(v) for k, v in m.items()}
+            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+                self.pending = []
+                self._diverged(step, m)
+            rec = dict(step=step, loss=m["loss"], lr=m["lr"], grad_norm=m["grad_norm"], tokens=int(m["tokens"]),
+                       target_tokens=int(m["target_tokens"]), tokens_per_s=m["tokens"] / step_s, step_s=step_s)
+            self.log.write(rec)
+            if self.tb is not None:
+                for k in ("loss", "lr", "grad_norm", "tokens_per_s"):
+                    self.tb.add_scalar(f"train/{k}", rec[k], step)
+            self.last = rec
+        self.pending, self.t0 = [], now
+        if self.tb is not None:
+            self.tb.flush()
+        r = self.last
+        self.bar.set_postfix(loss=f"{r['loss']:.4f}", lr=f"{r['lr']:.2e}", gnorm=f"{r['grad_norm']:.3f}",
+                             tok_s=f"{r['tokens_per_s']:.0f}")
+
+    def _diverged(self, step: int, m: dict):
+        run = self.run
         good = None
         if run.ckpt is not None:
             run.ckpt.wait()
             good = run.ckpt.latest_step()
         raise TrainingDiverged(
-            f"step {step + 1}: loss {m['loss']}, grad norm {m['grad_norm']} (not finite); stopped. "
+            f"step {step}: loss {m['loss']}, grad norm {m['grad_norm']} (not finite); stopped. "
             + (f"The last good checkpoint is step {good} in {run.ckpt_dir}." if good is not None
                else "No checkpoint was saved before it.")
         )
-    return m
+
+    @property
+    def loss(self) -> float | None:
+        return None if self.last is None else self.last["loss"]
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class _Profile:
+    """A `jax.profiler` trace of the steps `log.profile_from` .. + `log.profile_steps` - 1."""
+
+    def __init__(self, run: _Run):
+        log = run.config.log
+        self.first = log.profile_from
+        self.last = None if log.profile_from is None else log.profile_from + log.profile_steps - 1
+        self.dir = os.path.join(run.out_dir, "profile")
+        self.on = False
+
+    def before(self, step: int) -> None:  # step: 1-based number of the step about to run
+        if self.first is not None and step == self.first:
+            jax.profiler.start_trace(self.dir)
+            self.on = True
+
+    def after(self, step: int, wait) -> None:
+        if self.on and step >= self.last:
+            wait()  # the traced steps' device work belongs in the trace
+            jax.profiler.stop_trace()
+            self.on = False
+
+    def close(self) -> None:
+        if self.on:
+            jax.profiler.stop_trace()
+            self.on = False
 
 
 def train(
@@ -505,67 +589,99 @@ def _train(config, tokenizer, examples, stop_after, handle_sigterm, cache, callb
     total = run.total
     metrics_log = MetricsLog(os.path.join(run.out_dir, "metrics.jsonl"), run.start, run.lead)
     preempt = _Preemption(handle_sigterm)
-    status, loss, step = "finished", None, run.start
+    status, step = "finished", run.start
     bar = tqdm(total=total, initial=run.start, desc="train", unit="step", disable=not (run.lead and config.progress))
+    metrics = _Metrics(run, metrics_log, bar)
+    profile = _Profile(run)
+
+    def save(step):
+        metrics.flush()  # never checkpoint past a step whose loss was not finite
+        run.save(step, metrics.loss)
+
     try:
         while step < total:
-            m = _step(run, step)
+            profile.before(step + 1)
+            metrics.add(step + 1, _step(run, step))
             step += 1
-            loss = m["loss"]
-            rec = dict(step=step, loss=loss, lr=m["lr"], grad_norm=m["grad_norm"], tokens=int(m["tokens"]),
-                       target_tokens=int(m["target_tokens"]), tokens_per_s=m["tokens"] / m["step_s"],
-                       step_s=m["step_s"])
-            metrics_log.write(rec)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{m['lr']:.2e}", gnorm=f"{m['grad_norm']:.3f}",
-                            tok_s=f"{rec['tokens_per_s']:.0f}")
+            profile.after(step, lambda: jax.block_until_ready(run.params))
             bar.update(1)
             if callback is not None and callback_every > 0 and step % callback_every == 0 and step < total:
+                metrics.flush()
                 callback(step, nnx.merge(run.graphdef, run.params, run.frozen))
             if step % config.checkpoint.every == 0 or step == total:
-                run.save(step, loss)
+                save(step)
             if step < total and preempt.requested():
-                run.save(step, loss)
+                save(step)
                 status = "preempted"
                 run.say(f"SIGTERM: saved step {step} to {run.ckpt_dir}; rerun the same command to resume"
                         if run.ckpt is not None else f"SIGTERM: stopped at step {step} (checkpoints disabled)")
                 break
             if stop_after is not None and step >= stop_after and step < total:
-                run.save(step, loss)
+                save(step)
                 status = "stopped"
                 break
+        metrics.flush()
         if step == total and total == run.start and run.start > 0:
             run.say(f"run already complete at step {total}")
     finally:
+        profile.close()
         bar.close()
+        metrics.close()
         metrics_log.close()
         preempt.restore()
         if run.ckpt is not None:
             run.ckpt.close()  # finishes async saves before returning (or raising)
+    loss = metrics.loss
 
     trained = nnx.merge(run.graphdef, run.params, run.frozen)
-    export_dir = None
+    export_dir = adapter_dir = None
     if status == "finished" and config.export:
-        export_dir = export(trained, config.resolved_export_dir, run.tokenizer)
-        run.say(f"exported the merged model to {export_dir}")
+        dtype = jnp.dtype(config.export_dtype)
+        if config.export_format in ("merged", "both"):
+            export_dir = export(trained, config.resolved_export_dir, run.tokenizer, dtype=dtype)
+            run.say(f"exported the merged model to {export_dir}")
+        if config.method == "lora" and config.export_format in ("adapter", "both"):
+            adapter_dir = export_adapter(trained, config.resolved_adapter_dir, run.tokenizer, dtype=dtype,
+                                         base_model=config.init_from)
+            run.say(f"exported the LoRA adapter (PEFT) to {adapter_dir}")
     return TrainResult(
         status=status, step=step, total_steps=total, loss=loss, stats=run.stats, output_dir=run.out_dir,
         checkpoint_dir=run.ckpt_dir, export_dir=export_dir, model=trained, tokenizer=run.tokenizer,
+        adapter_dir=adapter_dir,
     )
 
 
-def export(model: Decoder, path: str, tokenizer=None) -> str:
-    """Save the model (LoRA merged) as a HF folder; process 0 writes, all processes gather."""
-    from jaxcot.models.params import save_hf
-
+def _export_with(save: Callable[[Decoder], Any], model: Decoder, path: str, barrier: str) -> str:
+    """Gather the model to every host, let process 0 `save` it, then meet at a barrier."""
     graphdef, state = nnx.split(model)
     host = gather_to_host(state.to_pure_dict())
     if jax.process_index() == 0:
-        save_hf(nnx.merge(graphdef, host), path, tokenizer=tokenizer)
+        save(nnx.merge(graphdef, host))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices("jaxcot-export")
+        multihost_utils.sync_global_devices(barrier)
     return os.path.abspath(path)
 
 
-__all__ = ["TrainResult", "TrainingDiverged", "build_model", "export", "init_sharded", "prepare_data", "train"]
+def export(model: Decoder, path: str, tokenizer=None, *, dtype=jnp.float32) -> str:
+    """Save the model (LoRA merged) as a HF folder; process 0 writes, all processes gather."""
+    from jaxcot.models.params import save_hf
+
+    return _export_with(lambda m: save_hf(m, path, tokenizer=tokenizer, dtype=dtype), model, path, "jaxcot-export")
+
+
+def export_adapter(model: Decoder, path: str, tokenizer=None, *, dtype=jnp.float32, base_model: str | None = None
+                   ) -> str:
+    """Save the model's LoRA factors as a PEFT adapter folder (see `jaxcot.models.adapters`)."""
+    from jaxcot.models.adapters import save_peft_adapter
+
+    base = os.path.abspath(base_model) if base_model and os.path.exists(base_model) else base_model
+    return _export_with(lambda m: save_peft_adapter(m, path, base_model=base, dtype=dtype, tokenizer=tokenizer),
+                        model, path, "jaxcot-export-adapter")
+
+
+__all__ = [
+    "TrainResult", "TrainingDiverged", "build_model", "export", "export_adapter", "init_sharded", "prepare_data",
+    "train",
+]

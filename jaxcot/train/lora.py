@@ -5,12 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcot.models.layers import Linear
-
-
-def linear_layers(model: nnx.Module) -> list[tuple[str, Linear]]:
-    """('layers/0/self_attn/q_proj', module) for every `Linear`, in graph order."""
-    return [("/".join(map(str, path)), m) for path, m in nnx.iter_graph(model) if isinstance(m, Linear)]
+from jaxcot.models.adapters import linear_layers
 
 
 def apply_lora(

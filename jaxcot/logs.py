@@ -1,0 +1,77 @@
+"""Log lines: Python `logging` under the ``jaxcot`` logger.
+
+Each line carries the time, the logger and the JAX process index; by default only process 0
+speaks (a pod's 64 hosts would otherwise print every line 64 times). Lines go through
+`tqdm.write`, so progress bars stay intact. A program that configures logging itself (a handler
+on the root or the ``jaxcot`` logger) keeps its own setup: `get_logger` only installs jaxcot's
+handler where there is none, as absl does.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+_FORMAT = "%(asctime)s [%(name)s p%(process_index)d] %(message)s"
+
+
+def process_index() -> int:
+    """This process's index in a multi-process JAX run (0 before `jax.distributed` starts: asking
+    JAX earlier would start its backend, after which `jax.distributed.initialize` fails)."""
+    import jax
+
+    return jax.process_index() if jax.distributed.is_initialized() else 0
+
+
+class _ProcessFilter(logging.Filter):
+    def __init__(self, all_processes: bool):
+        super().__init__()
+        self.all_processes = all_processes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.process_index = process_index()
+        return self.all_processes or record.process_index == 0
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """Writes through `tqdm.write` so that a line does not break a progress bar; to `stream`, or
+    to whatever sys.stderr is at the time (a notebook or a test may replace it)."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream)
+        self.explicit = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.explicit or sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
+def setup_logging(level: int | str = "INFO", *, all_processes: bool = False, stream=None) -> logging.Logger:
+    """(Re)configure the ``jaxcot`` logger: one handler writing `_FORMAT` lines to `stream`
+    (default stderr) at `level`, from process 0 only unless `all_processes`."""
+    logger = logging.getLogger("jaxcot")
+    for h in [h for h in logger.handlers if getattr(h, "_jaxcot", False)]:
+        logger.removeHandler(h)
+    handler = _TqdmHandler(stream)
+    handler._jaxcot = True
+    handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+    handler.addFilter(_ProcessFilter(all_processes))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return logger
+
+
+def get_logger(name: str) -> logging.Logger:
+    """The logger ``jaxcot.<name>``; installs jaxcot's handler if no logging is configured."""
+    top = logging.getLogger("jaxcot")
+    if not top.handlers and not logging.getLogger().handlers:
+        setup_logging()
+    return logging.getLogger(name if name == "jaxcot" or name.startswith("jaxcot.") else f"jaxcot.{name}")
+
+
+__all__ = ["get_logger", "process_index", "setup_logging"]
