@@ -84,9 +84,10 @@ def importance_table(auc: dict[str, dict[str, float]]) -> str:
     return head + body
 
 
-def plot_accuracy_vs_tokens(rows: Sequence[MethodResult], path: str | os.PathLike, title: str = "") -> None:
-    """One point per method: mean CoT tokens (x) against accuracy (y), the paper's figure 1."""
-    from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
+def accuracy_vs_tokens_figure(rows: Sequence[MethodResult], title: str = ""):
+    """One point per method: mean CoT tokens (x) against accuracy (y), the paper's figure 1. A
+    `matplotlib.figure.Figure` made without pyplot, so a notebook's backend is left alone."""
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4.2), dpi=120)
     ax = fig.subplots()
@@ -99,6 +100,12 @@ def plot_accuracy_vs_tokens(rows: Sequence[MethodResult], path: str | os.PathLik
     ax.set_title(title or "accuracy vs chain length")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_tokens(rows: Sequence[MethodResult], path: str | os.PathLike, title: str = "") -> None:
+    """`accuracy_vs_tokens_figure` written to `path` as a PNG (atomically)."""
+    fig = accuracy_vs_tokens_figure(rows, title)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
 
