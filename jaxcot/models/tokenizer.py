@@ -14,9 +14,12 @@ def load_tokenizer(path: str | os.PathLike):
 
     `path`: a HF folder with tokenizer files, or a ``.gguf`` file (its ``tokenizer.ggml.*`` and
     ``tokenizer.chat_template`` metadata). A tokenizer without a pad token gets its eos token as
-    pad, so batches can be padded (the attention mask, not the pad id, marks padding).
+    pad, so batches can be padded (the attention mask, not the pad id, marks padding). A hub id
+    is read from the Hugging Face cache (`jaxcot.models.loading.resolve_model`).
     """
-    path = os.fspath(path)
+    from jaxcot.models.loading import resolve_model
+
+    path = resolve_model(path)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
             raise ValueError(f"{path}: not a tokenizer source (expected a HF folder or a .gguf file)")

