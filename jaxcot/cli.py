@@ -22,6 +22,7 @@ COMMANDS = {
     "train": "jaxcot.train.cli",
     "testbed": "jaxcot.testbed.cli",
     "run": "jaxcot.run.cli",
+    "plan": "jaxcot.run.plan_cli",
 }
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 128 + 15  # as a shell reports a process ended by SIGTERM

@@ -1,0 +1,328 @@
+"""`jaxcot plan`: the paper's scale, planned by compiling for the real target.
+
+The model's real architecture is built with abstract weights (shapes only), and the three
+programs the method runs at scale are lowered and compiled for a TPU topology on this host
+(libtpu's compile-only path: `jax.experimental.topologies.get_topology_desc`, as MaxText's
+`train_compile.py` does): the LoRA train step, the GoGI pass and the decode loop. XLA then says
+what each needs per device (`memory_analysis`: arguments, outputs, temporaries) and what it
+costs (`cost_analysis`: FLOPs per device), and the plan turns those into hours for the paper's
+workloads at a stated MFU (compute-bound programs) or HBM bandwidth (decoding). Nothing runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxcot.config import check, check_range
+
+GiB = 2**30
+# Per chip, from the public Cloud TPU spec sheets: HBM (GiB), peak bf16 TFLOP/s, HBM GB/s.
+CHIPS = {
+    "v4": (32, 275.0, 1228.0),
+    "v5e": (16, 197.0, 819.0),
+    "v5p": (95, 459.0, 2765.0),
+    "v6e": (32, 918.0, 1640.0),
+}
+
+
+@dataclasses.dataclass
+class PlanConfig:
+    """What to compile and the workloads to time. Shapes are global (over all devices).
+
+    mesh: (data, fsdp, tensor) sizes; data -1 takes the remaining devices. lora_rank: the
+    student's adapters (alpha 2 x rank). train_rows x train_len: one SFT step's packed rows.
+    score_rows x score_len: one GoGI batch (score_layer: the perturbed layer; None: 2/3 L).
+    decode_rows, prompt_len, new_tokens: one generation batch. Workloads (the paper's): traces
+    chains of trace_tokens tokens scored, and fine-tuned on for epochs; eval_questions test
+    questions decoded. mfu: the share of peak FLOP/s assumed for the compute-bound programs;
+    decoding is timed by the HBM bytes it reads per token (weights + the KV cache), at hbm_eff of
+    the bandwidth.
+    """
+
+    topology: str = "v5e:2x4"
+    mesh: tuple[int, int, int] = (-1, 1, 1)
+    lora_rank: int = 8
+    train_rows: int = 16
+    train_len: int = 2048
+    score_rows: int = 8
+    score_len: int = 2048
+    score_layer: int | None = None
+    max_answer: int = 64
+    decode_rows: int = 64
+    prompt_len: int = 256
+    new_tokens: int = 2048
+    traces: int = 7472
+    trace_tokens: int = 1024
+    epochs: int = 3
+    eval_questions: int = 500
+    mfu: float = 0.4
+    hbm_eff: float = 0.7
+
+    def __post_init__(self):
+        check(self.chip in CHIPS, "topology", f"{self.topology!r}: a chip of {sorted(CHIPS)} then ':' and a shape, "
+                                              "e.g. v5e:2x4 or v4:2x2x2")
+        check_range(self, "mfu", 0, 1, lo_open=True)
+        check_range(self, "hbm_eff", 0, 1, lo_open=True)
+
+    @property
+    def chip(self) -> str:
+        return self.topology.split(":")[0].lower()
+
+
+@dataclasses.dataclass
+class ProgramPlan:
+    """One compiled program: bytes per device (arguments, outputs, temporaries, code; aliased
+    donated buffers counted once), FLOPs per device per call, and the call's time estimate."""
+
+    name: str
+    shapes: str
+    argument_bytes: int
+    output_bytes: int
+    temp_bytes: int
+    alias_bytes: int
+    code_bytes: int
+    flops: float
+    seconds: float
+    compile_s: float
+    error: str | None = None  # XLA's refusal (out of HBM): then only temp_bytes, what it asked for, is known
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes + self.code_bytes
+
+
+@dataclasses.dataclass
+class Plan:
+    model: str
+    params: int
+    topology: str
+    devices: int
+    mesh: dict
+    hbm_bytes: int
+    programs: list[ProgramPlan]
+    hours: dict[str, float]
+    notes: list[str]
+    largest: list[tuple[str, tuple, str]]
+
+
+def topology_devices(topology: str) -> list:
+    """The devices of a TPU topology, for compiling only (no TPU needed, libtpu is)."""
+    import os
+
+    from jax.experimental import topologies
+
+    # Compiling only: several such processes may share the host (libtpu otherwise takes a lock
+    # file for the chips it would drive).
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    try:
+        return list(topologies.get_topology_desc(topology, platform="tpu").devices)
+    except Exception as e:  # noqa: BLE001 - libtpu missing or the name unknown: say which
+        raise RuntimeError(
+            f"cannot compile for TPU topology {topology!r} ({type(e).__name__}: {e}). Compiling for a TPU on "
+            "this host needs libtpu: pip install 'jaxcot[plan]' (the libtpu that jax[tpu] pins for this jax)"
+        ) from e
+
+
+def _abstract(tree, shardings):
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def _too_big(name: str, shapes: str, error: str, compile_s: float) -> ProgramPlan:
+    """A program XLA refused for want of HBM: what it said it needs, nothing else known."""
+    import re
+
+    m = re.search(r"temporaries \(([\d.]+)([KMGT])\)", error)
+    need = float(m[1]) * 1024 ** "KMGT".index(m[2]) * 1024 if m else float("nan")
+    return ProgramPlan(name=name, shapes=shapes, argument_bytes=0, output_bytes=0,
+                       temp_bytes=int(need) if m else 0, alias_bytes=0, code_bytes=0, flops=float("nan"),
+                       seconds=float("nan"), compile_s=compile_s, error=error.splitlines()[0][:300])
+
+
+def _program(name: str, shapes: str, compiled, compile_s: float, seconds_of) -> ProgramPlan:
+    if isinstance(compiled, str):
+        return _too_big(name, shapes, compiled, compile_s)
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float((cost or {}).get("flops", 0.0))
+    return ProgramPlan(
+        name=name, shapes=shapes, argument_bytes=int(mem.argument_size_in_bytes),
+        output_bytes=int(mem.output_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
+        alias_bytes=int(mem.alias_size_in_bytes), code_bytes=int(mem.generated_code_size_in_bytes),
+        flops=flops, seconds=seconds_of(flops, mem), compile_s=compile_s,
+    )
+
+
+def _compile(lowered) -> tuple[Any, float]:
+    """(the compiled program, or XLA's message when it does not fit the chip's HBM; seconds)."""
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        compiled = str(e)
+    return compiled, time.perf_counter() - t0
+
+
+def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) -> Plan:
+    """Compile the three programs of `model_cfg` for `cfg.topology` and time the workloads."""
+    from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from jaxcot.generate.sampler import DecodeSpec, make_programs
+    from jaxcot.generate.sampling import SamplingConfig
+    from jaxcot.generate.stop import StopPatterns
+    from jaxcot.importance.gogi import _scores, default_layer
+    from jaxcot.models.decoder import Decoder
+    from jaxcot.sharding import BATCH, make_mesh, tree_shardings
+    from jaxcot.train.config import LINEAR_LAYERS, OptimConfig
+    from jaxcot.train.lora import apply_lora
+    from jaxcot.train.step import BATCH_KEYS, make_optimizer, make_train_step, split_model, step_shardings
+
+    hbm_gib, peak_tf, hbm_gbs = CHIPS[cfg.chip]
+    devices = topology_devices(cfg.topology)
+    mesh = make_mesh(*cfg.mesh, devices=devices)
+    n_batch = int(math.prod(mesh.shape[a] for a in BATCH))
+    compute_s = lambda flops, mem: flops / (peak_tf * 1e12 * cfg.mfu)  # noqa: E731
+    bf16 = jnp.bfloat16
+
+    def lora_model():
+        m = Decoder(model_cfg, rngs=nnx.Rngs(0), dtype=bf16, param_dtype=bf16)
+        apply_lora(m, rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank, targets=LINEAR_LAYERS)
+        return m
+
+    programs, notes = [], []
+
+    # 1. the LoRA train step: bf16 base, float32 adapters and AdamW state, one packed batch
+    say(f"compiling the LoRA train step ({cfg.train_rows} x {cfg.train_len} tokens) for {cfg.topology} ...")
+    model = nnx.eval_shape(lora_model)
+    graphdef, params, frozen = split_model(model, "lora")
+    tx, schedule = make_optimizer(OptimConfig(), 1000)
+    opt_state = jax.eval_shape(tx.init, params)
+    sh = step_shardings(mesh, params, frozen, opt_state)
+    step = make_train_step(graphdef, tx, schedule, sh, packed=True)
+    batch = {k: jax.ShapeDtypeStruct((1, cfg.train_rows, cfg.train_len),
+                                     bool if k in ("mask", "loss_mask") else jnp.int32, sharding=sh.batch)
+             for k in BATCH_KEYS}
+    lowered = step.lower(_abstract(params, sh.params), _abstract(opt_state, sh.opt_state),
+                         _abstract(frozen, sh.frozen), batch, jax.ShapeDtypeStruct((), jnp.int32, sharding=sh.scalar))
+    compiled, dt = _compile(lowered)
+    programs.append(_program("LoRA train step", f"{cfg.train_rows} x {cfg.train_len}", compiled, dt, compute_s))
+
+    # 2. the GoGI pass: bf16 weights, grad of the answer loss at one layer, entropy
+    layer = cfg.score_layer if cfg.score_layer is not None else default_layer(model_cfg.num_layers)
+    say(f"compiling the GoGI pass ({cfg.score_rows} x {cfg.score_len} tokens, layer {layer}) ...")
+    base = nnx.eval_shape(lambda: Decoder(model_cfg, rngs=nnx.Rngs(0), dtype=bf16, param_dtype=bf16))
+    g_graphdef, g_state = nnx.split(base)
+    g_state = g_state.to_pure_dict()
+    state_abs = _abstract(g_state, tree_shardings(g_state, mesh))
+    rows = NamedSharding(mesh, P(BATCH, None))
+    arr = lambda dtype: jax.ShapeDtypeStruct((cfg.score_rows, cfg.score_len), dtype, sharding=rows)  # noqa: E731
+    lowered = _scores.lower(g_graphdef, state_abs, arr(jnp.int32), arr(bool), arr(bool), arr(bool), layers=(layer,),
+                            norm="l1", max_answer=cfg.max_answer, per_layer=False, split=0)
+    compiled, dt = _compile(lowered)
+    programs.append(_program(f"GoGI pass (layer {layer})", f"{cfg.score_rows} x {cfg.score_len}", compiled, dt,
+                             compute_s))
+
+    # 3. generation: prefill and the decode loop, bf16 weights and KV cache
+    say(f"compiling generation ({cfg.decode_rows} rows, {cfg.prompt_len} + {cfg.new_tokens} tokens) ...")
+    spec = DecodeSpec(max_new_tokens=cfg.new_tokens, sampling=SamplingConfig(temperature=0.6, top_p=0.95),
+                      eos_ids=(int(model_cfg.eos_token_id or 0),), stop=StopPatterns(), pad_id=0)
+    prefill, decode = make_programs(g_graphdef, spec, mesh, bf16)
+    b, t = cfg.decode_rows, cfg.prompt_len
+    rows1 = NamedSharding(mesh, P(BATCH))
+    args = (jax.ShapeDtypeStruct((b, t), jnp.int32, sharding=rows), jax.ShapeDtypeStruct((b, t), bool, sharding=rows),
+            jax.ShapeDtypeStruct((), jnp.uint32, sharding=NamedSharding(mesh, P())),
+            jax.ShapeDtypeStruct((b,), jnp.uint32, sharding=rows1), jax.ShapeDtypeStruct((b,), bool, sharding=rows1))
+    pre_compiled, dt_pre = _compile(prefill.lower(state_abs, *args))
+    programs.append(_program("prefill", f"{b} x {t}", pre_compiled, dt_pre, compute_s))
+    out_shape = jax.eval_shape(prefill, state_abs, *args)
+    if isinstance(pre_compiled, str):  # the decode loop's state is the prefill's output: unknown layout
+        dec_compiled, dt = "prefill does not fit: decode loop not compiled", 0.0
+    else:
+        state0 = _abstract(out_shape, pre_compiled.output_shardings)
+        dec_compiled, dt = _compile(decode.lower(state_abs, state0))
+    per_dev_weights = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+                          for x in jax.tree.leaves(state_abs))
+    heads_per_dev = model_cfg.num_kv_heads / (mesh.shape["tensor"] if model_cfg.num_kv_heads % mesh.shape["tensor"]
+                                              == 0 else 1)
+    kv_per_token = 2 * model_cfg.num_layers * heads_per_dev * model_cfg.head_dim * 2  # k and v, bf16
+    cache_per_dev = kv_per_token * (t + cfg.new_tokens / 2) * b / n_batch  # the mean cache length over the loop
+
+    def decode_s(flops, mem):  # a decode step reads the weights and the cache once; the loop runs new_tokens steps
+        return cfg.new_tokens * (per_dev_weights + cache_per_dev) / (hbm_gbs * 1e9 * cfg.hbm_eff)
+
+    programs.append(_program("decode loop", f"{b} rows x {cfg.new_tokens} steps", dec_compiled, dt, decode_s))
+
+    hbm = hbm_gib * GiB
+    for p in programs:
+        if p.error or p.peak_bytes > hbm:
+            need = f"{p.peak_bytes / GiB:.1f} GiB" + (" of temporaries" if p.error else "")
+            notes.append(f"{p.name} ({p.shapes}) needs {need} per device, more than the {hbm_gib} GiB of a {cfg.chip} "
+                         f"chip (XLA: {p.error or 'peak above HBM'}). Its rows per device are "
+                         f"{_rows(p, cfg) / n_batch:g}: fewer rows per step (or more chips on the batch axes), "
+                         "or the weights sharded wider (mesh fsdp / tensor), make it fit")
+    train, score, pre, dec = programs[0], programs[1], programs[2], programs[3]
+    sft_steps = math.ceil(cfg.epochs * cfg.traces * cfg.trace_tokens / (cfg.train_rows * cfg.train_len))
+    score_batches = math.ceil(cfg.traces / cfg.score_rows)
+    eval_batches = math.ceil(cfg.eval_questions / cfg.decode_rows)
+    hours = {
+        f"GoGI over {cfg.traces:,} traces": score_batches * score.seconds / 3600,
+        f"LoRA SFT, {cfg.epochs} epochs": sft_steps * train.seconds / 3600,
+        f"evaluation, {cfg.eval_questions} questions x {cfg.new_tokens} tokens":
+            eval_batches * (pre.seconds + dec.seconds) / 3600,
+    }
+    largest = sorted(((k, v.shape, str(v.sharding.spec)) for k, v in _flat(state_abs).items()),
+                     key=lambda kv: -math.prod(kv[1]))[:3]
+    n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(g_state))
+    return Plan(model=model_name, params=n_params, topology=cfg.topology, devices=len(devices), mesh=dict(mesh.shape),
+                hbm_bytes=hbm, programs=programs, hours=hours, notes=notes, largest=largest)
+
+
+def _rows(p: ProgramPlan, cfg: PlanConfig) -> int:
+    return {"LoRA train step": cfg.train_rows, "prefill": cfg.decode_rows, "decode loop": cfg.decode_rows}.get(
+        p.name, cfg.score_rows)
+
+
+def _flat(tree) -> dict[str, Any]:
+    from jaxcot.sharding import path_str
+
+    return {path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def format_plan(p: Plan, cfg: PlanConfig) -> str:
+    """The plan as a Markdown table and its notes."""
+    chips = p.devices
+    lines = [f"### {p.model} ({p.params / 1e9:.2f}B parameters) on {p.topology} ({chips} chips, mesh "
+             f"{' x '.join(f'{k}={v}' for k, v in p.mesh.items())}, {p.hbm_bytes / GiB:.0f} GiB HBM each)", "",
+             "| program | global shape | per device: args / temp / out (GiB) | peak vs HBM | GFLOP per device "
+             "| est. time per call | compile (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for pr in p.programs:
+        if pr.error:
+            need = f"{pr.temp_bytes / GiB:.1f} GiB of temporaries" if pr.temp_bytes else "?"
+            lines.append(f"| {pr.name} | {pr.shapes} | - | **does not fit**: {need} / {p.hbm_bytes / GiB:.0f} | - | - "
+                         f"| {pr.compile_s:.0f} |")
+            continue
+        lines.append(f"| {pr.name} | {pr.shapes} | {pr.argument_bytes / GiB:.2f} / {pr.temp_bytes / GiB:.2f} / "
+                     f"{pr.output_bytes / GiB:.2f} | {pr.peak_bytes / GiB:.1f} / {p.hbm_bytes / GiB:.0f} "
+                     f"{'fits' if pr.peak_bytes <= p.hbm_bytes else '**does not fit**'} | {pr.flops / 1e9:,.0f} | "
+                     f"{pr.seconds:.3g} s | {pr.compile_s:.0f} |")
+    lines += ["", f"Hours on this slice (compute at {100 * cfg.mfu:.0f}% MFU, decoding at {100 * cfg.hbm_eff:.0f}% of "
+              f"HBM bandwidth; traces of {cfg.trace_tokens} tokens):", ""]
+    lines += [f"- {k}: " + ("not timed (a program does not fit)" if math.isnan(v) else
+                             f"{v:.2f} h ({v * chips:.1f} chip-hours)") for k, v in p.hours.items()]
+    lines += ["", "Largest tensors: " + "; ".join(f"`{k}` {list(s)} as {spec}" for k, s, spec in p.largest)]
+    lines += [f"- {n}" for n in p.notes]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["CHIPS", "Plan", "PlanConfig", "ProgramPlan", "format_plan", "plan", "topology_devices"]
