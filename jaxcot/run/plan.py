@@ -172,39 +172,21 @@ def _compile(lowered) -> tuple[Any, float]:
     return compiled, time.perf_counter() - t0
 
 
-def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) -> Plan:
-    """Compile the three programs of `model_cfg` for `cfg.topology` and time the workloads."""
+def _train_program(model_cfg, cfg: PlanConfig, mesh, compute_s) -> ProgramPlan:
+    """The LoRA train step: bf16 base, float32 adapters and AdamW state, one packed batch."""
     from flax import nnx
-    from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from jaxcot.generate.sampler import DecodeSpec, make_programs
-    from jaxcot.generate.sampling import SamplingConfig
-    from jaxcot.generate.stop import StopPatterns
-    from jaxcot.importance.gogi import _scores, default_layer
     from jaxcot.models.decoder import Decoder
-    from jaxcot.sharding import BATCH, make_mesh, tree_shardings
     from jaxcot.train.config import LINEAR_LAYERS, OptimConfig
     from jaxcot.train.lora import apply_lora
     from jaxcot.train.step import BATCH_KEYS, make_optimizer, make_train_step, split_model, step_shardings
 
-    hbm_gib, peak_tf, hbm_gbs = CHIPS[cfg.chip]
-    devices = topology_devices(cfg.topology)
-    mesh = make_mesh(*cfg.mesh, devices=devices)
-    n_batch = int(math.prod(mesh.shape[a] for a in BATCH))
-    compute_s = lambda flops, mem: flops / (peak_tf * 1e12 * cfg.mfu)  # noqa: E731
-    bf16 = jnp.bfloat16
-
     def lora_model():
-        m = Decoder(model_cfg, rngs=nnx.Rngs(0), dtype=bf16, param_dtype=bf16)
+        m = Decoder(model_cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
         apply_lora(m, rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank, targets=LINEAR_LAYERS)
         return m
 
-    programs, notes = [], []
-
-    # 1. the LoRA train step: bf16 base, float32 adapters and AdamW state, one packed batch
-    say(f"compiling the LoRA train step ({cfg.train_rows} x {cfg.train_len} tokens) for {cfg.topology} ...")
-    model = nnx.eval_shape(lora_model)
-    graphdef, params, frozen = split_model(model, "lora")
+    graphdef, params, frozen = split_model(nnx.eval_shape(lora_model), "lora")
     tx, schedule = make_optimizer(OptimConfig(), 1000)
     opt_state = jax.eval_shape(tx.init, params)
     sh = step_shardings(mesh, params, frozen, opt_state)
@@ -215,54 +197,92 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
     lowered = step.lower(_abstract(params, sh.params), _abstract(opt_state, sh.opt_state),
                          _abstract(frozen, sh.frozen), batch, jax.ShapeDtypeStruct((), jnp.int32, sharding=sh.scalar))
     compiled, dt = _compile(lowered)
-    programs.append(_program("LoRA train step", f"{cfg.train_rows} x {cfg.train_len}", compiled, dt, compute_s))
+    return _program("LoRA train step", f"{cfg.train_rows} x {cfg.train_len}", compiled, dt, compute_s)
 
-    # 2. the GoGI pass: bf16 weights, grad of the answer loss at one layer, entropy
-    layer = cfg.score_layer if cfg.score_layer is not None else default_layer(model_cfg.num_layers)
-    say(f"compiling the GoGI pass ({cfg.score_rows} x {cfg.score_len} tokens, layer {layer}) ...")
-    base = nnx.eval_shape(lambda: Decoder(model_cfg, rngs=nnx.Rngs(0), dtype=bf16, param_dtype=bf16))
-    g_graphdef, g_state = nnx.split(base)
-    g_state = g_state.to_pure_dict()
-    state_abs = _abstract(g_state, tree_shardings(g_state, mesh))
+
+def _gogi_program(g_graphdef, state_abs, layer: int, cfg: PlanConfig, mesh, compute_s) -> ProgramPlan:
+    """The GoGI pass: bf16 weights, the answer loss's gradient at one layer, entropy."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from jaxcot.importance.gogi import _scores
+    from jaxcot.sharding import BATCH
+
     rows = NamedSharding(mesh, P(BATCH, None))
     arr = lambda dtype: jax.ShapeDtypeStruct((cfg.score_rows, cfg.score_len), dtype, sharding=rows)  # noqa: E731
     lowered = _scores.lower(g_graphdef, state_abs, arr(jnp.int32), arr(bool), arr(bool), arr(bool), layers=(layer,),
                             norm="l1", max_answer=cfg.max_answer, per_layer=False, split=0)
     compiled, dt = _compile(lowered)
-    programs.append(_program(f"GoGI pass (layer {layer})", f"{cfg.score_rows} x {cfg.score_len}", compiled, dt,
-                             compute_s))
+    return _program(f"GoGI pass (layer {layer})", f"{cfg.score_rows} x {cfg.score_len}", compiled, dt, compute_s)
 
-    # 3. generation: prefill and the decode loop, bf16 weights and KV cache
-    say(f"compiling generation ({cfg.decode_rows} rows, {cfg.prompt_len} + {cfg.new_tokens} tokens) ...")
+
+def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh, compute_s, hbm_gbs: float
+                         ) -> list[ProgramPlan]:
+    """Prefill and the decode loop (bf16 weights and KV cache). The loop's FLOPs say little (a
+    while loop): it is timed by the bytes each step reads, the weights and the mean cache."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from jaxcot.generate.sampler import DecodeSpec, make_programs
+    from jaxcot.generate.sampling import SamplingConfig
+    from jaxcot.generate.stop import StopPatterns
+    from jaxcot.sharding import BATCH
+
     spec = DecodeSpec(max_new_tokens=cfg.new_tokens, sampling=SamplingConfig(temperature=0.6, top_p=0.95),
                       eos_ids=(int(model_cfg.eos_token_id or 0),), stop=StopPatterns(), pad_id=0)
-    prefill, decode = make_programs(g_graphdef, spec, mesh, bf16)
+    prefill, decode = make_programs(g_graphdef, spec, mesh, jnp.bfloat16)
     b, t = cfg.decode_rows, cfg.prompt_len
-    rows1 = NamedSharding(mesh, P(BATCH))
+    rows, rows1 = NamedSharding(mesh, P(BATCH, None)), NamedSharding(mesh, P(BATCH))
     args = (jax.ShapeDtypeStruct((b, t), jnp.int32, sharding=rows), jax.ShapeDtypeStruct((b, t), bool, sharding=rows),
             jax.ShapeDtypeStruct((), jnp.uint32, sharding=NamedSharding(mesh, P())),
             jax.ShapeDtypeStruct((b,), jnp.uint32, sharding=rows1), jax.ShapeDtypeStruct((b,), bool, sharding=rows1))
     pre_compiled, dt_pre = _compile(prefill.lower(state_abs, *args))
-    programs.append(_program("prefill", f"{b} x {t}", pre_compiled, dt_pre, compute_s))
-    out_shape = jax.eval_shape(prefill, state_abs, *args)
     if isinstance(pre_compiled, str):  # the decode loop's state is the prefill's output: unknown layout
         dec_compiled, dt = "prefill does not fit: decode loop not compiled", 0.0
     else:
-        state0 = _abstract(out_shape, pre_compiled.output_shardings)
+        state0 = _abstract(jax.eval_shape(prefill, state_abs, *args), pre_compiled.output_shardings)
         dec_compiled, dt = _compile(decode.lower(state_abs, state0))
+    n_batch = int(math.prod(mesh.shape[a] for a in BATCH))
     per_dev_weights = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
                           for x in jax.tree.leaves(state_abs))
-    heads_per_dev = model_cfg.num_kv_heads / (mesh.shape["tensor"] if model_cfg.num_kv_heads % mesh.shape["tensor"]
-                                              == 0 else 1)
+    tensor = mesh.shape["tensor"]
+    heads_per_dev = model_cfg.num_kv_heads / (tensor if model_cfg.num_kv_heads % tensor == 0 else 1)
     kv_per_token = 2 * model_cfg.num_layers * heads_per_dev * model_cfg.head_dim * 2  # k and v, bf16
     cache_per_dev = kv_per_token * (t + cfg.new_tokens / 2) * b / n_batch  # the mean cache length over the loop
 
-    def decode_s(flops, mem):  # a decode step reads the weights and the cache once; the loop runs new_tokens steps
+    def decode_s(flops, mem):
         return cfg.new_tokens * (per_dev_weights + cache_per_dev) / (hbm_gbs * 1e9 * cfg.hbm_eff)
 
-    programs.append(_program("decode loop", f"{b} rows x {cfg.new_tokens} steps", dec_compiled, dt, decode_s))
+    return [_program("prefill", f"{b} x {t}", pre_compiled, dt_pre, compute_s),
+            _program("decode loop", f"{b} rows x {cfg.new_tokens} steps", dec_compiled, dt, decode_s)]
+
+
+def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) -> Plan:
+    """Compile the programs of `model_cfg` for `cfg.topology` and time the workloads."""
+    from flax import nnx
+
+    from jaxcot.importance.gogi import default_layer
+    from jaxcot.models.decoder import Decoder
+    from jaxcot.sharding import BATCH, make_mesh, tree_shardings
+
+    hbm_gib, peak_tf, hbm_gbs = CHIPS[cfg.chip]
+    devices = topology_devices(cfg.topology)
+    mesh = make_mesh(*cfg.mesh, devices=devices)
+    n_batch = int(math.prod(mesh.shape[a] for a in BATCH))
+    compute_s = lambda flops, mem: flops / (peak_tf * 1e12 * cfg.mfu)  # noqa: E731
+
+    say(f"compiling the LoRA train step ({cfg.train_rows} x {cfg.train_len} tokens) for {cfg.topology} ...")
+    programs = [_train_program(model_cfg, cfg, mesh, compute_s)]
+    base = nnx.eval_shape(lambda: Decoder(model_cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16))
+    g_graphdef, g_state = nnx.split(base)
+    g_state = g_state.to_pure_dict()
+    state_abs = _abstract(g_state, tree_shardings(g_state, mesh))
+    layer = cfg.score_layer if cfg.score_layer is not None else default_layer(model_cfg.num_layers)
+    say(f"compiling the GoGI pass ({cfg.score_rows} x {cfg.score_len} tokens, layer {layer}) ...")
+    programs.append(_gogi_program(g_graphdef, state_abs, layer, cfg, mesh, compute_s))
+    say(f"compiling generation ({cfg.decode_rows} rows, {cfg.prompt_len} + {cfg.new_tokens} tokens) ...")
+    programs += _generation_programs(model_cfg, g_graphdef, state_abs, cfg, mesh, compute_s, hbm_gbs)
 
     hbm = hbm_gib * GiB
+    notes = []
     for p in programs:
         if p.error or p.peak_bytes > hbm:
             need = f"{p.peak_bytes / GiB:.1f} GiB" + (" of temporaries" if p.error else "")
@@ -270,15 +290,13 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
                          f"chip (XLA: {p.error or 'peak above HBM'}). Its rows per device are "
                          f"{_rows(p, cfg) / n_batch:g}: fewer rows per step (or more chips on the batch axes), "
                          "or the weights sharded wider (mesh fsdp / tensor), make it fit")
-    train, score, pre, dec = programs[0], programs[1], programs[2], programs[3]
+    train, score, pre, dec = programs
     sft_steps = math.ceil(cfg.epochs * cfg.traces * cfg.trace_tokens / (cfg.train_rows * cfg.train_len))
-    score_batches = math.ceil(cfg.traces / cfg.score_rows)
-    eval_batches = math.ceil(cfg.eval_questions / cfg.decode_rows)
     hours = {
-        f"GoGI over {cfg.traces:,} traces": score_batches * score.seconds / 3600,
+        f"GoGI over {cfg.traces:,} traces": math.ceil(cfg.traces / cfg.score_rows) * score.seconds / 3600,
         f"LoRA SFT, {cfg.epochs} epochs": sft_steps * train.seconds / 3600,
         f"evaluation, {cfg.eval_questions} questions x {cfg.new_tokens} tokens":
-            eval_batches * (pre.seconds + dec.seconds) / 3600,
+            math.ceil(cfg.eval_questions / cfg.decode_rows) * (pre.seconds + dec.seconds) / 3600,
     }
     largest = sorted(((k, v.shape, str(v.sharding.spec)) for k, v in _flat(state_abs).items()),
                      key=lambda kv: -math.prod(kv[1]))[:3]
