@@ -87,6 +87,26 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike):
+    """A folder written whole or not at all: yields a temporary sibling (`<path>.tmp`, emptied
+    first), which replaces `path` when the block ends without error and is removed otherwise."""
+    import shutil
+
+    path = os.fspath(path)
+    tmp = path.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -84,18 +83,15 @@ def save_peft_adapter(model: nnx.Module, path: str | os.PathLike, *, base_model:
         "modules_to_save": None,
         "inference_mode": True,
     }
+    from jaxcot.io import atomic_folder
+
     path = os.fspath(path)
-    tmp = path.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_file(tensors, os.path.join(tmp, ADAPTER_WEIGHTS), metadata={"format": "pt"})
-    with open(os.path.join(tmp, ADAPTER_CONFIG), "w") as f:
-        json.dump(config, f, indent=2)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    with atomic_folder(path) as tmp:
+        save_file(tensors, os.path.join(tmp, ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        with open(os.path.join(tmp, ADAPTER_CONFIG), "w") as f:
+            json.dump(config, f, indent=2)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     return path
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Callable, Iterable
 
 import jax
@@ -226,20 +225,17 @@ def save_hf(model: Decoder, path: str | os.PathLike, *, tokenizer=None, dtype=jn
     """
     from safetensors.flax import save_file
 
+    from jaxcot.io import atomic_folder
+
     path = os.fspath(path)
-    tmp = path.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    tensors = {k: jnp.asarray(jax.device_get(v)) for k, v in hf_state_dict(model, dtype).items()}
-    save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-    hf_cfg = model.config.to_hf_dict()
-    hf_cfg["dtype"] = {jnp.float32: "float32", jnp.bfloat16: "bfloat16"}.get(dtype, "float32")
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-        json.dump(hf_cfg, f, indent=2)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    with atomic_folder(path) as tmp:
+        tensors = {k: jnp.asarray(jax.device_get(v)) for k, v in hf_state_dict(model, dtype).items()}
+        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        hf_cfg = model.config.to_hf_dict()
+        hf_cfg["dtype"] = {jnp.float32: "float32", jnp.bfloat16: "bfloat16"}.get(dtype, "float32")
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(hf_cfg, f, indent=2)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     return path
 
