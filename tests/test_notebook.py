@@ -14,7 +14,7 @@ nbclient = pytest.importorskip("nbclient")
 
 @pytest.mark.slow
 def test_quickstart_notebook_runs_and_plots(tmp_path, monkeypatch):
-    for key, value in {"JAXCOT_NB_TRAIN": "24", "JAXCOT_NB_TEST": "8", "JAXCOT_NB_STEPS": "4",
+    for key, value in {"JAXCOT_NB_TRAIN": "16", "JAXCOT_NB_TEST": "6", "JAXCOT_NB_STEPS": "4",
                        "JAXCOT_NB_DIR": os.fspath(tmp_path / "work"), "XLA_FLAGS": "", "PYTHONPATH": ROOT}.items():
         monkeypatch.setenv(key, value)  # the kernel inherits them; one CPU device, as on a laptop
     nb = nbformat.read(os.path.join(ROOT, "notebooks", "quickstart.ipynb"), as_version=4)

@@ -36,25 +36,22 @@ def test_plan_compiles_for_a_tpu_topology(tmp_path):
                        "methods: [{name: original, method: original}]\nstudent: {lora: {rank: 4}}\n")
     out = tmp_path / "plan.md"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([LIBTPU, ROOT]), JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    # the train step asks for far more rows than a v5e chip's HBM holds; the other programs fit
     cmd = [sys.executable, "-m", "jaxcot", "plan", "--config", os.fspath(run_cfg), "--topology", "v5e:2x4",
-           "--arch", arch, "--out", os.fspath(out), "train_rows=8", "train_len=128", "score_rows=8", "score_len=128",
-           "prompt_len=32", "max_answer=16", "mesh=[2,4,1]"]
+           "--arch", arch, "--out", os.fspath(out), "train_rows=2048", "train_len=4096", "score_rows=8",
+           "score_len=128", "prompt_len=32", "max_answer=16", "mesh=[2,4,1]"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     table = out.read_text()
-    # too many rows per device for the chip's HBM: said so, with what XLA asked for and what to change
-    big = subprocess.run(cmd + ["train_rows=2048", "train_len=4096"], env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert big.returncode == 0, big.stderr[-3000:]
-    row = next(line for line in big.stdout.splitlines() if line.startswith("| LoRA train step |"))
-    assert "**does not fit**" in row and "GiB of temporaries" in row
-    assert "Its rows per device are 256: fewer rows per step" in big.stdout
-    assert "LoRA SFT, 3 epochs: not timed" in big.stdout
     assert "on v5e:2x4 (8 chips, mesh data=2 x fsdp=4 x tensor=1, 16 GiB HBM each)" in table
-    for program in ("LoRA train step", "GoGI pass (layer 1)", "prefill", "decode loop"):
+    for program in ("GoGI pass (layer 1)", "prefill", "decode loop"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {program} |"))
         assert "fits" in row and "does not fit" not in row, row
-    assert "GoGI over 100 traces" in table and "evaluation, 20 questions x 64 tokens" in table
+    row = next(line for line in table.splitlines() if line.startswith("| LoRA train step |"))
+    assert "**does not fit**" in row and "GiB of temporaries" in row  # with XLA's figure, and what to change:
+    assert "Its rows per device are 256: fewer rows per step" in table
+    assert "LoRA SFT, 3 epochs: not timed" in table
+    assert "GoGI over 100 traces: 0.00 h" in table and "evaluation, 20 questions x 64 tokens" in table
     assert "P('tensor', 'fsdp')" in table or "P('fsdp', 'tensor')" in table  # the weights are split over fsdp
 
 
