@@ -81,6 +81,7 @@ class ProgramPlan:
 
     name: str
     shapes: str
+    rows: int  # global rows (sequences) per call
     argument_bytes: int
     output_bytes: int
     temp_bytes: int
@@ -132,29 +133,30 @@ def _abstract(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def _too_big(name: str, shapes: str, error: str, compile_s: float) -> ProgramPlan:
+def _too_big(name: str, shapes: str, rows: int, error: str, compile_s: float) -> ProgramPlan:
     """A program XLA refused for want of HBM: what it said it needs, nothing else known."""
     import re
 
     m = re.search(r"temporaries \(([\d.]+)([KMGT])\)", error)
     need = float(m[1]) * 1024 ** "KMGT".index(m[2]) * 1024 if m else float("nan")
-    return ProgramPlan(name=name, shapes=shapes, argument_bytes=0, output_bytes=0,
+    return ProgramPlan(name=name, shapes=shapes, rows=rows, argument_bytes=0, output_bytes=0,
                        temp_bytes=int(need) if m else 0, alias_bytes=0, code_bytes=0, flops=float("nan"),
                        seconds=float("nan"), compile_s=compile_s, error=error.splitlines()[0][:300])
 
 
-def _program(name: str, shapes: str, compiled, compile_s: float, seconds_of) -> ProgramPlan:
+def _program(name: str, shapes: str, rows: int, compiled, compile_s: float, seconds_of) -> ProgramPlan:
+    """The plan of one compiled program (or of XLA's refusal); seconds_of(flops) times a call."""
     if isinstance(compiled, str):
-        return _too_big(name, shapes, compiled, compile_s)
+        return _too_big(name, shapes, rows, compiled, compile_s)
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float((cost or {}).get("flops", 0.0))
     return ProgramPlan(
-        name=name, shapes=shapes, argument_bytes=int(mem.argument_size_in_bytes),
+        name=name, shapes=shapes, rows=rows, argument_bytes=int(mem.argument_size_in_bytes),
         output_bytes=int(mem.output_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
         alias_bytes=int(mem.alias_size_in_bytes), code_bytes=int(mem.generated_code_size_in_bytes),
-        flops=flops, seconds=seconds_of(flops, mem), compile_s=compile_s,
+        flops=flops, seconds=seconds_of(flops), compile_s=compile_s,
     )
 
 
@@ -197,7 +199,8 @@ def _train_program(model_cfg, cfg: PlanConfig, mesh, compute_s) -> ProgramPlan:
     lowered = step.lower(_abstract(params, sh.params), _abstract(opt_state, sh.opt_state),
                          _abstract(frozen, sh.frozen), batch, jax.ShapeDtypeStruct((), jnp.int32, sharding=sh.scalar))
     compiled, dt = _compile(lowered)
-    return _program("LoRA train step", f"{cfg.train_rows} x {cfg.train_len}", compiled, dt, compute_s)
+    return _program("LoRA train step", f"{cfg.train_rows} x {cfg.train_len}", cfg.train_rows, compiled, dt,
+                    compute_s)
 
 
 def _gogi_program(g_graphdef, state_abs, layer: int, cfg: PlanConfig, mesh, compute_s) -> ProgramPlan:
@@ -212,7 +215,8 @@ def _gogi_program(g_graphdef, state_abs, layer: int, cfg: PlanConfig, mesh, comp
     lowered = _scores.lower(g_graphdef, state_abs, arr(jnp.int32), arr(bool), arr(bool), arr(bool), layers=(layer,),
                             norm="l1", max_answer=cfg.max_answer, per_layer=False, split=0)
     compiled, dt = _compile(lowered)
-    return _program(f"GoGI pass (layer {layer})", f"{cfg.score_rows} x {cfg.score_len}", compiled, dt, compute_s)
+    return _program(f"GoGI pass (layer {layer})", f"{cfg.score_rows} x {cfg.score_len}", cfg.score_rows, compiled,
+                    dt, compute_s)
 
 
 def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh, compute_s, hbm_gbs: float
@@ -248,11 +252,11 @@ def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh
     kv_per_token = 2 * model_cfg.num_layers * heads_per_dev * model_cfg.head_dim * 2  # k and v, bf16
     cache_per_dev = kv_per_token * (t + cfg.new_tokens / 2) * b / n_batch  # the mean cache length over the loop
 
-    def decode_s(flops, mem):
+    def decode_s(flops):
         return cfg.new_tokens * (per_dev_weights + cache_per_dev) / (hbm_gbs * 1e9 * cfg.hbm_eff)
 
-    return [_program("prefill", f"{b} x {t}", pre_compiled, dt_pre, compute_s),
-            _program("decode loop", f"{b} rows x {cfg.new_tokens} steps", dec_compiled, dt, decode_s)]
+    return [_program("prefill", f"{b} x {t}", b, pre_compiled, dt_pre, compute_s),
+            _program("decode loop", f"{b} rows x {cfg.new_tokens} steps", b, dec_compiled, dt, decode_s)]
 
 
 def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) -> Plan:
@@ -267,7 +271,7 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
     devices = topology_devices(cfg.topology)
     mesh = make_mesh(*cfg.mesh, devices=devices)
     n_batch = int(math.prod(mesh.shape[a] for a in BATCH))
-    compute_s = lambda flops, mem: flops / (peak_tf * 1e12 * cfg.mfu)  # noqa: E731
+    compute_s = lambda flops: flops / (peak_tf * 1e12 * cfg.mfu)  # noqa: E731
 
     say(f"compiling the LoRA train step ({cfg.train_rows} x {cfg.train_len} tokens) for {cfg.topology} ...")
     programs = [_train_program(model_cfg, cfg, mesh, compute_s)]
@@ -288,7 +292,7 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
             need = f"{p.peak_bytes / GiB:.1f} GiB" + (" of temporaries" if p.error else "")
             notes.append(f"{p.name} ({p.shapes}) needs {need} per device, more than the {hbm_gib} GiB of a {cfg.chip} "
                          f"chip (XLA: {p.error or 'peak above HBM'}). Its rows per device are "
-                         f"{_rows(p, cfg) / n_batch:g}: fewer rows per step (or more chips on the batch axes), "
+                         f"{p.rows / n_batch:g}: fewer rows per step (or more chips on the batch axes), "
                          "or the weights sharded wider (mesh fsdp / tensor), make it fit")
     train, score, pre, dec = programs
     sft_steps = math.ceil(cfg.epochs * cfg.traces * cfg.trace_tokens / (cfg.train_rows * cfg.train_len))
@@ -303,11 +307,6 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(g_state))
     return Plan(model=model_name, params=n_params, topology=cfg.topology, devices=len(devices), mesh=dict(mesh.shape),
                 hbm_bytes=hbm, programs=programs, hours=hours, notes=notes, largest=largest)
-
-
-def _rows(p: ProgramPlan, cfg: PlanConfig) -> int:
-    return {"LoRA train step": cfg.train_rows, "prefill": cfg.decode_rows, "decode loop": cfg.decode_rows}.get(
-        p.name, cfg.score_rows)
 
 
 def _flat(tree) -> dict[str, Any]:
