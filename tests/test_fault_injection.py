@@ -4,6 +4,7 @@ and compare what it leaves with an uninterrupted run: every artifact byte for by
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ OVERRIDES = [
     "eval.max_new_tokens=200", "eval.batch_size=4", "eval.latency_samples=1",
 ]
 TIMING_KEYS = ("throughput_tok_s", "latency_s", "times")
+STAGE_LINE = re.compile(r"\[jaxcot\.run p0\] (\w+): running$")  # the runner's log line as a stage starts
 
 
 def command(runs_dir):  # one compilation cache for every launch (a relaunch compiles nothing again)
@@ -66,7 +68,7 @@ def test_killed_at_random_moments_equals_uninterrupted(tmp_path):
     while len(kills) < MIN_KILLS:  # each campaign: kill every stage once, as the run reaches it, then finish
         campaign += 1
         runs = tmp_path / f"killed{campaign}"
-        plan, launches = list(STAGES_KILLED), 0
+        plan, launches, kills_before = list(STAGES_KILLED), 0, len(kills)
         while True:
             launches += 1
             assert launches < 50, f"campaign {campaign} never finished"
@@ -74,7 +76,8 @@ def test_killed_at_random_moments_equals_uninterrupted(tmp_path):
                                     stderr=subprocess.STDOUT, text=True)
             killed = False
             for line in proc.stdout:
-                stage = line.strip().removeprefix("[jaxcot run] ").removesuffix(": running")
+                started = STAGE_LINE.search(line.strip())
+                stage = started.group(1) if started else None
                 while plan and stage in STAGES_KILLED and STAGES_KILLED.index(plan[0]) < STAGES_KILLED.index(stage):
                     plan.pop(0)  # that stage finished before a kill reached it
                 if plan and stage == plan[0]:
@@ -87,6 +90,7 @@ def test_killed_at_random_moments_equals_uninterrupted(tmp_path):
             if not killed:
                 assert proc.returncode == 0, f"campaign {campaign}, launch {launches} failed; kills so far {kills}"
                 break
+        assert plan == [] and len(kills) > kills_before, f"campaign {campaign} killed nothing: no stage-start line was recognised"
         got = artifacts(runs / "tiny")
         assert sorted(got) == sorted(want), campaign
         assert [k for k in want if got[k] != want[k]] == [], campaign
