@@ -90,7 +90,8 @@ def test_killed_at_random_moments_equals_uninterrupted(tmp_path):
             if not killed:
                 assert proc.returncode == 0, f"campaign {campaign}, launch {launches} failed; kills so far {kills}"
                 break
-        assert plan == [] and len(kills) > kills_before, f"campaign {campaign} killed nothing: no stage-start line was recognised"
+        assert plan == [] and len(kills) > kills_before, \
+            f"campaign {campaign} killed nothing: no stage-start line was recognised"
         got = artifacts(runs / "tiny")
         assert sorted(got) == sorted(want), campaign
         assert [k for k in want if got[k] != want[k]] == [], campaign
