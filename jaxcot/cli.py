@@ -20,6 +20,7 @@ COMMANDS = {
     "score": "jaxcot.importance.cli",
     "compress": "jaxcot.compress.cli",
     "train": "jaxcot.train.cli",
+    "rl": "jaxcot.rl.cli",
     "testbed": "jaxcot.testbed.cli",
     "run": "jaxcot.run.cli",
     "plan": "jaxcot.run.plan_cli",
@@ -41,7 +42,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxcot.config import ConfigError
     from jaxcot.io import DataError, LockError
     from jaxcot.run.runner import StageInputMissing
-    from jaxcot.train.loop import TrainingDiverged
+    from jaxcot.train.loop import TrainingDiverged  # (GRPO raises it too)
 
     return (ConfigError, DataError, LockError, StageInputMissing, TrainingDiverged, FileNotFoundError,
             IsADirectoryError, NotADirectoryError, PermissionError, ValueError)
@@ -63,6 +64,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jaxcot.logs import setup_logging
     from jaxcot.runtime import (
         Interrupted,
         count_compilations,
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_host_allocator()  # before any JAX work: see jaxcot/runtime.py
     args = parse(argv)
+    setup_logging()  # the command owns its output: jaxcot's lines on stderr, whatever a library set up
     enable_compilation_cache()
     try:
         with sigterm_raises(), count_compilations() as compiled:

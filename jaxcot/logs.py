@@ -3,8 +3,8 @@
 Each line carries the time, the logger and the JAX process index; by default only process 0
 speaks (a pod's 64 hosts would otherwise print every line 64 times). Lines go through
 `tqdm.write`, so progress bars stay intact. A program that configures logging itself (a handler
-on the root or the ``jaxcot`` logger) keeps its own setup: `get_logger` only installs jaxcot's
-handler where there is none, as absl does.
+on the ``jaxcot`` logger, or root handlers at INFO or below) keeps its own setup: `get_logger`
+only installs jaxcot's handler where there is none. The command line always installs it.
 """
 
 from __future__ import annotations
@@ -66,10 +66,18 @@ def setup_logging(level: int | str = "INFO", *, all_processes: bool = False, str
     return logger
 
 
+def _root_shows_info() -> bool:
+    """Whether the root logger was set up to show INFO lines. absl's first log call before its
+    flags are parsed runs `logging.basicConfig()` (orbax logs while being imported), leaving a
+    root handler at WARNING that is nobody's choice for jaxcot's lines."""
+    root = logging.getLogger()
+    return bool(root.handlers) and root.getEffectiveLevel() <= logging.INFO
+
+
 def get_logger(name: str) -> logging.Logger:
     """The logger ``jaxcot.<name>``; installs jaxcot's handler if no logging is configured."""
     top = logging.getLogger("jaxcot")
-    if not top.handlers and not logging.getLogger().handlers:
+    if not top.handlers and not _root_shows_info():
         setup_logging()
     return logging.getLogger(name if name == "jaxcot" or name.startswith("jaxcot.") else f"jaxcot.{name}")
 

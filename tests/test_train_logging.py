@@ -76,3 +76,22 @@ def test_log_lines_carry_the_process_and_only_process_0_speaks(monkeypatch):
         logger = logging.getLogger("jaxcot")
         for h in list(logger.handlers):
             logger.removeHandler(h)
+
+
+def test_lines_show_after_a_library_ran_basic_config():
+    """absl (imported by orbax) runs `logging.basicConfig()` at WARNING on its first message: that
+    must not silence jaxcot's INFO lines (a `jaxcot run` printed no stage line so)."""
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(); from jaxcot.logs import get_logger; "
+            "get_logger('run').info('stage: running')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert "[jaxcot.run p0] stage: running" in out.stderr, out.stderr
+    code = ("import logging, sys; "
+            "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='MINE %(message)s'); "
+            "from jaxcot.logs import get_logger; get_logger('run').info('x')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert "MINE x" in out.stdout and "[jaxcot" not in out.stderr  # a program's own INFO setup is kept

@@ -1,0 +1,118 @@
+"""`GRPOConfig`: one GRPO run after a student, loaded from YAML with `key=value` overrides.
+
+    cfg = load_config(GRPOConfig, "configs/grpo-tiny.yaml", ["max_steps=20"])
+
+Defaults follow step entropy's GRPO stage (docs/method.md, "GRPO"): LoRA r16 / alpha 32 /
+dropout 0.05 on every projection, lr 1e-5, 8 generations per prompt at temperature 0.6, and its
+four rewards; beta 0 (no reference pass) as in TRL's current default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from jaxcot.config import check, check_choice, check_counts, check_range
+from jaxcot.rl.loss import LOSS_TYPES
+from jaxcot.rl.rewards import RewardSpec, step_entropy_rewards
+from jaxcot.text.grading import GRADER_NAMES
+from jaxcot.text.prompts import PromptConfig
+from jaxcot.train.config import CheckpointConfig, LogConfig, LoraConfig, MeshConfig, OptimConfig
+
+
+@dataclasses.dataclass
+class PromptsConfig:
+    """The questions GRPO samples from: `path` (a JSONL of {question, gold} or anything
+    `jaxcot.data.questions.load_questions` reads), the first `limit`, asked with `prompt`."""
+
+    path: str = ""
+    split: str = "train"
+    question_field: str = "question"
+    answer_field: str | None = "answer"
+    limit: int | None = None
+    prompt: PromptConfig = dataclasses.field(default_factory=lambda: PromptConfig(template="{question}"))
+
+    def __post_init__(self):
+        check_range(self, "limit", 1, optional=True)
+
+
+@dataclasses.dataclass
+class GRPOConfig:
+    """One GRPO run.
+
+    init_from: the model folder to start from (a student's export); the reference policy of the
+    KL term is this starting model. Each step samples `num_generations` completions for each of
+    `prompts_per_step` questions (questions in a seeded order, epoch after epoch), scores them
+    with `rewards`, normalises the rewards within each question's group, and takes
+    `num_iterations` optimizer steps on that batch (`grad_accum` micro-batches each).
+    epsilon / epsilon_high: the ratio's clip range [1 - epsilon, 1 + epsilon_high] (default
+    symmetric); loss_type 'grpo' (sequence-mean token-mean) or 'bnpo' (token-mean);
+    scale_rewards: divide by the group's std. max_steps counts rollout batches.
+    """
+
+    init_from: str = ""
+    output_dir: str = "runs/grpo"
+    export_dir: str | None = None
+    export: bool = True
+    method: str = "lora"
+    lora: LoraConfig = dataclasses.field(default_factory=lambda: LoraConfig(rank=16, alpha=32.0, dropout=0.05))
+    optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1e-5, warmup_ratio=0.0))
+    data: PromptsConfig = dataclasses.field(default_factory=PromptsConfig)
+    grader: str = "gsm8k"
+    rewards: list[RewardSpec] = dataclasses.field(default_factory=step_entropy_rewards)
+    num_generations: int = 8
+    prompts_per_step: int = 2
+    num_iterations: int = 1
+    grad_accum: int = 1
+    max_new_tokens: int = 512
+    temperature: float = 0.6
+    top_p: float = 1.0
+    top_k: int = 0
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.0
+    loss_type: str = "grpo"
+    scale_rewards: bool = True
+    max_steps: int = 100
+    seed: int = 0
+    compute_dtype: str = "float32"
+    param_dtype: str = "float32"
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=lambda: CheckpointConfig(every=20))
+    log: LogConfig = dataclasses.field(default_factory=lambda: LogConfig(every=1))
+    progress: bool = True
+
+    def __post_init__(self):
+        check(bool(self.init_from), "init_from", "must name the model to start from (a student's folder)")
+        check_choice(self, "method", ("lora", "full"))
+        check_choice(self, "loss_type", LOSS_TYPES)
+        check_choice(self, "compute_dtype", ("float32", "bfloat16"))
+        check_choice(self, "param_dtype", ("float32", "bfloat16"))
+        check(self.grader.lower().replace("-", "").replace("_", "") in GRADER_NAMES or ":" in self.grader,
+              "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', got {self.grader!r}")
+        check_counts(self, "num_iterations", "grad_accum", "max_new_tokens", "max_steps", "prompts_per_step")
+        check_range(self, "num_generations", 2)  # one completion has no group to be compared with
+        check_range(self, "temperature", 0, lo_open=True)  # GRPO samples: greedy rows would be one row
+        check_range(self, "top_p", 0, 1, lo_open=True)
+        check_range(self, "top_k", 0)
+        check_range(self, "epsilon", 0, 1, lo_open=True, hi_open=True)
+        check_range(self, "epsilon_high", 0, lo_open=True, optional=True)
+        check_range(self, "beta", 0)
+        check(bool(self.rewards), "rewards", "must name at least one reward term")
+        check(self.rows % self.grad_accum == 0, "grad_accum",
+              f"must divide the batch of {self.rows} completions (prompts_per_step x num_generations)")
+
+    @property
+    def rows(self) -> int:
+        """Completions per rollout batch."""
+        return self.prompts_per_step * self.num_generations
+
+    @property
+    def resolved_export_dir(self) -> str:
+        return self.export_dir or os.path.join(self.output_dir, "export")
+
+
+# Keys that may change between a run and its resumption (they do not affect the numbers).
+RESUMABLE_KEYS = ("progress", "export", "export_dir", "checkpoint", "log")
+
+__all__ = ["GRPOConfig", "PromptsConfig", "RESUMABLE_KEYS"]

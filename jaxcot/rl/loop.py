@@ -1,0 +1,313 @@
+"""`grpo(config)`: GRPO from a student's model to a checkpointed, exported policy.
+
+Each step: the step's questions (a seeded order), `num_generations` completions of each from the
+compiled sampler running the current policy, rewards on the host, group-normalised advantages,
+then `num_iterations` jitted updates on that batch. A step's rollouts depend only on (seed, step)
+and the parameters, so a run resumed from a checkpoint takes exactly the steps an uninterrupted
+one does. SIGTERM saves and returns; a non-finite loss stops before anything is saved past it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcot.config import to_dict
+from jaxcot.generate import Generator
+from jaxcot.generate.sampling import SamplingConfig
+from jaxcot.io import output_lock
+from jaxcot.logs import get_logger
+from jaxcot.rl.config import RESUMABLE_KEYS, GRPOConfig
+from jaxcot.rl.loss import LossSettings, group_advantages
+from jaxcot.rl.rewards import score_rewards
+from jaxcot.rl.rollout import make_policy_export, place_batch, rollout_arrays, step_questions, zeros_like_rows
+from jaxcot.rl.step import batch_shardings, make_grpo_step, make_logps_fn
+from jaxcot.sharding import make_mesh
+from jaxcot.text.prompts import prompt_ids
+from jaxcot.train.checkpoint import Checkpointer
+from jaxcot.train.loop import DTYPES, MetricsLog, TrainingDiverged, _Preemption, export, place
+from jaxcot.train.lora import apply_lora
+from jaxcot.train.step import make_optimizer, split_model, step_shardings
+
+
+@dataclasses.dataclass
+class GRPOResult:
+    """status: 'finished', 'preempted' (SIGTERM) or 'stopped' (stop_after); `history`: one
+    metrics record per step of this call; `model`: the policy (LoRA attached, not merged)."""
+
+    status: str
+    step: int
+    total_steps: int
+    history: list[dict]
+    output_dir: str
+    checkpoint_dir: str
+    export_dir: str | None
+    model: Any
+    tokenizer: Any
+
+
+class _NoDataState:
+    """The checkpoint's data item: GRPO's questions are a function of (seed, step), nothing to keep."""
+
+    def get_state(self) -> bytes:
+        return b"{}"
+
+    def set_state(self, state) -> None:
+        pass
+
+    def start_prefetch(self) -> None:  # grain's restore calls it on the item it restored
+        pass
+
+
+@dataclasses.dataclass
+class _Run:
+    config: GRPOConfig
+    out_dir: str
+    tokenizer: Any
+    questions: list[dict]
+    prompts: list[list[int]]
+    mesh: Any
+    graphdef: Any
+    params: Any
+    frozen: Any
+    ref_params: Any
+    opt_state: Any
+    shardings: Any
+    policy: Callable
+    logps: Callable
+    steps: dict
+    ckpt: Checkpointer | None
+    start: int
+    programs: dict = dataclasses.field(default_factory=dict)
+
+
+def _questions(config: GRPOConfig) -> list[dict]:
+    from jaxcot.data.questions import QuestionFields, load_questions
+
+    dc = config.data
+    if not dc.path:
+        raise ValueError("data.path: name the questions to sample from (a JSONL of {question, gold})")
+    qs = load_questions(dc.path, QuestionFields(question_field=dc.question_field, answer_field=dc.answer_field,
+                                                split=dc.split, limit=dc.limit))
+    if not qs:
+        raise ValueError(f"{dc.path}: no questions")
+    if any(r.name == "correct" for r in config.rewards):
+        missing = [q["id"] for q in qs if q.get("gold") is None]
+        if missing:
+            raise ValueError(f"{dc.path}: the 'correct' reward needs a gold answer; record {missing[0]!r} has none")
+    return qs
+
+
+def _check_resumable(saved: dict, config: GRPOConfig, where: str) -> None:
+    strip = lambda d: {k: v for k, v in json.loads(json.dumps(d)).items() if k not in RESUMABLE_KEYS}  # noqa: E731
+    a, b = strip(saved["config"]), strip(to_dict(config))
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        raise ValueError(f"{where}: the checkpointed run differs in {', '.join(diff)}; resuming would not reproduce "
+                         "it. Use a new output_dir or checkpoint.resume=false.")
+
+
+def _setup(config: GRPOConfig, tokenizer, questions, cache: dict | None) -> _Run:
+    """Questions, model, optimizer, programs (from `cache` when it holds them) and checkpoint of a
+    run, resumed if one was saved."""
+    from jaxcot.models import load_model, load_tokenizer
+
+    if jax.process_count() > 1:
+        raise ValueError("GRPO runs on one host for now (rollouts are read back on the host that samples them)")
+    say = get_logger("rl").info
+    out_dir = os.path.abspath(config.output_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    mc = config.mesh
+    mesh = make_mesh(mc.data, mc.fsdp, mc.tensor, devices=jax.devices()[: mc.devices or None])
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if (config.rows // config.grad_accum) % shards:
+        raise ValueError(f"micro-batch of {config.rows // config.grad_accum} completions (prompts_per_step x "
+                         f"num_generations / grad_accum) must be a multiple of data x fsdp = {shards}")
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.init_from)
+    questions = questions if questions is not None else _questions(config)
+    prompts = [prompt_ids(tokenizer, q["question"], config.data.prompt) for q in questions]
+    dtype, param_dtype = DTYPES[config.compute_dtype], DTYPES[config.param_dtype]
+    model = load_model(config.init_from, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
+    model_config = model.config
+    if config.method == "lora":
+        lc = config.lora
+        apply_lora(model, rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=tuple(lc.targets),
+                   seed=config.seed + 1, param_dtype=param_dtype)
+    graphdef, params, frozen = split_model(model, config.method)
+    del model
+    updates = config.max_steps * config.num_iterations
+    tx, schedule = make_optimizer(config.optim, updates)
+    sh = step_shardings(mesh, params, frozen, jax.eval_shape(tx.init, params))
+    params, frozen = place(params, sh.params), place(frozen, sh.frozen)
+    ref_params = jax.tree.map(jnp.copy, params) if config.beta else None
+    opt_state = jax.jit(tx.init, out_shardings=sh.opt_state)(params)
+    settings = LossSettings(config.epsilon, config.epsilon if config.epsilon_high is None else config.epsilon_high,
+                            config.beta, config.loss_type)
+    cache = {} if cache is None else cache
+
+    def cached(key, make):
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    step_key = (graphdef, mesh, json.dumps(dataclasses.asdict(config.optim)), updates, settings, config.temperature)
+    steps = {first: cached(("grpo-step", first, *step_key), lambda first=first: make_grpo_step(
+        graphdef, tx, schedule, sh, settings, config.temperature, first_iteration=first)) for first in (True, False)}
+    ckpt_dir = os.path.join(out_dir, "checkpoints")
+    ckpt = (Checkpointer(ckpt_dir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+            if config.checkpoint.enabled else None)
+    start = 0
+    latest = ckpt.latest_step() if ckpt is not None and config.checkpoint.resume else None
+    if latest is not None:
+        _check_resumable(ckpt.read_meta(latest), config, ckpt_dir)
+        params, opt_state, meta = ckpt.restore(latest, params=params, opt_state=opt_state, shardings_params=sh.params,
+                                               shardings_opt=sh.opt_state, iterator=_NoDataState())
+        start = int(meta["step"])
+        say(f"resumed from {ckpt_dir} at step {start}")
+    n_train = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    say(f"GRPO: {len(questions)} questions, {config.method} ({n_train:,} trainable parameters), mesh "
+        f"{dict(mesh.shape)}, {config.max_steps} steps of {config.prompts_per_step} x {config.num_generations}")
+    with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(to_dict(config), f, indent=2)
+    policy = cached(("grpo-policy", graphdef, model_config, mesh, config.compute_dtype, config.param_dtype),
+                    lambda: make_policy_export(graphdef, model_config, mesh, dtype=dtype, param_dtype=param_dtype))
+    logps = cached(("grpo-logps", graphdef, mesh, config.temperature),
+                   lambda: make_logps_fn(graphdef, sh, config.temperature))
+    return _Run(config, out_dir, tokenizer, questions, prompts, mesh, graphdef, params, frozen, ref_params, opt_state,
+                sh, policy, logps, steps, ckpt, start, cached("grpo-sampler-programs", dict))
+
+
+def _rollout(run: _Run, step: int):
+    """(question indices [P], completions [P*G]) of rollout step `step` from the current policy."""
+    cfg = run.config
+    picked = step_questions(len(run.questions), cfg.prompts_per_step, cfg.seed, step)
+    rows = [i for i in picked for _ in range(cfg.num_generations)]
+    gen = Generator(run.policy(run.params, run.frozen), run.tokenizer, mesh=run.mesh, programs=run.programs)
+    sampling = SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+    outs = gen.generate_ids([run.prompts[i] for i in rows], max_new_tokens=cfg.max_new_tokens, sampling=sampling,
+                            seed=cfg.seed, row_seeds=[step * cfg.rows + j for j in range(cfg.rows)])
+    return rows, outs
+
+
+def _grpo_step(run: _Run, step: int) -> dict:
+    """One rollout batch and its `num_iterations` updates; returns the step's metrics record."""
+    cfg = run.config
+    t0 = time.perf_counter()
+    rows, outs = _rollout(run, step)
+    t_rollout = time.perf_counter() - t0
+    records = [dict(run.questions[i], completion_tokens=len(o.token_ids), finish_reason=o.finish_reason)
+               for i, o in zip(rows, outs)]
+    total, parts = score_rewards(cfg.rewards, [run.questions[i]["question"] for i in rows], [o.text for o in outs],
+                                 records)
+    adv = group_advantages(np.asarray(total), cfg.num_generations, scale=cfg.scale_rewards)
+    pad = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
+    ra = rollout_arrays([run.prompts[i] for i in rows], [o.token_ids for o in outs], adv, cfg.grad_accum, pad_id=pad)
+    arrays = dict(ra.arrays, old_logps=zeros_like_rows(ra.arrays), ref_logps=zeros_like_rows(ra.arrays))
+    batch = place_batch(arrays, batch_shardings(run.shardings))
+    if cfg.num_iterations > 1:
+        batch["old_logps"] = run.logps(run.params, run.frozen, batch)
+    if cfg.beta:
+        batch["ref_logps"] = run.logps(run.ref_params, run.frozen, batch)
+    first = None
+    for it in range(cfg.num_iterations):
+        update = jnp.asarray(step * cfg.num_iterations + it, jnp.int32)
+        run.params, run.opt_state, m = run.steps[it == 0](run.params, run.opt_state, run.frozen, batch, update)
+        first = m if first is None else first
+    m = {k: float(v) for k, v in jax.device_get(m).items()}
+    m["ratio_first_iteration"] = float(first["ratio"])  # 1.0 exactly: the rollout policy is the current one
+    if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+        raise TrainingDiverged(f"GRPO step {step + 1}: loss {m['loss']}, grad norm {m['grad_norm']} (not finite); "
+                               "stopped before saving it")
+    lengths = [len(o.token_ids) for o in outs]
+    return dict(step=step + 1, reward=float(np.mean(total)), reward_std=float(np.std(total)),
+                **{f"reward/{k}": float(np.mean(v)) for k, v in parts.items()},
+                completion_tokens=float(np.mean(lengths)), clipped_at_length=float(np.mean(
+                    [o.finish_reason == "length" for o in outs])), **m, rollout_s=t_rollout,
+                step_s=time.perf_counter() - t0, completion_tokens_total=ra.completion_tokens)
+
+
+def _save(run: _Run, step: int, rec: dict | None) -> None:
+    if run.ckpt is not None:
+        run.ckpt.save(step, params=run.params, opt_state=run.opt_state, data_state={},
+                      meta={"config": to_dict(run.config), "step": step, "metrics": rec})
+
+
+def grpo(config: GRPOConfig, *, tokenizer=None, questions: Sequence[dict] | None = None,
+         stop_after: int | None = None, handle_sigterm: bool = True, cache: dict | None = None) -> GRPOResult:
+    """Run (or resume) the GRPO run `config` describes.
+
+    tokenizer / questions: in-memory alternatives to the model's tokenizer and `config.data`
+    ({id, question, gold} records). stop_after: save and stop once that many steps are done.
+    On SIGTERM the run saves and returns with status 'preempted'. cache: a dict passed to several
+    `grpo` calls in one process (a sweep, a resume in a notebook) so that their programs compile
+    once. Returns a `GRPOResult`.
+    """
+    with output_lock(config.output_dir):
+        return _grpo(config, tokenizer, None if questions is None else list(questions), stop_after, handle_sigterm,
+                     cache)
+
+
+def _grpo(config, tokenizer, questions, stop_after, handle_sigterm, cache) -> GRPOResult:
+    from tqdm.auto import tqdm
+
+    run = _setup(config, tokenizer, questions, cache)
+    say = get_logger("rl").info
+    log = MetricsLog(os.path.join(run.out_dir, "metrics.jsonl"), run.start, True)
+    tb = None
+    if config.log.tensorboard:
+        from tensorboardX import SummaryWriter
+
+        tb = SummaryWriter(os.path.join(run.out_dir, "tensorboard"), purge_step=run.start + 1)
+    preempt = _Preemption(handle_sigterm)
+    status, step, history = "finished", run.start, []
+    bar = tqdm(total=config.max_steps, initial=run.start, desc="grpo", unit="step", disable=not config.progress)
+    try:
+        while step < config.max_steps:
+            rec = _grpo_step(run, step)
+            step += 1
+            history.append(rec)
+            log.write(rec)
+            if tb is not None:
+                for k in ("reward", "loss", "kl", "clip_ratio", "completion_tokens", "grad_norm"):
+                    tb.add_scalar(f"grpo/{k}", rec[k], step)
+            bar.update(1)
+            bar.set_postfix(reward=f"{rec['reward']:.3f}", tokens=f"{rec['completion_tokens']:.0f}")
+            if step % config.checkpoint.every == 0 or step == config.max_steps:
+                _save(run, step, rec)
+            if step < config.max_steps and preempt.requested():
+                _save(run, step, rec)
+                status = "preempted"
+                say(f"SIGTERM: saved step {step}; rerun the same command to resume")
+                break
+            if stop_after is not None and step >= stop_after and step < config.max_steps:
+                _save(run, step, rec)
+                status = "stopped"
+                break
+    finally:
+        bar.close()
+        log.close()
+        preempt.restore()
+        if tb is not None:
+            tb.close()
+        if run.ckpt is not None:
+            run.ckpt.close()
+    from flax import nnx
+
+    policy = nnx.merge(run.graphdef, run.params, run.frozen)
+    export_dir = None
+    if status == "finished" and config.export:
+        export_dir = export(policy, config.resolved_export_dir, run.tokenizer)
+        say(f"exported the policy (LoRA merged) to {export_dir}")
+    return GRPOResult(status, step, config.max_steps, history, run.out_dir,
+                      os.path.join(run.out_dir, "checkpoints"), export_dir, policy, run.tokenizer)
+
+
+__all__ = ["GRPOResult", "grpo"]

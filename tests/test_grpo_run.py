@@ -1,0 +1,94 @@
+"""A GRPO run on the shipped testbed teacher: it learns (the parameters move, rewards vary within
+groups), the first iteration's ratio is exactly 1, and a run stopped mid-way and resumed ends
+with exactly the parameters of an uninterrupted one."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcot.config import from_dict
+from jaxcot.rl import GRPOConfig, grpo
+from jaxcot.testbed.problems import TestbedConfig, generate
+from jaxcot.testbed.teacher import teacher_path
+
+CACHE: dict = {}  # compiled programs shared by this module's runs
+QUESTIONS = [{"id": r["id"], "question": r["question"], "gold": r["gold"]}
+             for r in generate(6, 5, TestbedConfig(max_value=50))]
+
+
+def config(out, **over):
+    base = dict(
+        init_from=teacher_path(), output_dir=str(out), max_steps=3, prompts_per_step=2, num_generations=4,
+        num_iterations=2, grad_accum=2, beta=0.04, temperature=1.0, max_new_tokens=160,
+        lora={"rank": 4, "alpha": 8.0, "dropout": 0.05}, optim={"lr": 2e-3, "warmup_ratio": 0.0},
+        rewards=[{"name": "correct", "weight": 2.0}, {"name": "length", "weight": -1.0, "args": {"limit": 110}}],
+        checkpoint={"every": 1, "async_save": False}, log={"tensorboard": False}, progress=False,
+        data={"prompt": {"template": "{question}"}}, mesh={"devices": 4},
+    )
+    return from_dict(GRPOConfig, {**base, **over})
+
+
+def leaves(model):
+    from flax import nnx
+
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.LoRAParam).to_pure_dict())]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grpo") / "full"
+    return grpo(config(out), questions=QUESTIONS, handle_sigterm=False, cache=CACHE)
+
+
+def test_run_learns_and_first_ratio_is_one(uninterrupted):
+    res = uninterrupted
+    assert res.status == "finished" and res.step == 3 and len(res.history) == 3
+    for rec in res.history:
+        assert rec["ratio_first_iteration"] == 1.0
+        assert np.isfinite(rec["loss"]) and rec["kl"] >= 0.0
+        assert 0 < rec["completion_tokens"] <= 160
+    assert any(rec["reward_std"] > 0 for rec in res.history)  # something to learn from
+    b = [x for x in leaves(res.model)]
+    assert any(np.abs(x).max() > 0 for x in b[1::2] + b[::2])  # LoRA factors moved off their start (B = 0)
+    assert res.history[-1]["kl"] > 0.0  # the policy left the reference
+    assert os.path.isfile(os.path.join(res.export_dir, "model.safetensors"))
+    lines = [json.loads(x) for x in open(os.path.join(res.output_dir, "metrics.jsonl"))]
+    assert [r["step"] for r in lines] == [1, 2, 3]
+
+
+def test_stopped_and_resumed_equals_uninterrupted(uninterrupted, tmp_path):
+    first = grpo(config(tmp_path / "r"), questions=QUESTIONS, stop_after=1, handle_sigterm=False,
+                 cache=CACHE)
+    assert first.status == "stopped" and first.step == 1
+    second = grpo(config(tmp_path / "r"), questions=QUESTIONS, handle_sigterm=False, cache=CACHE)
+    assert second.status == "finished" and [r["step"] for r in second.history] == [2, 3]
+    assert [r["reward"] for r in second.history] == [r["reward"] for r in uninterrupted.history[1:]]
+    for a, b in zip(leaves(second.model), leaves(uninterrupted.model)):
+        np.testing.assert_array_equal(a, b)
+    lines = [json.loads(x) for x in open(tmp_path / "r" / "metrics.jsonl")]
+    assert [r["step"] for r in lines] == [1, 2, 3]
+
+
+def test_resume_with_other_settings_is_refused(uninterrupted, tmp_path):
+    grpo(config(tmp_path / "r", max_steps=1), questions=QUESTIONS, handle_sigterm=False, cache=CACHE)
+    with pytest.raises(ValueError, match="differs in beta"):
+        grpo(config(tmp_path / "r", max_steps=1, beta=0.1), questions=QUESTIONS, handle_sigterm=False, cache=CACHE)
+
+
+def test_config_checks():
+    from jaxcot.config import ConfigError
+
+    with pytest.raises(ConfigError, match="num_generations"):
+        config("x", num_generations=1)
+    with pytest.raises(ConfigError, match="grad_accum"):
+        config("x", grad_accum=3)
+    with pytest.raises(ConfigError, match="rewards"):
+        config("x", rewards=[{"name": "nonsense"}])
+
+
+def test_micro_batch_must_split_over_the_mesh(tmp_path):
+    with pytest.raises(ValueError, match="multiple of data x fsdp = 8"):
+        grpo(config(tmp_path, mesh={"devices": 0}), questions=QUESTIONS, handle_sigterm=False, cache=CACHE)
