@@ -124,7 +124,8 @@ def test_token_logprobs_match_log_softmax_at_temperature():
     logits = rng.normal(0, 2, (3, 7, 11)).astype(np.float32)
     tokens = rng.integers(0, 11, (3, 7))
     ours = np.asarray(token_logprobs(jnp.asarray(logits), jnp.asarray(tokens), 0.6))
-    want = torch.log_softmax(torch.tensor(logits[:, :-1]) / 0.6, -1).gather(-1, torch.tensor(tokens[:, 1:, None]))[..., 0]
+    logp = torch.log_softmax(torch.tensor(logits[:, :-1]) / 0.6, -1)
+    want = logp.gather(-1, torch.tensor(tokens[:, 1:, None]))[..., 0]
     np.testing.assert_allclose(ours[:, 1:], want.numpy(), atol=1e-5)
     assert np.all(ours[:, 0] == 0.0)
 
