@@ -48,6 +48,8 @@ TINY = {
     "generate.py": (["--models", "tiny", "--batches", "2", "--new", "4", "--repeats", "1"], "batch-1 bound"),
     "graders.py": ([], "| grader |"),
     "importance.py": (["--models", "tiny", "--batch", "1", "--seq", "32", "--repeats", "1"], "tiny llama"),
+    "rl.py": (["--prompts", "1", "--generations", "2", "--new", "8", "--steps", "1", "--warmup", "1"],
+              "rollout tokens/s"),
     "train.py": (["--models", "2m", "--batch", "2", "--seq", "32", "--steps", "1", "--windows", "1",
                   "--warmup", "1", "--pause", "0"], "ratio"),
 }

@@ -392,3 +392,21 @@ def test_smollm2_answers_through_the_cli():
         assert main(["generate", "--model", path, "--prompt", "What is the capital of France?",
                      "--max-new-tokens", "24"]) == 0
     assert "Paris" in buf.getvalue()
+
+
+def test_models_loaded_apart_share_compiled_programs(tiny):
+    """Students of one base model are loaded one by one; their generators, given one `programs`
+    dict, compile each program once (the graph definitions of equal architectures are equal: no
+    per-instance function in them). Before, every student compiled its own, and a long eval ran
+    out of memory mappings."""
+    from jaxcot.models import load_model
+
+    _, tok, folder = tiny
+    programs: dict = {}
+    outs = []
+    for fuse in (False, True):
+        for _ in range(2):
+            gen = Generator(load_model(folder), tok, programs=programs, fuse_weights=fuse)
+            outs.append(gen.generate(["the cat"], max_new_tokens=4)[0].token_ids)
+    assert len(programs) == 2  # one per layout (plain and fused), not one per model
+    assert outs[0] == outs[1]

@@ -42,7 +42,7 @@ def trl_loss(per_token_logps, old, ref, adv, mask, *, beta, loss_type, eps_low=0
     return (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "bnpo"])
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
 @pytest.mark.parametrize("beta", [0.0, 0.04])
 @pytest.mark.parametrize("with_old", [True, False])
 def test_loss_and_gradient_match_trl(loss_type, beta, with_old):
@@ -73,12 +73,12 @@ def test_clipping_acts_in_the_reference_batch():
 
 def test_asymmetric_clip_matches_trl():
     logps, old, ref, adv, mask = batch(3)
-    settings = LossSettings(0.2, 0.28, 0.0, "bnpo")
+    settings = LossSettings(0.2, 0.28, 0.0, "dapo")
     f = lambda lp: grpo_loss(lp, jnp.asarray(old), None, jnp.asarray(adv), jnp.asarray(mask), settings)[0]  # noqa
     loss, grad = jax.value_and_grad(f)(jnp.asarray(logps))
     lp_t = torch.tensor(logps, dtype=torch.float64, requires_grad=True)
     want = trl_loss(lp_t, torch.tensor(old, dtype=torch.float64), None, torch.tensor(adv, dtype=torch.float64),
-                    torch.tensor(mask, dtype=torch.float64), beta=0.0, loss_type="bnpo", eps_high=0.28)
+                    torch.tensor(mask, dtype=torch.float64), beta=0.0, loss_type="dapo", eps_high=0.28)
     want.backward()
     np.testing.assert_allclose(float(loss), want.item(), atol=1e-5)
     np.testing.assert_allclose(np.asarray(grad), lp_t.grad.numpy(), atol=1e-5)
@@ -93,7 +93,7 @@ def test_first_iteration_ratio_is_exactly_one_and_kl_zero_at_the_reference():
     assert float(stats["clip_ratio"]) == 0.0
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "bnpo"])
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
 def test_micro_batches_add_up_to_the_batch(loss_type):
     logps, old, ref, adv, mask = batch(2)
     s = LossSettings(beta=0.04, loss_type=loss_type)

@@ -179,3 +179,34 @@ def test_testbed_outside_the_teachers_task_is_named():
     assert check_teacher_task(same) is None
     out = check_teacher_task(dataclasses.replace(same, max_value=same.max_value + 49))
     assert "warning" in out and f"max_value={same.max_value + 49}" in out and f"teacher: {same.max_value}" in out
+
+
+def test_grpo_after_a_student_through_jaxcot_run(tiny_model, tmp_path):
+    """An `rl:` section follows a row's student by GRPO; the table shows it before and after."""
+    overrides = [
+        f"model={tiny_model}", "name=g", f"runs_dir={tmp_path}", "data.n_train=8", "data.n_test=4",
+        "generate.source=reference", "data.auc_samples=4", "score.batch_size=8",
+        "methods=[{name: original, method: original}]", "student.max_steps=1", "student.batch_size=8",
+        "student.data.max_len=256", "eval.max_new_tokens=12", "eval.batch_size=4", "eval.latency_samples=1",
+        "rl={methods: [original], grpo: {max_steps: 2, prompts_per_step: 2, num_generations: 4, max_new_tokens: 12,"
+        " lora: {rank: 4, alpha: 8.0}, optim: {lr: 1.0e-3}, checkpoint: {every: 1}, log: {tensorboard: false},"
+        " progress: false, rewards: [{name: correct, weight: 2.0}, {name: length, weight: -1.0, args: {limit: 6}}]}}",
+    ]
+    cfg = load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"), overrides)
+    gc = cfg.grpo_config(cfg.methods[0], "/r")
+    assert (gc.init_from, gc.data.path, gc.export_dir) == ("/r/students/original/model", "/r/data/train.jsonl",
+                                                           "/r/students/original-grpo/model")
+    out = run_pipeline(cfg)
+    root = out["root"]
+    assert "rl" in out["timings"]
+    res = json.load(open(os.path.join(root, "results.json")))
+    assert [r["method"] for r in res["rows"]] == ["original", "original+grpo"]
+    metrics = [json.loads(x) for x in open(os.path.join(root, "students", "original-grpo", "run", "metrics.jsonl"))]
+    assert [m["step"] for m in metrics] == [1, 2] and all(m["ratio_first_iteration"] == 1.0 for m in metrics)
+    assert "original+grpo: GRPO from the student of original, 2 steps" in open(os.path.join(root, "report.md")).read()
+    again = run_pipeline(cfg)
+    assert set(again["timings"]) == {"report"}  # the GRPO policy is reused like any student
+    with pytest.raises(ConfigError, match=r"^rl.methods: \['nope'\] name no row"):
+        load_config(RunConfig, None, ["rl={methods: [nope]}"])
+    with pytest.raises(ConfigError, match=r"^rl.grpo.init_from: is set by the run"):
+        load_config(RunConfig, None, ["rl={methods: [original], grpo: {init_from: x}}"])

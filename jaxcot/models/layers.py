@@ -188,14 +188,27 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
     return out.astype(x.dtype)
 
 
+def _silu(v: Array) -> Array:
+    return jax.nn.silu(v.astype(jnp.float32)).astype(v.dtype)
+
+
+def _gelu_tanh(v: Array) -> Array:
+    return jax.nn.gelu(v.astype(jnp.float32), approximate=True).astype(v.dtype)
+
+
+def _gelu(v: Array) -> Array:
+    return jax.nn.gelu(v.astype(jnp.float32), approximate=False).astype(v.dtype)
+
+
+# Module-level functions, never per-call lambdas: the activation is a static attribute of every
+# MLP, so two models of one architecture have equal graph definitions only if it is the same
+# object (and a compiled program is shared only between equal graph definitions).
+ACTIVATIONS = {"silu": _silu, "swish": _silu, "gelu_pytorch_tanh": _gelu_tanh, "gelu_tanh": _gelu_tanh,
+               "gelu": _gelu}
+
+
 def activation(name: str):
     """The MLP gate activation by its HF name, computed in float32."""
-    if name in ("silu", "swish"):
-        fn = jax.nn.silu
-    elif name in ("gelu_pytorch_tanh", "gelu_tanh"):
-        fn = lambda v: jax.nn.gelu(v, approximate=True)  # noqa: E731
-    elif name == "gelu":
-        fn = lambda v: jax.nn.gelu(v, approximate=False)  # noqa: E731
-    else:
+    if name not in ACTIVATIONS:
         raise ValueError(f"unsupported activation {name!r}")
-    return lambda v: fn(v.astype(jnp.float32)).astype(v.dtype)
+    return ACTIVATIONS[name]

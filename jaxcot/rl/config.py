@@ -41,12 +41,13 @@ class GRPOConfig:
     """One GRPO run.
 
     init_from: the model folder to start from (a student's export); the reference policy of the
-    KL term is this starting model. Each step samples `num_generations` completions for each of
+    KL term is this starting model. grader: how the `correct` reward grades (unless its args
+    name one). Each step samples `num_generations` completions for each of
     `prompts_per_step` questions (questions in a seeded order, epoch after epoch), scores them
     with `rewards`, normalises the rewards within each question's group, and takes
     `num_iterations` optimizer steps on that batch (`grad_accum` micro-batches each).
     epsilon / epsilon_high: the ratio's clip range [1 - epsilon, 1 + epsilon_high] (default
-    symmetric); loss_type 'grpo' (sequence-mean token-mean) or 'bnpo' (token-mean);
+    symmetric); loss_type 'grpo' (sequence-mean token-mean) or 'dapo' (token-mean);
     scale_rewards: divide by the group's std. max_steps counts rollout batches.
     """
 

@@ -27,7 +27,7 @@ from jaxcot.io import output_lock
 from jaxcot.logs import get_logger
 from jaxcot.rl.config import RESUMABLE_KEYS, GRPOConfig
 from jaxcot.rl.loss import LossSettings, group_advantages
-from jaxcot.rl.rewards import score_rewards
+from jaxcot.rl.rewards import score_rewards, with_grader
 from jaxcot.rl.rollout import make_policy_export, place_batch, rollout_arrays, step_questions, zeros_like_rows
 from jaxcot.rl.step import batch_shardings, make_grpo_step, make_logps_fn
 from jaxcot.sharding import make_mesh
@@ -205,8 +205,8 @@ def _grpo_step(run: _Run, step: int) -> dict:
     t_rollout = time.perf_counter() - t0
     records = [dict(run.questions[i], completion_tokens=len(o.token_ids), finish_reason=o.finish_reason)
                for i, o in zip(rows, outs)]
-    total, parts = score_rewards(cfg.rewards, [run.questions[i]["question"] for i in rows], [o.text for o in outs],
-                                 records)
+    total, parts = score_rewards(with_grader(cfg.rewards, cfg.grader), [run.questions[i]["question"] for i in rows],
+                                 [o.text for o in outs], records)
     adv = group_advantages(np.asarray(total), cfg.num_generations, scale=cfg.scale_rewards)
     pad = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
     ra = rollout_arrays([run.prompts[i] for i in rows], [o.token_ids for o in outs], adv, cfg.grad_accum, pad_id=pad)
@@ -231,7 +231,7 @@ def _grpo_step(run: _Run, step: int) -> dict:
                 **{f"reward/{k}": float(np.mean(v)) for k, v in parts.items()},
                 completion_tokens=float(np.mean(lengths)), clipped_at_length=float(np.mean(
                     [o.finish_reason == "length" for o in outs])), **m, rollout_s=t_rollout,
-                step_s=time.perf_counter() - t0, completion_tokens_total=ra.completion_tokens)
+                step_s=time.perf_counter() - t0, completion_tokens_total=ra.completion_tokens, row_tokens=ra.row_tokens)
 
 
 def _save(run: _Run, step: int, rec: dict | None) -> None:

