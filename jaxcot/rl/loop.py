@@ -32,7 +32,7 @@ from jaxcot.rl.rollout import make_policy_export, place_batch, rollout_arrays, s
 from jaxcot.rl.step import batch_shardings, make_grpo_step, make_logps_fn
 from jaxcot.sharding import make_mesh
 from jaxcot.text.prompts import prompt_ids
-from jaxcot.train.checkpoint import Checkpointer
+from jaxcot.train.checkpoint import Checkpointer, latest_meta
 from jaxcot.train.loop import DTYPES, MetricsLog, TrainingDiverged, _Preemption, export, place
 from jaxcot.train.lora import apply_lora
 from jaxcot.train.step import make_optimizer, split_model, step_shardings
@@ -106,10 +106,21 @@ def _questions(config: GRPOConfig) -> list[dict]:
     return qs
 
 
-def _check_resumable(saved: dict, config: GRPOConfig, where: str) -> None:
+def _differences(saved: dict, config: GRPOConfig) -> list[str]:
+    """The settings in which a checkpointed run differs from `config`."""
     strip = lambda d: {k: v for k, v in json.loads(json.dumps(d)).items() if k not in RESUMABLE_KEYS}  # noqa: E731
     a, b = strip(saved["config"]), strip(to_dict(config))
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def checkpoint_matches(config: GRPOConfig) -> bool:
+    """Whether `config.output_dir` holds no checkpoint, or one a run of `config` would resume."""
+    meta = latest_meta(os.path.join(config.output_dir, "checkpoints"))
+    return meta is None or not _differences(meta, config)
+
+
+def _check_resumable(saved: dict, config: GRPOConfig, where: str) -> None:
+    diff = _differences(saved, config)
     if diff:
         raise ValueError(f"{where}: the checkpointed run differs in {', '.join(diff)}; resuming would not reproduce "
                          "it. Use a new output_dir or checkpoint.resume=false.")
@@ -310,4 +321,4 @@ def _grpo(config, tokenizer, questions, stop_after, handle_sigterm, cache) -> GR
                       os.path.join(run.out_dir, "checkpoints"), export_dir, policy, run.tokenizer)
 
 
-__all__ = ["GRPOResult", "grpo"]
+__all__ = ["GRPOResult", "checkpoint_matches", "grpo"]

@@ -318,29 +318,45 @@ def _student(m: MethodSpec) -> str:
     return f"students/{m.name}/model"
 
 
-# TrainConfig fields that do not change the trained weights (where files go, how progress shows)
-_TRAIN_PLACES = ("output_dir", "export_dir", "export_format", "progress", "checkpoint", "export", "init_from", "log")
+class _FitStage(_Stage):
+    """A stage that fits one model per row (a student, a GRPO policy). Each output is a model
+    folder, complete once its config.json exists and remade when its settings (all but `places`,
+    which say where files go and how progress shows) or its inputs change; a run folder holding
+    checkpoints of other settings is started over."""
 
+    kind = ""  # the fingerprint's key for the settings
+    places: ClassVar[tuple[str, ...]] = ()
 
-class TrainStage(_Stage):
-    """One student per row, every one with the same budget from the same model."""
+    def rows(self) -> list[MethodSpec]:
+        raise NotImplementedError
 
-    name = "train"
+    def output(self, m: MethodSpec) -> str:
+        raise NotImplementedError
 
-    def inputs(self):
-        return [_set(m) for m in self.ctx.cfg.trained_rows()]
+    def config(self, m: MethodSpec):
+        raise NotImplementedError
+
+    def sources(self, m: MethodSpec) -> dict[str, str]:
+        """The provenance inputs of row m's model (files whose contents it depends on)."""
+        raise NotImplementedError
+
+    def resumable(self, config) -> bool:
+        """Whether config.output_dir holds no checkpoint, or one made with these settings."""
+        raise NotImplementedError
+
+    def fit(self, m: MethodSpec, config):
+        """Fit (or resume) row m's model; returns a result with `status` and `step`."""
+        raise NotImplementedError
 
     def outputs(self):
-        return [_student(m) for m in self.ctx.cfg.trained_rows()]
+        return [self.output(m) for m in self.rows()]
 
     def fingerprints(self):
-        ctx = self.ctx
         out = {}
-        for m in ctx.cfg.trained_rows():
-            tc = dataclasses.asdict(ctx.cfg.student_config(m.name, ctx.model_path, ctx.root))
-            settings = {k: v for k, v in tc.items() if k not in _TRAIN_PLACES}
+        for m in self.rows():
+            settings = {k: v for k, v in dataclasses.asdict(self.config(m)).items() if k not in self.places}
             settings["data"] = {k: v for k, v in settings["data"].items() if k != "path"}
-            out[_student(m)] = Fingerprint.of({"student": settings}, {"set": ctx.path(_set(m)), **ctx.model_inputs()})
+            out[self.output(m)] = Fingerprint.of({self.kind: settings}, self.sources(m))
         return out
 
     def complete(self, rel):
@@ -349,24 +365,59 @@ class TrainStage(_Stage):
     def run(self):
         import shutil
 
-        from jaxcot.train.loop import checkpoint_matches, train
-
         ctx = self.ctx
         ctx.release()
         fps = self.fingerprints()
-        for m in ctx.cfg.trained_rows():
-            rel = _student(m)
+        for m in self.rows():
+            rel = self.output(m)
             if self.complete(rel) and up_to_date(ctx.path(rel), fps[rel]):
                 continue
-            tc = ctx.cfg.student_config(m.name, ctx.model_path, ctx.root)
+            config = self.config(m)
             with self.claim(rel, fps[rel]):
-                if os.path.isdir(tc.output_dir) and not checkpoint_matches(tc):
-                    ctx.say(f"{tc.output_dir}: checkpoints of other settings; training {m.name} from the start")
-                    shutil.rmtree(tc.output_dir)
-                ctx.say(f"train student {m.name}: {tc.max_steps} steps from {ctx.model_path}")
-                res = train(tc, cache=ctx.compiled)
+                if os.path.isdir(config.output_dir) and not self.resumable(config):
+                    ctx.say(f"{config.output_dir}: checkpoints of other settings; {self.name} {m.name} from the start")
+                    shutil.rmtree(config.output_dir)
+                res = self.fit(m, config)
             if res.status != "finished":
-                raise Interrupted(f"student {m.name}: training {res.status} at step {res.step}; rerun to resume")
+                raise Interrupted(f"{self.name} {m.name}: {res.status} at step {res.step}; rerun to resume")
+
+
+# TrainConfig fields that do not change the trained weights (where files go, how progress shows)
+_TRAIN_PLACES = ("output_dir", "export_dir", "export_format", "progress", "checkpoint", "export", "init_from", "log")
+
+
+class TrainStage(_FitStage):
+    """One student per row, every one with the same budget from the same model."""
+
+    name = "train"
+    kind = "student"
+    places = _TRAIN_PLACES
+
+    def inputs(self):
+        return [_set(m) for m in self.ctx.cfg.trained_rows()]
+
+    def rows(self):
+        return self.ctx.cfg.trained_rows()
+
+    def output(self, m):
+        return _student(m)
+
+    def config(self, m):
+        return self.ctx.cfg.student_config(m.name, self.ctx.model_path, self.ctx.root)
+
+    def sources(self, m):
+        return {"set": self.ctx.path(_set(m)), **self.ctx.model_inputs()}
+
+    def resumable(self, config) -> bool:
+        from jaxcot.train.loop import checkpoint_matches
+
+        return checkpoint_matches(config)
+
+    def fit(self, m, config):
+        from jaxcot.train.loop import train
+
+        self.ctx.say(f"train student {m.name}: {config.max_steps} steps from {self.ctx.model_path}")
+        return train(config, cache=self.ctx.compiled)
 
 
 def _policy(m: MethodSpec) -> str:
@@ -377,76 +428,41 @@ def _policy(m: MethodSpec) -> str:
 _GRPO_PLACES = ("output_dir", "export_dir", "progress", "checkpoint", "export", "init_from", "log")
 
 
-class RLStage(_Stage):
+class RLStage(_FitStage):
     """GRPO after the students named in `rl.methods`, each with the same settings and budget."""
 
     name = "rl"
+    kind = "grpo"
+    places = _GRPO_PLACES
 
     def inputs(self):
         cfg = self.ctx.cfg
         return ["data/train.jsonl"] + [_student(cfg.owner(m)) + "/config.json" for m in cfg.grpo_rows()]
 
-    def outputs(self):
-        return [_policy(m) for m in self.ctx.cfg.grpo_rows()]
+    def rows(self):
+        return self.ctx.cfg.grpo_rows()
 
-    def fingerprints(self):
+    def output(self, m):
+        return _policy(m)
+
+    def config(self, m):
+        return self.ctx.cfg.grpo_config(m, self.ctx.root)
+
+    def sources(self, m):
         ctx = self.ctx
-        out = {}
-        for m in ctx.cfg.grpo_rows():
-            gc = dataclasses.asdict(ctx.cfg.grpo_config(m, ctx.root))
-            settings = {k: v for k, v in gc.items() if k not in _GRPO_PLACES}
-            settings["data"] = {k: v for k, v in settings["data"].items() if k != "path"}
-            out[_policy(m)] = Fingerprint.of({"grpo": settings}, {"student": ctx.path(_student(ctx.cfg.owner(m))),
-                                                                  "questions": ctx.path("data/train.jsonl")})
-        return out
+        return {"student": ctx.path(_student(ctx.cfg.owner(m))), "questions": ctx.path("data/train.jsonl")}
 
-    def complete(self, rel):
-        return os.path.exists(self.ctx.path(rel, "config.json"))
+    def resumable(self, config) -> bool:
+        from jaxcot.rl.loop import checkpoint_matches
 
-    def run(self):
-        import shutil
+        return checkpoint_matches(config)
 
+    def fit(self, m, config):
         from jaxcot.rl.loop import grpo
 
-        ctx = self.ctx
-        ctx.release()
-        fps = self.fingerprints()
-        for m in ctx.cfg.grpo_rows():
-            rel = _policy(m)
-            if self.complete(rel) and up_to_date(ctx.path(rel), fps[rel]):
-                continue
-            gc = ctx.cfg.grpo_config(m, ctx.root)
-            with self.claim(rel, fps[rel]):
-                ckpt = os.path.join(gc.output_dir, "checkpoints")
-                if os.path.isdir(gc.output_dir) and not _grpo_resumable(gc):
-                    ctx.say(f"{ckpt}: checkpoints of other settings; GRPO for {m.name} from the start")
-                    shutil.rmtree(gc.output_dir)
-                ctx.say(f"GRPO after {m.name}: {gc.max_steps} steps of {gc.prompts_per_step} x {gc.num_generations}")
-                res = grpo(gc, cache=ctx.compiled)
-            if res.status != "finished":
-                raise Interrupted(f"GRPO after {m.name}: {res.status} at step {res.step}; rerun to resume")
-
-
-def _grpo_resumable(gc) -> bool:
-    """Whether gc.output_dir's last checkpoint (if any) was made with gc's settings."""
-    import json
-
-    from jaxcot.config import to_dict
-    from jaxcot.rl.config import RESUMABLE_KEYS
-    from jaxcot.train.checkpoint import Checkpointer
-
-    ckpt_dir = os.path.join(gc.output_dir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
-        return True
-    ckpt = Checkpointer(ckpt_dir, keep=gc.checkpoint.keep, async_save=False)
-    try:
-        latest = ckpt.latest_step()
-        if latest is None:
-            return True
-        strip = lambda d: {k: v for k, v in json.loads(json.dumps(d)).items() if k not in RESUMABLE_KEYS}  # noqa: E731
-        return strip(ckpt.read_meta(latest)["config"]) == strip(to_dict(gc))
-    finally:
-        ckpt.close()
+        self.ctx.say(f"GRPO after {m.name}: {config.max_steps} steps of {config.prompts_per_step} x "
+                     f"{config.num_generations}")
+        return grpo(config, cache=self.ctx.compiled)
 
 
 class EvalStage(_Stage):

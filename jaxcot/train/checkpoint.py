@@ -94,4 +94,17 @@ class Checkpointer:
         self.manager.close()
 
 
-__all__ = ["Checkpointer", "ITEMS", "abstract_like"]
+def latest_meta(directory: str | os.PathLike) -> dict | None:
+    """The JSON record of the last checkpoint under `directory`, or None when there is none."""
+    directory = os.path.abspath(os.fspath(directory))
+    if not os.path.isdir(directory):
+        return None
+    ckpt = Checkpointer(directory, keep=1, async_save=False)
+    try:
+        latest = ckpt.latest_step()
+        return None if latest is None else ckpt.read_meta(latest)
+    finally:
+        ckpt.close()
+
+
+__all__ = ["Checkpointer", "ITEMS", "abstract_like", "latest_meta"]

@@ -42,7 +42,7 @@ from jaxcot.logs import get_logger
 from jaxcot.models.config import ModelConfig
 from jaxcot.models.decoder import Decoder, abstract_model
 from jaxcot.sharding import make_mesh, tree_shardings
-from jaxcot.train.checkpoint import Checkpointer
+from jaxcot.train.checkpoint import Checkpointer, latest_meta
 from jaxcot.train.config import RESUMABLE_KEYS, TrainConfig
 from jaxcot.train.lora import apply_lora
 from jaxcot.train.step import make_optimizer, make_train_step, split_model, step_shardings
@@ -284,18 +284,11 @@ def checkpoint_matches(config: TrainConfig) -> bool:
     exactly (same settings, same data file contents)."""
     from jaxcot.provenance import digest
 
-    ckpt_dir = os.path.join(os.path.abspath(config.output_dir), "checkpoints")
-    if not os.path.isdir(ckpt_dir):
+    meta = latest_meta(os.path.join(config.output_dir, "checkpoints"))
+    if meta is None:
         return True
-    ckpt = Checkpointer(ckpt_dir, keep=config.checkpoint.keep, async_save=False)
-    try:
-        latest = ckpt.latest_step()
-        if latest is None:
-            return True
-        data = digest(config.data.path) if config.data.path and os.path.isfile(config.data.path) else None
-        return not _resume_differences(ckpt.read_meta(latest), config, data)
-    finally:
-        ckpt.close()
+    data = digest(config.data.path) if config.data.path and os.path.isfile(config.data.path) else None
+    return not _resume_differences(meta, config, data)
 
 
 # -- the run ------------------------------------------------------------------------------------
