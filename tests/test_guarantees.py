@@ -55,10 +55,13 @@ def world(tmp_path_factory):
     return d
 
 
+PROGRESS_LINE = re.compile(r"^\d\d:\d\d:\d\d \[jaxcot\.\w+ p\d+\] ")  # a log line saying what runs
+
+
 def run_cli(argv, capsys):
-    """(exit status, stderr lines) of an in-process `jaxcot` call."""
+    """(exit status, stderr lines but the progress log's) of an in-process `jaxcot` call."""
     code = main([str(a) for a in argv])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
     return code, err
 
 
