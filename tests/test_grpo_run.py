@@ -92,3 +92,13 @@ def test_config_checks():
 def test_micro_batch_must_split_over_the_mesh(tmp_path):
     with pytest.raises(ValueError, match="multiple of data x fsdp = 8"):
         grpo(config(tmp_path, mesh={"devices": 0}), questions=QUESTIONS, handle_sigterm=False, cache=CACHE)
+
+
+def test_configs_load_through_the_command(capsys):
+    from jaxcot.cli import main
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("grpo-tiny.yaml", "grpo-qwen2.5-step-entropy.yaml"):
+        assert main(["rl", "--config", os.path.join(root, "configs", name), "--print-config", "max_steps=7"]) == 0
+        shown = capsys.readouterr().out
+        assert "max_steps: 7" in shown and "num_generations: 8" in shown and "skip_share" in shown

@@ -33,7 +33,7 @@ def test_demo_config_loads():
     full = load_config(RunConfig, os.path.join(ROOT, "configs", "testbed-full.yaml"))
     assert {"gogi-static", "selfinfo-ads", "step-entropy"} <= {m.method for m in full.methods}
     assert sorted(m.gamma for m in full.methods if m.method == "tokenskip") == [0.5, 0.7]
-    for name in ("smollm2-135m-gsm8k", "qwen2.5-7b-gsm8k", "gemma3-4b-math"):
+    for name in ("smollm2-135m-gsm8k", "qwen2.5-7b-gsm8k", "gemma3-4b-math", "testbed-grpo"):
         load_config(RunConfig, os.path.join(ROOT, "configs", f"{name}.yaml"))
 
 
