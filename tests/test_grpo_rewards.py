@@ -53,3 +53,19 @@ def count_sevens(prompts, completions, records):
 
 def one_value(prompts, completions, records):
     return [1.0]
+
+
+def test_questions_from_a_run_folder_keep_their_gold(tmp_path):
+    """A run's data/train.jsonl carries the final answer as `gold` beside the testbed's answer
+    sentence: GRPO's `correct` reward must grade against the number, not the sentence."""
+    import json
+
+    from jaxcot.data.questions import QuestionFields, load_questions
+
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"id": "a", "question": "q?", "answer": "The answer is 16.", "gold": "16"}) + "\n"
+                    + json.dumps({"id": "b", "question": "r?", "answer": "He has 3.\n#### 3"}) + "\n")
+    qs = load_questions(str(path), QuestionFields(split="train"))
+    assert [q["gold"] for q in qs] == ["16", "3"]
+    _, parts = score_rewards([RewardSpec("correct")], ["q?"], ["So 16.\nThe answer is 16."], qs[:1])
+    assert parts["correct"] == [1.0]

@@ -1,7 +1,7 @@
 """Questions to generate chains for, from a file, a `datasets` folder or the hub.
 
 Each question is `{"id", "question", "gold"?}`; `gold` is the reference answer's final answer
-(`jaxcot.text.answers.gold_answer`) when the record has one, else the record's own `gold`.
+(`jaxcot.text.answers.gold_answer`); a record's own `gold` field (jaxcot's files carry one) wins.
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ def load_questions(source: str, fields: QuestionFields = QuestionFields()) -> li
             raise DataError(f"{where}: duplicate record id {rid!r}")
         seen.add(rid)
         item = {"id": rid, "question": str(rec[fields.question_field])}
-        if fields.answer_field and rec.get(fields.answer_field) is not None:
-            item["gold"] = gold_answer(rec[fields.answer_field])
-        elif rec.get("gold") is not None:  # a file jaxcot wrote (a run's data/*.jsonl): the final answer itself
+        if rec.get("gold") is not None:  # a file jaxcot wrote (a run's data/*.jsonl): the final answer itself
             item["gold"] = str(rec["gold"])
+        elif fields.answer_field and rec.get(fields.answer_field) is not None:
+            item["gold"] = gold_answer(rec[fields.answer_field])
         out.append(item)
     return out
 
