@@ -72,6 +72,14 @@ def test_stopped_and_resumed_equals_uninterrupted(uninterrupted, tmp_path):
     assert [r["step"] for r in lines] == [1, 2, 3]
 
 
+def test_full_fine_tuning_with_a_reference_and_iterations(tmp_path):
+    """method full has no dropout layer: the reference and old-policy passes run all the same."""
+    res = grpo(config(tmp_path / "full", method="full", max_steps=1, optim={"lr": 1e-4}), questions=QUESTIONS,
+               handle_sigterm=False, cache=CACHE)
+    (rec,) = res.history
+    assert res.status == "finished" and rec["ratio_first_iteration"] == 1.0 and rec["kl"] >= 0.0
+
+
 def test_resume_with_other_settings_is_refused(uninterrupted, tmp_path):
     grpo(config(tmp_path / "r", max_steps=1), questions=QUESTIONS, handle_sigterm=False, cache=CACHE)
     with pytest.raises(ValueError, match="differs in beta"):

@@ -35,12 +35,19 @@ def _logps(model, mb, temperature: float) -> jax.Array:
     return token_logprobs(logits, mb["tokens"], temperature)
 
 
+def without_dropout(model):
+    """The model with its dropout layers off (a view; the model itself when it has none)."""
+    if any(isinstance(m, nnx.Dropout) for _, m in nnx.iter_graph(model)):
+        return nnx.view(model, deterministic=True)
+    return model
+
+
 def make_logps_fn(graphdef, shardings: StepShardings, temperature: float):
     """`(params, frozen, batch) -> logps [A, b, T]`: the model's per-token log-probabilities at
     `temperature`, dropout off (the rollout policy's, or the reference's with its parameters)."""
 
     def fn(params, frozen, batch):
-        model = nnx.view(nnx.merge(graphdef, params, frozen), deterministic=True)
+        model = without_dropout(nnx.merge(graphdef, params, frozen))
         return jax.lax.map(lambda mb: _logps(model, mb, temperature), batch)
 
     sh = batch_shardings(shardings)
