@@ -101,9 +101,9 @@ class TorchSide:
         cfg = GRPOConfig(
             output_dir=out, per_device_train_batch_size=n, num_generations=args.generations,
             max_completion_length=args.new, temperature=0.6, learning_rate=1e-5, beta=0.0, num_iterations=1,
-            loss_type="grpo", max_steps=args.warmup + 2 * args.steps + 2, logging_steps=1, report_to="none",
+            loss_type="grpo", max_steps=args.warmup + 2 * args.steps + 2, logging_strategy="no", report_to="none",
             use_cpu=True, bf16=False, save_strategy="no", seed=0, shuffle_dataset=False,
-            disable_tqdm=True, lr_scheduler_type="constant", warmup_ratio=0.0)
+            disable_tqdm=True, lr_scheduler_type="constant", warmup_steps=0)
         lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
         hf = tf.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
@@ -112,6 +112,11 @@ class TorchSide:
         self.records: list[dict] = []
         generate = self.trainer._generate
         step = self.trainer.training_step
+        prepare = self.trainer._prepare_inputs
+
+        def kept_inputs(batch):
+            self._inputs = prepare(batch)  # the step's prompt and completion masks, for its token counts
+            return self._inputs
 
         def timed_generate(prompts):
             t0 = time.perf_counter()
@@ -124,14 +129,15 @@ class TorchSide:
             self._gen = 0.0
             loss = step(model, inputs, num_items_in_batch)
             spent = time.perf_counter() - t0
-            mask = inputs["completion_mask"]
-            total = int(inputs["prompt_mask"].sum() + mask.sum())
+            mask = self._inputs["completion_mask"]
+            total = int(self._inputs["prompt_mask"].sum() + mask.sum())
             self.records.append(dict(rollout_s=self._gen, rest_s=spent - self._gen, new=int(mask.sum()), total=total))
             if len(self.records) >= self._stop:
                 self.trainer.control.should_training_stop = True
             return loss
 
         self.trainer._generate = timed_generate
+        self.trainer._prepare_inputs = kept_inputs
         self.trainer.training_step = timed_step
         self._stop = 0
 
