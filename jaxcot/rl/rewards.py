@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import re
 from typing import Callable, Sequence
 
-from jaxcot.config import check, check_range
+from jaxcot.config import check
 from jaxcot.text.answers import split_answer
 from jaxcot.text.grading import get_grader
 
@@ -81,7 +82,7 @@ class RewardSpec:
     def __post_init__(self):
         check(self.name in BUILT_IN or ":" in self.name, "name",
               f"must be one of {sorted(BUILT_IN)} or 'module:function', got {self.name!r}")
-        check_range(self, "weight")
+        check(math.isfinite(self.weight), "weight", f"must be a finite number, got {self.weight!r}")
 
     def function(self) -> Callable:
         if self.name in BUILT_IN:

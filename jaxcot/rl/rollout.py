@@ -11,6 +11,7 @@ shardings of the same mesh: the export's `out_shardings` are the sampler's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import jax
@@ -31,15 +32,11 @@ def make_policy_export(graphdef, model_config, mesh, *, dtype, param_dtype):
     shardings = tree_shardings(plain_state.to_pure_dict(), mesh)
 
     def merged_state(params, frozen):
-        model = nnx.merge(graphdef, params, frozen)
-        state = nnx.state(model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))).to_pure_dict()
-        for path, linear in linear_layers(model):
+        model = nnx.merge(graphdef, params, frozen)  # a fresh object: folding LoRA in touches nothing else
+        for _, linear in linear_layers(model):
             if linear.lora_a is not None:
-                node = state
-                for part in path.split("/"):
-                    node = node[int(part) if part.isdigit() and int(part) in node else part]
-                node["kernel"] = linear.merged_kernel().astype(node["kernel"].dtype)
-        return state
+                linear.kernel[...] = linear.merged_kernel().astype(linear.kernel[...].dtype)
+        return nnx.state(model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam))).to_pure_dict()
 
     compiled = jax.jit(merged_state, out_shardings=shardings)
 
@@ -49,14 +46,15 @@ def make_policy_export(graphdef, model_config, mesh, *, dtype, param_dtype):
     return export
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 def step_questions(n: int, per_step: int, seed: int, step: int) -> list[int]:
     """The question indices of rollout step `step` (0-based): a seeded permutation of the `n`
     questions per epoch, walked `per_step` at a time (an epoch's tail continues into the next)."""
-    out = []
-    for pos in range(step * per_step, (step + 1) * per_step):
-        epoch, i = divmod(pos, n)
-        out.append(int(np.random.default_rng([seed, epoch]).permutation(n)[i]))
-    return out
+    return [int(_epoch_order(n, seed, pos // n)[pos % n]) for pos in range(step * per_step, (step + 1) * per_step)]
 
 
 @dataclasses.dataclass

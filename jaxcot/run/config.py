@@ -82,6 +82,11 @@ GRPO_SET_BY_RUN = ("init_from", "output_dir", "export_dir", "grader")
 GRPO_SUFFIX = "+grpo"  # the evaluation row of a student followed by GRPO
 
 
+def policy_folder(name: str) -> str:
+    """Where, under the run folder, row `name`'s GRPO run and policy go."""
+    return f"students/{name}-grpo"
+
+
 @dataclasses.dataclass
 class RLConfig:
     """GRPO after students: each row named in `methods` has its student followed by GRPO, every
@@ -183,8 +188,8 @@ class RunConfig:
         prompt = dataclasses.asdict(self.eval_prompt(m))
         data = {**(self.rl.grpo.get("data") or {}), "path": f"{root}/data/train.jsonl", "prompt": prompt}
         fixed = {"init_from": f"{root}/students/{self.owner(m).name}/model", "grader": self.data.grader,
-                 "output_dir": f"{root}/students/{m.name}-grpo/run",
-                 "export_dir": f"{root}/students/{m.name}-grpo/model", "data": data}
+                 "output_dir": f"{root}/{policy_folder(m.name)}/run",
+                 "export_dir": f"{root}/{policy_folder(m.name)}/model", "data": data}
         return from_dict(GRPOConfig, deep_merge(self.rl.grpo, fixed), "rl.grpo")
 
     def score_config(self) -> ScoreConfig:
@@ -201,4 +206,5 @@ class RunConfig:
                                                       eot=cc.eot, template=cc.template))
 
 
-__all__ = ["DATA_KINDS", "GRPO_SUFFIX", "STAGES", "MethodSpec", "QuestionsConfig", "RLConfig", "RunConfig"]
+__all__ = ["DATA_KINDS", "GRPO_SUFFIX", "STAGES", "MethodSpec", "QuestionsConfig", "RLConfig", "RunConfig",
+           "policy_folder"]

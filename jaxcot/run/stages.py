@@ -10,13 +10,14 @@ stage that needs it.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import os
 from typing import Callable, ClassVar, Protocol
 
 from jaxcot.io import atomic_write_json, atomic_write_jsonl, is_complete, read_jsonl
 from jaxcot.provenance import Fingerprint, claimed, up_to_date
-from jaxcot.run.config import GRPO_SUFFIX, MethodSpec, RunConfig
+from jaxcot.run.config import GRPO_SUFFIX, MethodSpec, RunConfig, policy_folder
 from jaxcot.runtime import Interrupted
 
 
@@ -318,7 +319,7 @@ def _student(m: MethodSpec) -> str:
     return f"students/{m.name}/model"
 
 
-class _FitStage(_Stage):
+class _FitStage(_Stage, abc.ABC):
     """A stage that fits one model per row (a student, a GRPO policy). Each output is a model
     folder, complete once its config.json exists and remade when its settings (all but `places`,
     which say where files go and how progress shows) or its inputs change; a run folder holding
@@ -327,26 +328,29 @@ class _FitStage(_Stage):
     kind = ""  # the fingerprint's key for the settings
     places: ClassVar[tuple[str, ...]] = ()
 
+    @abc.abstractmethod
     def rows(self) -> list[MethodSpec]:
-        raise NotImplementedError
+        """The rows this stage fits a model for."""
 
+    @abc.abstractmethod
     def output(self, m: MethodSpec) -> str:
-        raise NotImplementedError
+        """Row m's model folder, relative to the run folder."""
 
+    @abc.abstractmethod
     def config(self, m: MethodSpec):
-        raise NotImplementedError
+        """Row m's run config (a `TrainConfig`, a `GRPOConfig`)."""
 
+    @abc.abstractmethod
     def sources(self, m: MethodSpec) -> dict[str, str]:
         """The provenance inputs of row m's model (files whose contents it depends on)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def resumable(self, config) -> bool:
         """Whether config.output_dir holds no checkpoint, or one made with these settings."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fit(self, m: MethodSpec, config):
         """Fit (or resume) row m's model; returns a result with `status` and `step`."""
-        raise NotImplementedError
 
     def outputs(self):
         return [self.output(m) for m in self.rows()]
@@ -421,7 +425,7 @@ class TrainStage(_FitStage):
 
 
 def _policy(m: MethodSpec) -> str:
-    return f"students/{m.name}-grpo/model"
+    return f"{policy_folder(m.name)}/model"
 
 
 # GRPOConfig fields that do not change the policy's weights
