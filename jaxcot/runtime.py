@@ -178,7 +178,10 @@ def sigterm_raises():
         yield
         return
 
+    received = []
+
     def stop(signum, frame):
+        received.append(signum)
         raise Interrupted("stopped by SIGTERM")
 
     old = signal.signal(signal.SIGTERM, stop)
@@ -186,6 +189,8 @@ def sigterm_raises():
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+    if received:  # the raise was lost: Python drops exceptions raised inside gc callbacks (jax has one)
+        raise Interrupted("stopped by SIGTERM (it arrived inside a callback, so only once the work was done)")
 
 
 __all__ = ["CompileStats", "Interrupted", "cache_dir", "count_compilations", "enable_compilation_cache",

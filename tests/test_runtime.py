@@ -101,3 +101,29 @@ def test_compilation_cache_is_used_on_a_second_run_and_changes_nothing(tmp_path)
     assert any(p.is_file() for p in (cache / "xla").rglob("*"))
     assert not (tmp_path / "unused").exists() and "0 from the compilation cache" in said3
     assert first == second == off
+
+
+def test_sigterm_lost_inside_a_gc_callback_still_stops():
+    """A SIGTERM handled while Python runs a gc callback (jax registers one) raises where Python
+    drops the exception; the command must still end as interrupted, not exit 0."""
+    import gc
+    import os
+    import signal
+    import time
+
+    import pytest
+
+    from jaxcot.runtime import Interrupted, sigterm_raises
+
+    def during_gc(phase, info):
+        if phase == "start":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs here, inside the callback
+
+    with pytest.raises(Interrupted, match="only once the work was done"):
+        with sigterm_raises():
+            gc.callbacks.append(during_gc)
+            try:
+                gc.collect()
+            finally:
+                gc.callbacks.remove(during_gc)
