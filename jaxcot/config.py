@@ -84,6 +84,18 @@ def print_config(cfg) -> None:
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 
 
+def add_config_command(subparsers, name: str, *, help: str, description: str, config_help: str,
+                       example: str) -> argparse.ArgumentParser:
+    """A subcommand driven by one YAML config: `--config`, `--print-config` and `KEY=VALUE` overrides.
+
+    The caller adds its own flags and `set_defaults(func=...)` to the returned parser."""
+    p = subparsers.add_parser(name, formatter_class=HelpFormatter, help=help, description=description)
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument("--print-config", action="store_true", help="print every config key with its value and exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {example}")
+    return p
+
+
 def _is_dataclass_type(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from jaxcot.config import HelpFormatter
+from jaxcot.config import add_config_command
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "rl", formatter_class=HelpFormatter,
+    p = add_config_command(
+        subparsers, "rl",
         help="GRPO after a student: sample, reward, and update the policy (LoRA or full)",
         description="GRPO (group-normalised rewards, clipped ratio, optional KL to the start) with Orbax "
                     "checkpoints; rerun to resume.",
-    )
-    p.add_argument("--config", required=True, help="a GRPOConfig YAML file (see configs/grpo-*.yaml)")
-    p.add_argument("--print-config", action="store_true", help="print every config key with its value and exit")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides, e.g. max_steps=50 data.path=questions.jsonl")
+        config_help="a GRPOConfig YAML file (see configs/grpo-*.yaml)",
+        example="max_steps=50 data.path=questions.jsonl")
     p.set_defaults(func=run)
 
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 import time
 
-from jaxcot.config import HelpFormatter, print_config
+from jaxcot.config import add_config_command, print_config
 from jaxcot.run.config import STAGES
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("run", description=__doc__, formatter_class=HelpFormatter,
-                              help="the whole pipeline: generate, score, compress, train students, evaluate, report")
-    p.add_argument("--config", required=True, help="YAML RunConfig (e.g. configs/demo.yaml)")
+    p = add_config_command(
+        subparsers, "run", description=__doc__,
+        help="the whole pipeline: generate, score, compress, train students, evaluate, report",
+        config_help="YAML RunConfig (e.g. configs/demo.yaml)", example="student.max_steps=100")
     p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
-    p.add_argument("--print-config", action="store_true", help="print every config key with its value and exit")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. student.max_steps=100")
     p.set_defaults(func=run)
 
 

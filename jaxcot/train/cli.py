@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from jaxcot.config import HelpFormatter
+from jaxcot.config import add_config_command
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train", formatter_class=HelpFormatter,
+    p = add_config_command(
+        subparsers, "train",
         help="fine-tune (LoRA or full) or train from scratch on (prompt, completion) examples",
         description="SFT on a (data, fsdp, tensor) mesh with Orbax checkpoints; rerun to resume.",
-    )
-    p.add_argument("--config", required=True, help="a TrainConfig YAML file (see configs/)")
-    p.add_argument("--print-config", action="store_true", help="print every config key with its value and exit")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides, e.g. optim.lr=1e-4 data.path=x.jsonl")
+        config_help="a TrainConfig YAML file (see configs/)", example="optim.lr=1e-4 data.path=x.jsonl")
     p.set_defaults(func=run)
 
 
