@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from jaxcot.data.wordtok import CHATML_TEMPLATE, build_word_tokenizer
-from jaxcot.importance.batching import bucket_length, plan_batches
+from jaxcot.importance.batching import plan_batches
 from jaxcot.importance.encode import encode_trace
+from jaxcot.shapes import bucket_grid, bucket_length
 from jaxcot.text.answers import value_span
 
 CORPUS = [
@@ -107,10 +108,16 @@ def test_value_goal_narrows_the_answer_span(make, word_tok):
 
 def test_buckets_and_plan():
     assert [bucket_length(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
-    plan = plan_batches([5, 40, 20, 18, 100, 7], batch_size=3, dp=2)
-    assert [sorted(i) for _, i in plan] == [[4], [1], [2, 3], [0, 5]]  # buckets 128, 64, 32, 16
-    assert sorted(i for _, idx in plan for i in idx) == list(range(6))
-    assert [n for n, _ in plan] == sorted([n for n, _ in plan], reverse=True)
+    assert [bucket_length(n, steps=4) for n in (1, 16, 17, 20, 21, 100, 257)] == [16, 16, 20, 20, 24, 112, 320]
+    assert [bucket_length(n, minimum=1, steps=2) for n in (1, 2, 3, 5, 13)] == [1, 2, 3, 6, 16]
+    assert bucket_grid(100, steps=2) == (16, 24, 32, 48, 64, 96, 100)
+    with pytest.raises(ValueError, match="power of two"):
+        bucket_length(10, steps=3)
+    lengths = [5, 40, 20, 18, 100, 7, 300, 260]
+    plan = plan_batches(lengths, batch_size=3, dp=2)  # rows of 4, longest first, neighbours together
+    assert [i for _, i in plan] == [[6, 7, 4, 1], [2, 3, 5, 0]]
+    assert [n for n, _ in plan] == [320, 20]  # the grid length (4 per octave) of each batch's longest
+    assert plan_batches(lengths, batch_size=4, steps=1)[0][0] == 512
 
 
 def _traces(n):

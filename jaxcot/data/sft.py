@@ -277,16 +277,8 @@ def plan_rows(
     return rows
 
 
-def default_buckets(max_len: int, smallest: int = 16) -> tuple[int, ...]:
-    """Powers of two from `smallest` below max_len, then max_len."""
-    out, b = [], smallest
-    while b < max_len:
-        out.append(b)
-        b *= 2
-    return tuple(out) + (max_len,)
-
-
-def bucket_length(n: int, buckets: Sequence[int]) -> int:
+def fit_bucket(n: int, buckets: Sequence[int]) -> int:
+    """The shortest of `buckets` that holds a row of n tokens."""
     for b in sorted(buckets):
         if n <= b:
             return int(b)
@@ -369,7 +361,7 @@ class _Materialize(grain.transforms.Map):
 
     def map(self, batch_rows):
         longest = max(sum(self.examples[i].length for i in row) for row in batch_rows)
-        length = bucket_length(longest, self.buckets)
+        length = fit_bucket(longest, self.buckets)
         return materialize(self.examples, self.layout.local_rows(batch_rows), length, self.pad_id)
 
 
@@ -409,7 +401,7 @@ def iter_texts(examples: Iterable[tuple[Any, str]]) -> Iterable[str]:
 
 
 __all__ = [
-    "BatchLayout", "Example", "SFTStats", "batch_pipeline", "bucket_length", "default_buckets", "epoch_order",
+    "BatchLayout", "Example", "SFTStats", "batch_pipeline", "fit_bucket", "epoch_order",
     "iter_texts", "load_examples", "materialize", "plan_rows", "render_example", "stats_with_rows",
     "tokenize_examples",
 ]

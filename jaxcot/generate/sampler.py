@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxcot import shapes
 from jaxcot.generate.sampling import SamplingConfig, derive_row_keys, sample, step_keys, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix
 from jaxcot.models.decoder import Decoder, KVCache, fuse_for_decoding
@@ -84,15 +85,10 @@ class DecodeSpec:
 
 
 def bucket_length(n: int, minimum: int = 16) -> int:
-    """The smallest 2^k or 3 * 2^(k-1) (16, 24, 32, 48, 64, 96, ...) >= max(n, minimum).
-
-    Half steps between powers of two cap the padding at a third of the bucket instead of half:
-    prefill cost is a batch-1 call's main fixed cost, and two programs per octave stay few.
-    """
-    n = max(int(n), int(minimum), 1)
-    power = 1 << (n - 1).bit_length()
-    half = 3 * power // 4  # 1.5 * (power / 2)
-    return half if n <= half and half > power // 2 else power
+    """A prompt's padded length: two grid lengths per octave (16, 24, 32, 48, 64, 96, ...; see
+    `jaxcot.shapes`). Prefill is a batch-1 call's main fixed cost, so padding is capped at a third
+    of the bucket, while two programs per octave stay few."""
+    return shapes.bucket_length(n, minimum, steps=2)
 
 
 def advance(state: DecodeState, logits: Array, spec: DecodeSpec) -> DecodeState:

@@ -1,9 +1,11 @@
 """Length-bucketed, data-parallel batches of encoded traces for `gogi_scores`.
 
-Sequences are right-padded to a power-of-two length (at least `min_len`), so a dataset compiles
-a handful of programs; every batch has the same row count (the batch size rounded up to the
-mesh's data-parallel size), short batches are filled with empty rows, and the arrays are placed
-with the batch axis sharded over the mesh's ``data`` x ``fsdp`` axes.
+Traces are taken longest first, consecutive ones forming a batch, so rows of a batch have
+similar lengths; each batch is right-padded to the grid length (`jaxcot.shapes`, `steps` per
+octave, at least `min_len`) of its longest row, so a dataset compiles a handful of programs.
+Every batch has the same row count (the batch size rounded up to the mesh's data-parallel size);
+the last one is filled with empty rows. The arrays are placed with the batch axis sharded over
+the mesh's ``data`` x ``fsdp`` axes.
 """
 
 from __future__ import annotations
@@ -17,13 +19,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from jaxcot.importance.encode import EncodedTrace
+from jaxcot.shapes import bucket_length
 from jaxcot.sharding import BATCH, batch_sharding, make_mesh
-
-
-def bucket_length(n: int, min_len: int = 16) -> int:
-    """The smallest power of two >= max(n, min_len)."""
-    n = max(int(n), int(min_len), 1)
-    return 1 << (n - 1).bit_length()
 
 
 def model_mesh(model) -> Mesh:
@@ -76,27 +73,24 @@ def make_batch(encoded: Sequence[EncodedTrace], index: Sequence[int], rows: int,
     return Batch(tokens, mask, chain, answer, tuple(index), min(length, bucket_length(n_ans, min_answer)))
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, dp: int = 1,
-                 min_len: int = 16) -> list[tuple[int, list[int]]]:
-    """Group trace indices into (bucket length, indices) batches of at most `rows` traces, rows =
-    batch_size rounded up to a multiple of `dp`; longest buckets first (memory errors show early)."""
+def plan_batches(lengths: Sequence[int], batch_size: int, dp: int = 1, min_len: int = 16,
+                 steps: int = 4) -> list[tuple[int, list[int]]]:
+    """(padded length, trace indices) batches of at most `rows` traces (batch_size rounded up to
+    a multiple of `dp`): traces longest first (memory errors show early), consecutive ones
+    together, each batch padded to the grid length of its longest trace."""
     rows = -(-max(1, int(batch_size)) // dp) * dp
-    buckets: dict[int, list[int]] = {}
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        buckets.setdefault(bucket_length(lengths[i], min_len), []).append(i)
-    plan = []
-    for length in sorted(buckets, reverse=True):
-        idx = buckets[length]
-        plan += [(length, idx[k:k + rows]) for k in range(0, len(idx), rows)]
-    return plan
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups = [order[k:k + rows] for k in range(0, len(order), rows)]
+    return [(bucket_length(lengths[g[0]], min_len, steps), g) for g in groups]
 
 
-def iter_batches(encoded: Sequence[EncodedTrace], batch_size: int, mesh: Mesh, min_len: int = 16) -> Iterator[Batch]:
+def iter_batches(encoded: Sequence[EncodedTrace], batch_size: int, mesh: Mesh, min_len: int = 16,
+                 steps: int = 4) -> Iterator[Batch]:
     """Batches covering every trace once, in `plan_batches` order."""
     dp = data_parallel_size(mesh)
     rows = -(-max(1, int(batch_size)) // dp) * dp
-    for length, idx in plan_batches([e.length for e in encoded], batch_size, dp, min_len):
+    for length, idx in plan_batches([e.length for e in encoded], batch_size, dp, min_len, steps):
         yield make_batch(encoded, idx, rows, length)
 
 
-__all__ = ["Batch", "bucket_length", "data_parallel_size", "iter_batches", "make_batch", "model_mesh", "plan_batches"]
+__all__ = ["Batch", "data_parallel_size", "iter_batches", "make_batch", "model_mesh", "plan_batches"]

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxcot.importance.batching import bucket_length
+from jaxcot.shapes import bucket_length
 
 Array = jax.Array
 

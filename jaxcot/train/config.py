@@ -24,7 +24,8 @@ class DataConfig:
     `save_to_disk` folder or a `load_dataset` name/builder, with `split` and `name`).
     overflow: 'drop' or 'truncate' examples longer than max_len (see `tokenize_examples`).
     packing: several examples per row (attention kept within each); else one example per row.
-    buckets: row lengths batches are padded to (empty: powers of two up to max_len).
+    buckets: row lengths batches are padded to; empty: a grid of `bucket_steps` lengths per
+    octave up to max_len (`jaxcot.shapes`; 2: 16, 24, 32, 48, ..., each a compiled train step).
     """
 
     path: str = ""
@@ -37,6 +38,7 @@ class DataConfig:
     overflow: str = "drop"
     packing: bool = False
     buckets: list[int] = dataclasses.field(default_factory=list)
+    bucket_steps: int = 2
     shuffle: bool = True
     limit: int | None = None
 
@@ -46,6 +48,8 @@ class DataConfig:
         check_range(self, "max_len", 2)
         check_range(self, "limit", 1, optional=True)
         check(all(b >= 1 for b in self.buckets), "buckets", f"must be positive lengths, got {self.buckets}")
+        check(self.bucket_steps in (1, 2, 4, 8, 16), "bucket_steps",
+              f"must be 1, 2, 4, 8 or 16, got {self.bucket_steps}")
 
 
 @dataclasses.dataclass

@@ -30,7 +30,6 @@ from jaxcot.data.sft import (
     BatchLayout,
     SFTStats,
     batch_pipeline,
-    default_buckets,
     iter_texts,
     load_examples,
     plan_rows,
@@ -41,6 +40,7 @@ from jaxcot.io import output_lock
 from jaxcot.logs import get_logger
 from jaxcot.models.config import ModelConfig
 from jaxcot.models.decoder import Decoder, abstract_model
+from jaxcot.shapes import bucket_grid
 from jaxcot.sharding import make_mesh, tree_shardings
 from jaxcot.train.checkpoint import Checkpointer, latest_meta
 from jaxcot.train.config import RESUMABLE_KEYS, TrainConfig
@@ -393,7 +393,7 @@ def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run
     tokenizer, exs, rows, stats = prepare_data(config, tokenizer, examples, verbose=lead)
     data_digest = _data_digest(config, examples)
     say(f"data: {stats.summary()}")
-    buckets = tuple(config.data.buckets) or default_buckets(config.data.max_len)
+    buckets = tuple(config.data.buckets) or bucket_grid(config.data.max_len, steps=config.data.bucket_steps)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     dataset = batch_pipeline(exs, rows, layout, buckets=buckets, pad_id=pad_id)
     total = len(dataset) if config.max_steps is None else min(len(dataset), config.max_steps)

@@ -1,0 +1,41 @@
+"""Padded lengths: the few static shapes a stage compiles for.
+
+Every compiled program has static shapes, so variable-length rows are padded up to a length from
+a fixed grid, and a stage compiles once per grid length it meets (kept in the persistent
+compilation cache between runs). The grid's `steps` lengths per octave trade padding against
+programs: steps=1 gives powers of two (up to half of a bucket is padding), steps=2 gives 16, 24,
+32, 48, ... (at most a third), steps=4 gives 16, 20, 24, 28, 32, 40, ... (at most a fifth).
+"""
+
+from __future__ import annotations
+
+
+def _check_steps(steps: int) -> None:
+    if steps < 1 or steps & (steps - 1):
+        raise ValueError(f"bucket steps per octave must be a power of two >= 1, got {steps}")
+
+
+def bucket_length(n: int, minimum: int = 16, steps: int = 1) -> int:
+    """The smallest grid length >= max(n, minimum, 1): within each octave (2^(k-1), 2^k] the
+    grid holds the `steps` lengths 2^(k-1) * (1 + j / steps), j = 1..steps (a power of two).
+
+    Examples: steps=1 -> 16, 32, 64, ...; steps=2 -> 16, 24, 32, 48, 64, 96, ...
+    """
+    _check_steps(steps)
+    n = max(int(n), int(minimum), 1)
+    power = 1 << (n - 1).bit_length()
+    grain = max(1, power // (2 * steps))
+    return -(-n // grain) * grain
+
+
+def bucket_grid(max_len: int, minimum: int = 16, steps: int = 1) -> tuple[int, ...]:
+    """Every grid length of `bucket_length` from `minimum` up to max_len, then max_len itself
+    (the last bucket is never longer than the longest row allowed)."""
+    out, n = [], bucket_length(minimum, minimum, steps)
+    while n < max_len:
+        out.append(n)
+        n = bucket_length(n + 1, minimum, steps)
+    return tuple(out) + (int(max_len),)
+
+
+__all__ = ["bucket_grid", "bucket_length"]
