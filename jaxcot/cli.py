@@ -10,6 +10,7 @@ finished saved, and exit status 143.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -63,6 +64,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@contextlib.contextmanager
+def _remote_out(args):
+    """A command's `--out` file on remote storage (gs://...) is written in a local copy and
+    pushed back when the command ends (`jaxcot.storage.local_file`)."""
+    out = getattr(args, "out", None)
+    if not isinstance(out, str) or "://" not in out:
+        yield
+        return
+    from jaxcot.storage import local_file
+
+    with local_file(out) as args.out:
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     from jaxcot.logs import setup_logging
     from jaxcot.runtime import (
@@ -78,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()  # the command owns its output: jaxcot's lines on stderr, whatever a library set up
     enable_compilation_cache()
     try:
-        with sigterm_raises(), count_compilations() as compiled:
+        with sigterm_raises(), count_compilations() as compiled, _remote_out(args):
             code = int(args.func(args) or 0)
         if compiled.programs:
             print(f"jaxcot {args.command}: {compiled.summary()}", file=sys.stderr)

@@ -114,6 +114,6 @@ class GRPOConfig:
 
 
 # Keys that may change between a run and its resumption (they do not affect the numbers).
-RESUMABLE_KEYS = ("progress", "export", "export_dir", "checkpoint", "log")
+RESUMABLE_KEYS = ("output_dir", "progress", "export", "export_dir", "checkpoint", "log")
 
 __all__ = ["GRPOConfig", "PromptsConfig", "RESUMABLE_KEYS"]

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcot import storage
 from jaxcot.config import to_dict
 from jaxcot.generate import Generator
 from jaxcot.generate.sampling import SamplingConfig
@@ -261,12 +262,15 @@ def grpo(config: GRPOConfig, *, tokenizer=None, questions: Sequence[dict] | None
     `grpo` calls in one process (a sweep, a resume in a notebook) so that their programs compile
     once. Returns a `GRPOResult`.
     """
-    with output_lock(config.output_dir):
-        return _grpo(config, tokenizer, None if questions is None else list(questions), stop_after, handle_sigterm,
-                     cache)
+    remote = any(p and storage.is_remote(p) for p in (config.output_dir, config.export_dir))
+    with storage.local_folders([config.output_dir, config.export_dir]) as ((out, exp), push):
+        local = dataclasses.replace(config, output_dir=out, export_dir=exp)
+        with output_lock(local.output_dir):
+            return _grpo(local, tokenizer, None if questions is None else list(questions), stop_after,
+                         handle_sigterm, cache, push if remote else None)
 
 
-def _grpo(config, tokenizer, questions, stop_after, handle_sigterm, cache) -> GRPOResult:
+def _grpo(config, tokenizer, questions, stop_after, handle_sigterm, cache, push=None) -> GRPOResult:
     from tqdm.auto import tqdm
 
     run = _setup(config, tokenizer, questions, cache)
@@ -280,6 +284,14 @@ def _grpo(config, tokenizer, questions, stop_after, handle_sigterm, cache) -> GR
     preempt = _Preemption(handle_sigterm)
     status, step, history = "finished", run.start, []
     bar = tqdm(total=config.max_steps, initial=run.start, desc="grpo", unit="step", disable=not config.progress)
+
+    def save(step, rec):
+        _save(run, step, rec)
+        if push is not None:  # remote folders: the checkpoint leaves this machine before the run goes on
+            if run.ckpt is not None:
+                run.ckpt.wait()
+            push()
+
     try:
         while step < config.max_steps:
             rec = _grpo_step(run, step)
@@ -292,14 +304,14 @@ def _grpo(config, tokenizer, questions, stop_after, handle_sigterm, cache) -> GR
             bar.update(1)
             bar.set_postfix(reward=f"{rec['reward']:.3f}", tokens=f"{rec['completion_tokens']:.0f}")
             if step % config.checkpoint.every == 0 or step == config.max_steps:
-                _save(run, step, rec)
+                save(step, rec)
             if step < config.max_steps and preempt.requested():
-                _save(run, step, rec)
+                save(step, rec)
                 status = "preempted"
                 say(f"SIGTERM: saved step {step}; rerun the same command to resume")
                 break
             if stop_after is not None and step >= stop_after and step < config.max_steps:
-                _save(run, step, rec)
+                save(step, rec)
                 status = "stopped"
                 break
     finally:

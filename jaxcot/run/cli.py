@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 
+from jaxcot import storage
 from jaxcot.config import add_config_command, print_config
 from jaxcot.run.config import STAGES
 
@@ -36,5 +36,5 @@ def run(args) -> int:
           + f"; total {time.perf_counter() - t0:.0f}s")
     if out["report"]:
         print(out["report"])
-        print(f"report: {os.path.join(out['root'], 'report.md')}")
+        print(f"report: {storage.join(out['root'], 'report.md')}")
     return 0

@@ -17,6 +17,7 @@ import os
 import time
 from typing import Callable, Sequence
 
+from jaxcot import storage
 from jaxcot.config import dump_config
 from jaxcot.io import atomic_write_json, output_lock
 from jaxcot.logs import get_logger
@@ -41,8 +42,9 @@ def _check_inputs(st: Stage, stages: Sequence[Stage], root: str) -> None:
 
 
 def run_stages(stages: Sequence[Stage], want: Sequence[str], root: str,
-               say: Callable[[str], None] = print) -> dict[str, float]:
-    """Run the stages named in `want`, in order; returns {name: seconds} of those that ran."""
+               say: Callable[[str], None] = print, after: Callable[[], object] | None = None) -> dict[str, float]:
+    """Run the stages named in `want`, in order; returns {name: seconds} of those that ran.
+    `after` is called when each stage has finished (a remote run folder pushes its outputs)."""
     timings_path = os.path.join(root, "timings.json")
     recorded = {}
     if os.path.exists(timings_path):
@@ -63,26 +65,30 @@ def run_stages(stages: Sequence[Stage], want: Sequence[str], root: str,
         ran[st.name] = time.perf_counter() - t0
         recorded[st.name] = ran[st.name]
         atomic_write_json(timings_path, recorded)
+        if after is not None:
+            after()
     return ran
 
 
 def run_pipeline(cfg: RunConfig, say: Callable[[str], None] | None = None) -> dict:
     """Run `cfg.stages` of `cfg` in `<runs_dir>/<name>/`; returns {"root", "timings", "report"}
-    (the report's text when the report stage ran)."""
+    (the report's text when the report stage ran). `runs_dir` may be a remote URL (gs://...):
+    the run works in a local copy and pushes after every stage (`jaxcot.storage`)."""
     say = say or get_logger("run").info
-    root = os.path.join(cfg.runs_dir, cfg.name)
-    os.makedirs(root, exist_ok=True)
-    with output_lock(root):
-        ctx = RunContext(cfg, root, say)
-        if not os.path.exists(ctx.model_path):  # before any stage: a typo should not cost the stages before it
-            raise FileNotFoundError(f"model: {cfg.model}: no such HF model folder or GGUF file")
-        timings = run_stages(stages_for(ctx), cfg.stages, root, say)
-        dump_config(cfg, os.path.join(root, "config.yaml"))
-    report = None
-    if "report" in cfg.stages:
-        with open(os.path.join(root, "report.md")) as f:
-            report = f.read()
-    return {"root": root, "timings": timings, "report": report}
+    folder = storage.join(cfg.runs_dir, cfg.name)
+    with storage.local_folder(folder) as (root, remote):
+        os.makedirs(root, exist_ok=True)
+        with output_lock(root):
+            ctx = RunContext(cfg, root, say)
+            if not os.path.exists(ctx.model_path):  # before any stage: a typo should not cost the stages before it
+                raise FileNotFoundError(f"model: {cfg.model}: no such HF model folder or GGUF file")
+            timings = run_stages(stages_for(ctx), cfg.stages, root, say, after=remote and remote.push)
+            dump_config(cfg, os.path.join(root, "config.yaml"))
+        report = None
+        if "report" in cfg.stages:
+            with open(os.path.join(root, "report.md")) as f:
+                report = f.read()
+    return {"root": folder, "timings": timings, "report": report}
 
 
 __all__ = ["StageInputMissing", "run_pipeline", "run_stages"]

@@ -175,7 +175,8 @@ class TrainConfig:
     compute_dtype 'bfloat16' runs matmuls in bf16 over param_dtype (float32) master weights.
     export: at the end, write the model to `export_dir` (default <output_dir>/export) as a HF
     folder with LoRA merged ('merged'), and/or, for LoRA, its factors alone as a PEFT adapter
-    folder in <export_dir>-adapter ('adapter'); export_dtype: the saved tensors' dtype.
+    folder in `adapter_dir` (default <export_dir>-adapter) ('adapter'); export_dtype: the saved
+    tensors' dtype. The three folders may be remote URLs (gs://...; `jaxcot.storage`).
     """
 
     output_dir: str = "runs/sft"
@@ -198,6 +199,7 @@ class TrainConfig:
     compute_dtype: str = "float32"
     param_dtype: str = "float32"
     export_dir: str | None = None
+    adapter_dir: str | None = None
     export: bool = True
     export_format: str = "both"
     export_dtype: str = "float32"
@@ -229,12 +231,12 @@ class TrainConfig:
 
     @property
     def resolved_adapter_dir(self) -> str:
-        return self.resolved_export_dir.rstrip("/") + "-adapter"
+        return self.adapter_dir or self.resolved_export_dir.rstrip("/") + "-adapter"
 
 
 # Keys that may change between a run and its resumption (they do not affect the numbers).
-RESUMABLE_KEYS = ("progress", "export", "export_dir", "export_format", "export_dtype", "checkpoint", "distributed",
-                  "log")
+RESUMABLE_KEYS = ("output_dir", "progress", "export", "export_dir", "adapter_dir", "export_format", "export_dtype",
+                  "checkpoint", "distributed", "log")
 
 
 __all__ = [

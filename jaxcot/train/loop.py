@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxcot import storage
 from jaxcot.config import to_dict
 from jaxcot.data.sft import (
     BatchLayout,
@@ -570,12 +571,22 @@ def train(
     Returns a `TrainResult`.
     """
     initialize_distributed(config)  # before asking which process this is
-    lock = output_lock(config.output_dir) if jax.process_index() == 0 else contextlib.nullcontext()
-    with lock:
-        return _train(config, tokenizer, examples, stop_after, handle_sigterm, cache, callback, callback_every)
+    adapter = config.adapter_dir or (config.export_dir and config.resolved_adapter_dir)
+    explicit = [config.output_dir, config.export_dir, adapter]
+    remote = any(p and storage.is_remote(p) for p in explicit)
+    if remote and jax.process_count() > 1:
+        raise ValueError("remote output folders (gs://...) are mirrored through one host's disk: "
+                         "train on several hosts into a folder every host sees")
+    with storage.local_folders(explicit) as ((out, exp, adapter), push):
+        local = dataclasses.replace(config, output_dir=out, export_dir=exp, adapter_dir=adapter)
+        lock = output_lock(local.output_dir) if jax.process_index() == 0 else contextlib.nullcontext()
+        with lock:
+            return _train(local, tokenizer, examples, stop_after, handle_sigterm, cache, callback, callback_every,
+                          push if remote else None)
 
 
-def _train(config, tokenizer, examples, stop_after, handle_sigterm, cache, callback, callback_every) -> TrainResult:
+def _train(config, tokenizer, examples, stop_after, handle_sigterm, cache, callback, callback_every,
+           push=None) -> TrainResult:
     from tqdm.auto import tqdm
 
     run = _setup(config, tokenizer, examples, cache)
@@ -590,6 +601,10 @@ def _train(config, tokenizer, examples, stop_after, handle_sigterm, cache, callb
     def save(step):
         metrics.flush()  # never checkpoint past a step whose loss was not finite
         run.save(step, metrics.loss)
+        if push is not None:  # remote folders: the checkpoint leaves this machine before training goes on
+            if run.ckpt is not None:
+                run.ckpt.wait()
+            push()
 
     try:
         while step < total:
