@@ -68,12 +68,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def _remote_out(args):
     """A command's `--out` file on remote storage (gs://...) is written in a local copy and
     pushed back when the command ends (`jaxcot.storage.local_file`)."""
+    from jaxcot.storage import is_remote, local_file
+
     out = getattr(args, "out", None)
-    if not isinstance(out, str) or "://" not in out:
+    if not isinstance(out, str) or not is_remote(out):
         yield
         return
-    from jaxcot.storage import local_file
-
     with local_file(out) as args.out:
         yield
 

@@ -120,18 +120,14 @@ class RemoteFolder:
         local = self._local_files()
         for rel in set(local) - set(remote):
             os.unlink(os.path.join(self.local, rel))
-        got = 0
-        for rel, size in sorted(remote.items()):
+        for rel in sorted(remote):  # every file: a staging copy left by another process is not trusted
             dest = os.path.join(self.local, rel)
-            if rel in local and local[rel][0] == size and self.synced.get(rel) == local[rel]:
-                continue
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             self.fs.get_file(f"{self.root}/{rel}", dest + ".pull.tmp")
             os.replace(dest + ".pull.tmp", dest)
-            got += 1
         os.makedirs(self.local, exist_ok=True)
         self.synced = self._local_files()
-        return got
+        return len(remote)
 
     def push(self) -> int:
         """Make the remote folder equal to the staging folder: upload what is new or changed
@@ -190,9 +186,9 @@ def _mirrored(remote: RemoteFolder) -> Iterator[RemoteFolder]:
 
 
 @contextlib.contextmanager
-def local_folders(paths: Sequence[str | None]) -> Iterator[tuple[list[str | None], Callable[[], None]]]:
+def local_folders(paths: Sequence[str | None]) -> Iterator[tuple[list[str | None], Callable[[], None] | None]]:
     """`local_folder` for several paths at once (None stays None): yields (their local folders,
-    a function pushing every remote one now, e.g. after a checkpoint)."""
+    a function pushing every remote one now, e.g. after a checkpoint; None when none is remote)."""
     with contextlib.ExitStack() as stack:
         local, remotes = [], []
         for p in paths:
@@ -200,7 +196,12 @@ def local_folders(paths: Sequence[str | None]) -> Iterator[tuple[list[str | None
             local.append(folder)
             if remote is not None:
                 remotes.append(remote)
-        yield local, lambda: [r.push() for r in remotes] and None
+
+        def push() -> None:
+            for r in remotes:
+                r.push()
+
+        yield local, (push if remotes else None)
 
 
 def remove_tree(path: str) -> None:

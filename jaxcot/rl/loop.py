@@ -262,12 +262,11 @@ def grpo(config: GRPOConfig, *, tokenizer=None, questions: Sequence[dict] | None
     `grpo` calls in one process (a sweep, a resume in a notebook) so that their programs compile
     once. Returns a `GRPOResult`.
     """
-    remote = any(p and storage.is_remote(p) for p in (config.output_dir, config.export_dir))
     with storage.local_folders([config.output_dir, config.export_dir]) as ((out, exp), push):
         local = dataclasses.replace(config, output_dir=out, export_dir=exp)
         with output_lock(local.output_dir):
             return _grpo(local, tokenizer, None if questions is None else list(questions), stop_after,
-                         handle_sigterm, cache, push if remote else None)
+                         handle_sigterm, cache, push)
 
 
 def _grpo(config, tokenizer, questions, stop_after, handle_sigterm, cache, push=None) -> GRPOResult:

@@ -573,8 +573,7 @@ def train(
     initialize_distributed(config)  # before asking which process this is
     adapter = config.adapter_dir or (config.export_dir and config.resolved_adapter_dir)
     explicit = [config.output_dir, config.export_dir, adapter]
-    remote = any(p and storage.is_remote(p) for p in explicit)
-    if remote and jax.process_count() > 1:
+    if any(p and storage.is_remote(p) for p in explicit) and jax.process_count() > 1:
         raise ValueError("remote output folders (gs://...) are mirrored through one host's disk: "
                          "train on several hosts into a folder every host sees")
     with storage.local_folders(explicit) as ((out, exp, adapter), push):
@@ -582,7 +581,7 @@ def train(
         lock = output_lock(local.output_dir) if jax.process_index() == 0 else contextlib.nullcontext()
         with lock:
             return _train(local, tokenizer, examples, stop_after, handle_sigterm, cache, callback, callback_every,
-                          push if remote else None)
+                          push)
 
 
 def _train(config, tokenizer, examples, stop_after, handle_sigterm, cache, callback, callback_every,
