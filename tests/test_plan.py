@@ -43,7 +43,7 @@ def test_plan_compiles_for_a_tpu_topology(tmp_path):
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     table = out.read_text()
-    assert "on v5e:2x4 (8 chips, mesh data=2 x fsdp=4 x tensor=1, 16 GiB HBM each)" in table
+    assert "on v5e:2x4 (8 chips, 8 devices; mesh data=2 x fsdp=4 x tensor=1; 16 GiB HBM per device)" in table
     for program in ("GoGI pass (layer 1)", "prefill", "decode loop"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {program} |"))
         assert "fits" in row and "does not fit" not in row, row
@@ -53,6 +53,14 @@ def test_plan_compiles_for_a_tpu_topology(tmp_path):
     assert "LoRA SFT, 3 epochs: not timed" in table
     assert "GoGI over 100 traces: 0.00 h" in table and "evaluation, 20 questions x 64 tokens" in table
     assert "P('tensor', 'fsdp')" in table or "P('fsdp', 'tensor')" in table  # the weights are split over fsdp
+
+
+def test_topology_chips():
+    from jaxcot.run.plan import topology_chips
+
+    assert (topology_chips("v5e:2x4"), topology_chips("v4:2x2x2"), topology_chips("v5p:4x4x4")) == (8, 8, 64)
+    with pytest.raises(ValueError, match="a chip then ':' and a shape"):
+        topology_chips("v5e")
 
 
 def test_plan_config_checks_the_chip():

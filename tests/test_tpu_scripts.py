@@ -43,7 +43,7 @@ def test_create_dry_run():
 def test_launch_runs_same_command_on_every_host():
     out = dry("launch.sh", "configs/gemma3-4b-math.yaml", "train.lr=1e-4")
     assert "--worker=all" in out
-    assert "jaxcot\\ run\\ --config\\ configs/gemma3-4b-math.yaml\\ train.lr=1e-4" in out
+    assert "jaxcot\\ run\\ --config\\ configs/gemma3-4b-math.yaml\\ distributed.enabled=true\\ train.lr=1e-4" in out
 
 
 def test_launch_needs_a_config():

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from jaxcot.config import check_counts
+from jaxcot.distributed import Share
 from jaxcot.io import atomic_write_json, is_complete
 from jaxcot.provenance import Fingerprint, claimed, content_digest, up_to_date
 from jaxcot.text.grading import Grader
@@ -167,14 +168,16 @@ def eval_outputs(students: Sequence[Student], test: Sequence[dict], cfg: EvalCon
 
 def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig, out_dir: str,
                       grade: Grader, *, origin: Mapping[str, Any] = (), replace: bool = False,
-                      say: Callable[[str], None] = print) -> dict[str, dict]:
+                      say: Callable[[str], None] = print, share: Share = Share()) -> dict[str, dict]:
     """The eval stage: `<out_dir>/<name>.json` per student and `<out_dir>/latency.json` (all of
     them measured together), each kept while its fingerprint (`eval_outputs`) matches; returns
     {name: result} with each result's `latency_s` filled in. An output made from other settings
-    is refused, or with `replace` made again."""
+    is refused, or with `replace` made again. share: this process's part of a multi-process run
+    (`jaxcot.distributed`): the students `share.take(students)` are evaluated (and returned), and
+    process 0 alone times the latency of all of them, on one host as one process would."""
     fps = eval_outputs(students, test, cfg, origin)
     results, cache, programs = {}, {}, {}
-    for s in students:
+    for s in share.take(students):
         out = os.path.join(out_dir, f"{s.name}.json")
         if is_complete(out) and up_to_date(out, fps[f"{s.name}.json"]):
             with open(out) as f:
@@ -186,6 +189,8 @@ def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: Ev
             results[s.name] = evaluate_student(s, gen, tok, test, cfg, grade)
             atomic_write_json(out, results[s.name])
     cache.clear()
+    if not share.lead:
+        return results
     lat_path = os.path.join(out_dir, "latency.json")
     if is_complete(lat_path) and up_to_date(lat_path, fps["latency.json"]):
         with open(lat_path) as f:

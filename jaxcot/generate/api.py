@@ -45,6 +45,14 @@ def default_eos_ids(model: Decoder, tokenizer) -> tuple[int, ...]:
     return tuple(dict.fromkeys(ids))
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """The batches `Generator.generate_ids` runs: prompt indices shortest first (ties in input
+    order), `batch_size` consecutive ones per batch. A set of whole batches, run again, forms the
+    same batches (the multi-process share of a stage relies on it)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[lo:lo + batch_size] for lo in range(0, len(order), batch_size)]
+
+
 class Generator:
     """Batched generation for a model and its tokenizer.
 
@@ -117,11 +125,9 @@ class Generator:
             pad_id=self.pad_id,
         )
         seeds = np.arange(len(prompts)) if row_seeds is None else np.asarray(row_seeds)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         bs = batch_size or max(len(prompts), 1)
         results: list[Completion | None] = [None] * len(prompts)
-        for lo in range(0, len(order), bs):
-            idx = order[lo:lo + bs]
+        for idx in length_batches([len(p) for p in prompts], bs):
             out = self.sampler.run_batch([prompts[i] for i in idx], spec, seed=seed, row_seeds=seeds[idx],
                                          batch_size=bs)
             done = []
@@ -193,4 +199,4 @@ class ProgressBar:
         self.bar.close()
 
 
-__all__ = ["Completion", "Generator", "ProgressBar", "default_eos_ids"]
+__all__ = ["Completion", "Generator", "ProgressBar", "default_eos_ids", "length_batches"]

@@ -400,7 +400,7 @@ class Sampler:
     def __init__(self, model: Decoder, *, mesh: Mesh | None = None, cache_dtype=None, min_bucket: int = 16,
                  pack: bool = True, pack_capacity: int = 1024, decode_phases: int = 4,
                  fuse_weights: bool | None = None, programs: dict | None = None):
-        self.mesh = mesh or make_mesh(devices=jax.devices()[:1])
+        self.mesh = mesh or make_mesh(devices=jax.local_devices()[:1])
         if fuse_weights is None:
             fuse_weights = fuse_by_default(model, self.mesh)
         self.fused = bool(fuse_weights)

@@ -13,6 +13,7 @@ import zlib
 from typing import Any, Mapping, Sequence
 
 from jaxcot.config import check, check_choice, check_counts, check_range
+from jaxcot.distributed import Share, part_path
 from jaxcot.io import DataError, ResumableJsonl, read_jsonl
 from jaxcot.provenance import Fingerprint, claimed, content_digest
 from jaxcot.text.answers import split_answer
@@ -109,7 +110,7 @@ def traces_fingerprint(items: Sequence[dict], cfg: GenerateConfig, origin: Mappi
 
 def write_traces(items: Sequence[dict], out: str, cfg: GenerateConfig, generator=None, *,
                  grade: Grader | None = None, origin: Mapping[str, Any] = (), inputs: Mapping[str, str] = (),
-                 replace: bool = False, say=None, progress: bool = True) -> list[dict]:
+                 replace: bool = False, say=None, progress: bool = True, share: Share = Share()) -> list[dict]:
     """Write one trace per item of `items` ({id, question, gold?}) to `out` and return them all.
 
     Resumes an interrupted run (`ResumableJsonl`): only pending ids are generated. generator: a
@@ -118,11 +119,18 @@ def write_traces(items: Sequence[dict], out: str, cfg: GenerateConfig, generator
     adds `correct`. The output's fingerprint (`jaxcot.provenance`) holds `cfg`, the questions,
     `origin` (further settings: the model's name, the grader's) and the contents of `inputs`
     ({name: file or folder}: the model); an output made otherwise is refused, or with `replace`
-    made again (`say` is told why).
+    made again (`say` is told why). share: this process's part of a multi-process run
+    (`jaxcot.distributed`): only its batches are generated, into `part_path(out, share)`, and
+    only they are returned.
     """
     from jaxcot.generate.api import ProgressBar
 
     fp = traces_fingerprint(items, cfg, origin, inputs)
+    if share.count > 1:
+        if cfg.source == "model":
+            generator = generator() if callable(generator) else generator
+        items = _own_items(items, cfg, generator, share)
+        out = part_path(out, share)
     with claimed(out, fp, replace=replace, say=say), ResumableJsonl(out, ids=[it["id"] for it in items]) as writer:
         todo = [it for it in items if it["id"] in set(writer.pending)]
         if cfg.source == "reference":
@@ -135,6 +143,15 @@ def write_traces(items: Sequence[dict], out: str, cfg: GenerateConfig, generator
             _generate(gen, todo, writer, cfg, grade, ProgressBar(len(items), initial=len(items) - len(todo),
                                                                  enabled=progress))
     return read_jsonl(out)
+
+
+def _own_items(items: Sequence[dict], cfg: GenerateConfig, gen, share: Share) -> list[dict]:
+    """The items of `share`'s batches, as the generator batches the whole of `items`."""
+    from jaxcot.generate.api import length_batches
+
+    lengths = ([len(prompt_ids(gen.tokenizer, it["question"], cfg.prompt)) for it in items] if cfg.source == "model"
+               else [0] * len(items))
+    return [items[i] for batch in share.take(length_batches(lengths, cfg.batch_size)) for i in batch]
 
 
 def _generate(gen, todo: list[dict], writer: ResumableJsonl, cfg: GenerateConfig, grade, bar) -> None:
@@ -154,16 +171,17 @@ def _generate(gen, todo: list[dict], writer: ResumableJsonl, cfg: GenerateConfig
 
 
 def load_generator(model_path: str, cfg: GenerateConfig, tokenizer_path: str | None = None,
-                   model=None, tokenizer=None):
-    """A `Generator` for `cfg` (dtype, min_bucket), its batch sharded over all devices' data axis.
-    model / tokenizer: already loaded ones to reuse instead of reading `model_path`."""
+                   model=None, tokenizer=None, mesh=None):
+    """A `Generator` for `cfg` (dtype, min_bucket), its batch sharded over the data axis of `mesh`
+    (default: every device). model / tokenizer: already loaded ones to reuse instead of reading
+    `model_path`."""
     import jax.numpy as jnp
 
     from jaxcot.generate.api import Generator
     from jaxcot.models import load_model, load_tokenizer
     from jaxcot.sharding import make_mesh
 
-    mesh = make_mesh()
+    mesh = mesh if mesh is not None else make_mesh()
     if model is None:
         dtype = jnp.dtype(cfg.dtype)
         model = load_model(model_path, dtype=dtype, param_dtype=dtype, mesh=mesh)

@@ -29,7 +29,7 @@ def model_mesh(model) -> Mesh:
     sharding = leaves[0].sharding if leaves and hasattr(leaves[0], "sharding") else None
     if isinstance(sharding, NamedSharding):
         return sharding.mesh
-    devices = sorted(sharding.device_set, key=lambda d: d.id) if sharding is not None else jax.devices()[:1]
+    devices = sorted(sharding.device_set, key=lambda d: d.id) if sharding is not None else jax.local_devices()[:1]
     return make_mesh(devices=devices)
 
 
@@ -73,12 +73,17 @@ def make_batch(encoded: Sequence[EncodedTrace], index: Sequence[int], rows: int,
     return Batch(tokens, mask, chain, answer, tuple(index), min(length, bucket_length(n_ans, min_answer)))
 
 
+def batch_rows(batch_size: int, dp: int = 1) -> int:
+    """Rows per batch: `batch_size` rounded up to a multiple of the data-parallel size `dp`."""
+    return -(-max(1, int(batch_size)) // dp) * dp
+
+
 def plan_batches(lengths: Sequence[int], batch_size: int, dp: int = 1, min_len: int = 16,
                  steps: int = 4) -> list[tuple[int, list[int]]]:
     """(padded length, trace indices) batches of at most `rows` traces (batch_size rounded up to
     a multiple of `dp`): traces longest first (memory errors show early), consecutive ones
     together, each batch padded to the grid length of its longest trace."""
-    rows = -(-max(1, int(batch_size)) // dp) * dp
+    rows = batch_rows(batch_size, dp)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups = [order[k:k + rows] for k in range(0, len(order), rows)]
     return [(bucket_length(lengths[g[0]], min_len, steps), g) for g in groups]
@@ -88,9 +93,9 @@ def iter_batches(encoded: Sequence[EncodedTrace], batch_size: int, mesh: Mesh, m
                  steps: int = 4) -> Iterator[Batch]:
     """Batches covering every trace once, in `plan_batches` order."""
     dp = data_parallel_size(mesh)
-    rows = -(-max(1, int(batch_size)) // dp) * dp
+    rows = batch_rows(batch_size, dp)
     for length, idx in plan_batches([e.length for e in encoded], batch_size, dp, min_len, steps):
         yield make_batch(encoded, idx, rows, length)
 
 
-__all__ = ["Batch", "data_parallel_size", "iter_batches", "make_batch", "model_mesh", "plan_batches"]
+__all__ = ["Batch", "batch_rows", "data_parallel_size", "iter_batches", "make_batch", "model_mesh", "plan_batches"]

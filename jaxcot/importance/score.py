@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from jaxcot.config import check, check_choice, check_range
-from jaxcot.importance.batching import iter_batches, model_mesh
+from jaxcot.distributed import Share, part_path
+from jaxcot.importance.batching import data_parallel_size, iter_batches, model_mesh, plan_batches
 from jaxcot.importance.encode import GOALS, EncodedTrace, encode_record
 from jaxcot.importance.gogi import NORMS, gogi_scores, normalize_layers
 from jaxcot.io import ResumableJsonl, read_jsonl
@@ -184,7 +185,7 @@ def scores_fingerprint(traces: Sequence[dict[str, Any]], cfg: ScoreConfig, origi
 def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, model_and_tokenizer, *,
                  annotate: Sequence[Annotator] = (), origin: Mapping[str, Any] = (), inputs: Mapping[str, str] = (),
                  replace: bool = False, say=None, where: str = "traces", progress: bool = True,
-                 mesh=None) -> list[dict[str, Any]]:
+                 mesh=None, share: Share = Share()) -> list[dict[str, Any]]:
     """The score stage: one scored record per trace (none for those marked incorrect, with
     `only_correct`) to
     `out`, resumably (`ResumableJsonl`), and all of them returned.
@@ -193,9 +194,15 @@ def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, m
     called only when there is work (so a finished output loads no model). An LLMLingua-2
     checkpoint in `cfg.llmlingua` is added to `annotate`. Provenance as in `write_traces`:
     `origin` names what `annotate` adds and the model, `inputs` the files hashed (the model).
+    share: this process's part of a multi-process run (`jaxcot.distributed`): only its batches
+    are scored, into `part_path(out, share)`, and only they are returned.
     """
     todo_all = [t for t in traces if cfg.selects(t)]
     fp = scores_fingerprint(traces, cfg, origin, inputs)
+    if share.count > 1:
+        model_and_tokenizer = model_and_tokenizer() if callable(model_and_tokenizer) else model_and_tokenizer
+        todo_all = _own_traces(*model_and_tokenizer, todo_all, cfg, mesh, share, where)
+        out = part_path(out, share)
     with claimed(out, fp, replace=replace, say=say), ResumableJsonl(out, ids=[t["id"] for t in todo_all]) as writer:
         pending = set(writer.pending)
         todo = [t for t in todo_all if t["id"] in pending]
@@ -205,6 +212,15 @@ def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, m
             for _, rec in iter_scored(*pair, todo, cfg, mesh=mesh, annotate=extra, progress=progress, where=where):
                 writer.write(rec)
     return read_jsonl(out)
+
+
+def _own_traces(model, tokenizer, traces: Sequence[dict], cfg: ScoreConfig, mesh, share: Share,
+                where: str) -> list[dict]:
+    """The traces of `share`'s batches, as `score_encoded` batches the whole of `traces`."""
+    mesh = mesh if mesh is not None else model_mesh(model)
+    lengths = [e.length for e in _encode_all(tokenizer, traces, cfg, where)]
+    plan = plan_batches(lengths, cfg.batch_size, data_parallel_size(mesh))
+    return [traces[i] for _, batch in share.take(plan) for i in batch]
 
 
 def layer_probe(model, tokenizer, records: Sequence[dict[str, Any]], cfg: ScoreConfig = ScoreConfig(), *,

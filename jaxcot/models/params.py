@@ -78,7 +78,7 @@ def build_model(
 
     get_tensor(canonical_name) -> array in HF layout; `available`: canonical names present.
     """
-    mesh = mesh or make_mesh(devices=jax.devices()[:1])
+    mesh = mesh or make_mesh(devices=jax.local_devices()[:1])
     model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     available = set(available)

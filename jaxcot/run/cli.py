@@ -20,6 +20,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from jaxcot.config import load_config
+    from jaxcot.logs import process_index
     from jaxcot.run.config import RunConfig
     from jaxcot.run.runner import run_pipeline
 
@@ -32,6 +33,8 @@ def run(args) -> int:
         return 0
     t0 = time.perf_counter()
     out = run_pipeline(cfg)
+    if process_index() != 0:  # the others' timings are the same; process 0 speaks for the run
+        return 0
     print("\nstage timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in out["timings"].items())
           + f"; total {time.perf_counter() - t0:.0f}s")
     if out["report"]:

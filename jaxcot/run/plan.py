@@ -103,6 +103,7 @@ class Plan:
     params: int
     topology: str
     devices: int
+    chips: int
     mesh: dict
     hbm_bytes: int
     programs: list[ProgramPlan]
@@ -127,6 +128,15 @@ def topology_devices(topology: str) -> list:
             f"cannot compile for TPU topology {topology!r} ({type(e).__name__}: {e}). Compiling for a TPU on "
             "this host needs libtpu: pip install 'jaxcot[plan]' (the libtpu that jax[tpu] pins for this jax)"
         ) from e
+
+
+def topology_chips(topology: str) -> int:
+    """The chips of a slice name: 'v5e:2x4' -> 8."""
+    shape = topology.split(":", 1)[1] if ":" in topology else ""
+    try:
+        return math.prod(int(x) for x in shape.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"{topology!r}: a chip then ':' and a shape such as 2x4 or 2x2x2") from None
 
 
 def _abstract(tree, shardings):
@@ -269,8 +279,18 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
 
     hbm_gib, peak_tf, hbm_gbs = CHIPS[cfg.chip]
     devices = topology_devices(cfg.topology)
+    chips = topology_chips(cfg.topology)
+    # A v4 chip's two TensorCores are two devices here (no megacore): each has half the chip.
+    per_chip = max(1, len(devices) // chips)
+    hbm_gib, peak_tf, hbm_gbs = hbm_gib / per_chip, peak_tf / per_chip, hbm_gbs / per_chip
     mesh = make_mesh(*cfg.mesh, devices=devices)
     n_batch = int(math.prod(mesh.shape[a] for a in BATCH))
+    notes = []
+    fitted = {k: -(-getattr(cfg, k) // n_batch) * n_batch for k in ("train_rows", "score_rows", "decode_rows")}
+    for k, v in fitted.items():
+        if v != getattr(cfg, k):
+            notes.append(f"{k} {getattr(cfg, k)} -> {v}: a multiple of the {n_batch} devices the batch is split over")
+    cfg = dataclasses.replace(cfg, **fitted)
     compute_s = lambda flops: flops / (peak_tf * 1e12 * cfg.mfu)  # noqa: E731
 
     say(f"compiling the LoRA train step ({cfg.train_rows} x {cfg.train_len} tokens) for {cfg.topology} ...")
@@ -285,13 +305,12 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
     say(f"compiling generation ({cfg.decode_rows} rows, {cfg.prompt_len} + {cfg.new_tokens} tokens) ...")
     programs += _generation_programs(model_cfg, g_graphdef, state_abs, cfg, mesh, compute_s, hbm_gbs)
 
-    hbm = hbm_gib * GiB
-    notes = []
+    hbm = int(hbm_gib * GiB)
     for p in programs:
         if p.error or p.peak_bytes > hbm:
             need = f"{p.peak_bytes / GiB:.1f} GiB" + (" of temporaries" if p.error else "")
-            notes.append(f"{p.name} ({p.shapes}) needs {need} per device, more than the {hbm_gib} GiB of a {cfg.chip} "
-                         f"chip (XLA: {p.error or 'peak above HBM'}). Its rows per device are "
+            notes.append(f"{p.name} ({p.shapes}) needs {need} per device, more than the {hbm_gib:g} GiB of a "
+                         f"{cfg.chip} device (XLA: {p.error or 'peak above HBM'}). Its rows per device are "
                          f"{p.rows / n_batch:g}: fewer rows per step (or more chips on the batch axes), "
                          "or the weights sharded wider (mesh fsdp / tensor), make it fit")
     train, score, pre, dec = programs
@@ -305,8 +324,8 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
     largest = sorted(((k, v.shape, str(v.sharding.spec)) for k, v in _flat(state_abs).items()),
                      key=lambda kv: -math.prod(kv[1]))[:3]
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(g_state))
-    return Plan(model=model_name, params=n_params, topology=cfg.topology, devices=len(devices), mesh=dict(mesh.shape),
-                hbm_bytes=hbm, programs=programs, hours=hours, notes=notes, largest=largest)
+    return Plan(model=model_name, params=n_params, topology=cfg.topology, devices=len(devices), chips=chips,
+                mesh=dict(mesh.shape), hbm_bytes=hbm, programs=programs, hours=hours, notes=notes, largest=largest)
 
 
 def _flat(tree) -> dict[str, Any]:
@@ -317,9 +336,10 @@ def _flat(tree) -> dict[str, Any]:
 
 def format_plan(p: Plan, cfg: PlanConfig) -> str:
     """The plan as a Markdown table and its notes."""
-    chips = p.devices
-    lines = [f"### {p.model} ({p.params / 1e9:.2f}B parameters) on {p.topology} ({chips} chips, mesh "
-             f"{' x '.join(f'{k}={v}' for k, v in p.mesh.items())}, {p.hbm_bytes / GiB:.0f} GiB HBM each)", "",
+    chips = p.chips
+    devices = f"{p.devices} devices" + (f" ({p.devices // chips} TensorCores per chip)" if p.devices > chips else "")
+    lines = [f"### {p.model} ({p.params / 1e9:.2f}B parameters) on {p.topology} ({chips} chips, {devices}; mesh "
+             f"{' x '.join(f'{k}={v}' for k, v in p.mesh.items())}; {p.hbm_bytes / GiB:.0f} GiB HBM per device)", "",
              "| program | global shape | per device: args / temp / out (GiB) | peak vs HBM | GFLOP per device "
              "| est. time per call | compile (s) |",
              "|---|---|---|---|---|---|---|"]
@@ -342,4 +362,4 @@ def format_plan(p: Plan, cfg: PlanConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CHIPS", "Plan", "PlanConfig", "ProgramPlan", "format_plan", "plan", "topology_devices"]
+__all__ = ["CHIPS", "Plan", "PlanConfig", "ProgramPlan", "format_plan", "plan", "topology_chips", "topology_devices"]

@@ -8,17 +8,24 @@ naming the stage that writes them. Each stage that ran has its wall time recorde
 `timings.json` in the run folder (the report shows them). One process at a time may work on a
 run folder (a lock names the holder). `config.yaml` is written when every stage asked for has
 succeeded, so it describes the outputs on disk.
+
+Several processes (`distributed.enabled`, one per host of a TPU slice or GPU cluster) run one
+`jaxcot run` together on a run folder they all see: each stage runs as its `mode` says
+(`jaxcot.run.stages`), every process decides the same stages are done (`agree`), and they meet at
+a barrier after each stage; process 0 alone writes the run's own files (timings, config, lock).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from typing import Callable, Sequence
 
-from jaxcot import storage
+from jaxcot import distributed, storage
 from jaxcot.config import dump_config
+from jaxcot.distributed import Share, agree, barrier
 from jaxcot.io import atomic_write_json, output_lock
 from jaxcot.logs import get_logger
 from jaxcot.run.config import RunConfig
@@ -42,9 +49,11 @@ def _check_inputs(st: Stage, stages: Sequence[Stage], root: str) -> None:
 
 
 def run_stages(stages: Sequence[Stage], want: Sequence[str], root: str,
-               say: Callable[[str], None] = print, after: Callable[[], object] | None = None) -> dict[str, float]:
+               say: Callable[[str], None] = print, after: Callable[[], object] | None = None,
+               share: Share = Share()) -> dict[str, float]:
     """Run the stages named in `want`, in order; returns {name: seconds} of those that ran.
-    `after` is called when each stage has finished (a remote run folder pushes its outputs)."""
+    `after` is called when each stage has finished (a remote run folder pushes its outputs).
+    share: this process of a multi-process run (see the module docstring)."""
     timings_path = os.path.join(root, "timings.json")
     recorded = {}
     if os.path.exists(timings_path):
@@ -54,41 +63,66 @@ def run_stages(stages: Sequence[Stage], want: Sequence[str], root: str,
     for st in stages:
         if st.name not in want or not st.outputs():  # (a stage with nothing to make: no GRPO rows)
             continue
-        if st.done():
+        if agree(st.done(), f"stage {st.name} done"):
             outs = st.outputs()
             say(f"{st.name}: done, reusing {', '.join(outs[:3])}{' ...' if len(outs) > 3 else ''}")
             continue
         _check_inputs(st, stages, root)
-        say(f"{st.name}: running")
+        say(f"{st.name}: running" + (f" ({_MODES[st.mode]})" if share.count > 1 else ""))
         t0 = time.perf_counter()
-        st.run()
+        if share.lead or st.mode != "lead":
+            st.run()
+        if share.count > 1:
+            barrier(f"{st.name} ran")
+            if st.mode == "shares" and share.lead:
+                st.gather()
+            barrier(f"{st.name} gathered")
         ran[st.name] = time.perf_counter() - t0
         recorded[st.name] = ran[st.name]
-        atomic_write_json(timings_path, recorded)
-        if after is not None:
-            after()
+        if share.lead:
+            atomic_write_json(timings_path, recorded)
+            if after is not None:
+                after()
     return ran
+
+
+_MODES = {"lead": "on process 0", "shares": "each process its share", "together": "every process together"}
 
 
 def run_pipeline(cfg: RunConfig, say: Callable[[str], None] | None = None) -> dict:
     """Run `cfg.stages` of `cfg` in `<runs_dir>/<name>/`; returns {"root", "timings", "report"}
-    (the report's text when the report stage ran). `runs_dir` may be a remote URL (gs://...):
+    (the report's text when the report stage ran, on process 0). `runs_dir` may be a remote URL (gs://...):
     the run works in a local copy and pushes after every stage (`jaxcot.storage`)."""
     say = say or get_logger("run").info
+    distributed.initialize(cfg.distributed)
+    share = Share.of_this_process()
     folder = storage.join(cfg.runs_dir, cfg.name)
+    if share.count > 1:
+        _check_multiprocess(cfg, folder)
     with storage.local_folder(folder) as (root, remote):
         os.makedirs(root, exist_ok=True)
-        with output_lock(root):
-            ctx = RunContext(cfg, root, say)
+        with output_lock(root) if share.lead else contextlib.nullcontext():
+            ctx = RunContext(cfg, root, say, share=share)
             if not os.path.exists(ctx.model_path):  # before any stage: a typo should not cost the stages before it
                 raise FileNotFoundError(f"model: {cfg.model}: no such HF model folder or GGUF file")
-            timings = run_stages(stages_for(ctx), cfg.stages, root, say, after=remote and remote.push)
-            dump_config(cfg, os.path.join(root, "config.yaml"))
+            timings = run_stages(stages_for(ctx), cfg.stages, root, say, after=remote and remote.push, share=share)
+            if share.lead:
+                dump_config(cfg, os.path.join(root, "config.yaml"))
         report = None
-        if "report" in cfg.stages:
+        if "report" in cfg.stages and share.lead:
             with open(os.path.join(root, "report.md")) as f:
                 report = f.read()
     return {"root": folder, "timings": timings, "report": report}
+
+
+def _check_multiprocess(cfg: RunConfig, folder: str) -> None:
+    if storage.is_remote(folder):
+        raise ValueError(f"runs_dir: {cfg.runs_dir}: a multi-process run works in a folder every host sees "
+                         "(a shared file system, or the bucket mounted with gcsfuse); a remote URL is mirrored "
+                         "through one host's local copy, which the others cannot see")
+    if "rl" in cfg.stages and cfg.rl.methods:
+        raise ValueError("rl: GRPO runs on one host for now; run the other stages with several processes, then "
+                         "`jaxcot run --stages rl,eval,report` as one process")
 
 
 __all__ = ["StageInputMissing", "run_pipeline", "run_stages"]

@@ -4,6 +4,10 @@ A stage has a `name`, the run files it reads (`inputs`) and writes (`outputs`), 
 `run()`. Each output has a fingerprint (`jaxcot.provenance`: the settings and input contents that
 make it); a stage is done when every output is complete and was made with its current
 fingerprint, so a changed setting or input makes the stage, and every stage after it, run again.
+A stage's `mode` says how the processes of a multi-process run share it: 'lead' (process 0 runs
+it, the others wait), 'shares' (each process runs its share of the batches, then `gather()` on
+process 0 joins the parts: `jaxcot.distributed`) or 'together' (every process runs it as one SPMD
+program over all devices: training).
 Stages share a `RunContext`: the config, the run folder, and the model, loaded once for every
 stage that needs it.
 """
@@ -15,6 +19,7 @@ import dataclasses
 import os
 from typing import Callable, ClassVar, Protocol
 
+from jaxcot.distributed import Share, agree, barrier, gather_parts
 from jaxcot.io import atomic_write_json, atomic_write_jsonl, is_complete, read_jsonl
 from jaxcot.provenance import Fingerprint, claimed, up_to_date
 from jaxcot.run.config import GRPO_SUFFIX, MethodSpec, RunConfig, policy_folder
@@ -23,6 +28,7 @@ from jaxcot.runtime import Interrupted
 
 class Stage(Protocol):
     name: str
+    mode: str  # 'lead', 'shares' or 'together' (see the module docstring)
 
     def inputs(self) -> list[str]: ...
 
@@ -32,14 +38,18 @@ class Stage(Protocol):
 
     def run(self) -> None: ...
 
+    def gather(self) -> None: ...
+
 
 @dataclasses.dataclass
 class RunContext:
-    """What the stages of one run share: its config, folder, messages and the loaded model."""
+    """What the stages of one run share: its config, folder, messages, the loaded model, and
+    this process's share of a multi-process run."""
 
     cfg: RunConfig
     root: str
     say: Callable[[str], None] = print
+    share: Share = Share()
     _models: dict = dataclasses.field(default_factory=dict)
     _tokenizer: object = None
     # compiled init and train steps, shared by the students (same model, same shapes): compiled once
@@ -68,16 +78,24 @@ class RunContext:
             self._model_path = resolve_model(self.cfg.model)
         return self._model_path
 
+    def mesh(self):
+        """The devices generation and scoring run on: this process's own (every device, for one
+        process; the processes of a multi-process run each work through their own share)."""
+        import jax
+
+        from jaxcot.sharding import make_mesh
+
+        return make_mesh(devices=jax.local_devices())
+
     def model(self, dtype: str = "float32"):
-        """The run's model in `dtype`, loaded once, sharded over all devices."""
+        """The run's model in `dtype`, loaded once, sharded over `mesh()`."""
         if dtype not in self._models:
             import jax.numpy as jnp
 
             from jaxcot.models import load_model
-            from jaxcot.sharding import make_mesh
 
             self._models[dtype] = load_model(self.model_path, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype),
-                                             mesh=make_mesh())
+                                             mesh=self.mesh())
         return self._models[dtype]
 
     def tokenizer(self):
@@ -111,6 +129,7 @@ class _Stage:
 
     ctx: RunContext
     name = ""
+    mode: ClassVar[str] = "lead"
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
 
@@ -132,6 +151,9 @@ class _Stage:
             return False
         fps = self.fingerprints()
         return all(self.complete(rel) and up_to_date(self.ctx.path(rel), fps[rel]) for rel in self.outputs())
+
+    def gather(self) -> None:
+        """Process 0, after every process ran its share ('shares' stages): join the parts."""
 
     def claim(self, rel: str, fp: Fingerprint):
         """The run's policy for an output made otherwise: say why and make it again."""
@@ -190,6 +212,7 @@ class GenerateStage(_Stage):
     """The model's chains for the train questions, graded (or the reference solutions)."""
 
     name = "generate"
+    mode = "shares"
     reads, writes = ("data/train.jsonl",), ("traces.jsonl",)
 
     def _origin(self):
@@ -210,10 +233,20 @@ class GenerateStage(_Stage):
         ctx, g = self.ctx, self.ctx.cfg.generate
         origin, inputs = self._origin()
         traces = write_traces(self.read("data/train.jsonl"), ctx.path("traces.jsonl"), g, lambda: load_generator(
-            ctx.model_path, g, model=ctx.model(g.dtype), tokenizer=ctx.tokenizer()), grade=ctx.grade, origin=origin,
-            inputs=inputs, replace=True, say=ctx.say)
+            ctx.model_path, g, model=ctx.model(g.dtype), tokenizer=ctx.tokenizer(), mesh=ctx.mesh()), grade=ctx.grade,
+            origin=origin, inputs=inputs, replace=True, say=ctx.say, share=ctx.share)
+        if ctx.share.count == 1:
+            self.summarize(traces)
+
+    def gather(self):
+        ids = [it["id"] for it in self.read("data/train.jsonl")]
+        with self.claim("traces.jsonl", self.fingerprints()["traces.jsonl"]):
+            gather_parts(self.ctx.path("traces.jsonl"), ids, self.ctx.share.count, self.ctx.cfg.generate.batch_size)
+        self.summarize(self.read("traces.jsonl"))
+
+    def summarize(self, traces: list[dict]) -> None:
         n_ok = sum(bool(t.get("correct")) for t in traces)
-        ctx.say(f"generate: {len(traces)} traces, {n_ok} correct ({100 * n_ok / max(len(traces), 1):.1f}%)")
+        self.ctx.say(f"generate: {len(traces)} traces, {n_ok} correct ({100 * n_ok / max(len(traces), 1):.1f}%)")
 
 
 class ScoreStage(_Stage):
@@ -221,6 +254,7 @@ class ScoreStage(_Stage):
     'oracle' importance."""
 
     name = "score"
+    mode = "shares"
     reads, writes = ("traces.jsonl",), ("scored.jsonl",)
 
     def _origin(self):
@@ -246,7 +280,16 @@ class ScoreStage(_Stage):
         origin, inputs = self._origin()
         write_scores(self.read("traces.jsonl"), ctx.path("scored.jsonl"), cfg,
                      lambda: (ctx.model(cfg.dtype), ctx.tokenizer()), annotate=annotate, origin=origin,
-                     inputs=inputs, replace=True, say=ctx.say)
+                     inputs=inputs, replace=True, say=ctx.say, share=ctx.share)
+
+    def gather(self):
+        from jaxcot.importance.batching import batch_rows, data_parallel_size
+
+        cfg = self.ctx.cfg.score_config()
+        ids = [t["id"] for t in self.read("traces.jsonl") if cfg.selects(t)]
+        rows = batch_rows(cfg.batch_size, data_parallel_size(self.ctx.mesh()))  # each process's mesh, as process 0's
+        with self.claim("scored.jsonl", self.fingerprints()["scored.jsonl"]):
+            gather_parts(self.ctx.path("scored.jsonl"), ids, self.ctx.share.count, rows)
 
 
 class AucStage(_Stage):
@@ -326,6 +369,7 @@ class _FitStage(_Stage, abc.ABC):
     checkpoints of other settings is started over."""
 
     kind = ""  # the fingerprint's key for the settings
+    mode = "together"
     places: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
@@ -367,6 +411,7 @@ class _FitStage(_Stage, abc.ABC):
         return os.path.exists(self.ctx.path(rel, "config.json"))
 
     def run(self):
+        import contextlib
         import shutil
 
         ctx = self.ctx
@@ -374,13 +419,15 @@ class _FitStage(_Stage, abc.ABC):
         fps = self.fingerprints()
         for m in self.rows():
             rel = self.output(m)
-            if self.complete(rel) and up_to_date(ctx.path(rel), fps[rel]):
+            if agree(self.complete(rel) and up_to_date(ctx.path(rel), fps[rel]), f"{self.name} {m.name} done"):
                 continue
             config = self.config(m)
-            with self.claim(rel, fps[rel]):
-                if os.path.isdir(config.output_dir) and not self.resumable(config):
+            # every process fits the model together; process 0 claims the folder and clears it
+            with self.claim(rel, fps[rel]) if ctx.share.lead else contextlib.nullcontext():
+                if ctx.share.lead and os.path.isdir(config.output_dir) and not self.resumable(config):
                     ctx.say(f"{config.output_dir}: checkpoints of other settings; {self.name} {m.name} from the start")
                     shutil.rmtree(config.output_dir)
+                barrier(f"{self.name} {m.name} claimed")
                 res = self.fit(m, config)
             if res.status != "finished":
                 raise Interrupted(f"{self.name} {m.name}: {res.status} at step {res.step}; rerun to resume")
@@ -473,6 +520,7 @@ class EvalStage(_Stage):
     """Every student on the test questions, then the batch-1 latency of all of them together."""
 
     name = "eval"
+    mode = "shares"  # each process evaluates its share of the students; process 0 times them all
 
     def inputs(self):
         return (["data/test.jsonl"] + [_student(m) + "/config.json" for m in self.ctx.cfg.trained_rows()]
@@ -502,7 +550,7 @@ class EvalStage(_Stage):
         ctx = self.ctx
         ctx.release()
         evaluate_students(self.students(), self.read("data/test.jsonl"), ctx.cfg.eval, ctx.path("eval"), ctx.grade,
-                          origin={"grader": ctx.cfg.data.grader}, replace=True, say=ctx.say)
+                          origin={"grader": ctx.cfg.data.grader}, replace=True, say=ctx.say, share=ctx.share)
 
 
 class ReportStage(_Stage):

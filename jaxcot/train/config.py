@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxcot.config import check, check_choice, check_counts, check_range
+from jaxcot.distributed import DistributedConfig
 from jaxcot.models.config import ModelConfig
 
 LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -147,17 +148,6 @@ class LogConfig:
     def __post_init__(self):
         check_counts(self, "every", "profile_steps")
         check_range(self, "profile_from", 1, optional=True)
-
-
-@dataclasses.dataclass
-class DistributedConfig:
-    """Multi-host start (`jax.distributed.initialize`); all None: single host, or the
-    platform's auto-detection (TPU pods, SLURM) when `enabled` is true."""
-
-    enabled: bool = False
-    coordinator: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
 
 
 @dataclasses.dataclass

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxcot import storage
+from jaxcot import distributed, storage
 from jaxcot.config import to_dict
 from jaxcot.data.sft import (
     BatchLayout,
@@ -75,18 +75,6 @@ class TrainResult:
 
 
 # -- setup --------------------------------------------------------------------------------------
-
-
-def initialize_distributed(config: TrainConfig) -> None:
-    """`jax.distributed.initialize` when `distributed.enabled` (a no-op otherwise / if done)."""
-    dc = config.distributed
-    if not dc.enabled or jax.distributed.is_initialized():
-        return
-    # CPU collectives across processes go through gloo; the setting does not touch accelerators.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=dc.coordinator, num_processes=dc.num_processes, process_id=dc.process_id
-    )
 
 
 def resolve_tokenizer(config: TrainConfig, examples: Sequence):
@@ -377,7 +365,7 @@ def _data_digest(config: TrainConfig, examples) -> str | None:
 def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run:
     """Mesh, data, model, optimizer and checkpoint of a run, resumed from its last checkpoint."""
 
-    initialize_distributed(config)
+    distributed.initialize(config.distributed)
     lead = jax.process_index() == 0
     say = get_logger("train").info  # process 0's lines only (see jaxcot.logs)
     out_dir = os.path.abspath(config.output_dir)
@@ -570,7 +558,7 @@ def train(
     model, e.g. to measure accuracy during training; it must not modify the model.
     Returns a `TrainResult`.
     """
-    initialize_distributed(config)  # before asking which process this is
+    distributed.initialize(config.distributed)  # before asking which process this is
     adapter = config.adapter_dir or (config.export_dir and config.resolved_adapter_dir)
     explicit = [config.output_dir, config.export_dir, adapter]
     if any(p and storage.is_remote(p) for p in explicit) and jax.process_count() > 1:

@@ -1,0 +1,128 @@
+"""`jaxcot run` as two processes on loopback (jax.distributed, gloo CPU collectives, one device
+each) gives what one process gives: the same traces and scores byte for byte (each process runs
+whole batches of the one-process plan, and process 0 gathers them in its order), the same
+training sets, students equal within float32 rounding (their steps are one SPMD program over both
+processes' devices, against one device), the same evaluation and the same report rows; a second
+launch reuses everything."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from jaxcot.distributed import Share, gather_parts, part_path
+from jaxcot.io import DataError, atomic_write_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVERRIDES = ["data.n_train=16", "data.n_test=8", "data.auc_samples=4", "generate.batch_size=4",
+             "generate.max_new_tokens=160", "score.batch_size=4",
+             "methods=[{name: original, method: original}, {name: gogi-skip, method: gogi-ads, gamma: 0.5,"
+             " knobs: {calibrate: true}}]",
+             "student.max_steps=2", "student.batch_size=4", "eval.max_new_tokens=160", "eval.batch_size=4",
+             "eval.latency_samples=2"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(runs_dir, name, processes: int = 1, extra=()):
+    """`jaxcot run` on the demo config, as `processes` processes; returns their outputs."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "jaxcot", "run", "--config", "configs/demo.yaml", f"runs_dir={runs_dir}",
+           f"name={name}", *OVERRIDES, *extra]
+    port = free_port()
+    procs = []
+    for i in range(processes):
+        dist = ([] if processes == 1 else
+                ["distributed.enabled=true", f"distributed.coordinator=127.0.0.1:{port}",
+                 f"distributed.num_processes={processes}", f"distributed.process_id={i}"])
+        procs.append(subprocess.Popen(cmd + dist, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=900)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    return outs
+
+
+def _rows(root):
+    res = json.load(open(os.path.join(root, "results.json")))
+    timing = ("latency", "speedup", "throughput")
+    return [{k: v for k, v in r.items() if not any(t in k for t in timing)} for r in res["rows"]]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tmp_path):
+    launch(tmp_path, "one")
+    outs = launch(tmp_path, "two", processes=2)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert "[jaxcot.run p0] generate: running (each process its share)" in outs[0]
+    assert "[jaxcot." not in outs[1] and "stage timings" not in outs[1]  # process 0 alone logs and reports
+    for rel in ("data/train.jsonl", "traces.jsonl", "scored.jsonl", "sets/original.jsonl", "sets/gogi-skip.jsonl"):
+        assert (two / rel).read_bytes() == (one / rel).read_bytes(), rel  # same records, same order
+    assert not [p for p in two.rglob("*") if ".part-" in p.name]  # the parts were gathered and removed
+    for name in ("original", "gogi-skip"):
+        a = safetensors.numpy.load_file(one / "students" / name / "model" / "model.safetensors")
+        b = safetensors.numpy.load_file(two / "students" / name / "model" / "model.safetensors")
+        assert a.keys() == b.keys()
+        # The gradients agree to float32 rounding (one device's sum against two devices' partial
+        # sums); AdamW's first steps divide by |g|, so a gradient entry that is ~0 can turn that
+        # rounding into a visible step: at most 1 in 100,000 weights (3 of 1.08M here) differ by > 1e-5.
+        off = sum(int((np.abs(a[k] - b[k]) > 1e-5).sum()) for k in a)
+        total = sum(v.size for v in a.values())
+        assert off <= 1e-5 * total and max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-4, (name, off)
+        ea, eb = (json.load(open(r / "eval" / f"{name}.json")) for r in (one, two))
+        assert (eb["accuracy"], eb["mean_cot_tokens"], eb["examples"]) == (ea["accuracy"], ea["mean_cot_tokens"],
+                                                                           ea["examples"])
+    assert _rows(two) == _rows(one)
+    lat = json.load(open(two / "eval" / "latency.json"))
+    assert set(lat["latency_s"]) == {"original", "gogi-skip"}  # process 0 timed every student
+    # a second two-process launch finds every stage done
+    again = launch(tmp_path, "two", processes=2)
+    assert "traces.jsonl" in again[0] and "generate: done, reusing" in again[0]
+    assert "train: done, reusing" in again[0] and "eval: done, reusing" in again[0]
+
+
+def test_gather_parts_restores_one_process_order(tmp_path):
+    out = str(tmp_path / "traces.jsonl")
+    plan = [["q3", "q0"], ["q5", "q1"], ["q2", "q4"], ["q6"]]  # one process's batches of 2, in order
+    ids = [f"q{i}" for i in range(7)]
+    for i in range(2):
+        atomic_write_jsonl(part_path(out, Share(i, 2)), [{"id": q} for b in Share(i, 2).take(plan) for q in b])
+    assert gather_parts(out, ids, 2, batch_rows=2) == 7
+    assert [json.loads(line)["id"] for line in open(out)] == [q for b in plan for q in b]
+    assert sorted(os.listdir(tmp_path)) == ["traces.jsonl"]
+    assert Share(1, 3).take(list(range(8))) == [1, 4, 7] and part_path(out, Share()) == out
+
+
+def test_gather_parts_refuses_unfinished_overlapping_or_missing_parts(tmp_path):
+    out = str(tmp_path / "scored.jsonl")
+    ids = ["a", "b", "c", "d"]
+    atomic_write_jsonl(part_path(out, Share(0, 2)), [{"id": "a"}, {"id": "b"}])
+    with pytest.raises(DataError, match="part .*part-1-of-2 is not finished"):
+        gather_parts(out, ids, 2, batch_rows=2)
+    atomic_write_jsonl(part_path(out, Share(1, 2)), [{"id": "b"}, {"id": "c"}])
+    with pytest.raises(DataError, match="id 'b' is in two parts"):
+        gather_parts(out, ids, 2, batch_rows=2)
+    atomic_write_jsonl(part_path(out, Share(1, 2)), [{"id": "c"}])
+    with pytest.raises(DataError, match="no part holds id 'd'"):
+        gather_parts(out, ids, 2, batch_rows=2)
+    atomic_write_jsonl(part_path(out, Share(1, 2)), [{"id": "c"}, {"id": "x"}])
+    with pytest.raises(DataError, match="id 'x', which is not in the input"):
+        gather_parts(out, ids, 2, batch_rows=2)
+    assert not os.path.exists(out)
