@@ -15,7 +15,7 @@ import dataclasses
 import os
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import yaml
 
@@ -94,6 +94,16 @@ def add_config_command(subparsers, name: str, *, help: str, description: str, co
     p.add_argument("--print-config", action="store_true", help="print every config key with its value and exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {example}")
     return p
+
+
+def command_config(cls: type[T], args: argparse.Namespace, extra: Sequence[str] = ()) -> T | None:
+    """The config of an `add_config_command` subcommand: `args.config` with its overrides (and
+    `extra` ones); None when `--print-config` asked for it to be printed (then printed)."""
+    cfg = load_config(cls, args.config, [*args.overrides, *extra])
+    if args.print_config:
+        print_config(cfg)
+        return None
+    return cfg
 
 
 def _is_dataclass_type(tp) -> bool:

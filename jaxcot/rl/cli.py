@@ -19,21 +19,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxcot.config import load_config, print_config
     from jaxcot.rl.config import GRPOConfig
     from jaxcot.rl.loop import grpo
-    from jaxcot.runtime import Interrupted
+    from jaxcot.train.cli import fit_command
 
-    config = load_config(GRPOConfig, args.config, args.overrides)
-    if args.print_config:
-        print_config(config)
-        return 0
-    result = grpo(config)
-    last = result.history[-1] if result.history else None
-    print(f"{result.status} at step {result.step}/{result.total_steps}"
-          + (f", reward {last['reward']:.3f}, {last['completion_tokens']:.0f} tokens" if last else "")
-          + f"; checkpoints in {result.checkpoint_dir}"
-          + (f"; policy exported to {result.export_dir}" if result.export_dir else ""))
-    if result.status == "preempted":
-        raise Interrupted(f"stopped by SIGTERM at step {result.step} (checkpoint saved)")
-    return 0
+    def detail(result) -> str:
+        last = result.history[-1] if result.history else None
+        return f", reward {last['reward']:.3f}, {last['completion_tokens']:.0f} tokens" if last else ""
+
+    return fit_command(args, GRPOConfig, grpo, "policy", detail)

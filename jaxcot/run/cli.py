@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from jaxcot import storage
-from jaxcot.config import add_config_command, print_config
+from jaxcot.config import add_config_command
 from jaxcot.run.config import STAGES
 
 
@@ -19,17 +19,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from jaxcot.config import load_config
+    from jaxcot.config import command_config
     from jaxcot.logs import process_index
     from jaxcot.run.config import RunConfig
     from jaxcot.run.runner import run_pipeline
 
-    overrides = list(args.overrides)
-    if args.stages:
-        overrides.append(f"stages=[{args.stages}]")
-    cfg = load_config(RunConfig, args.config, overrides)
-    if args.print_config:
-        print_config(cfg)
+    cfg = command_config(RunConfig, args, [f"stages=[{args.stages}]"] if args.stages else [])
+    if cfg is None:
         return 0
     t0 = time.perf_counter()
     out = run_pipeline(cfg)

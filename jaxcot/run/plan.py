@@ -32,30 +32,27 @@ CHIPS = {
 
 @dataclasses.dataclass
 class PlanConfig:
-    """What to compile and the workloads to time. Shapes are global (over all devices).
-
-    mesh: (data, fsdp, tensor) sizes; data -1 takes the remaining devices. lora_rank: the
-    student's adapters (alpha 2 x rank). train_rows x train_len: one SFT step's packed rows.
-    score_rows x score_len: one GoGI batch (score_layer: the perturbed layer; None: 2/3 L).
-    decode_rows, prompt_len, new_tokens: one generation batch. Workloads (the paper's): traces
-    chains of trace_tokens tokens scored, and fine-tuned on for epochs; eval_questions test
-    questions decoded. mfu: the share of peak FLOP/s assumed for the compute-bound programs;
-    decoding is timed by the HBM bytes it reads per token (weights + the KV cache), at hbm_eff of
-    the bandwidth.
-    """
+    """What to compile and the workloads to time. Shapes are global (over all devices). The
+    compute-bound programs are timed at `mfu` of peak FLOP/s; decoding by the HBM bytes it reads
+    per token (weights + the KV cache) at `hbm_eff` of the bandwidth."""
 
     topology: str = "v5e:2x4"
-    mesh: tuple[int, int, int] = (-1, 1, 1)
-    lora_rank: int = 8
+    mesh: tuple[int, int, int] = (-1, 1, 1)  # (data, fsdp, tensor); data -1 takes the remaining devices
+    lora_rank: int = 8  # the student's adapters (alpha 2 x rank)
+    # one SFT step: train_rows packed rows of train_len tokens
     train_rows: int = 16
     train_len: int = 2048
+    # one GoGI batch, the gradient taken at score_layer (None: round(2/3 L)), max_answer answer tokens
     score_rows: int = 8
     score_len: int = 2048
     score_layer: int | None = None
     max_answer: int = 64
+    # one generation batch
     decode_rows: int = 64
     prompt_len: int = 256
     new_tokens: int = 2048
+    # the paper's workloads: `traces` chains of trace_tokens scored and fine-tuned on for `epochs`,
+    # eval_questions test questions decoded
     traces: int = 7472
     trace_tokens: int = 1024
     epochs: int = 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from jaxcot.config import add_config_command
 
@@ -17,22 +18,26 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxcot.config import load_config, print_config
-    from jaxcot.runtime import Interrupted
     from jaxcot.train.config import TrainConfig
     from jaxcot.train.loop import train
 
-    config = load_config(TrainConfig, args.config, args.overrides)
-    if args.print_config:
-        print_config(config)
+    return fit_command(args, TrainConfig, train, "model",
+                       lambda r: f", loss {r.loss:.4f}" if r.loss is not None else "")
+
+
+def fit_command(args: argparse.Namespace, config_class, fit: Callable, what: str, detail: Callable) -> int:
+    """A training command (SFT, GRPO): its config from the flags, `fit(config)`, then where it
+    stopped, with `detail(result)` (its last metrics). A run stopped by SIGTERM raises
+    `Interrupted` (saved; a `train ... && next` chain must stop there)."""
+    from jaxcot.config import command_config
+    from jaxcot.runtime import Interrupted
+
+    config = command_config(config_class, args)
+    if config is None:
         return 0
-    result = train(config)
-    print(
-        f"{result.status} at step {result.step}/{result.total_steps}"
-        + (f", loss {result.loss:.4f}" if result.loss is not None else "")
-        + f"; checkpoints in {result.checkpoint_dir}"
-        + (f"; model exported to {result.export_dir}" if result.export_dir else "")
-    )
-    if result.status == "preempted":  # SIGTERM: saved; a `train ... && next` chain must stop here
+    result = fit(config)
+    print(f"{result.status} at step {result.step}/{result.total_steps}{detail(result)}; checkpoints in "
+          f"{result.checkpoint_dir}" + (f"; {what} exported to {result.export_dir}" if result.export_dir else ""))
+    if result.status == "preempted":
         raise Interrupted(f"stopped by SIGTERM at step {result.step} (checkpoint saved)")
     return 0
