@@ -127,3 +127,11 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     meta = ck.read_meta(bad - 1)
     assert np.isfinite(meta["loss"]) and meta["step"] == bad - 1
     ck.close()
+
+
+def test_remat_gives_the_same_training(tmp_path):
+    """remat recomputes each block in the backward pass: the same steps, the same weights."""
+    plain = train(tiny_config(tmp_path, "plain", max_steps=3, epochs=None))
+    remat = train(tiny_config(tmp_path, "remat", max_steps=3, epochs=None, remat=True))
+    assert remat.step == plain.step == 3 and remat.loss == pytest.approx(plain.loss, rel=1e-6)
+    assert max_diff(model_params(plain.model), model_params(remat.model)) <= 1e-6

@@ -39,6 +39,7 @@ class PlanConfig:
     topology: str = "v5e:2x4"
     mesh: tuple[int, int, int] = (-1, 1, 1)  # (data, fsdp, tensor); data -1 takes the remaining devices
     lora_rank: int = 8  # the student's adapters (alpha 2 x rank)
+    remat: bool = False  # the train step recomputes each block in its backward (TrainConfig.remat)
     # one SFT step: train_rows packed rows of train_len tokens
     train_rows: int = 16
     train_len: int = 2048
@@ -199,15 +200,15 @@ def _train_program(model_cfg, cfg: PlanConfig, mesh, compute_s) -> ProgramPlan:
     tx, schedule = make_optimizer(OptimConfig(), 1000)
     opt_state = jax.eval_shape(tx.init, params)
     sh = step_shardings(mesh, params, frozen, opt_state)
-    step = make_train_step(graphdef, tx, schedule, sh, packed=True)
+    step = make_train_step(graphdef, tx, schedule, sh, packed=True, remat=cfg.remat)
     batch = {k: jax.ShapeDtypeStruct((1, cfg.train_rows, cfg.train_len),
                                      bool if k in ("mask", "loss_mask") else jnp.int32, sharding=sh.batch)
              for k in BATCH_KEYS}
     lowered = step.lower(_abstract(params, sh.params), _abstract(opt_state, sh.opt_state),
                          _abstract(frozen, sh.frozen), batch, jax.ShapeDtypeStruct((), jnp.int32, sharding=sh.scalar))
     compiled, dt = _compile(lowered)
-    return _program("LoRA train step", f"{cfg.train_rows} x {cfg.train_len}", cfg.train_rows, compiled, dt,
-                    compute_s)
+    name = "LoRA train step" + (" (remat)" if cfg.remat else "")
+    return _program(name, f"{cfg.train_rows} x {cfg.train_len}", cfg.train_rows, compiled, dt, compute_s)
 
 
 def _gogi_program(g_graphdef, state_abs, layer: int, cfg: PlanConfig, mesh, compute_s) -> ProgramPlan:
@@ -308,8 +309,9 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
             need = f"{p.peak_bytes / GiB:.1f} GiB" + (" of temporaries" if p.error else "")
             notes.append(f"{p.name} ({p.shapes}) needs {need} per device, more than the {hbm_gib:g} GiB of a "
                          f"{cfg.chip} device (XLA: {p.error or 'peak above HBM'}). Its rows per device are "
-                         f"{p.rows / n_batch:g}: fewer rows per step (or more chips on the batch axes), "
-                         "or the weights sharded wider (mesh fsdp / tensor), make it fit")
+                         f"{p.rows / n_batch:g}: fewer rows per step (or more chips on the batch axes), shorter "
+                         "rows, the weights sharded wider (mesh fsdp / tensor)"
+                         + (", or remat=true" if p.name == "LoRA train step" else "") + " make it fit")
     train, score, pre, dec = programs
     sft_steps = math.ceil(cfg.epochs * cfg.traces * cfg.trace_tokens / (cfg.train_rows * cfg.train_len))
     hours = {

@@ -433,8 +433,9 @@ class _FitStage(_Stage, abc.ABC):
                 raise Interrupted(f"{self.name} {m.name}: {res.status} at step {res.step}; rerun to resume")
 
 
-# TrainConfig fields that do not change the trained weights (where files go, how progress shows)
-_TRAIN_PLACES = ("output_dir", "export_dir", "export_format", "progress", "checkpoint", "export", "init_from", "log")
+# TrainConfig fields that do not change the trained weights (where files go, how progress shows, remat)
+_TRAIN_PLACES = ("output_dir", "export_dir", "export_format", "progress", "checkpoint", "export", "init_from", "log",
+                 "remat")
 
 
 class TrainStage(_FitStage):

@@ -163,6 +163,9 @@ class TrainConfig:
     grad_accum splits it into micro-batches. max_steps caps the step count of `epochs` epochs;
     epochs None makes as many passes as max_steps needs (so the step budget ends the run).
     compute_dtype 'bfloat16' runs matmuls in bf16 over param_dtype (float32) master weights.
+    remat: the backward pass recomputes each block's forward instead of keeping its activations
+    (about a third more compute; what lets long rows of a multi-billion model fit a TPU's HBM,
+    see `jaxcot plan`). The same gradients, so a run may turn it on or off when resuming.
     export: at the end, write the model to `export_dir` (default <output_dir>/export) as a HF
     folder with LoRA merged ('merged'), and/or, for LoRA, its factors alone as a PEFT adapter
     folder in `adapter_dir` (default <export_dir>-adapter) ('adapter'); export_dtype: the saved
@@ -188,6 +191,7 @@ class TrainConfig:
     seed: int = 0
     compute_dtype: str = "float32"
     param_dtype: str = "float32"
+    remat: bool = False
     export_dir: str | None = None
     adapter_dir: str | None = None
     export: bool = True
@@ -226,7 +230,7 @@ class TrainConfig:
 
 # Keys that may change between a run and its resumption (they do not affect the numbers).
 RESUMABLE_KEYS = ("output_dir", "progress", "export", "export_dir", "adapter_dir", "export_format", "export_dtype",
-                  "checkpoint", "distributed", "log")
+                  "checkpoint", "distributed", "log", "remat")
 
 
 __all__ = [

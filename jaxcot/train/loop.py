@@ -417,10 +417,11 @@ def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run
         with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
             json.dump(to_dict(config), f, indent=2)
 
-    step_key = ("step", graphdef, mesh, json.dumps(dataclasses.asdict(config.optim)), total, config.data.packing)
+    step_key = ("step", graphdef, mesh, json.dumps(dataclasses.asdict(config.optim)), total, config.data.packing,
+                config.remat)
     step_fn = None if cache is None else cache.get(step_key)
     if step_fn is None:
-        step_fn = make_train_step(graphdef, tx, schedule, sh, packed=config.data.packing)
+        step_fn = make_train_step(graphdef, tx, schedule, sh, packed=config.data.packing, remat=config.remat)
         if cache is not None:
             cache[step_key] = step_fn
     return _Run(config, out_dir, say, lead, layout, tokenizer, stats, total, graphdef, params, frozen, opt_state, sh,

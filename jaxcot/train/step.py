@@ -120,6 +120,7 @@ def make_train_step(
     *,
     packed: bool,
     loss_fn: Callable = completion_nll_sum,
+    remat: bool = False,
 ):
     """The jitted step `(params, opt_state, frozen, batch, step) -> (params, opt_state, metrics)`.
 
@@ -127,7 +128,8 @@ def make_train_step(
     The loss is the mean over the completion tokens of the whole global batch: each micro-batch
     contributes its NLL sum divided by the global count. metrics (float32 scalars): loss,
     grad_norm (before clipping), lr, tokens (real tokens), target_tokens.
-    params and opt_state are donated.
+    params and opt_state are donated. remat: the backward recomputes each block's forward
+    (`Decoder.__call__`): the same gradients in less memory.
     """
 
     def step_fn(params, opt_state, frozen, batch, step):
@@ -138,7 +140,7 @@ def make_train_step(
             def loss_of(p):
                 model = nnx.merge(graphdef, p, fold_keys(frozen, step, a))
                 logits = model(
-                    mb["tokens"], mb["positions"], mb["mask"], segments=mb["segments"] if packed else None
+                    mb["tokens"], mb["positions"], mb["mask"], segments=mb["segments"] if packed else None, remat=remat
                 ).logits
                 return loss_fn(logits, mb["tokens"], mb["loss_mask"]) / n_target
 
