@@ -14,6 +14,8 @@ output, in the order one process writes it (`gather_parts`), while the others wa
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 from typing import Sequence, TypeVar
 
 from jaxcot.config import check
@@ -83,7 +85,8 @@ def part_path(out: str, share: Share) -> str:
 
 def gather_parts(out: str, ids: Sequence, count: int, batch_rows: int, *, key: str = "id") -> int:
     """Write the records of `out`'s `count` finished part files to `out` in the order one process
-    would have written them, then delete the parts; returns the record count.
+    would have written them, then delete the parts (and any left by a launch with another process
+    count); returns the record count.
 
     Part i holds batches i, i + count, ... (`Share.take`) of `batch_rows` records each (the
     plan's last batch may be shorter), each part in its batch order: taking `batch_rows` records
@@ -118,6 +121,8 @@ def gather_parts(out: str, ids: Sequence, count: int, batch_rows: int, *, key: s
                 writer.write(rec)
     for p in paths:
         discard(p)
+    for p in glob.glob(glob.escape(out) + ".part-*"):  # parts of an earlier launch with another process count
+        os.remove(p)
     return len(merged)
 
 

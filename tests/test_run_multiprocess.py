@@ -104,6 +104,7 @@ def test_gather_parts_restores_one_process_order(tmp_path):
     ids = [f"q{i}" for i in range(7)]
     for i in range(2):
         atomic_write_jsonl(part_path(out, Share(i, 2)), [{"id": q} for b in Share(i, 2).take(plan) for q in b])
+    atomic_write_jsonl(part_path(out, Share(2, 3)) + ".partial", [{"id": "q6"}])  # a launch of 3, interrupted
     assert gather_parts(out, ids, 2, batch_rows=2) == 7
     assert [json.loads(line)["id"] for line in open(out)] == [q for b in plan for q in b]
     assert sorted(os.listdir(tmp_path)) == ["traces.jsonl"]
