@@ -7,13 +7,12 @@ launch reuses everything."""
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import safetensors.numpy
+from processes import free_port, run_all
 
 from jaxcot.distributed import Share, gather_parts, part_path
 from jaxcot.io import DataError, atomic_write_jsonl
@@ -27,12 +26,6 @@ OVERRIDES = ["data.n_train=16", "data.n_test=8", "data.auc_samples=4", "generate
              "eval.latency_samples=2"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(runs_dir, name, processes: int = 1, extra=()):
     """`jaxcot run` on the demo config, as `processes` processes; returns their outputs."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -40,24 +33,9 @@ def launch(runs_dir, name, processes: int = 1, extra=()):
     cmd = [sys.executable, "-m", "jaxcot", "run", "--config", "configs/demo.yaml", f"runs_dir={runs_dir}",
            f"name={name}", *OVERRIDES, *extra]
     port = free_port()
-    procs = []
-    for i in range(processes):
-        dist = ([] if processes == 1 else
-                ["distributed.enabled=true", f"distributed.coordinator=127.0.0.1:{port}",
-                 f"distributed.num_processes={processes}", f"distributed.process_id={i}"])
-        procs.append(subprocess.Popen(cmd + dist, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    outs = []
-    try:
-        for p in procs:
-            outs.append(p.communicate(timeout=900)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-4000:]
-    return outs
+    dist = [["distributed.enabled=true", f"distributed.coordinator=127.0.0.1:{port}",
+             f"distributed.num_processes={processes}", f"distributed.process_id={i}"] for i in range(processes)]
+    return run_all([cmd + (d if processes > 1 else []) for d in dist], env=env, cwd=ROOT)
 
 
 def _rows(root):

@@ -4,13 +4,12 @@ rows of every global batch through grain) ends with the same parameters (float32
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import safetensors.numpy
+from processes import free_port, run_all
 from train_helpers import max_diff, model_params, tiny_config
 
 from jaxcot.config import to_dict
@@ -47,12 +46,6 @@ def test_mesh_2x2x2_equals_single_device(reference):
     assert d <= 1e-5, d
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_equal_one(reference):
     tmp, one = reference
     # 2 processes x 2 devices: data=2 across the processes, fsdp=2 inside each
@@ -61,21 +54,9 @@ def test_two_processes_equal_one(reference):
     cfg_path.write_text(json.dumps(to_dict(cfg)))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs = [
-        subprocess.Popen([sys.executable, os.path.join(HERE, "train_worker.py"), str(cfg_path), str(i), "2", str(port)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for i in range(2)
-    ]
-    outs = []
-    try:
-        for p in procs:
-            outs.append(p.communicate(timeout=180)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    cmds = [[sys.executable, os.path.join(HERE, "train_worker.py"), str(cfg_path), str(i), "2", str(port)]
+            for i in range(2)]
+    for out in run_all(cmds, env=env, timeout=180):
         assert '"status": "finished", "step": 3' in out, out[-3000:]
     # the checkpoint was written jointly: one grain iterator state per process
     data_dir = os.path.join(cfg.output_dir, "checkpoints", "3", "data")
