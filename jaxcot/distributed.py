@@ -61,8 +61,12 @@ class Share:
 
     @classmethod
     def of_this_process(cls) -> "Share":
+        """This process's share: the whole for a job of one process (without starting JAX's
+        backend to ask)."""
         import jax
 
+        if not jax.distributed.is_initialized():
+            return cls()
         return cls(jax.process_index(), jax.process_count())
 
     @property
