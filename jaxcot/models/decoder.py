@@ -327,8 +327,8 @@ class Decoder(nnx.Module):
         segments: [B, T] int, packed rows: tokens attend only within their segment; pass
           per-segment `positions` too. With a cache only as a prefill (read_slots = 0).
         remat: static bool, no cache: a gradient recomputes each block's forward instead of
-          keeping its activations (and, with FSDP, its gathered weights) for the backward pass:
-          about a third more compute for a fraction of the memory (long rows, large models).
+          keeping its activations for the backward pass: about a third more compute for a
+          fraction of the memory (long rows, large models).
 
         Returns a `DecoderOutput` (logits [B, T or 1, V] float32, the cache, hidden states).
         It is long because it is the one forward pass every caller shares (training, the
