@@ -290,8 +290,13 @@ def test_sigterm_stops_generate_with_its_work_saved(world, tmp_path):
         time.sleep(0.05)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    assert "rerun the same command to resume" in err and not out.exists()
-    assert 8 <= len(open(partial).read().splitlines()) < 64
+    assert "rerun the same command to resume" in err
+    if "it arrived inside a callback" in err:
+        # Python dropped the raise (a gc callback was running): the command finished its work,
+        # then still exits as interrupted (runtime.sigterm_raises); rare, timing-dependent
+        assert len(out.read_text().splitlines()) == 64
+    else:
+        assert not out.exists() and 8 <= len(open(partial).read().splitlines()) < 64
     assert subprocess.run(argv + [f"--out={out}"], cwd=ROOT, env=env, capture_output=True).returncode == 0
     ref = tmp_path / "ref.jsonl"
     assert subprocess.run(argv + [f"--out={ref}"], cwd=ROOT, env=env, capture_output=True).returncode == 0
