@@ -19,7 +19,8 @@ import os
 from typing import Sequence, TypeVar
 
 from jaxcot.config import check
-from jaxcot.io import DataError, ResumableJsonl
+from jaxcot.io import DataError, ResumableJsonl, is_complete, read_jsonl
+from jaxcot.provenance import discard
 
 T = TypeVar("T")
 
@@ -95,9 +96,6 @@ def gather_parts(out: str, ids: Sequence, count: int, batch_rows: int, *, key: s
     Part i holds batches i, i + count, ... (`Share.take`) of `batch_rows` records each (the
     plan's last batch may be shorter), each part in its batch order: taking `batch_rows` records
     from each part in turn restores the plan's order. `ids`: every id the output must hold."""
-    from jaxcot.io import is_complete, read_jsonl
-    from jaxcot.provenance import discard
-
     paths = [part_path(out, Share(i, count)) for i in range(count)]
     missing = [p for p in paths if not is_complete(p)]
     if missing:

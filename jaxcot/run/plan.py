@@ -271,6 +271,7 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
     """Compile the programs of `model_cfg` for `cfg.topology` and time the workloads."""
     from flax import nnx
 
+    from jaxcot.importance.batching import batch_rows
     from jaxcot.importance.gogi import default_layer
     from jaxcot.models.decoder import Decoder
     from jaxcot.sharding import BATCH, make_mesh, tree_shardings
@@ -284,7 +285,7 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) ->
     mesh = make_mesh(*cfg.mesh, devices=devices)
     n_batch = int(math.prod(mesh.shape[a] for a in BATCH))
     notes = []
-    fitted = {k: -(-getattr(cfg, k) // n_batch) * n_batch for k in ("train_rows", "score_rows", "decode_rows")}
+    fitted = {k: batch_rows(getattr(cfg, k), n_batch) for k in ("train_rows", "score_rows", "decode_rows")}
     for k, v in fitted.items():
         if v != getattr(cfg, k):
             notes.append(f"{k} {getattr(cfg, k)} -> {v}: a multiple of the {n_batch} devices the batch is split over")
