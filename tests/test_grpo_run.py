@@ -22,7 +22,7 @@ QUESTIONS = [{"id": r["id"], "question": r["question"], "gold": r["gold"]}
 def config(out, **over):
     base = dict(
         init_from=teacher_path(), output_dir=str(out), max_steps=3, prompts_per_step=2, num_generations=4,
-        num_iterations=2, grad_accum=2, beta=0.04, temperature=1.0, max_new_tokens=160,
+        num_iterations=2, grad_accum=2, beta=0.04, sampling={"temperature": 1.0}, max_new_tokens=160,
         lora={"rank": 4, "alpha": 8.0, "dropout": 0.05}, optim={"lr": 2e-3, "warmup_ratio": 0.0},
         rewards=[{"name": "correct", "weight": 2.0}, {"name": "length", "weight": -1.0, "args": {"limit": 110}}],
         checkpoint={"every": 1, "async_save": False}, log={"tensorboard": False}, progress=False,

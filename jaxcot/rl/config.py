@@ -13,6 +13,7 @@ import dataclasses
 import os
 
 from jaxcot.config import check, check_choice, check_counts, check_range
+from jaxcot.generate.sampling import SamplingConfig
 from jaxcot.rl.loss import LOSS_TYPES
 from jaxcot.rl.rewards import RewardSpec, step_entropy_rewards
 from jaxcot.text.grading import GRADER_NAMES
@@ -45,7 +46,8 @@ class GRPOConfig:
     name one). Each step samples `num_generations` completions for each of
     `prompts_per_step` questions (questions in a seeded order, epoch after epoch), scores them
     with `rewards`, normalises the rewards within each question's group, and takes
-    `num_iterations` optimizer steps on that batch (`grad_accum` micro-batches each).
+    `num_iterations` optimizer steps on that batch (`grad_accum` micro-batches each); a
+    completion is sampled with `sampling` (temperature > 0) for at most `max_new_tokens`.
     epsilon / epsilon_high: the ratio's clip range [1 - epsilon, 1 + epsilon_high] (default
     symmetric); loss_type 'grpo' (sequence-mean token-mean) or 'dapo' (token-mean);
     scale_rewards: divide by the group's std. max_steps counts rollout batches.
@@ -66,9 +68,7 @@ class GRPOConfig:
     num_iterations: int = 1
     grad_accum: int = 1
     max_new_tokens: int = 512
-    temperature: float = 0.6
-    top_p: float = 1.0
-    top_k: int = 0
+    sampling: SamplingConfig = dataclasses.field(default_factory=lambda: SamplingConfig(temperature=0.6))
     epsilon: float = 0.2
     epsilon_high: float | None = None
     beta: float = 0.0
@@ -93,9 +93,8 @@ class GRPOConfig:
               "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', got {self.grader!r}")
         check_counts(self, "num_iterations", "grad_accum", "max_new_tokens", "max_steps", "prompts_per_step")
         check_range(self, "num_generations", 2)  # one completion has no group to be compared with
-        check_range(self, "temperature", 0, lo_open=True)  # GRPO samples: greedy rows would be one row
-        check_range(self, "top_p", 0, 1, lo_open=True)
-        check_range(self, "top_k", 0)
+        # GRPO samples: greedy rows would all be one completion, with no group to compare
+        check(self.sampling.temperature > 0, "sampling.temperature", f"must be > 0, got {self.sampling.temperature}")
         check_range(self, "epsilon", 0, 1, lo_open=True, hi_open=True)
         check_range(self, "epsilon_high", 0, lo_open=True, optional=True)
         check_range(self, "beta", 0)

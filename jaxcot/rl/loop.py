@@ -23,7 +23,6 @@ import numpy as np
 from jaxcot import storage
 from jaxcot.config import to_dict
 from jaxcot.generate import Generator
-from jaxcot.generate.sampling import SamplingConfig
 from jaxcot.io import output_lock
 from jaxcot.logs import get_logger
 from jaxcot.rl.config import RESUMABLE_KEYS, GRPOConfig
@@ -170,9 +169,10 @@ def _setup(config: GRPOConfig, tokenizer, questions, cache: dict | None) -> _Run
             cache[key] = make()
         return cache[key]
 
-    step_key = (graphdef, mesh, json.dumps(dataclasses.asdict(config.optim)), updates, settings, config.temperature)
+    temperature = config.sampling.temperature
+    step_key = (graphdef, mesh, json.dumps(dataclasses.asdict(config.optim)), updates, settings, temperature)
     steps = {first: cached(("grpo-step", first, *step_key), lambda first=first: make_grpo_step(
-        graphdef, tx, schedule, sh, settings, config.temperature, first_iteration=first)) for first in (True, False)}
+        graphdef, tx, schedule, sh, settings, temperature, first_iteration=first)) for first in (True, False)}
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     ckpt = (Checkpointer(ckpt_dir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
             if config.checkpoint.enabled else None)
@@ -191,8 +191,7 @@ def _setup(config: GRPOConfig, tokenizer, questions, cache: dict | None) -> _Run
         json.dump(to_dict(config), f, indent=2)
     policy = cached(("grpo-policy", graphdef, model_config, mesh, config.compute_dtype, config.param_dtype),
                     lambda: make_policy_export(graphdef, model_config, mesh, dtype=dtype, param_dtype=param_dtype))
-    logps = cached(("grpo-logps", graphdef, mesh, config.temperature),
-                   lambda: make_logps_fn(graphdef, sh, config.temperature))
+    logps = cached(("grpo-logps", graphdef, mesh, temperature), lambda: make_logps_fn(graphdef, sh, temperature))
     return _Run(config, out_dir, tokenizer, questions, prompts, mesh, graphdef, params, frozen, ref_params, opt_state,
                 sh, policy, logps, steps, ckpt, start, cached("grpo-sampler-programs", dict))
 
@@ -203,8 +202,7 @@ def _rollout(run: _Run, step: int):
     picked = step_questions(len(run.questions), cfg.prompts_per_step, cfg.seed, step)
     rows = [i for i in picked for _ in range(cfg.num_generations)]
     gen = Generator(run.policy(run.params, run.frozen), run.tokenizer, mesh=run.mesh, programs=run.programs)
-    sampling = SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
-    outs = gen.generate_ids([run.prompts[i] for i in rows], max_new_tokens=cfg.max_new_tokens, sampling=sampling,
+    outs = gen.generate_ids([run.prompts[i] for i in rows], max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling,
                             seed=cfg.seed, row_seeds=[step * cfg.rows + j for j in range(cfg.rows)])
     return rows, outs
 
