@@ -179,34 +179,81 @@ def test_packed_prefill_matches_left_padded(capacity):
 
 def test_decode_phases():
     assert decode_phases(1) == (1,) and decode_phases(32) == (31,)
-    assert decode_phases(128) == (32, 64, 96, 127) and decode_phases(512) == (128, 256, 384, 511)
-    assert decode_phases(300) == (96, 192, 299)  # no phase of fewer than 16 steps
+    assert decode_phases(128, min_room=32) == (32, 64, 96, 127)
+    assert decode_phases(512) == (128, 256, 384, 511)
+    assert decode_phases(300, min_room=32) == (96, 192, 299)  # no phase of fewer than 16 steps
     assert decode_phases(128, phases=1) == (127,)
+    # a phase must have room for min_room tokens: a short decode runs in one
+    assert decode_phases(64) == (63,) and decode_phases(128) == (127,)
+    assert decode_phases(320) == (160, 319) and decode_phases(2048) == (512, 1024, 1536, 2047)
 
 
 def test_cache_grown_in_phases_matches_full_cache():
     model = to_jax(hf_model("qwen3", seed=9))
-    n = 90  # three phases: cache room 32, 64, 89
-    assert decode_phases(n) == (32, 64, 89)
+    n = 90  # three phases of at least 16 tokens: cache room 32, 64, 89
+    assert decode_phases(n, min_room=16) == (32, 64, 89)
     sampling = SamplingConfig(temperature=1.0, top_k=30)
     full = Sampler(model, decode_phases=1).run_batch(PROMPTS, spec(n, sampling=sampling), seed=4)
-    grown = Sampler(model).run_batch(PROMPTS, spec(n, sampling=sampling), seed=4)
+    grown = Sampler(model, min_phase_room=16).run_batch(PROMPTS, spec(n, sampling=sampling), seed=4)
     assert grown.tokens.tolist() == full.tokens.tolist()
     np.testing.assert_allclose(grown.logprobs, full.logprobs, atol=1e-5)
     np.testing.assert_allclose(grown.entropy, full.entropy, atol=1e-5)
     # rows that end inside a phase stay ended across the next ones
     eos = int(full.tokens[1, 40])
-    a = Sampler(model).run_batch(PROMPTS, spec(n, eos=[eos], sampling=sampling), seed=4)
+    a = Sampler(model, min_phase_room=16).run_batch(PROMPTS, spec(n, eos=[eos], sampling=sampling), seed=4)
     k = full.tokens[1].tolist().index(eos) + 1
     assert a.lengths[1] == k and a.reason[1] == EOS and np.all(a.tokens[1, k:] == 0)
     assert a.tokens[1, :k].tolist() == full.tokens[1, :k].tolist()
     # and greedy still equals the uncached step-by-step argmax across the phase boundaries
-    out = Sampler(model).run_batch(PROMPTS[:1], spec(n))
+    out = Sampler(model, min_phase_room=16).run_batch(PROMPTS[:1], spec(n))
     assert out.tokens[0].tolist() == greedy_reference(model, PROMPTS[0], n, width=96)[0]
 
 
 def out_ok(out, n):
     return out.tokens.shape[1] == n and np.all(out.lengths == n) and np.all(out.reason == LENGTH) and out.steps == n
+
+
+def test_shared_prompt_lengths_merge_buckets_with_the_fewest_slots():
+    from itertools import combinations
+
+    from jaxcot.generate.api import shared_prompt_lengths
+
+    # the benchmark's 32 GSM8K prompts in batches of 8: buckets 128, 128, 128, 192 -> one program
+    assert shared_prompt_lengths([99, 113, 119, 163]) == [192] * 4
+    assert shared_prompt_lengths([99, 113, 119, 163], batches_per_program=1) == [None] * 4
+    assert shared_prompt_lengths([99, 113, 119, 163], batches_per_program=2) == [None] * 4  # 2 buckets, 2 programs
+    assert shared_prompt_lengths([20]) == [None]
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        longest = sorted(int(x) for x in rng.integers(1, 700, rng.integers(2, 40)))
+        per = int(rng.integers(1, 10))
+        got = shared_prompt_lengths(longest, batches_per_program=per)
+        own = [bucket_length(n) for n in longest]
+        groups = -(-len(longest) // per)
+        if len(set(own)) <= groups:
+            assert got == [None] * len(longest)
+            continue
+        assert all(g >= o for g, o in zip(got, own)) and len(set(got)) <= groups
+        assert got == sorted(got)
+        # no other choice of at most `groups` lengths pads fewer slots
+        distinct = sorted(set(own))
+        best = min(sum(min(x for x in ends if x >= o) for o in own)
+                   for k in range(1, groups + 1) for ends in combinations(distinct, k) if distinct[-1] in ends)
+        assert sum(got) == best
+
+
+def test_a_call_of_few_batches_compiles_one_program(tiny):
+    """Batches of one call share a prompt length (one compiled program) and give the tokens each
+    batch gives at its own length."""
+    model, tok, _ = tiny
+    prompts = [list(range(3, 3 + n)) for n in (4, 5, 9, 11, 20, 30)]  # buckets 16, 16, 16, 16, 24, 32
+    shared = Generator(model, tok)
+    own = Generator(model, tok, batches_per_program=1)
+    a = shared.generate_ids(prompts, max_new_tokens=6, batch_size=2)
+    b = own.generate_ids(prompts, max_new_tokens=6, batch_size=2)
+    assert len(shared.sampler._programs) == 1 and len(own.sampler._programs) == 3
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    np.testing.assert_allclose(sum((c.logprobs for c in a), []), sum((c.logprobs for c in b), []), atol=1e-5)
 
 
 def test_bucket_length():
@@ -295,7 +342,7 @@ def test_sharded_over_8_devices_matches_one_device(tiny):
     a = one.generate(prompts, max_new_tokens=6, sampling=sampling, seed=1)
     b = many.generate(prompts, max_new_tokens=6, sampling=sampling, seed=1)
     assert [c.token_ids for c in a] == [c.token_ids for c in b]
-    np.testing.assert_allclose([c.logprobs for c in a], [c.logprobs for c in b], atol=1e-5)
+    np.testing.assert_allclose(sum((c.logprobs for c in a), []), sum((c.logprobs for c in b), []), atol=1e-5)
     np.testing.assert_allclose([c.entropy for c in a], [c.entropy for c in b], atol=1e-5)
     fused = Generator(load_model(folder, mesh=mesh), tok, mesh=mesh, fuse_weights=True)  # fused on the mesh
     f = fused.generate(prompts, max_new_tokens=6, sampling=sampling, seed=1)
@@ -308,14 +355,14 @@ def test_sharded_over_8_devices_matches_one_device(tiny):
     b2 = many.generate(more, max_new_tokens=6, sampling=sampling, seed=1)
     assert [c.token_ids for c in a2] == [c.token_ids for c in b2]
     np.testing.assert_allclose([c.logprobs for c in a2], [c.logprobs for c in b2], atol=1e-5)
-    # a program is keyed by (graphdef, mesh, cache dtype, phases, spec, rows, prompt length, packing)
+    # a program is keyed by (graphdef, mesh, cache dtype, phases, phase room, spec, rows, prompt length, packing)
     (_, (*_, b2_rows, t2, packed)) = list(many.sampler._programs)
     assert b2_rows == 16 and packed is not None and packed[0] * packed[1] < 2 * t2  # packed per device
     tokens_sharding = program.output_shardings[0]
     assert len(tokens_sharding.device_set) == 8 and not tokens_sharding.is_fully_replicated  # rows split
     # inside the program the cache is sharded over the rows too
-    prefill, _ = make_programs(many.sampler.graphdef, next(iter(many.sampler._programs))[4], many.sampler.mesh,
-                               many.sampler.cache_dtype)
+    used_spec = next(x for x in next(iter(many.sampler._programs)) if isinstance(x, DecodeSpec))
+    prefill, _ = make_programs(many.sampler.graphdef, used_spec, many.sampler.mesh, many.sampler.cache_dtype)
     args = many.sampler._device_args(np.zeros((8, 16), np.int32), np.ones((8, 16), bool), np.uint32(0),
                                      np.zeros(8, np.uint32), np.ones(8, bool))
     k_sharding = prefill.lower(many.sampler.params, *args).compile().output_shardings.cache.k[0]

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxcot.generate.sampler import EOS, FINISH_REASONS, DecodeSpec, Sampler
+from jaxcot.generate.sampler import EOS, FINISH_REASONS, DecodeSpec, Sampler, bucket_length
 from jaxcot.generate.sampling import SamplingConfig
 from jaxcot.generate.stop import StopPatterns, stop_patterns, trim_at_stop
 from jaxcot.models.decoder import Decoder
@@ -53,6 +53,41 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[lo:lo + batch_size] for lo in range(0, len(order), batch_size)]
 
 
+def shared_prompt_lengths(batch_longest: Sequence[int], min_bucket: int = 16,
+                          batches_per_program: int = 8) -> list[int | None]:
+    """The prompt length each batch pads to, so that a few compiled programs serve them all.
+
+    batch_longest [N]: each batch's longest prompt, in run order (ascending, as `length_batches`
+    makes them). A program costs seconds to compile (or to trace and load from the cache) and
+    serves every batch of its prompt length, so the N batches get at most ceil(N /
+    batches_per_program) lengths: consecutive buckets merge upwards, choosing the merge with the
+    fewest padded prompt slots. Returns None for every batch when no merge is needed (each takes
+    its own bucket, packed when that pays), else each batch's shared length.
+    """
+    buckets = [bucket_length(n, min_bucket) for n in batch_longest]
+    distinct = sorted(set(buckets))
+    groups = max(1, -(-len(buckets) // max(batches_per_program, 1)))
+    if len(distinct) <= groups:
+        return [None] * len(buckets)
+    count = [buckets.count(b) for b in distinct]
+    # best[k][j]: fewest slots for the first j buckets in k lengths (each run takes its last bucket)
+    inf = float("inf")
+    best = [[0.0] + [inf] * len(distinct)] + [[inf] * (len(distinct) + 1) for _ in range(groups)]
+    cut = [[0] * (len(distinct) + 1) for _ in range(groups + 1)]
+    for k in range(1, groups + 1):
+        for j in range(1, len(distinct) + 1):
+            for i in range(j):
+                cost = best[k - 1][i] + sum(count[i:j]) * distinct[j - 1]
+                if cost < best[k][j]:
+                    best[k][j], cut[k][j] = cost, i
+    length, j, k = {}, len(distinct), min(range(1, groups + 1), key=lambda k: best[k][len(distinct)])
+    while j:
+        i = cut[k][j]
+        length.update({b: distinct[j - 1] for b in distinct[i:j]})
+        j, k = i, k - 1
+    return [length[b] for b in buckets]
+
+
 class Generator:
     """Batched generation for a model and its tokenizer.
 
@@ -61,7 +96,9 @@ class Generator:
     min_bucket: the smallest padded prompt length (prompt lengths are padded to 2^k or 1.5 * 2^k);
     pack, decode_phases, fuse_weights, programs: see `Sampler` (packed prefill of mixed prompt
     lengths; a KV cache grown in phases; fused [out, in] projections, by default on CPU; compiled
-    programs shared across generators of one architecture).
+    programs shared across generators of one architecture); batches_per_program: the batches of
+    one call share prompt lengths so that each program serves about this many
+    (`shared_prompt_lengths`).
     """
 
     def __init__(
@@ -77,8 +114,10 @@ class Generator:
         decode_phases: int = 4,
         fuse_weights: bool | None = None,
         programs: dict | None = None,
+        batches_per_program: int = 8,
     ):
         self.tokenizer = tokenizer
+        self.batches_per_program = batches_per_program
         self.sampler = Sampler(model, mesh=mesh, cache_dtype=cache_dtype, min_bucket=min_bucket, pack=pack,
                                decode_phases=decode_phases, fuse_weights=fuse_weights, programs=programs)
         self.eos_ids = tuple(int(i) for i in (eos_ids if eos_ids is not None else default_eos_ids(model, tokenizer)))
@@ -88,6 +127,18 @@ class Generator:
     @property
     def compile_seconds(self) -> float:
         return self.sampler.compile_seconds
+
+    def plan_pad_to(self, lengths: Sequence[int], batch_size: int) -> list[int | None]:
+        """Per prompt (lengths [N]), the prompt length its batch pads to (`shared_prompt_lengths`
+        over the `length_batches` of these prompts; None: the batch's own)."""
+        batches = length_batches(lengths, batch_size)
+        shared = shared_prompt_lengths([max(lengths[i] for i in b) for b in batches], self.sampler.min_bucket,
+                                       self.batches_per_program)
+        out: list[int | None] = [None] * len(lengths)
+        for b, n in zip(batches, shared):
+            for i in b:
+                out[i] = n
+        return out
 
     def _decode(self, ids: Sequence[int]) -> str:
         if self.tokenizer is None:
@@ -105,12 +156,15 @@ class Generator:
         row_seeds: Sequence[int] | None = None,
         batch_size: int | None = None,
         on_batch: Callable[[list[int], list[Completion]], None] | None = None,
+        pad_to: Sequence[int | None] | None = None,
     ) -> list[Completion]:
         """Generate for token-id prompts, in batches of `batch_size` (default: all at once).
 
         Prompts are grouped by length (less padding); results come back in input order and do not
         depend on the grouping: row i samples from its own stream, `row_seeds[i]` (default i).
         `on_batch(indices, completions)` is called after each batch (progress, streaming output).
+        pad_to [len(prompts)]: the prompt length of each prompt's batch (`plan_pad_to` over a
+        larger input of which these prompts are whole batches); default: planned over these.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -127,9 +181,10 @@ class Generator:
         seeds = np.arange(len(prompts)) if row_seeds is None else np.asarray(row_seeds)
         bs = batch_size or max(len(prompts), 1)
         results: list[Completion | None] = [None] * len(prompts)
+        pad_to = self.plan_pad_to([len(p) for p in prompts], bs) if pad_to is None else pad_to
         for idx in length_batches([len(p) for p in prompts], bs):
             out = self.sampler.run_batch([prompts[i] for i in idx], spec, seed=seed, row_seeds=seeds[idx],
-                                         batch_size=bs)
+                                         batch_size=bs, pad_to=pad_to[idx[0]])
             done = []
             for r, i in enumerate(idx):
                 results[i] = self._completion(prompts[i], out, r, stop)
@@ -199,4 +254,4 @@ class ProgressBar:
         self.bar.close()
 
 
-__all__ = ["Completion", "Generator", "ProgressBar", "default_eos_ids", "length_batches"]
+__all__ = ["Completion", "Generator", "ProgressBar", "default_eos_ids", "length_batches", "shared_prompt_lengths"]

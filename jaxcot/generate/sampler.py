@@ -249,16 +249,18 @@ def _unpack_cache(packed: KVCache, gather: Array, groups: int, mask: Array, n_ne
     return _grow_cache(prompt, n_new)
 
 
-def decode_phases(n: int, phases: int = 4, granule: int = 32) -> tuple[int, ...]:
+def decode_phases(n: int, phases: int = 4, granule: int = 32, min_room: int = 128) -> tuple[int, ...]:
     """The new-token room of the decode cache in each phase: up to `phases` steps of about n /
     phases, each a multiple of `granule`, the last n - 1 (the last token is never fed back).
 
     Attention reads every slot of the cache, so a cache that grows in phases (one copy per phase)
     reads about 5/8 of the slots a full-size one does over a run of 4 phases; each phase compiles
-    its own copy of the decode step.
+    its own copy of the decode step, so a phase must have room for at least `min_room` tokens
+    (a short decode runs in one phase: the slots it saves cost less than compiling the copy).
     """
     last = max(n - 1, 1)
-    step = -(-n // (max(phases, 1) * granule)) * granule
+    phases = max(1, min(phases, n // max(min_room, 1)))
+    step = -(-n // (phases * granule)) * granule
     return tuple(c for c in range(step, last, step) if last - c >= granule // 2) + (last,)
 
 
@@ -272,7 +274,7 @@ def _grow_cache(cache: KVCache, extra: int) -> KVCache:
     )
 
 
-def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int = 4):
+def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int = 4, min_room: int = 128):
     """(prefill, decode) as jitted functions.
 
     prefill(params, tokens [B, T] int32, mask [B, T] bool, seed [] uint32, row_seeds [B] uint32,
@@ -282,10 +284,10 @@ def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: i
       the shape).
     decode(params, state) -> state: the while-loop until every row is done or N tokens are
       written; `state` is donated. The cache grows in `phases` (`decode_phases`): prefill makes
-      it T + the first phase's room.
+      it T + the first phase's room (`min_room`: see `decode_phases`).
     """
     groups = int(np.prod([mesh.shape[a] for a in BATCH]))
-    capacities = decode_phases(spec.max_new_tokens, phases)
+    capacities = decode_phases(spec.max_new_tokens, phases, min_room=min_room)
 
     def prefill_logits(model, tokens, mask, pack):
         """(cache [B, .., T + capacities[0]], logits [B, V]) of the prompts."""
@@ -343,15 +345,15 @@ def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: i
     return jax.jit(prefill), jax.jit(decode, donate_argnums=(1,))
 
 
-def make_generate(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int = 4):
+def make_generate(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int = 4, min_room: int = 128):
     """prefill then decode as one jitted function, returning only the host's outputs.
 
     generate(params, tokens [B, T], mask [B, T], seed [], row_seeds [B], active [B][, pack]) ->
     (tokens [B, N], logprobs [B, N], entropy [B, N], lengths [B], reason [B], step []); the KV
-    cache never leaves the program. pack: a `Packing`'s arrays (a packed prefill); phases: see
-    `make_programs`.
+    cache never leaves the program. pack: a `Packing`'s arrays (a packed prefill); phases,
+    min_room: see `make_programs`.
     """
-    prefill, decode = make_programs(graphdef, spec, mesh, cache_dtype, phases)
+    prefill, decode = make_programs(graphdef, spec, mesh, cache_dtype, phases, min_room)
 
     def generate(params, tokens, mask, seed, row_seeds, active, pack=None):
         s = decode(params, prefill(params, tokens, mask, seed, row_seeds, active, pack))
@@ -389,8 +391,9 @@ class Sampler:
     (DecodeSpec, batch, bucket, packed shape) and kept; `compile_seconds` sums the time spent
     compiling. pack: prefill prompts of mixed lengths packed (`plan_packing`, packed rows of at
     most max(T, pack_capacity) slots) when that saves slots; off, every batch prefills its B x T
-    left-padded slots. decode_phases: the KV cache grows in up to this many phases
-    (`decode_phases`; 1 = full size from the start). fuse_weights: run a copy of the model with
+    left-padded slots. decode_phases: the KV cache grows in up to this many phases, each with
+    room for at least min_phase_room tokens (`decode_phases`; 1 = full size from the start).
+    fuse_weights: run a copy of the model with
     fused, [out, in] projections (`fuse_for_decoding`: faster few-row matmuls on CPU, at the cost
     of a second copy of the layers' weights); None = `fuse_by_default`. programs: a dict shared by
     samplers of models of one architecture (students of one base model), so that each program is
@@ -398,7 +401,7 @@ class Sampler:
     """
 
     def __init__(self, model: Decoder, *, mesh: Mesh | None = None, cache_dtype=None, min_bucket: int = 16,
-                 pack: bool = True, pack_capacity: int = 1024, decode_phases: int = 4,
+                 pack: bool = True, pack_capacity: int = 1024, decode_phases: int = 4, min_phase_room: int = 128,
                  fuse_weights: bool | None = None, programs: dict | None = None):
         self.mesh = mesh or make_mesh(devices=jax.local_devices()[:1])
         if fuse_weights is None:
@@ -411,6 +414,7 @@ class Sampler:
         self.pack = pack
         self.pack_capacity = pack_capacity
         self.decode_phases = decode_phases
+        self.min_phase_room = min_phase_room
         self.compile_seconds = 0.0
         self._programs: dict = {} if programs is None else programs
 
@@ -422,9 +426,11 @@ class Sampler:
     def _compiled(self, spec: DecodeSpec, args: tuple, packed: tuple[int, int] | None):
         """The program for these (device) arguments' shapes, compiled on first use."""
         b, t = args[0].shape
-        key = (self.graphdef, self.mesh, jnp.dtype(self.cache_dtype).name, self.decode_phases, spec, b, t, packed)
+        key = (self.graphdef, self.mesh, jnp.dtype(self.cache_dtype).name, self.decode_phases, self.min_phase_room,
+               spec, b, t, packed)
         if key not in self._programs:
-            generate = make_generate(self.graphdef, spec, self.mesh, self.cache_dtype, self.decode_phases)
+            generate = make_generate(self.graphdef, spec, self.mesh, self.cache_dtype, self.decode_phases,
+                                     self.min_phase_room)
             start = time.perf_counter()
             self._programs[key] = generate.lower(self.params, *args).compile()
             self.compile_seconds += time.perf_counter() - start
@@ -454,10 +460,14 @@ class Sampler:
         seed: int = 0,
         row_seeds: Sequence[int] | None = None,
         batch_size: int | None = None,
+        pad_to: int | None = None,
     ) -> BatchOutput:
         """Generate for one batch of token-id prompts (each non-empty). Rows are padded up to
         `batch_size` (default len(prompts)) rounded up to `batch_multiple`; only the real rows
-        come back. row_seeds [len(prompts)] pick each row's random stream (default 0..n-1)."""
+        come back. row_seeds [len(prompts)] pick each row's random stream (default 0..n-1).
+        pad_to: a prompt length shared with other batches (`Generator` plans it so that they
+        run one compiled program): the prompts are padded to it (at least their own bucket) and
+        run unpacked; default: this batch's own bucket, packed when that pays."""
         n = len(prompts)
         if n == 0:
             raise ValueError("no prompts")
@@ -467,7 +477,7 @@ class Sampler:
         m = self.batch_multiple
         b = max(batch_size or n, n)
         b = -(-b // m) * m
-        t = bucket_length(max(len(p) for p in prompts), self.min_bucket)
+        t = max(bucket_length(max(len(p) for p in prompts), self.min_bucket), pad_to or 0)
         tokens = np.full((b, t), spec.pad_id, np.int32)
         mask = np.zeros((b, t), bool)
         for i, p in enumerate(prompts):
@@ -478,7 +488,7 @@ class Sampler:
         seeds[:n] = np.arange(n) if row_seeds is None else np.asarray(row_seeds, np.uint64) % (1 << 32)
         active = np.arange(b) < n
         packing, order = None, np.arange(b)
-        if self.pack:
+        if self.pack and pad_to is None:
             if m > 1:  # rows are independent: deal them to the devices so that each packs a similar total
                 order = balanced_order(mask.sum(1), m)
                 tokens, mask, seeds, active = tokens[order], mask[order], seeds[order], active[order]

@@ -126,10 +126,11 @@ def write_traces(items: Sequence[dict], out: str, cfg: GenerateConfig, generator
     from jaxcot.generate.api import ProgressBar
 
     fp = traces_fingerprint(items, cfg, origin, inputs)
+    pad_to = None  # each item's planned prompt length (a share plans over the whole input)
     if share.count > 1:
         if cfg.source == "model":
             generator = generator() if callable(generator) else generator
-        items = _own_items(items, cfg, generator, share)
+        items, pad_to = _own_items(items, cfg, generator, share)
         out = part_path(out, share)
     with claimed(out, fp, replace=replace, say=say), ResumableJsonl(out, ids=[it["id"] for it in items]) as writer:
         todo = [it for it in items if it["id"] in set(writer.pending)]
@@ -141,20 +142,25 @@ def write_traces(items: Sequence[dict], out: str, cfg: GenerateConfig, generator
             if gen is None:
                 raise ValueError("write_traces: source 'model' needs a generator")
             _generate(gen, todo, writer, cfg, grade, ProgressBar(len(items), initial=len(items) - len(todo),
-                                                                 enabled=progress))
+                                                                 enabled=progress), pad_to)
     return read_jsonl(out)
 
 
-def _own_items(items: Sequence[dict], cfg: GenerateConfig, gen, share: Share) -> list[dict]:
-    """The items of `share`'s batches, as the generator batches the whole of `items`."""
+def _own_items(items: Sequence[dict], cfg: GenerateConfig, gen, share: Share) -> tuple[list[dict], dict | None]:
+    """The items of `share`'s batches, as the generator batches the whole of `items`, and {id:
+    the prompt length its batch pads to} as planned over the whole of `items` (None: no model)."""
     from jaxcot.generate.api import length_batches
 
-    lengths = ([len(prompt_ids(gen.tokenizer, it["question"], cfg.prompt)) for it in items] if cfg.source == "model"
-               else [0] * len(items))
-    return [items[i] for batch in share.take(length_batches(lengths, cfg.batch_size)) for i in batch]
+    if cfg.source != "model":
+        return [items[i] for batch in share.take(length_batches([0] * len(items), cfg.batch_size)) for i in batch], None
+    lengths = [len(prompt_ids(gen.tokenizer, it["question"], cfg.prompt)) for it in items]
+    pad_to = gen.plan_pad_to(lengths, cfg.batch_size)
+    own = [items[i] for batch in share.take(length_batches(lengths, cfg.batch_size)) for i in batch]
+    return own, {items[i]["id"]: pad_to[i] for i in range(len(items))}
 
 
-def _generate(gen, todo: list[dict], writer: ResumableJsonl, cfg: GenerateConfig, grade, bar) -> None:
+def _generate(gen, todo: list[dict], writer: ResumableJsonl, cfg: GenerateConfig, grade, bar,
+              pad_to: dict | None = None) -> None:
     ids = [prompt_ids(gen.tokenizer, it["question"], cfg.prompt) for it in todo]
 
     def write(idx: list[int], completions) -> None:
@@ -165,7 +171,7 @@ def _generate(gen, todo: list[dict], writer: ResumableJsonl, cfg: GenerateConfig
     try:
         gen.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling(), stop=tuple(cfg.stop),
                          seed=cfg.seed, row_seeds=[row_seed(it["id"]) for it in todo], batch_size=cfg.batch_size,
-                         on_batch=write)
+                         on_batch=write, pad_to=None if pad_to is None else [pad_to[it["id"]] for it in todo])
     finally:
         bar.close()
 
