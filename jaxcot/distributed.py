@@ -88,24 +88,15 @@ def part_path(out: str, share: Share) -> str:
     return out if share.count == 1 else out + share.suffix()
 
 
-def gather_parts(out: str, ids: Sequence, count: int, batch_rows: int, *, key: str = "id") -> int:
-    """Write the records of `out`'s `count` finished part files to `out` in the order one process
-    would have written them, then delete the parts (and any left by a launch with another process
-    count); returns the record count.
-
-    Part i holds batches i, i + count, ... (`Share.take`) of `batch_rows` records each (the
-    plan's last batch may be shorter), each part in its batch order: taking `batch_rows` records
-    from each part in turn restores the plan's order. `ids`: every id the output must hold."""
+def gather_parts(out: str, ids: Sequence, count: int, *, key: str = "id") -> int:
+    """Write the records of `out`'s `count` finished part files to `out` in the order of `ids`
+    (every id the output must hold, in the input's order: as one process writes it), then delete
+    the parts (and any left by a launch with another process count); returns the record count."""
     paths = [part_path(out, Share(i, count)) for i in range(count)]
     missing = [p for p in paths if not is_complete(p)]
     if missing:
         raise DataError(f"{out}: part {missing[0]} is not finished; every process must finish its share first")
-    parts = [read_jsonl(p, required=(key,)) for p in paths]
-    merged, k = [], 0
-    while any(k < len(part) for part in parts):
-        for part in parts:
-            merged += part[k:k + batch_rows]
-        k += batch_rows
+    merged = [rec for p in paths for rec in read_jsonl(p, required=(key,))]
     seen, expected = set(), set(ids)
     for rec in merged:
         if rec[key] in seen:
@@ -116,7 +107,7 @@ def gather_parts(out: str, ids: Sequence, count: int, batch_rows: int, *, key: s
     if len(seen) != len(expected):
         absent = next(i for i in ids if i not in seen)
         raise DataError(f"{out}: no part holds id {absent!r}")
-    with ResumableJsonl(out, ids=[rec[key] for rec in merged], key=key) as writer:
+    with ResumableJsonl(out, ids=list(ids), key=key) as writer:
         pending = set(writer.pending)
         for rec in merged:
             if rec[key] in pending:

@@ -174,7 +174,9 @@ class ResumableJsonl:
     Records are appended to `<path>.partial`, each line flushed. On entry the ids already there
     are `done` (a torn last line, from a kill mid-write, is dropped and its record redone) and the
     rest are `pending`; a finished `path` counts as all done. On a clean exit every expected id
-    must have been written exactly once; then the partial file is renamed to `path`. An exception
+    must have been written exactly once; then `path` is written atomically with the records in
+    the order of `ids`, whatever order the work wrote them in (a stage's batching, a resume: what
+    the next stage reads must not depend on them), and the partial file removed. An exception
     leaves the partial file for the next run. A finished file or partial file holding ids that
     were not asked for is refused (DataError), never merged.
     """
@@ -257,4 +259,14 @@ class ResumableJsonl:
         if missing:
             raise DataError(f"{self.path}: {len(missing)} of {len(self.ids)} records were not written "
                             f"(e.g. {missing[0]!r}); the partial file is kept, rerun to finish")
-        os.replace(self.partial, self.path)
+        where = {}  # id -> (offset, length) of its line in the partial file
+        with open(self.partial, "rb") as f:
+            offset = 0
+            for line in f:
+                where[json.loads(line)[self.key]] = (offset, len(line))
+                offset += len(line)
+            with atomic_open(self.path, "wb") as out:
+                for rid in self.ids:
+                    f.seek(where[rid][0])
+                    out.write(f.read(where[rid][1]))
+        os.unlink(self.partial)

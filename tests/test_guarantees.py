@@ -301,3 +301,29 @@ def test_sigterm_stops_generate_with_its_work_saved(world, tmp_path):
     ref = tmp_path / "ref.jsonl"
     assert subprocess.run(argv + [f"--out={ref}"], cwd=ROOT, env=env, capture_output=True).returncode == 0
     assert sorted(out.read_text().splitlines()) == sorted(ref.read_text().splitlines())
+
+
+def test_a_resumable_output_lands_in_input_order_whatever_order_it_was_written(tmp_path):
+    """The work writes records as its batches finish (longest first, a resume's pending ones
+    first); the finished file holds them in the input's order, so that the next stage (and a
+    student's training order) does not depend on the batching."""
+    from jaxcot.io import ResumableJsonl, is_complete
+
+    out = tmp_path / "out.jsonl"
+    ids = ["a", "b", "c", "d"]
+    with pytest.raises(RuntimeError, match="killed"), ResumableJsonl(out, ids=ids) as w:
+        w.write({"id": "c", "n": 3})
+        raise RuntimeError("killed")
+    with ResumableJsonl(out, ids=ids) as w:
+        assert w.pending == ["a", "b", "d"]
+        for rid in ("d", "a", "b"):
+            w.write({"id": rid, "n": "é" * len(rid)})
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x)["id"] for x in lines] == ids and is_complete(out)
+    # killed after the finished file was written but before the partial one was removed: the next
+    # run sees an unfinished output, finds every record done and finishes it the same way
+    (tmp_path / "out.jsonl.partial").write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")
+    assert not is_complete(out)
+    with ResumableJsonl(out, ids=ids) as w:
+        assert w.pending == []
+    assert out.read_text(encoding="utf-8").splitlines() == lines and is_complete(out)

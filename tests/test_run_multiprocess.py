@@ -76,15 +76,15 @@ def test_two_processes_equal_one(tmp_path):
     assert "train: done, reusing" in again[0] and "eval: done, reusing" in again[0]
 
 
-def test_gather_parts_restores_one_process_order(tmp_path):
+def test_gather_parts_restores_the_input_order(tmp_path):
     out = str(tmp_path / "traces.jsonl")
     plan = [["q3", "q0"], ["q5", "q1"], ["q2", "q4"], ["q6"]]  # one process's batches of 2, in order
     ids = [f"q{i}" for i in range(7)]
     for i in range(2):
         atomic_write_jsonl(part_path(out, Share(i, 2)), [{"id": q} for b in Share(i, 2).take(plan) for q in b])
     atomic_write_jsonl(part_path(out, Share(2, 3)) + ".partial", [{"id": "q6"}])  # a launch of 3, interrupted
-    assert gather_parts(out, ids, 2, batch_rows=2) == 7
-    assert [json.loads(line)["id"] for line in open(out)] == [q for b in plan for q in b]
+    assert gather_parts(out, ids, 2) == 7
+    assert [json.loads(line)["id"] for line in open(out)] == ids
     assert sorted(os.listdir(tmp_path)) == ["traces.jsonl"]
     assert Share(1, 3).take(list(range(8))) == [1, 4, 7] and part_path(out, Share()) == out
 
@@ -94,14 +94,14 @@ def test_gather_parts_refuses_unfinished_overlapping_or_missing_parts(tmp_path):
     ids = ["a", "b", "c", "d"]
     atomic_write_jsonl(part_path(out, Share(0, 2)), [{"id": "a"}, {"id": "b"}])
     with pytest.raises(DataError, match="part .*part-1-of-2 is not finished"):
-        gather_parts(out, ids, 2, batch_rows=2)
+        gather_parts(out, ids, 2)
     atomic_write_jsonl(part_path(out, Share(1, 2)), [{"id": "b"}, {"id": "c"}])
     with pytest.raises(DataError, match="id 'b' is in two parts"):
-        gather_parts(out, ids, 2, batch_rows=2)
+        gather_parts(out, ids, 2)
     atomic_write_jsonl(part_path(out, Share(1, 2)), [{"id": "c"}])
     with pytest.raises(DataError, match="no part holds id 'd'"):
-        gather_parts(out, ids, 2, batch_rows=2)
+        gather_parts(out, ids, 2)
     atomic_write_jsonl(part_path(out, Share(1, 2)), [{"id": "c"}, {"id": "x"}])
     with pytest.raises(DataError, match="id 'x', which is not in the input"):
-        gather_parts(out, ids, 2, batch_rows=2)
+        gather_parts(out, ids, 2)
     assert not os.path.exists(out)

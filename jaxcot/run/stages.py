@@ -241,7 +241,7 @@ class GenerateStage(_Stage):
     def gather(self):
         ids = [it["id"] for it in self.read("data/train.jsonl")]
         with self.claim("traces.jsonl", self.fingerprints()["traces.jsonl"]):
-            gather_parts(self.ctx.path("traces.jsonl"), ids, self.ctx.share.count, self.ctx.cfg.generate.batch_size)
+            gather_parts(self.ctx.path("traces.jsonl"), ids, self.ctx.share.count)
         self.summarize(self.read("traces.jsonl"))
 
     def summarize(self, traces: list[dict]) -> None:
@@ -283,13 +283,10 @@ class ScoreStage(_Stage):
                      inputs=inputs, replace=True, say=ctx.say, share=ctx.share)
 
     def gather(self):
-        from jaxcot.importance.batching import batch_rows, data_parallel_size
-
         cfg = self.ctx.cfg.score_config()
         ids = [t["id"] for t in self.read("traces.jsonl") if cfg.selects(t)]
-        rows = batch_rows(cfg.batch_size, data_parallel_size(self.ctx.mesh()))  # each process's mesh, as process 0's
         with self.claim("scored.jsonl", self.fingerprints()["scored.jsonl"]):
-            gather_parts(self.ctx.path("scored.jsonl"), ids, self.ctx.share.count, rows)
+            gather_parts(self.ctx.path("scored.jsonl"), ids, self.ctx.share.count)
 
 
 class AucStage(_Stage):
