@@ -5,7 +5,8 @@ both sides); batch 1 and 8. Compile time is reported apart from the timed runs; 
 timed runs take turns (medians), so drift on a shared host hits both alike. The batch-1 bound
 is weight bytes per token / memory bandwidth (numpy copies on every core at once, counted as read
 + write). `same` counts the rows whose greedy tokens are identical on both sides; with
-`--dtype bfloat16`, `=f32` counts the rows whose bfloat16 tokens equal jaxcot's float32 ones.
+`--dtype bfloat16`, `=f32` counts the rows whose bfloat16 tokens equal jaxcot's float32 ones;
+each with the mean length of the common prefix in brackets.
 
     python benchmarks/generate.py                      # SmolLM2-135M (GGUF) + a tiny random model
     python benchmarks/generate.py --models tiny --dtype bfloat16
@@ -146,6 +147,14 @@ def timed_turns(runs: dict, repeats: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def agreement(ours, theirs) -> str:
+    """'k/n (p)': k of n rows with the same tokens, p the mean length of their common prefix."""
+    ours, theirs = [list(a) for a in ours], [list(b) for b in theirs]
+    prefix = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+              for a, b in zip(ours, theirs)]
+    return f"{sum(a == b for a, b in zip(ours, theirs))}/{len(prefix)} ({sum(prefix) / len(prefix):.0f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["smollm2", "tiny"], choices=["smollm2", "tiny"])
@@ -161,7 +170,7 @@ def main() -> None:
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs; memory bandwidth {bw / 1e9:.1f} GB/s")
     header = (f"{'model':8} {'batch':>5} {'jaxcot tok/s':>12} {'torch tok/s':>11} {'ratio':>6} "
-              f"{'compile s':>9} {'bound tok/s':>11} {'of bound':>8} {'same':>5} {'=f32':>5}")
+              f"{'compile s':>9} {'bound tok/s':>11} {'of bound':>8} {'same':>9} {'=f32':>9}")
     print(header)
     print("-" * len(header))
     for name in args.models:
@@ -177,16 +186,16 @@ def main() -> None:
             same = f32 = ""
             if not args.skip_torch:
                 runs["torch"], their_tokens = torch_runner(hf, batch, args.new, pad_id)
-                same = f"{sum(a == b for a, b in zip(our_tokens, their_tokens))}/{b}"
+                same = agreement(our_tokens, their_tokens)
             if dtype != jnp.float32:
                 f32_tokens = jaxcot_runner(ours_f32, batch, args.new)[2]
-                f32 = f"{sum(a == b for a, b in zip(our_tokens, f32_tokens))}/{b}"
+                f32 = agreement(our_tokens, f32_tokens)
             med = timed_turns(runs, args.repeats)
             jt, tt, compile_s = med["jaxcot"], med.get("torch", float("nan")), gen.compile_seconds
             j_tps, t_tps = b * args.new / jt, b * args.new / tt
             of_bound = f"{j_tps / bound:8.2f}" if b == 1 else f"{'':8}"
             print(f"{name:8} {b:5d} {j_tps:12.1f} {t_tps:11.1f} {j_tps / t_tps:6.2f} {compile_s:9.1f} "
-                  f"{bound:11.1f} {of_bound} {same:>5} {f32:>5}")
+                  f"{bound:11.1f} {of_bound} {same:>9} {f32:>9}")
         print(f"  {name}: {wb / 1e6:.1f} MB of weights ({args.dtype}); batch-1 bound {1e3 / bound:.1f} ms/token")
 
 
