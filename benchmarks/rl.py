@@ -60,7 +60,7 @@ class JaxSide:
         self.qs, self.cache, self.done = qs, {}, 0
         self.cfg = from_dict(GRPOConfig, dict(
             init_from=model, output_dir=out, max_steps=args.warmup + args.steps, prompts_per_step=args.prompts,
-            num_generations=args.generations, max_new_tokens=args.new, temperature=0.6, beta=0.0,
+            num_generations=args.generations, max_new_tokens=args.new, sampling={"temperature": 0.6}, beta=0.0,
             lora={"rank": 16, "alpha": 32.0, "dropout": 0.05}, optim={"lr": 1e-5, "warmup_ratio": 0.0},
             rewards=[{"name": "correct", "weight": 1.0}], checkpoint={"every": 1, "async_save": False},
             log={"tensorboard": False}, progress=False, export=False, mesh={"devices": 1},
