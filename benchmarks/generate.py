@@ -4,9 +4,11 @@ Same weights and prompts on both sides; greedy; exactly `--new` new tokens per r
 both sides); batch 1 and 8. Compile time is reported apart from the timed runs; the two sides'
 timed runs take turns (medians), so drift on a shared host hits both alike. The batch-1 bound
 is weight bytes per token / memory bandwidth (numpy copies on every core at once, counted as read
-+ write). `same` counts the rows whose greedy tokens are identical on both sides; with
-`--dtype bfloat16`, `=f32` counts the rows whose bfloat16 tokens equal jaxcot's float32 ones;
-each with the mean length of the common prefix in brackets.
++ write). `same` counts the rows whose greedy tokens are identical on both sides up to the end of
+the answer (jaxcot's first EOS: transformers, held to `--new` tokens by `min_new_tokens`, may not
+write EOS, so the two sides part there by design); with `--dtype bfloat16`, `=f32` counts the
+rows whose bfloat16 tokens equal jaxcot's float32 ones; each with the mean length of the common
+prefix in brackets.
 
     python benchmarks/generate.py                      # SmolLM2-135M (GGUF) + a tiny random model
     python benchmarks/generate.py --models tiny --dtype bfloat16
@@ -147,9 +149,14 @@ def timed_turns(runs: dict, repeats: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def agreement(ours, theirs) -> str:
-    """'k/n (p)': k of n rows with the same tokens, p the mean length of their common prefix."""
+def agreement(ours, theirs, eos_ids=()) -> str:
+    """'k/n (p)': k of n rows with the same tokens up to the end of the answer (the first of
+    `eos_ids` in our row: transformers' `min_new_tokens` forbids EOS before the last token, so
+    after it the two sides write different things by design), p the mean length of the common
+    prefix within that span."""
     ours, theirs = [list(a) for a in ours], [list(b) for b in theirs]
+    ends = [next((i for i, x in enumerate(a) if x in eos_ids), len(a)) for a in ours]
+    ours, theirs = [a[:e] for a, e in zip(ours, ends)], [b[:e] for b, e in zip(theirs, ends)]
     prefix = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
               for a, b in zip(ours, theirs)]
     return f"{sum(a == b for a, b in zip(ours, theirs))}/{len(prefix)} ({sum(prefix) / len(prefix):.0f})"
@@ -177,6 +184,7 @@ def main() -> None:
         hf, ours, ours_f32, prompts, pad_id = (smollm2_models if name == "smollm2" else tiny_models)(dtype)
         if dtype == jnp.bfloat16:
             hf = hf.to(torch.bfloat16)  # both sides in the same dtype, from the same float32 weights
+        eos_ids = set(ours.config.eos_ids)
         wb = param_bytes(ours)
         bound = bw / wb  # tokens/s at batch 1 if every weight byte is read once per token
         for b in args.batches:
@@ -186,10 +194,10 @@ def main() -> None:
             same = f32 = ""
             if not args.skip_torch:
                 runs["torch"], their_tokens = torch_runner(hf, batch, args.new, pad_id)
-                same = agreement(our_tokens, their_tokens)
+                same = agreement(our_tokens, their_tokens, eos_ids)
             if dtype != jnp.float32:
                 f32_tokens = jaxcot_runner(ours_f32, batch, args.new)[2]
-                f32 = agreement(our_tokens, f32_tokens)
+                f32 = agreement(our_tokens, f32_tokens, eos_ids)
             med = timed_turns(runs, args.repeats)
             jt, tt, compile_s = med["jaxcot"], med.get("torch", float("nan")), gen.compile_seconds
             j_tps, t_tps = b * args.new / jt, b * args.new / tt
