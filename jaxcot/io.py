@@ -265,6 +265,10 @@ class ResumableJsonl:
             for line in f:
                 where[json.loads(line)[self.key]] = (offset, len(line))
                 offset += len(line)
+        if list(where) == self.ids:  # written in order already
+            os.replace(self.partial, self.path)
+            return
+        with open(self.partial, "rb") as f:
             with atomic_open(self.path, "wb") as out:
                 for rid in self.ids:
                     f.seek(where[rid][0])

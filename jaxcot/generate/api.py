@@ -80,7 +80,7 @@ def shared_prompt_lengths(batch_longest: Sequence[int], min_bucket: int = 16,
                 cost = best[k - 1][i] + sum(count[i:j]) * distinct[j - 1]
                 if cost < best[k][j]:
                     best[k][j], cut[k][j] = cost, i
-    length, j, k = {}, len(distinct), min(range(1, groups + 1), key=lambda k: best[k][len(distinct)])
+    length, j, k = {}, len(distinct), groups  # one more length never pads more
     while j:
         i = cut[k][j]
         length.update({b: distinct[j - 1] for b in distinct[i:j]})

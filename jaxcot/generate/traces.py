@@ -12,7 +12,7 @@ import dataclasses
 import zlib
 from typing import Any, Mapping, Sequence
 
-from jaxcot.config import check, check_choice, check_counts, check_range
+from jaxcot.config import check, check_choice, check_counts
 from jaxcot.distributed import Share, part_path
 from jaxcot.io import DataError, ResumableJsonl, read_jsonl
 from jaxcot.provenance import Fingerprint, claimed, content_digest
@@ -52,9 +52,7 @@ class GenerateConfig:
         check_choice(self, "source", SOURCES)
         check_choice(self, "dtype", DTYPES)
         check_counts(self, "max_new_tokens", "batch_size", "min_bucket")
-        check_range(self, "temperature", 0)
-        check_range(self, "top_k", 0)
-        check_range(self, "top_p", 0, 1, lo_open=True)
+        self.sampling()  # temperature, top_k and top_p: SamplingConfig checks them
         check(all(self.stop), "stop", "a stop string may not be empty")
 
     def sampling(self):
