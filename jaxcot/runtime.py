@@ -98,6 +98,18 @@ def enable_compilation_cache(path: str | None = None, min_compile_seconds: float
     return path
 
 
+def step_compiler_options() -> dict[str, str]:
+    """XLA options for a long-running compiled step (`jax.jit(..., compiler_options=)`), by
+    backend. On CPU: no YNNPACK library fusions. XLA:CPU (jaxlib 0.10) builds each YNNPACK
+    fusion's pipeline on a program's first call, which cost SmolLM2's train step 1.2 s per
+    compiled program (a third of a step) on top of loading it, with no measurable gain on the
+    steps after it (3.5 s either way at 4 x 256 tokens; docs/performance.md). Elsewhere: none.
+    """
+    import jax
+
+    return {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else {}
+
+
 _IMPORTED = time.perf_counter()
 
 
@@ -194,4 +206,4 @@ def sigterm_raises():
 
 
 __all__ = ["CompileStats", "Interrupted", "cache_dir", "count_compilations", "enable_compilation_cache",
-           "process_seconds", "sigterm_raises", "tune_host_allocator"]
+           "process_seconds", "sigterm_raises", "step_compiler_options", "tune_host_allocator"]

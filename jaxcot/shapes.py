@@ -9,6 +9,8 @@ programs: steps=1 gives powers of two (up to half of a bucket is padding), steps
 
 from __future__ import annotations
 
+from typing import Sequence
+
 
 def _check_steps(steps: int) -> None:
     if steps < 1 or steps & (steps - 1):
@@ -38,4 +40,38 @@ def bucket_grid(max_len: int, minimum: int = 16, steps: int = 1) -> tuple[int, .
     return tuple(out) + (int(max_len),)
 
 
-__all__ = ["bucket_grid", "bucket_length"]
+def merge_lengths(lengths: Sequence[int], groups: int) -> dict[int, int]:
+    """At most `groups` shared lengths for a set of padded lengths, with the least padding.
+
+    lengths [N]: one entry per batch (a value met k times weighs k). Each distinct value maps to
+    itself or to a larger one of them (consecutive values merge upwards, the largest stays), the
+    merge that minimises the sum over the N entries of the length each pads to. Returns {value:
+    shared length}, the identity when there are at most `groups` distinct values. A compiled
+    program serves one length, so this trades padding for programs at a fixed program count.
+    """
+    distinct = sorted(set(int(n) for n in lengths))
+    groups = max(1, int(groups))
+    if len(distinct) <= groups:
+        return {n: n for n in distinct}
+    count = [0] * len(distinct)
+    for n in lengths:
+        count[distinct.index(int(n))] += 1
+    # best[k][j]: least padding for the first j values in k lengths (each run takes its last value)
+    inf = float("inf")
+    best = [[0.0] + [inf] * len(distinct)] + [[inf] * (len(distinct) + 1) for _ in range(groups)]
+    cut = [[0] * (len(distinct) + 1) for _ in range(groups + 1)]
+    for k in range(1, groups + 1):
+        for j in range(1, len(distinct) + 1):
+            for i in range(j):
+                cost = best[k - 1][i] + sum(count[i:j]) * distinct[j - 1]
+                if cost < best[k][j]:
+                    best[k][j], cut[k][j] = cost, i
+    shared, j, k = {}, len(distinct), groups  # one more length never pads more: take the last row
+    while j:
+        i = cut[k][j]
+        shared.update({n: distinct[j - 1] for n in distinct[i:j]})
+        j, k = i, k - 1
+    return shared
+
+
+__all__ = ["bucket_grid", "bucket_length", "merge_lengths"]

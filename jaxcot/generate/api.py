@@ -19,6 +19,7 @@ from jaxcot.generate.sampler import EOS, FINISH_REASONS, DecodeSpec, Sampler, bu
 from jaxcot.generate.sampling import SamplingConfig
 from jaxcot.generate.stop import StopPatterns, stop_patterns, trim_at_stop
 from jaxcot.models.decoder import Decoder
+from jaxcot.shapes import merge_lengths
 from jaxcot.text.prompts import PromptConfig, prompt_ids
 
 
@@ -62,30 +63,14 @@ def shared_prompt_lengths(batch_longest: Sequence[int], min_bucket: int = 16,
     serves every batch of its prompt length, so the N batches get at most ceil(N /
     batches_per_program) lengths: consecutive buckets merge upwards, choosing the merge with the
     fewest padded prompt slots. Returns None for every batch when no merge is needed (each takes
-    its own bucket, packed when that pays), else each batch's shared length.
+    its own bucket, packed when that pays), else each batch's shared length (`merge_lengths`).
     """
     buckets = [bucket_length(n, min_bucket) for n in batch_longest]
-    distinct = sorted(set(buckets))
     groups = max(1, -(-len(buckets) // max(batches_per_program, 1)))
-    if len(distinct) <= groups:
+    if len(set(buckets)) <= groups:
         return [None] * len(buckets)
-    count = [buckets.count(b) for b in distinct]
-    # best[k][j]: fewest slots for the first j buckets in k lengths (each run takes its last bucket)
-    inf = float("inf")
-    best = [[0.0] + [inf] * len(distinct)] + [[inf] * (len(distinct) + 1) for _ in range(groups)]
-    cut = [[0] * (len(distinct) + 1) for _ in range(groups + 1)]
-    for k in range(1, groups + 1):
-        for j in range(1, len(distinct) + 1):
-            for i in range(j):
-                cost = best[k - 1][i] + sum(count[i:j]) * distinct[j - 1]
-                if cost < best[k][j]:
-                    best[k][j], cut[k][j] = cost, i
-    length, j, k = {}, len(distinct), groups  # one more length never pads more
-    while j:
-        i = cut[k][j]
-        length.update({b: distinct[j - 1] for b in distinct[i:j]})
-        j, k = i, k - 1
-    return [length[b] for b in buckets]
+    shared = merge_lengths(buckets, groups)
+    return [shared[b] for b in buckets]
 
 
 class Generator:

@@ -27,6 +27,8 @@ class DataConfig:
     packing: several examples per row (attention kept within each); else one example per row.
     buckets: row lengths batches are padded to; empty: a grid of `bucket_steps` lengths per
     octave up to max_len (`jaxcot.shapes`; 2: 16, 24, 32, 48, ..., each a compiled train step).
+    fit_buckets (with empty buckets): the run's batches get as many distinct lengths as that grid
+    would give them, chosen from a 4x finer grid with the least padding (`run_buckets`).
     """
 
     path: str = ""
@@ -40,6 +42,7 @@ class DataConfig:
     packing: bool = False
     buckets: list[int] = dataclasses.field(default_factory=list)
     bucket_steps: int = 2
+    fit_buckets: bool = True
     shuffle: bool = True
     limit: int | None = None
 

@@ -34,6 +34,7 @@ from jaxcot.data.sft import (
     iter_texts,
     load_examples,
     plan_rows,
+    run_buckets,
     stats_with_rows,
     tokenize_examples,
 )
@@ -41,7 +42,6 @@ from jaxcot.io import output_lock
 from jaxcot.logs import get_logger
 from jaxcot.models.config import ModelConfig
 from jaxcot.models.decoder import Decoder, abstract_model
-from jaxcot.shapes import bucket_grid
 from jaxcot.sharding import make_mesh, tree_shardings
 from jaxcot.train.checkpoint import Checkpointer, latest_meta
 from jaxcot.train.config import RESUMABLE_KEYS, TrainConfig
@@ -382,10 +382,14 @@ def _setup(config: TrainConfig, tokenizer, examples, cache: dict | None) -> _Run
     tokenizer, exs, rows, stats = prepare_data(config, tokenizer, examples, verbose=lead)
     data_digest = _data_digest(config, examples)
     say(f"data: {stats.summary()}")
-    buckets = tuple(config.data.buckets) or bucket_grid(config.data.max_len, steps=config.data.bucket_steps)
+    n_batches = len(rows) // layout.batch_size
+    total = n_batches if config.max_steps is None else min(n_batches, config.max_steps)
+    buckets = tuple(config.data.buckets) or run_buckets(
+        exs, rows, layout.batch_size, total, max_len=config.data.max_len, steps=config.data.bucket_steps,
+        fit=config.data.fit_buckets,
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     dataset = batch_pipeline(exs, rows, layout, buckets=buckets, pad_id=pad_id)
-    total = len(dataset) if config.max_steps is None else min(len(dataset), config.max_steps)
 
     model = build_model(config, tokenizer, mesh, cache)
     graphdef, params, frozen = split_model(model, config.method)

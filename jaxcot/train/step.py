@@ -17,6 +17,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxcot.runtime import step_compiler_options
 from jaxcot.sharding import BATCH, replicated, tree_shardings
 from jaxcot.train.config import OptimConfig
 
@@ -174,6 +175,7 @@ def make_train_step(
         in_shardings=(shardings.params, shardings.opt_state, shardings.frozen, batch_sh, shardings.scalar),
         out_shardings=(shardings.params, shardings.opt_state, shardings.scalar),
         donate_argnums=(0, 1),
+        compiler_options=step_compiler_options(),
     )
 
 
