@@ -7,16 +7,21 @@ is weight bytes per token / memory bandwidth (numpy copies on every core at once
 + write). `same` counts the rows whose greedy tokens are identical on both sides up to the end of
 the answer (jaxcot's first EOS: transformers, held to `--new` tokens by `min_new_tokens`, may not
 write EOS, so the two sides part there by design); with `--dtype bfloat16`, `=f32` counts the
-rows whose bfloat16 tokens equal jaxcot's float32 ones; each with the mean length of the common
-prefix in brackets.
+rows whose bfloat16 (or int8) tokens equal jaxcot's float32 ones; each with the mean length of
+the common prefix in brackets. `--dtype int8`: int8 weight-only projections with float32
+activations on both sides, from the same float32 weights: jaxcot's `Generator(quantize='int8')`
+(one scale per output channel) against torchao's `Int8WeightOnlyConfig` on the transformers
+model (`pip install torchao`; without it jaxcot runs alone).
 
     python benchmarks/generate.py                      # SmolLM2-135M (GGUF) + a tiny random model
     python benchmarks/generate.py --models tiny --dtype bfloat16
+    python benchmarks/generate.py --models smollm2 --dtype int8
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import time
@@ -28,6 +33,7 @@ import torch
 
 from jaxcot.generate import Generator, SamplingConfig
 from jaxcot.models import ModelConfig, build_model, load_model, load_tokenizer, smollm2_gguf_path
+from jaxcot.models.decoder import quantize_int8
 from jaxcot.models.params import param_bytes
 
 QUESTIONS = [
@@ -108,10 +114,10 @@ def smollm2_models(dtype):
     return hf, ours, ours_f32, prompts, int(tok.pad_token_id)
 
 
-def jaxcot_runner(model, prompts, new):
+def jaxcot_runner(model, prompts, new, quantize=None):
     """(run, generator, tokens): one greedy generation of `new` tokens per prompt, after compiling;
     tokens: the new token ids of each row."""
-    gen = Generator(model, None, eos_ids=())
+    gen = Generator(model, None, eos_ids=(), quantize=quantize)
     run = lambda: gen.generate_ids(prompts, max_new_tokens=new, sampling=SamplingConfig())  # noqa: E731
     out = run()
     assert all(len(c.token_ids) == new for c in out)
@@ -169,10 +175,14 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each side, taking turns")
     ap.add_argument("--skip-torch", action="store_true", help="time jaxcot only")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                    help="weights and compute, jaxcot and torch alike")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"],
+                    help="weights and compute, jaxcot and torch alike (int8: weight-only, float32 compute)")
     args = ap.parse_args()
-    dtype = jnp.dtype(args.dtype)
+    int8 = args.dtype == "int8"
+    dtype = jnp.float32 if int8 else jnp.dtype(args.dtype)
+    if int8 and not args.skip_torch and importlib.util.find_spec("torchao") is None:
+        print("torchao is not installed (pip install torchao): timing jaxcot's int8 alone")
+        args.skip_torch = True
     bw = memory_bandwidth()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs; memory bandwidth {bw / 1e9:.1f} GB/s")
@@ -184,18 +194,22 @@ def main() -> None:
         hf, ours, ours_f32, prompts, pad_id = (smollm2_models if name == "smollm2" else tiny_models)(dtype)
         if dtype == jnp.bfloat16:
             hf = hf.to(torch.bfloat16)  # both sides in the same dtype, from the same float32 weights
+        if int8 and not args.skip_torch:
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+            quantize_(hf, Int8WeightOnlyConfig())  # every nn.Linear: the projections and an untied LM head
         eos_ids = set(ours.config.eos_ids)
-        wb = param_bytes(ours)
+        wb = param_bytes(quantize_int8(ours) if int8 else ours)
         bound = bw / wb  # tokens/s at batch 1 if every weight byte is read once per token
         for b in args.batches:
             batch = (prompts * (b // len(prompts) + 1))[:b]
             runs = {}
-            runs["jaxcot"], gen, our_tokens = jaxcot_runner(ours, batch, args.new)
+            runs["jaxcot"], gen, our_tokens = jaxcot_runner(ours, batch, args.new, "int8" if int8 else None)
             same = f32 = ""
             if not args.skip_torch:
                 runs["torch"], their_tokens = torch_runner(hf, batch, args.new, pad_id)
                 same = agreement(our_tokens, their_tokens, eos_ids)
-            if dtype != jnp.float32:
+            if int8 or dtype != jnp.float32:
                 f32_tokens = jaxcot_runner(ours_f32, batch, args.new)[2]
                 f32 = agreement(our_tokens, f32_tokens, eos_ids)
             med = timed_turns(runs, args.repeats)

@@ -76,9 +76,20 @@ def test_benchmark_runs_tiny(script, tiny_gguf, tmp_path):
     args, expect = TINY[script]
     if script in TAKES_GGUF:
         args = [*args, "--gguf", tiny_gguf]
+    run_tiny(script, args, expect, tmp_path)
+
+
+def test_generate_benchmark_runs_int8_tiny(tmp_path):
+    """The int8 weight-only comparison (torchao on the transformers side)."""
+    out = run_tiny("generate.py", [*TINY["generate.py"][0], "--dtype", "int8"], "(int8)", tmp_path)
+    assert "torchao is not installed" not in out
+
+
+def run_tiny(script: str, args: list[str], expect: str, tmp_path) -> str:
     env = dict(os.environ, PYTHONPATH=ROOT, JAXCOT_CACHE_DIR=str(tmp_path / "cache"))
     env.pop("XLA_FLAGS", None)  # one device, as a user runs them
     proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     assert expect in proc.stdout, proc.stdout[-2000:]
+    return proc.stdout

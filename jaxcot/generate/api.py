@@ -83,7 +83,8 @@ class Generator:
     lengths; a KV cache grown in phases; fused [out, in] projections, by default on CPU; compiled
     programs shared across generators of one architecture); batches_per_program: the batches of
     one call share prompt lengths so that each program serves about this many
-    (`shared_prompt_lengths`).
+    (`shared_prompt_lengths`); quantize: 'int8' decodes with int8 weight-only projections
+    (`Sampler`, `jaxcot.models.quantize_int8`).
     """
 
     def __init__(
@@ -100,11 +101,13 @@ class Generator:
         fuse_weights: bool | None = None,
         programs: dict | None = None,
         batches_per_program: int = 8,
+        quantize: str | None = None,
     ):
         self.tokenizer = tokenizer
         self.batches_per_program = batches_per_program
         self.sampler = Sampler(model, mesh=mesh, cache_dtype=cache_dtype, min_bucket=min_bucket, pack=pack,
-                               decode_phases=decode_phases, fuse_weights=fuse_weights, programs=programs)
+                               decode_phases=decode_phases, fuse_weights=fuse_weights, programs=programs,
+                               quantize=quantize)
         self.eos_ids = tuple(int(i) for i in (eos_ids if eos_ids is not None else default_eos_ids(model, tokenizer)))
         pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
         self.pad_id = int(pad if pad is not None else (model.config.pad_token_id or 0))

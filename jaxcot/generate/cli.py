@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="sampling seed; each row has its own stream (config default 0)")
     p.add_argument("--stop", action="append", help="stop string, repeatable (config default none)")
     p.add_argument("--dtype", choices=DTYPES, help="compute and weight dtype (config default float32)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="int8 weight-only projections for decoding (saves memory; on CPU not time)")
     q = QuestionFields()
     p.add_argument("--question-field", default=q.question_field, help="the records' question field")
     p.add_argument("--answer-field", default=q.answer_field, help="the records' reference answer field (gives gold)")
@@ -59,7 +61,7 @@ def run(args) -> int:
     if args.prompt is not None:
         if args.out:
             raise SystemExit("--out goes with --data, not --prompt")
-        gen = load_generator(args.model, cfg, args.tokenizer)
+        gen = load_generator(args.model, cfg, args.tokenizer, quantize=args.quantize)
         prompt = dataclasses.replace(cfg.prompt, template="{question}")
         (c,) = gen.generate([args.prompt], prompt=prompt, max_new_tokens=cfg.max_new_tokens,
                             sampling=cfg.sampling(), stop=tuple(cfg.stop), seed=cfg.seed)
@@ -74,7 +76,9 @@ def run(args) -> int:
     if args.overwrite:
         discard(args.out)
     was_complete = is_complete(args.out)
-    traces = write_traces(items, args.out, cfg, lambda: load_generator(args.model, cfg, args.tokenizer),
+    traces = write_traces(items, args.out, cfg,
+                          lambda: load_generator(args.model, cfg, args.tokenizer, quantize=args.quantize),
+                          origin={"quantize": args.quantize} if args.quantize else {},
                           inputs=model_inputs(args.model, args.tokenizer))
     if was_complete:
         print(f"{args.out} is complete ({len(traces)} records); pass --overwrite to regenerate", file=sys.stderr)

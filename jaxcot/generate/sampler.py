@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxcot import shapes
 from jaxcot.generate.sampling import SamplingConfig, derive_row_keys, sample, step_keys, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix
-from jaxcot.models.decoder import Decoder, KVCache, fuse_for_decoding
+from jaxcot.models.decoder import Decoder, KVCache, fuse_for_decoding, quantize_int8
 from jaxcot.models.params import param_bytes
 from jaxcot.sharding import BATCH, make_mesh
 
@@ -49,6 +49,7 @@ RUNNING, EOS, STOP, LENGTH = 0, 1, 2, 3
 # Smaller models run from cache, compute-bound, where the fused layout is 7-9% slower (17 MB).
 FUSE_MIN_BYTES = 64 << 20
 FINISH_REASONS = {RUNNING: "running", EOS: "eos", STOP: "stop", LENGTH: "length"}
+QUANTIZE = (None, "int8")  # weight quantizations a Sampler can run (`quantize_int8`)
 
 
 @flax.struct.dataclass
@@ -397,17 +398,21 @@ class Sampler:
     fused, [out, in] projections (`fuse_for_decoding`: faster few-row matmuls on CPU, at the cost
     of a second copy of the layers' weights); None = `fuse_by_default`. programs: a dict shared by
     samplers of models of one architecture (students of one base model), so that each program is
-    compiled once for all of them (default: this sampler's own).
+    compiled once for all of them (default: this sampler's own). quantize: 'int8' runs a copy
+    with int8 weight-only projections (`quantize_int8`); None keeps the model's weights.
     """
 
     def __init__(self, model: Decoder, *, mesh: Mesh | None = None, cache_dtype=None, min_bucket: int = 16,
                  pack: bool = True, pack_capacity: int = 1024, decode_phases: int = 4, min_phase_room: int = 128,
-                 fuse_weights: bool | None = None, programs: dict | None = None):
+                 fuse_weights: bool | None = None, programs: dict | None = None, quantize: str | None = None):
         self.mesh = mesh or make_mesh(devices=jax.local_devices()[:1])
         if fuse_weights is None:
             fuse_weights = fuse_by_default(model, self.mesh)
+        if quantize not in QUANTIZE:
+            raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
         self.fused = bool(fuse_weights)
-        self.graphdef, self.params = nnx.split(fuse_for_decoding(model) if self.fused else model)
+        runs = fuse_for_decoding(model) if self.fused else model
+        self.graphdef, self.params = nnx.split(quantize_int8(runs) if quantize == "int8" else runs)
         self.config = model.config
         self.cache_dtype = cache_dtype or model.dtype
         self.min_bucket = min_bucket

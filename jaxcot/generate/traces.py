@@ -175,10 +175,10 @@ def _generate(gen, todo: list[dict], writer: ResumableJsonl, cfg: GenerateConfig
 
 
 def load_generator(model_path: str, cfg: GenerateConfig, tokenizer_path: str | None = None,
-                   model=None, tokenizer=None, mesh=None):
+                   model=None, tokenizer=None, mesh=None, quantize: str | None = None):
     """A `Generator` for `cfg` (dtype, min_bucket), its batch sharded over the data axis of `mesh`
     (default: every device). model / tokenizer: already loaded ones to reuse instead of reading
-    `model_path`."""
+    `model_path`. quantize: 'int8' for int8 weight-only decoding (see `Generator`)."""
     import jax.numpy as jnp
 
     from jaxcot.generate.api import Generator
@@ -190,7 +190,7 @@ def load_generator(model_path: str, cfg: GenerateConfig, tokenizer_path: str | N
         dtype = jnp.dtype(cfg.dtype)
         model = load_model(model_path, dtype=dtype, param_dtype=dtype, mesh=mesh)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tokenizer_path or model_path)
-    return Generator(model, tokenizer, mesh=mesh, min_bucket=cfg.min_bucket)
+    return Generator(model, tokenizer, mesh=mesh, min_bucket=cfg.min_bucket, quantize=quantize)
 
 
 __all__ = ["DTYPES", "SOURCES", "GenerateConfig", "load_generator", "reference_trace", "row_seed",

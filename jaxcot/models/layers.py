@@ -28,6 +28,10 @@ def few_rows_dot(x: Array, w: Array) -> Array:
     return jax.lax.optimization_barrier(jnp.einsum("oi,ri->or", w, x, preferred_element_type=jnp.float32)).T
 
 
+class QuantScale(nnx.Variable):
+    """Per-output-channel float32 scales [out] of an int8 kernel (`Linear.quantize_int8`)."""
+
+
 class Linear(nnx.Module):
     """y = x @ kernel (+ bias) (+ LoRA: dropout(x) @ lora_a @ lora_b * alpha / rank).
 
@@ -35,6 +39,7 @@ class Linear(nnx.Module):
     `jaxcot.models.fuse_for_decoding` builds, faster for few rows on CPU (see `__call__`). LoRA
     factors, when attached, are ``nnx.LoRAParam`` so that optimizers and filters can tell them
     from base weights. kernel / bias: initial values (default: N(0, init_std) and zeros).
+    After `quantize_int8` the kernel is int8 with a `QuantScale` per output channel.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class Linear(nnx.Module):
         self.lora_b: nnx.LoRAParam | None = nnx.data(None)
         self.lora_scale: float = 0.0
         self.lora_dropout: nnx.Dropout | None = nnx.data(None)
+        self.kernel_scale: QuantScale | None = nnx.data(None)
 
     @classmethod
     def stacked(cls, parts: "list[Linear]") -> "Linear":
@@ -81,7 +87,7 @@ class Linear(nnx.Module):
         first = parts[0]
         if any(p.in_features != first.in_features for p in parts):
             raise ValueError(f"stacked Linears need one input size, got {[p.in_features for p in parts]}")
-        dtype = first.kernel[...].dtype
+        dtype = first.kernel[...].dtype if first.kernel_scale is None else jnp.float32
         kernel = jnp.concatenate([p.merged_kernel().T.astype(dtype) for p in parts], axis=0)
         bias = None
         if any(p.bias is not None for p in parts):
@@ -91,8 +97,23 @@ class Linear(nnx.Module):
         return cls(first.in_features, kernel.shape[0], dtype=first.dtype, param_dtype=dtype, out_in=True,
                    kernel=kernel, bias=bias)
 
+    def quantize_int8(self) -> None:
+        """Weight-only int8, in place: kernel = round(kernel / s) in [-127, 127] with one float32
+        scale s = max |column| / 127 per output channel; activations, accumulation and the bias
+        stay as they were. LoRA, if attached, is merged into the kernel first (and removed)."""
+        w = self.merged_kernel()  # [in, out] float32
+        amax = jnp.max(jnp.abs(w), axis=0)
+        scale = jnp.where(amax > 0, amax / 127.0, 1.0).astype(jnp.float32)
+        q = jnp.clip(jnp.round(w / scale), -127, 127).astype(jnp.int8)
+        self.kernel = nnx.Param(q.T if self.out_in else q)
+        self.kernel_scale = QuantScale(scale)
+        self.lora_a = self.lora_b = self.lora_dropout = None
+        self.lora_scale = 0.0
+
     def attach_lora(self, rank: int, alpha: float, *, dropout: float = 0.0, rngs: nnx.Rngs, param_dtype=jnp.float32):
         """Add LoRA factors: A ~ N(0, 1/rank) [in, r], B = 0 [r, out], so the output is unchanged."""
+        if self.kernel_scale is not None:
+            raise ValueError("LoRA goes on a float kernel, not on one quantized to int8 for inference")
         if self.out_in:
             raise ValueError("LoRA goes on a model's own Linears, not on one fused for decoding ([out, in] kernel)")
         self.lora_a = nnx.LoRAParam(
@@ -108,6 +129,8 @@ class Linear(nnx.Module):
         k = self.kernel[...].astype(jnp.float32)
         if self.out_in:
             k = k.T
+        if self.kernel_scale is not None:
+            k = k * self.kernel_scale[...]
         if self.lora_a is None:
             return k
         return k + self.lora_scale * (self.lora_a[...].astype(jnp.float32) @ self.lora_b[...].astype(jnp.float32))
@@ -127,6 +150,8 @@ class Linear(nnx.Module):
             y = few_rows_dot(xc, w)
         else:
             y = jnp.einsum("ri,oi->ro", xc, w, preferred_element_type=jnp.float32)
+        if self.kernel_scale is not None:  # int8 weights: the dot ran on their integer values
+            y = y * self.kernel_scale[...]
         if self.bias is not None:
             y = y + self.bias[...].astype(jnp.float32)
         if self.lora_a is not None:

@@ -49,7 +49,7 @@ def param_paths(model: Decoder) -> dict[str, tuple[int, ...]]:
 
 def param_bytes(model: Decoder) -> int:
     """Bytes of the model's parameters (LoRA factors included)."""
-    _, params = nnx.split(model, nnx.Param)
+    _, params, _ = nnx.split(model, nnx.Param, ...)
     return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(params))
 
 
