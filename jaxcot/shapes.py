@@ -9,6 +9,7 @@ programs: steps=1 gives powers of two (up to half of a bucket is padding), steps
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Sequence
 
 
@@ -53,9 +54,8 @@ def merge_lengths(lengths: Sequence[int], groups: int) -> dict[int, int]:
     groups = max(1, int(groups))
     if len(distinct) <= groups:
         return {n: n for n in distinct}
-    count = [0] * len(distinct)
-    for n in lengths:
-        count[distinct.index(int(n))] += 1
+    seen = Counter(int(n) for n in lengths)
+    count = [seen[n] for n in distinct]
     # best[k][j]: least padding for the first j values in k lengths (each run takes its last value)
     inf = float("inf")
     best = [[0.0] + [inf] * len(distinct)] + [[inf] * (len(distinct) + 1) for _ in range(groups)]

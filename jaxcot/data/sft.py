@@ -286,6 +286,11 @@ def fit_bucket(n: int, buckets: Sequence[int]) -> int:
     raise ValueError(f"row of {n} tokens exceeds the largest bucket {max(buckets)}")
 
 
+def batch_longest(examples: Sequence[Example], batch_rows: Sequence[Sequence[int]]) -> int:
+    """Tokens in the longest row of a batch (a row: example indices, several when packed)."""
+    return max(sum(examples[i].length for i in row) for row in batch_rows)
+
+
 def run_buckets(
     examples: Sequence[Example], rows: Sequence[tuple[int, ...]], batch_size: int, n_batches: int, *,
     max_len: int, steps: int, fit: bool = True,
@@ -301,8 +306,7 @@ def run_buckets(
     grid = bucket_grid(max_len, steps=steps)
     if not fit or n_batches <= 0:
         return grid
-    longest = [max(sum(examples[i].length for i in row) for row in rows[k * batch_size:(k + 1) * batch_size])
-               for k in range(n_batches)]
+    longest = [batch_longest(examples, rows[k * batch_size:(k + 1) * batch_size]) for k in range(n_batches)]
     fine = bucket_grid(max_len, steps=4 * steps)
     shared = merge_lengths([fit_bucket(n, fine) for n in longest], len({fit_bucket(n, grid) for n in longest}))
     return tuple(sorted(set(shared.values()) | {int(max_len)}))
@@ -383,8 +387,7 @@ class _Materialize(grain.transforms.Map):
         self.examples, self.layout, self.buckets, self.pad_id = examples, layout, tuple(buckets), pad_id
 
     def map(self, batch_rows):
-        longest = max(sum(self.examples[i].length for i in row) for row in batch_rows)
-        length = fit_bucket(longest, self.buckets)
+        length = fit_bucket(batch_longest(self.examples, batch_rows), self.buckets)
         return materialize(self.examples, self.layout.local_rows(batch_rows), length, self.pad_id)
 
 

@@ -8,7 +8,7 @@ import sys
 
 from jaxcot.config import HelpFormatter, load_config
 from jaxcot.data.questions import QuestionFields
-from jaxcot.generate.traces import DTYPES, GenerateConfig
+from jaxcot.generate.traces import DTYPES, QUANTIZE, GenerateConfig
 from jaxcot.models.loading import add_model_arguments
 
 
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="sampling seed; each row has its own stream (config default 0)")
     p.add_argument("--stop", action="append", help="stop string, repeatable (config default none)")
     p.add_argument("--dtype", choices=DTYPES, help="compute and weight dtype (config default float32)")
-    p.add_argument("--quantize", choices=["int8"],
+    p.add_argument("--quantize", choices=[q for q in QUANTIZE if q],
                    help="int8 weight-only projections for decoding (saves memory; on CPU not time)")
     q = QuestionFields()
     p.add_argument("--question-field", default=q.question_field, help="the records' question field")

@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxcot import shapes
 from jaxcot.generate.sampling import SamplingConfig, derive_row_keys, sample, step_keys, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix
+from jaxcot.generate.traces import QUANTIZE
 from jaxcot.models.decoder import Decoder, KVCache, fuse_for_decoding, quantize_int8
 from jaxcot.models.params import param_bytes
 from jaxcot.sharding import BATCH, make_mesh
@@ -49,7 +50,6 @@ RUNNING, EOS, STOP, LENGTH = 0, 1, 2, 3
 # Smaller models run from cache, compute-bound, where the fused layout is 7-9% slower (17 MB).
 FUSE_MIN_BYTES = 64 << 20
 FINISH_REASONS = {RUNNING: "running", EOS: "eos", STOP: "stop", LENGTH: "length"}
-QUANTIZE = (None, "int8")  # weight quantizations a Sampler can run (`quantize_int8`)
 
 
 @flax.struct.dataclass

@@ -22,6 +22,7 @@ from jaxcot.text.prompts import PromptConfig, prompt_ids
 
 SOURCES = ("model", "reference")
 DTYPES = ("float32", "bfloat16")
+QUANTIZE = (None, "int8")  # weight quantizations decoding can run (`jaxcot.models.quantize_int8`)
 
 
 @dataclasses.dataclass
@@ -193,5 +194,5 @@ def load_generator(model_path: str, cfg: GenerateConfig, tokenizer_path: str | N
     return Generator(model, tokenizer, mesh=mesh, min_bucket=cfg.min_bucket, quantize=quantize)
 
 
-__all__ = ["DTYPES", "SOURCES", "GenerateConfig", "load_generator", "reference_trace", "row_seed",
+__all__ = ["DTYPES", "QUANTIZE", "SOURCES", "GenerateConfig", "load_generator", "reference_trace", "row_seed",
            "trace_record", "traces_fingerprint", "write_traces"]
