@@ -5,6 +5,7 @@ tokenizer and chat template in its GGUF file, so their tokenization, prompt and 
 are the ones the full-size runs take.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def tiny_gguf(tmp_path_factory):
 
 # script -> (tiny arguments, a line its output must contain)
 TINY = {
+    "accelerator.py": (["--tiny"], "| tiny | train |"),
     "commands.py": (["--n", "2", "--new", "4", "--steps", "1", "--repeats", "1"], "speedup"),
     "compression_settings.py": (["--n", "2", "--offset", "0", "--batch-size", "2"], "arithmetic kept intact"),
     "forward.py": (["--batches", "1", "--seq", "16", "--repeats", "1", "--pause", "0"], "max |dlogit|"),
@@ -54,6 +56,7 @@ TINY = {
                   "--warmup", "1", "--pause", "0"], "ratio"),
 }
 TAKES_GGUF = {"commands.py", "compression_settings.py", "forward.py"}
+OWN_TEST = {"accelerator.py"}  # run by its own test below, which checks its JSON too
 
 
 def scripts() -> list[str]:
@@ -71,7 +74,7 @@ def test_every_benchmark_has_a_tiny_run():
     assert set(scripts()) == set(TINY), "add the new benchmark to TINY with arguments that make it small"
 
 
-@pytest.mark.parametrize("script", sorted(TINY))
+@pytest.mark.parametrize("script", sorted(set(TINY) - OWN_TEST))
 def test_benchmark_runs_tiny(script, tiny_gguf, tmp_path):
     args, expect = TINY[script]
     if script in TAKES_GGUF:
@@ -83,6 +86,31 @@ def test_generate_benchmark_runs_int8_tiny(tmp_path):
     """The int8 weight-only comparison (torchao on the transformers side)."""
     out = run_tiny("generate.py", [*TINY["generate.py"][0], "--dtype", "int8"], "(int8)", tmp_path)
     assert "torchao is not installed" not in out
+
+
+def test_accelerator_benchmark_writes_its_results(tmp_path):
+    """`accelerator.py --tiny`: jaxcot and torch on CPU through the code the GPU run takes (one
+    device argument apart); the JSON names the run and holds, per framework and task, a measured
+    row: positive tokens/s, a positive HBM fraction (decode), MFU in (0, 1] from XLA's FLOP count."""
+    out = tmp_path / "acc.json"
+    args, expect = TINY["accelerator.py"]
+    run_tiny("accelerator.py", [*args, "--out", str(out)], expect, tmp_path)
+    result = json.loads(out.read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert result["commit"] == (head or "unknown")
+    for key in ("date", "device_kind", "cpu", "jax", "torch", "transformers"):
+        assert result[key], key
+    assert "--tiny" in result["command"] and result["peaks"]["flops"] > 0 and result["peaks"]["bandwidth"] > 0
+    rows = result["rows"]
+    assert {(r["framework"], r["task"]) for r in rows} == {(f, t) for f in ("jaxcot", "torch")
+                                                          for t in ("decode", "gogi", "train")}
+    assert sorted(r["batch"] for r in rows if r["task"] == "decode") == [1, 1, 4, 4]
+    for r in rows:
+        assert r["status"] == "ok" and r["tokens_per_s"] > 0, r
+        if r["task"] == "decode":
+            assert r["hbm_fraction"] > 0, r
+        else:
+            assert r["flops_source"] == "xla" and 0 < r["mfu"] <= 1, r
 
 
 def run_tiny(script: str, args: list[str], expect: str, tmp_path) -> str:
