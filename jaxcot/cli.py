@@ -15,28 +15,91 @@ import importlib
 import os
 import sys
 
-# subcommand -> module that registers it. Keep one line per command.
+# subcommand -> (module that registers it, one line for `jaxcot --help`). Only the module of the
+# command being run is imported, so `jaxcot --help` and `jaxcot CMD --help` start no jax.
 COMMANDS = {
-    "generate": "jaxcot.generate.cli",
-    "score": "jaxcot.importance.cli",
-    "compress": "jaxcot.compress.cli",
-    "train": "jaxcot.train.cli",
-    "rl": "jaxcot.rl.cli",
-    "testbed": "jaxcot.testbed.cli",
-    "run": "jaxcot.run.cli",
-    "plan": "jaxcot.run.plan_cli",
+    "generate": ("jaxcot.generate.cli", "generate completions (one --prompt, or a --data set to --out traces.jsonl)"),
+    "score": ("jaxcot.importance.cli", "score chain tokens (GoGI, entropy, self-information) of a traces JSONL"),
+    "compress": ("jaxcot.compress.cli", "compress scored chains into an SFT training set"),
+    "train": ("jaxcot.train.cli", "fine-tune (LoRA or full) or train from scratch on (prompt, completion) examples"),
+    "rl": ("jaxcot.rl.cli", "GRPO after a student: sample, reward, and update the policy (LoRA or full)"),
+    "eval": ("jaxcot.eval.cli", "evaluate one model or student on a benchmark: accuracy, chain tokens, latency"),
+    "testbed": ("jaxcot.testbed.cli", "the arithmetic testbed: traces with ground-truth roles, tokenizer, teacher"),
+    "run": ("jaxcot.run.cli", "the whole pipeline: generate, score, compress, train students, evaluate, report"),
+    "plan": ("jaxcot.run.plan_cli", "compile a run's programs for a TPU topology: memory per device and hours"),
 }
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 128 + 15  # as a shell reports a process ended by SIGTERM
 
 
-def build_parser() -> argparse.ArgumentParser:
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxcot")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "unknown (not installed)"
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; `command`'s own parser is built in full (its module imported), the others'
+    only named, for the list `jaxcot --help` shows."""
     parser = argparse.ArgumentParser(prog="jaxcot", description="Shorter chains of thought, in JAX.")
+    parser.add_argument("--version", action="version", version=f"jaxcot {version()}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or JAXCOT_DEBUG=1)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for module in dict.fromkeys(COMMANDS.values()):
-        importlib.import_module(module).register(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, summary) in COMMANDS.items():
+        if name == command:
+            importlib.import_module(module).register(sub)  # (`jaxcot --help` builds no command's parser)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
     return parser
+
+
+def _command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _unknown(parser: argparse.ArgumentParser, command: str | None, rest: list[str]):
+    """The error for arguments no parser took, with the nearest flag of the command."""
+    from jaxcot.config import did_you_mean
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    known = [o for a in sub.choices[command]._actions for o in a.option_strings] if command in sub.choices else []
+    flag = next((r.split("=")[0] for r in rest if r.startswith("--")), None)
+    hint = f"; {did_you_mean(flag, known)}" if flag and known else ""
+    parser.error(f"unrecognized arguments: {' '.join(rest)}{hint}")
+
+
+def _inputs_optional(parser: argparse.ArgumentParser) -> None:
+    """No argument is required: `--print-config` prints the settings without the run's inputs."""
+    for group in parser._mutually_exclusive_groups:  # noqa: SLF001
+        group.required = False
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                _inputs_optional(sub)
+        elif action.option_strings:
+            action.required = False
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse `argv`; `key=value` overrides may come before or after a command's options."""
+    argv = [a for a in (sys.argv[1:] if argv is None else argv)]
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    command = _command(argv)
+    parser = build_parser(command if command in COMMANDS else None)
+    if "--print-config" in argv:
+        _inputs_optional(parser)
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        if hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
+            args.overrides = list(args.overrides) + rest
+        else:
+            _unknown(parser, command, rest)
+    args.debug = debug or os.environ.get("JAXCOT_DEBUG", "") not in ("", "0")
+    return args
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -47,21 +110,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (ConfigError, DataError, LockError, StageInputMissing, TrainingDiverged, FileNotFoundError,
             IsADirectoryError, NotADirectoryError, PermissionError, ValueError)
-
-
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse `argv`; `key=value` overrides may come before or after a command's options."""
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
-    if rest:
-        if hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
-            args.overrides = list(args.overrides) + rest
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    args.debug = debug or os.environ.get("JAXCOT_DEBUG", "") not in ("", "0")
-    return args
 
 
 @contextlib.contextmanager
@@ -88,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         tune_host_allocator,
     )
 
-    tune_host_allocator()  # before any JAX work: see jaxcot/runtime.py
-    args = parse(argv)
+    tune_host_allocator()  # before any JAX work (and its threads): see jaxcot/runtime.py
+    args = parse(argv)  # imports only the command's module: `--help` and `--version` start no jax
     setup_logging()  # the command owns its output: jaxcot's lines on stderr, whatever a library set up
     enable_compilation_cache()
     try:

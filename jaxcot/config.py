@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
+import sys
 import types
 import typing
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import yaml
 
@@ -84,26 +86,69 @@ def print_config(cfg) -> None:
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 
 
-def add_config_command(subparsers, name: str, *, help: str, description: str, config_help: str,
-                       example: str) -> argparse.ArgumentParser:
-    """A subcommand driven by one YAML config: `--config`, `--print-config` and `KEY=VALUE` overrides.
+_TAKES_VALUE = object()
 
-    The caller adds its own flags and `set_defaults(func=...)` to the returned parser."""
-    p = subparsers.add_parser(name, formatter_class=HelpFormatter, help=help, description=description)
-    p.add_argument("--config", required=True, help=config_help)
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """A shorthand flag for one config key: `Flag("--batch-size", "batch_size", int)` makes
+    `--batch-size 8` mean the override `batch_size=8`. `many`: repeatable, the key gets the list of
+    the values given; `switch`: a flag without a value that sets the key to `switch`."""
+
+    name: str
+    key: str
+    type: Callable | None = None
+    help: str = ""
+    choices: tuple | None = None
+    many: bool = False
+    switch: Any = _TAKES_VALUE
+
+    @property
+    def dest(self) -> str:
+        return "flag_" + self.name.lstrip("-").replace("-", "_")
+
+
+def add_command(subparsers, name: str, *, description: str, config: str, example: str,
+                flags: Sequence[Flag] = (), config_required: bool = False,
+                config_help: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand driven by one config dataclass (named `config` in the help): `--config FILE`,
+    `KEY=VALUE` overrides, `--print-config`, and `flags`, shorthands for single keys. Every command
+    parses its config this way (`command_config`). The caller adds its own flags (inputs and
+    outputs, not settings) and `set_defaults(func=...)` to the returned parser."""
+    p = subparsers.add_parser(name, formatter_class=HelpFormatter, description=description)
+    p.add_argument("--config", required=config_required, metavar="FILE",
+                   help=config_help or f"a YAML file of {config} fields; flags and KEY=VALUE overrides go on top")
     p.add_argument("--print-config", action="store_true", help="print every config key with its value and exit")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {example}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"{config} fields, e.g. {example}")
+    for f in flags:
+        if f.switch is not _TAKES_VALUE:
+            p.add_argument(f.name, dest=f.dest, action="store_const", const=f.switch, help=f"{f.help} ({f.key})")
+        else:
+            p.add_argument(f.name, dest=f.dest, type=f.type, choices=f.choices, action="append" if f.many else None,
+                           metavar=None if f.choices else f.key.rsplit(".", 1)[-1].upper(),
+                           help=f"{f.help} ({f.key}{'; repeatable' if f.many else ''})")
+    p.set_defaults(config_flags=tuple(flags))
     return p
 
 
 def command_config(cls: type[T], args: argparse.Namespace, extra: Sequence[str] = ()) -> T | None:
-    """The config of an `add_config_command` subcommand: `args.config` with its overrides (and
-    `extra` ones); None when `--print-config` asked for it to be printed (then printed)."""
-    cfg = load_config(cls, args.config, [*args.overrides, *extra])
+    """The config of an `add_command` subcommand: `--config` with its flags, then its `KEY=VALUE`
+    overrides, then `extra` ones; None when `--print-config` asked for it (then printed)."""
+    if args.set:
+        print("jaxcot: --set is deprecated and will go: write KEY=VALUE after the command", file=sys.stderr)
+    values = {f.key: getattr(args, f.dest) for f in args.config_flags if getattr(args, f.dest) is not None}
+    cfg = load_config(cls, args.config, [*args.set, *args.overrides, *extra], values)
     if args.print_config:
         print_config(cfg)
         return None
     return cfg
+
+
+def did_you_mean(word: str, known) -> str:
+    """' (did you mean 'x'?)' for the closest of `known`, else the list of them."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else f"known: {sorted(known)}"
 
 
 def _is_dataclass_type(tp) -> bool:
@@ -164,7 +209,8 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(_join(where, unknown[0]), f"unknown key for {cls.__name__}; known: {sorted(names)}")
+        hint = did_you_mean(unknown[0], names)
+        raise ConfigError(_join(where, unknown[0]), f"unknown key for {cls.__name__}; {hint}")
     kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -203,8 +249,13 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """['a.b=3', 'c=[1, 2]'] applied onto a nested dict (values parsed as YAML)."""
+    return set_keys(data, parse_overrides(overrides))
+
+
+def set_keys(data: dict, pairs) -> dict:
+    """[('a.b', 3), ('c', [1, 2])] set onto a copy of a nested dict, sections made as needed."""
     data = dict(data)
-    for key, value in parse_overrides(overrides):
+    for key, value in pairs:
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
@@ -233,12 +284,15 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[str] = ()) -> T:
-    """Load YAML at `path` (or start empty) into dataclass `cls`, with overrides applied. An error
+def load_config(cls: type[T], path: str | os.PathLike | None, overrides: Sequence[str] = (),
+                values: Mapping[str, Any] | None = None) -> T:
+    """Load YAML at `path` (or start empty) into dataclass `cls`, with `values` ({dotted key:
+    value}, a command's flags) and then `overrides` ('key=value' strings) set on top. An error
     names the key and says whether its value came from the command line or the file."""
     data = read_yaml(path) if path is not None else {}
-    given = [k for k, _ in parse_overrides(list(overrides))]
-    data = apply_overrides(data, list(overrides))
+    pairs = [*(values or {}).items(), *parse_overrides(list(overrides))]
+    given = [k for k, _ in pairs]
+    data = set_keys(data, pairs)
     try:
         return from_dict(cls, data)
     except ConfigError as e:

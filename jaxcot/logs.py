@@ -2,7 +2,8 @@
 
 Each line carries the time, the logger and the JAX process index; by default only process 0
 speaks (a pod's 64 hosts would otherwise print every line 64 times). Lines go through
-`tqdm.write`, so progress bars stay intact. A program that configures logging itself (a handler
+`tqdm.write`, so progress bars stay intact. `progress` makes every progress bar, shown only where
+someone watches (stderr a terminal, or a notebook). A program that configures logging itself (a handler
 on the ``jaxcot`` logger, or root handlers at INFO or below) keeps its own setup: `get_logger`
 only installs jaxcot's handler where there is none. The command line always installs it.
 """
@@ -74,6 +75,27 @@ def _root_shows_info() -> bool:
     return bool(root.handlers) and root.getEffectiveLevel() <= logging.INFO
 
 
+def watched(stream=None) -> bool:
+    """Whether a progress bar on `stream` (default stderr) has someone to watch it: a terminal, or
+    a notebook (tqdm's widget; a notebook's stderr is no terminal)."""
+    from tqdm.autonotebook import tqdm as chosen
+    from tqdm.std import tqdm as console
+
+    stream = sys.stderr if stream is None else stream
+    return chosen is not console or bool(getattr(stream, "isatty", lambda: False)())
+
+
+def progress(total: float | None = None, *, desc: str, unit: str = "it", initial: float = 0, enabled: bool = True,
+             iterable=None, stream=None, **kw):
+    """A tqdm bar (`tqdm.auto`: a widget in a notebook) on `stream` (default stderr), over `total`
+    units or wrapping `iterable`; disabled unless `enabled` and `watched(stream)`, so that logs and
+    pipes get no bar lines. Every jaxcot bar is made here; `kw` goes to tqdm (e.g. `bar_format`)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, file=stream,
+                disable=not (enabled and watched(stream)), **kw)
+
+
 def get_logger(name: str) -> logging.Logger:
     """The logger ``jaxcot.<name>``; installs jaxcot's handler if no logging is configured."""
     top = logging.getLogger("jaxcot")
@@ -82,4 +104,4 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name == "jaxcot" or name.startswith("jaxcot.") else f"jaxcot.{name}")
 
 
-__all__ = ["get_logger", "process_index", "setup_logging"]
+__all__ = ["get_logger", "process_index", "progress", "setup_logging", "watched"]

@@ -185,4 +185,25 @@ def test_cli_default_paths_gamma_flag_and_bad_line(tmp_path, capsys):
 def test_cli_registered_in_jaxcot_cli():
     from jaxcot.cli import COMMANDS
 
-    assert COMMANDS["compress"] == "jaxcot.compress.cli"
+    assert COMMANDS["compress"][0] == "jaxcot.compress.cli"
+
+
+def test_unusable_records_are_left_out_counted_and_told(tmp_path, capsys):
+    """A truncated record and one without an answer are left out, counted in the summary and
+    told; a file with nothing left to compress is one error naming it."""
+    from jaxcot.io import DataError
+
+    recs = scored_records(6, seed=7)
+    recs[1]["finish_reason"] = "length"
+    recs[4]["answer"] = ""
+    out = compress_records(recs, "gogi-static")
+    assert [e["id"] for e in out.examples] == ["r0", "r2", "r3", "r5"]
+    assert out.summary["filtered"]["truncated"] == 1 and out.summary["filtered"]["no_answer"] == 1
+    scored = tmp_path / "scored.jsonl"
+    write_scored(scored, recs)
+    assert run_cli(["compress", "--scored", str(scored), "--method", "gogi-static"]) == 0
+    assert "truncated 1, no_answer 1" in capsys.readouterr().out  # the summary table's filtered line
+    write_scored(scored, [recs[1], recs[4]])
+    with pytest.raises(DataError, match=rf"^{scored}: no record to compress \(left out 2 of 2 records: 1 truncated, "
+                                        r"1 no_answer\)$"):
+        run_cli(["compress", "--scored", str(scored), "--method", "gogi-static", "--overwrite"])

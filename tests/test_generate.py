@@ -426,6 +426,8 @@ def test_cli_dataset_run_resumes(tiny, tmp_path):
     assert records["3"]["gold"] == "3" and records["3"]["question"] == "three four five"
     for r in records.values():
         assert set(r) >= {"id", "question", "chain", "answer", "gold"} and r["num_tokens"] == 5
+        # graded by the default grader (the questions have gold answers), and cut off at 5 tokens
+        assert isinstance(r["correct"], bool) and r["finish_reason"] == "length"
 
     # an interrupted run: two records written and a torn third line
     out = tmp_path / "traces.jsonl"
@@ -507,3 +509,66 @@ def test_models_loaded_apart_share_compiled_programs(tiny):
             outs.append(gen.generate(["the cat"], max_new_tokens=4)[0].token_ids)
     assert len(programs) == 2  # one per layout (plain and fused), not one per model
     assert outs[0] == outs[1]
+
+
+def _word_prompts(tok, texts=("the cat", "one two three", "the dog ran")):
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_progress_reports_by_tokens_within_a_batch_and_keeps_the_tokens(tiny, monkeypatch):
+    """A batch someone watches decodes in host-driven chunks (`make_chunked`): the reports come
+    within the one batch, by tokens, to the whole budget; the completions are the fused program's,
+    on one device and sharded over 8, across a cache phase."""
+    import jaxcot.generate.sampler as sampler
+
+    model, tok, _ = tiny
+    monkeypatch.setattr(sampler, "PROGRESS_SECONDS", 0.0)  # every chunk PROGRESS_FIRST_STEPS steps
+    prompts = _word_prompts(tok)
+    assert len(decode_phases(80, 4, min_room=8)) == 2
+    for mesh in (None, make_mesh()):
+        gen = Generator(model, tok, mesh=mesh, eos_ids=())
+        gen.sampler.min_phase_room = 8  # two cache phases over 80 tokens
+        fused = gen.generate_ids(prompts, max_new_tokens=80)
+        reports: list = []
+        chunked = gen.generate_ids(prompts, max_new_tokens=80, on_progress=lambda t, b, r=reports: r.append((t, b)))
+        assert [c.token_ids for c in chunked] == [c.token_ids for c in fused]
+        for c, f in zip(chunked, fused):
+            np.testing.assert_allclose(c.logprobs, f.logprobs, rtol=1e-5, atol=1e-5)
+        assert len(reports) >= 80 // sampler.PROGRESS_FIRST_STEPS  # one batch, ten reports
+        assert reports == sorted(reports) and reports[-1] == (3 * 80, 3 * 80)
+        assert {k[-1] for k in gen.sampler._programs if isinstance(k, tuple)} >= {"chunked"}
+
+
+def test_progress_bar_moves_within_a_batch_and_only_where_watched(tiny, monkeypatch):
+    import jaxcot.generate.sampler as sampler
+    import jaxcot.logs as logs
+    from jaxcot.generate.api import ProgressBar
+
+    model, tok, _ = tiny
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert logs.progress(10, desc="x", stream=io.StringIO()).disable  # a pipe or a log file: no bar
+    assert not logs.progress(10, desc="x", stream=Terminal()).disable
+    assert logs.progress(10, desc="x", stream=Terminal(), enabled=False).disable
+    # pytest's stderr is no terminal: no bar, no listener, so generation runs its one fused program
+    gen = Generator(model, tok, eos_ids=())
+    assert ProgressBar(3, 40).listener is None
+    gen.generate(["the cat"], max_new_tokens=8, progress=True)
+    assert not any(isinstance(k, tuple) and k[-1] == "chunked" for k in gen.sampler._programs)
+
+    monkeypatch.setattr(logs, "watched", lambda stream=None: True)
+    monkeypatch.setattr(sampler, "PROGRESS_SECONDS", 0.0)
+    bar = ProgressBar(3, 40)
+    seen = []
+
+    def listen(tokens, budget):
+        bar.listener(tokens, budget)
+        seen.append(bar.bar.n)
+
+    gen.generate_ids(_word_prompts(tok), max_new_tokens=40, on_progress=listen, on_batch=lambda i, d: bar.update(d))
+    assert len(seen) > 1 and seen == sorted(seen) and 0 < seen[0] < seen[-1]  # moved within the one batch
+    assert bar.bar.n == bar.bar.total == 3 * 40 and bar.records == 3 and bar.tokens == 3 * 40
+    bar.close()

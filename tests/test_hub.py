@@ -59,7 +59,7 @@ def test_a_local_folder_wins_over_a_hub_id(hub_cache, tmp_path, monkeypatch):
 
 def test_missing_hub_model_offline_is_a_clear_error(hub_cache, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"org/absent: not a local path.*not in the Hugging Face cache.*"
-                                                r"hf download org/absent"):
+    with pytest.raises(FileNotFoundError, match=r"org/absent: not a local path.*cannot be reached and the Hugging "
+                                                r"Face cache \(.*/hub\) does not hold it.*hf download org/absent"):
         load_model("org/absent")
     assert resolve_model("no-slash-name") == "no-slash-name"  # not a hub id: the caller's own error

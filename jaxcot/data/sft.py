@@ -201,11 +201,11 @@ def tokenize_examples(
     """
     if overflow not in OVERFLOW_RULES:
         raise ValueError(f"overflow must be one of {OVERFLOW_RULES}, got {overflow!r}")
-    from tqdm.auto import tqdm
+    from jaxcot.logs import progress as progress_bar
 
     stats = SFTStats(examples=len(examples))
     out: list[Example] = []
-    bar = tqdm(total=len(examples), desc="tokenize", unit="ex", disable=not progress)
+    bar = progress_bar(len(examples), desc="tokenize", unit="ex", enabled=progress)
     for start in range(0, len(examples), chunk):
         part = examples[start:start + chunk]
         texts = [render_example(tokenizer, p, c) for p, c in part]

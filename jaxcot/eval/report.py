@@ -74,6 +74,24 @@ def markdown_table(rows: Sequence[MethodResult]) -> str:
     return head + body
 
 
+def model_table(results: dict[str, dict]) -> str:
+    """A Markdown table of `evaluate_model` results ({row name: result}); a number a result lacks
+    (no latency pass, no baseline) shows as '-'."""
+    def cell(r: dict, key: str, spec: str, scale: float = 1.0) -> str:
+        v = r.get(key)
+        return "-" if v is None else format(scale * v, spec)
+
+    head = ("| model | n | accuracy | CoT tokens | ActRatio | latency (s, b=1) | throughput (tok/s) | speedup |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    body = "".join(
+        f"| {name} | {r['n']} | {cell(r, 'accuracy', '.1f', 100)}% | {cell(r, 'mean_cot_tokens', '.1f')} | "
+        f"{cell(r, 'act_ratio', '.2f')} | {cell(r, 'latency_s', '.4f')} | {cell(r, 'throughput_tok_s', '.0f')} | "
+        f"{cell(r, 'speedup', '.2f')} |\n"
+        for name, r in results.items()
+    )
+    return head + body
+
+
 def importance_table(auc: dict[str, dict[str, float]]) -> str:
     """auc: {source: {"auc": .., "n_tokens": ..}} -> markdown."""
     head = "| importance source | ROC-AUC vs essential roles | tokens |\n|---|---|---|\n"

@@ -1,5 +1,6 @@
-"""The eval stage: every student's accuracy, chain length and throughput on a test set, and the
-batch-1 latency of all of them measured together (`evaluate_students`).
+"""Evaluation: one model on a test set (`evaluate_model`, `jaxcot eval`), and the eval stage of a run,
+every student's accuracy, chain length and throughput, then the batch-1 latency of all of them
+measured together (`evaluate_students`, which evaluates each through `evaluate_model`).
 
 A `Student` is a model folder plus the prompt it is asked with: TokenSkip's students carry the
 compression ratio in theirs, so one model can be asked at several ratios.
@@ -15,11 +16,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from jaxcot.config import check_counts
+from jaxcot.config import check, check_counts
 from jaxcot.distributed import Share
-from jaxcot.io import atomic_write_json, is_complete
+from jaxcot.io import DataError, atomic_write_json, atomic_write_text, is_complete
+from jaxcot.logs import progress as progress_bar
 from jaxcot.provenance import Fingerprint, claimed, content_digest, up_to_date
-from jaxcot.text.grading import Grader
+from jaxcot.text.grading import GRADER_NAMES, Grader, get_grader
 from jaxcot.text.prompts import PromptConfig, prompt_ids
 
 
@@ -33,6 +35,11 @@ class EvalConfig:
     one student after another, one in memory at a time (large models). latency_warm: taking
     turns, each timed question is first run once untimed by the same student, so that its weights
     and program are in cache as in a server running it alone (no result is reused).
+
+    `jaxcot eval` only (a run sets them itself): grader, gsm8k | math | 'module:function'
+    (`jaxcot.text.grading.get_grader`; None: gsm8k); prompt, how a question becomes the prompt
+    (None: the question alone as the user turn, as a run asks its students); baseline, an earlier
+    `jaxcot eval` result JSON to give ActRatio and speedup against.
     """
 
     max_new_tokens: int = 320
@@ -40,19 +47,26 @@ class EvalConfig:
     latency_samples: int = 16
     latency_interleave: bool = True
     latency_warm: bool = True
+    grader: str | None = None
+    prompt: PromptConfig | None = None
+    baseline: str | None = None
 
     def __post_init__(self):
         check_counts(self, "max_new_tokens", "batch_size", "latency_samples")
+        check(self.grader is None or self.grader.lower().replace("-", "").replace("_", "") in GRADER_NAMES
+              or ":" in self.grader, "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', "
+              f"got {self.grader!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Student:
-    """A row of the evaluation: `name`, the model folder at `path`, and `prompt` (how a test
-    question becomes its prompt)."""
+    """A row of the evaluation: `name`, the model folder at `path`, `prompt` (how a test question
+    becomes its prompt), and the `tokenizer` source (None: `path`)."""
 
     name: str
     path: str
     prompt: PromptConfig = dataclasses.field(default_factory=lambda: PromptConfig(template="{question}"))
+    tokenizer: str | None = None
 
 
 def _load(student: Student, cache: dict, programs: dict):
@@ -62,19 +76,26 @@ def _load(student: Student, cache: dict, programs: dict):
     from jaxcot.models import load_model, load_tokenizer
 
     if student.path not in cache:
-        tok = load_tokenizer(student.path)
+        tok = load_tokenizer(student.tokenizer or student.path)
         cache[student.path] = (Generator(load_model(student.path), tok, programs=programs), tok)
     return cache[student.path]
 
 
 def evaluate_student(student: Student, gen, tokenizer, test: Sequence[dict], cfg: EvalConfig,
-                     grade: Grader) -> dict:
+                     grade: Grader, progress: bool = True) -> dict:
     """Accuracy and mean CoT tokens on `test` ({question, gold}), and throughput at batch
-    `cfg.batch_size` (the first batch again, compiled). Returns a JSON-able dict."""
+    `cfg.batch_size` (the first batch again, compiled). Returns a JSON-able dict. progress: a
+    token bar over the accuracy pass (`jaxcot.generate.api.ProgressBar`; where someone watches)."""
     from jaxcot.eval.metrics import cot_tokens, throughput
+    from jaxcot.generate.api import ProgressBar
 
     ids = [prompt_ids(tokenizer, it["question"], student.prompt) for it in test]
-    outs = gen.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    bar = ProgressBar(len(ids), cfg.max_new_tokens, desc=f"eval {student.name}", enabled=progress)
+    try:
+        outs = gen.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                on_batch=lambda idx, done: bar.update(done), on_progress=bar.listener)
+    finally:
+        bar.close()
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     correct = [grade(o.text, it["gold"]) for o, it in zip(outs, test)]
     cot = [cot_tokens(o.text, count) for o in outs]
@@ -107,48 +128,64 @@ def _warm(student: Student, cache: dict, programs: dict, test: Sequence[dict], c
 
 
 def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig,
-                    programs: dict | None = None) -> dict:
+                    programs: dict | None = None, cache: dict | None = None, progress: bool = True) -> dict:
     """Batch-1 latency of every student on the first `cfg.latency_samples` test questions,
     interleaved or one after another (see `EvalConfig`).
 
     Returns {"questions": n, "latency_s": {name: mean seconds}, "times": {name: [seconds]}}.
-    programs: compiled programs shared by the students' generators (see `jaxcot.generate.Sampler`).
+    programs: compiled programs shared by the students' generators (see `jaxcot.generate.Sampler`);
+    cache: generators already loaded ({path: (Generator, tokenizer)}, see `evaluate_model`), else
+    each student is loaded here. progress: a bar over the timed runs (where someone watches).
     """
     programs = {} if programs is None else programs
     times: dict[str, list[float]] = {s.name: [] for s in students}
+    n_q = min(cfg.latency_samples, len(test))
+    bar = progress_bar(n_q * len(students), desc="latency (batch 1)", unit="run", enabled=progress)
 
     def timed(gen, prompt) -> float:
         t0 = time.perf_counter()
         gen.generate_ids([prompt], max_new_tokens=cfg.max_new_tokens, batch_size=1)
-        return time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        bar.update(1)
+        return dt
 
-    if cfg.latency_interleave:
-        cache: dict = {}
-        ready = {s.name: _warm(s, cache, programs, test, cfg) for s in students}
-        names = list(ready)
-        for q in range(len(ready[names[0]][1])):
-            for k in range(len(names)):
-                name = names[(q + k) % len(names)]
-                gen, prompts = ready[name]
-                if cfg.latency_warm:
-                    gen.generate_ids([prompts[q]], max_new_tokens=cfg.max_new_tokens, batch_size=1)
-                times[name].append(timed(gen, prompts[q]))
-    else:
-        for s in students:
-            gen, prompts = _warm(s, {}, programs, test, cfg)
-            times[s.name] = [timed(gen, p) for p in prompts]
-            del gen
+    try:
+        if cfg.latency_interleave:
+            cache = {} if cache is None else cache
+            ready = {s.name: _warm(s, cache, programs, test, cfg) for s in students}
+            names = list(ready)
+            for q in range(len(ready[names[0]][1])):
+                for k in range(len(names)):
+                    name = names[(q + k) % len(names)]
+                    gen, prompts = ready[name]
+                    if cfg.latency_warm:
+                        gen.generate_ids([prompts[q]], max_new_tokens=cfg.max_new_tokens, batch_size=1)
+                    times[name].append(timed(gen, prompts[q]))
+        else:
+            for s in students:
+                gen, prompts = _warm(s, {} if cache is None else cache, programs, test, cfg)
+                times[s.name] = [timed(gen, p) for p in prompts]
+                del gen
+    finally:
+        bar.close()
     n = len(next(iter(times.values())))
     return {"questions": n, "latency_s": {k: float(np.mean(t)) for k, t in times.items()}, "times": times}
 
 
-def student_fingerprint(student: Student, test: Sequence[dict], cfg: EvalConfig,
-                        origin: Mapping[str, Any] = ()) -> Fingerprint:
-    """What `<name>.json` records as its origin: the student's weights, prompt and test set, and
-    the settings that change its accuracy pass (`origin`: the grader's name)."""
-    return Fingerprint.of({"prompt": student.prompt, "eval.max_new_tokens": cfg.max_new_tokens,
-                           "eval.batch_size": cfg.batch_size, "test": content_digest(test), **dict(origin)},
-                          {"model": student.path})
+def student_fingerprint(student: Student, test: Sequence[dict], cfg: EvalConfig, origin: Mapping[str, Any] = (),
+                        *, latency: bool = False) -> Fingerprint:
+    """What an `evaluate_model` result records as its origin: the student's weights (and tokenizer),
+    prompt and test set, the settings that change its accuracy pass (`origin`: the grader's name),
+    the baseline file; with `latency`, every eval setting. (A run's `<name>.json` records the
+    first three alone: a run sets no tokenizer, grader or baseline here.)"""
+    settings = {"prompt": student.prompt, "eval.max_new_tokens": cfg.max_new_tokens,
+                "eval.batch_size": cfg.batch_size, "test": content_digest(test), **dict(origin)}
+    settings.update({"eval.grader": cfg.grader} if cfg.grader else {})
+    inputs = {"model": student.path, **({"tokenizer": student.tokenizer} if student.tokenizer else {}),
+              **({"baseline": cfg.baseline} if cfg.baseline else {})}
+    if latency:
+        settings["eval"] = dataclasses.replace(cfg, baseline=None)
+    return Fingerprint.of(settings, inputs)
 
 
 def latency_fingerprint(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig) -> Fingerprint:
@@ -166,35 +203,111 @@ def eval_outputs(students: Sequence[Student], test: Sequence[dict], cfg: EvalCon
     return out
 
 
+def table_path(out_path: str) -> str:
+    """Where `evaluate_model` puts its Markdown table: beside the JSON, as .md."""
+    return (out_path[: -len(".json")] if out_path.endswith(".json") else out_path) + ".md"
+
+
+def model_student(model: str, cfg: EvalConfig, *, name: str | None = None, tokenizer: str | None = None) -> Student:
+    """The `Student` `jaxcot eval` evaluates: the model (a folder, .gguf file, alias or hub id,
+    `jaxcot.models.names.resolve_model`) asked with `cfg.prompt`; named `name`, else after its
+    folder or file (a run's `students/<row>/model` after its row), an alias or hub id as given."""
+    from jaxcot.models.names import resolve_model
+
+    path = resolve_model(model)
+    if name is None and not os.path.exists(model):
+        name = model
+    elif name is None:
+        base = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+        name = os.path.basename(os.path.dirname(os.path.normpath(path))) if base == "model" else base
+    prompt = cfg.prompt or Student(name, path).prompt
+    return Student(name, path, prompt, None if tokenizer is None else resolve_model(tokenizer))
+
+
+def against_baseline(result: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, float]:
+    """ActRatio (mean chain tokens over the baseline's) and speedup (the baseline's batch-1
+    latency over this one's), each where both results hold its numbers."""
+    from jaxcot.eval.metrics import act_ratio, speedup
+
+    out = {}
+    if base.get("mean_cot_tokens"):
+        out["act_ratio"] = act_ratio(result["mean_cot_tokens"], base["mean_cot_tokens"])
+    if result.get("latency_s") and base.get("latency_s"):
+        out["speedup"] = speedup(base["latency_s"], result["latency_s"])
+    return out
+
+
+def _read_json(path: str, what: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: {what} is not valid JSON ({e})") from None
+
+
+def evaluate_model(student: Student | str, test: Sequence[dict], cfg: EvalConfig, out_path: str,
+                   grade: Grader | None = None, *, latency: bool = True, origin: Mapping[str, Any] = (),
+                   replace: bool = False, say: Callable[[str], None] = print, source: str = "test",
+                   cache: dict | None = None, programs: dict | None = None, progress: bool = True) -> dict:
+    """One model on `test` ({id, question, gold}): accuracy by `grade` (default `cfg.grader`'s),
+    mean chain tokens, throughput at batch `cfg.batch_size` (`evaluate_student`), with `latency`
+    the mean batch-1 latency (`measure_latency`, this model alone), and with `cfg.baseline` (an
+    earlier result) ActRatio and speedup against it (`against_baseline`). Written to `out_path`
+    (JSON) and a Markdown table beside it (`table_path`), kept while its fingerprint
+    (`student_fingerprint`) matches; returns the result.
+
+    student: a `Student`, or a model path or name (`model_student`). `jaxcot eval` calls it; so
+    does a run's eval stage, per student without `latency` (a run times its students together).
+    `source` names the questions in errors; cache / programs: loaded generators and compiled
+    programs to share (see `measure_latency`); `origin`, `replace`, `say` as in `evaluate_students`.
+    """
+    from jaxcot.eval.report import model_table
+
+    student = model_student(student, cfg) if isinstance(student, str) else student
+    if not test:
+        raise DataError(f"{source}: no questions to evaluate on")
+    if (missing := next((str(it.get("id", i)) for i, it in enumerate(test) if it.get("gold") is None), None)):
+        raise DataError(f"{source}: question {missing} has no gold answer to grade against")
+    fp = student_fingerprint(student, test, cfg, origin, latency=latency)
+    if is_complete(out_path) and up_to_date(out_path, fp):
+        return _read_json(out_path, "an evaluation result")
+    cache, programs = ({} if cache is None else cache), ({} if programs is None else programs)
+    grade = grade or get_grader(cfg.grader)
+    with claimed(out_path, fp, replace=replace, say=say):
+        say(f"evaluate {student.name} on {len(test)} test questions")
+        gen, tok = _load(student, cache, programs)
+        result = evaluate_student(student, gen, tok, test, cfg, grade, progress=progress)
+        if latency:
+            lat = measure_latency([student], test, cfg, programs, cache=cache, progress=progress)
+            result["latency_s"] = lat["latency_s"][student.name]
+        if cfg.baseline:
+            result.update(against_baseline(result, _read_json(cfg.baseline, "the baseline result")))
+        atomic_write_text(table_path(out_path), model_table({student.name: result}))
+        atomic_write_json(out_path, result)
+    return result
+
+
 def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig, out_dir: str,
                       grade: Grader, *, origin: Mapping[str, Any] = (), replace: bool = False,
                       say: Callable[[str], None] = print, share: Share = Share()) -> dict[str, dict]:
-    """The eval stage: `<out_dir>/<name>.json` per student and `<out_dir>/latency.json` (all of
-    them measured together), each kept while its fingerprint (`eval_outputs`) matches; returns
-    {name: result} with each result's `latency_s` filled in. An output made from other settings
-    is refused, or with `replace` made again. share: this process's part of a multi-process run
-    (`jaxcot.distributed`): the students `share.take(students)` are evaluated (and returned), and
-    process 0 alone times the latency of all of them, on one host as one process would."""
+    """The eval stage: `<out_dir>/<name>.json` per student (`evaluate_model`, without its latency
+    pass) and `<out_dir>/latency.json` (all of them measured together), each kept while its
+    fingerprint (`eval_outputs`) matches; returns {name: result} with each result's `latency_s`
+    filled in. An output made from other settings is refused, or with `replace` made again.
+    share: this process's part of a multi-process run (`jaxcot.distributed`): the students
+    `share.take(students)` are evaluated (and returned), and process 0 alone times the latency of
+    all of them, on one host as one process would."""
     fps = eval_outputs(students, test, cfg, origin)
     results, cache, programs = {}, {}, {}
     for s in share.take(students):
-        out = os.path.join(out_dir, f"{s.name}.json")
-        if is_complete(out) and up_to_date(out, fps[f"{s.name}.json"]):
-            with open(out) as f:
-                results[s.name] = json.load(f)
-            continue
-        with claimed(out, fps[f"{s.name}.json"], replace=replace, say=say):
-            say(f"evaluate {s.name} on {len(test)} test questions")
-            gen, tok = _load(s, cache, programs)
-            results[s.name] = evaluate_student(s, gen, tok, test, cfg, grade)
-            atomic_write_json(out, results[s.name])
+        results[s.name] = evaluate_model(s, test, cfg, os.path.join(out_dir, f"{s.name}.json"), grade, latency=False,
+                                         origin=origin, replace=replace, say=say, cache=cache, programs=programs)
     cache.clear()
     if not share.lead:
         return results
     lat_path = os.path.join(out_dir, "latency.json")
     if is_complete(lat_path) and up_to_date(lat_path, fps["latency.json"]):
-        with open(lat_path) as f:
-            latency = json.load(f)
+        latency = _read_json(lat_path, "a latency result")
     else:
         with claimed(lat_path, fps["latency.json"], replace=replace, say=say):
             say(f"latency at batch 1: {min(cfg.latency_samples, len(test))} questions, {len(students)} students "
@@ -206,5 +319,6 @@ def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: Ev
     return results
 
 
-__all__ = ["EvalConfig", "Student", "eval_outputs", "evaluate_student", "evaluate_students", "latency_fingerprint",
-           "measure_latency", "student_fingerprint"]
+__all__ = ["EvalConfig", "Student", "against_baseline", "eval_outputs", "evaluate_model", "evaluate_student",
+           "evaluate_students", "latency_fingerprint", "measure_latency", "model_student", "student_fingerprint",
+           "table_path"]

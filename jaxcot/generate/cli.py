@@ -6,58 +6,52 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from jaxcot.config import HelpFormatter, load_config
-from jaxcot.data.questions import QuestionFields
+from jaxcot.config import Flag, add_command, command_config
+from jaxcot.data.questions import DATA_HELP, add_question_arguments, question_fields
 from jaxcot.generate.traces import DTYPES, QUANTIZE, GenerateConfig
-from jaxcot.models.loading import add_model_arguments
+from jaxcot.models.names import add_model_arguments
+
+FLAGS = (
+    Flag("--batch-size", "batch_size", int, "rows per batch"),
+    Flag("--max-new-tokens", "max_new_tokens", int, "tokens generated at most"),
+    Flag("--temperature", "temperature", float, "0 = greedy"),
+    Flag("--top-k", "top_k", int, "sample among the k likeliest tokens; 0 = all"),
+    Flag("--top-p", "top_p", float, "nucleus sampling mass"),
+    Flag("--seed", "seed", int, "sampling seed; each row has its own stream"),
+    Flag("--stop", "stop", str, "stop string", many=True),
+    Flag("--dtype", "dtype", str, "compute and weight dtype", choices=DTYPES),
+)
 
 
 def register(subparsers) -> None:
-    g = GenerateConfig()
-    p = subparsers.add_parser("generate", description=__doc__, formatter_class=HelpFormatter,
-                              help="generate completions (one --prompt, or a --data set to --out traces.jsonl)")
+    p = add_command(subparsers, "generate", description=__doc__, config="GenerateConfig",
+                    example="max_new_tokens=512 prompt.system='Be brief.'", flags=FLAGS)
     add_model_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="a user message; prints the completion")
-    src.add_argument("--data", help="JSONL with a question field, a datasets folder/file, or hf:NAME[:CONFIG]")
+    src.add_argument("--data", help=DATA_HELP)
     p.add_argument("--out", help="output traces JSONL (with --data)")
-    p.add_argument("--config", help="YAML GenerateConfig (e.g. configs/generate.yaml); flags override it")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
-    p.add_argument("--batch-size", type=int, help=f"rows per batch (config default {g.batch_size})")
-    p.add_argument("--max-new-tokens", type=int, help=f"tokens generated at most (config default {g.max_new_tokens})")
-    p.add_argument("--temperature", type=float, help="0 = greedy (config default 0)")
-    p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens; 0 = all (config default 0)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling mass (config default 1.0)")
-    p.add_argument("--seed", type=int, help="sampling seed; each row has its own stream (config default 0)")
-    p.add_argument("--stop", action="append", help="stop string, repeatable (config default none)")
-    p.add_argument("--dtype", choices=DTYPES, help="compute and weight dtype (config default float32)")
     p.add_argument("--quantize", choices=[q for q in QUANTIZE if q],
                    help="int8 weight-only projections for decoding (saves memory; on CPU not time)")
-    q = QuestionFields()
-    p.add_argument("--question-field", default=q.question_field, help="the records' question field")
-    p.add_argument("--answer-field", default=q.answer_field, help="the records' reference answer field (gives gold)")
-    p.add_argument("--id-field", default=q.id_field, help="the records' id field (default: id, idx, else position)")
-    p.add_argument("--split", default=q.split, help="split of a datasets source")
-    p.add_argument("--limit", type=int, help="only the first N records")
+    add_question_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="regenerate even if --out is complete")
     p.set_defaults(func=run)
 
 
-def _config(args) -> GenerateConfig:
-    cfg = load_config(GenerateConfig, args.config, args.set)
-    flags = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                 top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop, dtype=args.dtype)
-    return dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+def _config(args) -> GenerateConfig | None:
+    return command_config(GenerateConfig, args)
 
 
 def run(args) -> int:
     from jaxcot.data.questions import load_questions
-    from jaxcot.generate.traces import load_generator, write_traces
+    from jaxcot.generate.traces import load_generator, trace_counts, write_traces
     from jaxcot.io import is_complete, refuse_same_file
     from jaxcot.models.loading import model_inputs
     from jaxcot.provenance import discard
 
     cfg = _config(args)
+    if cfg is None:
+        return 0
     if args.prompt is not None:
         if args.out:
             raise SystemExit("--out goes with --data, not --prompt")
@@ -69,8 +63,7 @@ def run(args) -> int:
         return 0
     if not args.out:
         raise SystemExit("--data needs --out")
-    fields = QuestionFields(question_field=args.question_field, answer_field=args.answer_field,
-                            id_field=args.id_field, split=args.split, limit=args.limit)
+    fields = question_fields(args)
     refuse_same_file(args.out, data=args.data, model=args.model)
     items = load_questions(args.data, fields)
     if args.overwrite:
@@ -83,7 +76,7 @@ def run(args) -> int:
     if was_complete:
         print(f"{args.out} is complete ({len(traces)} records); pass --overwrite to regenerate", file=sys.stderr)
     else:
-        print(f"wrote {args.out} ({len(traces)} records)", file=sys.stderr)
+        print(f"wrote {args.out} ({trace_counts(traces)})", file=sys.stderr)
     return 0
 
 

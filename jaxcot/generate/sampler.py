@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.struct
 import jax
@@ -35,9 +35,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxcot import shapes
-from jaxcot.generate.sampling import SamplingConfig, derive_row_keys, sample, step_keys, token_stats
+from jaxcot.generate.config import QUANTIZE, SamplingConfig
+from jaxcot.generate.sampling import derive_row_keys, sample, step_keys, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix
-from jaxcot.generate.traces import QUANTIZE
 from jaxcot.models.decoder import Decoder, KVCache, fuse_for_decoding, quantize_int8
 from jaxcot.models.params import param_bytes
 from jaxcot.sharding import BATCH, make_mesh
@@ -50,6 +50,11 @@ RUNNING, EOS, STOP, LENGTH = 0, 1, 2, 3
 # Smaller models run from cache, compute-bound, where the fused layout is 7-9% slower (17 MB).
 FUSE_MIN_BYTES = 64 << 20
 FINISH_REASONS = {RUNNING: "running", EOS: "eos", STOP: "stop", LENGTH: "length"}
+# A batch someone watches decodes in chunks of about this many seconds (the host reads its progress
+# between them), the first of PROGRESS_FIRST_STEPS steps: a chunk's launch and read-back cost well
+# under 1 ms, so the loop loses next to nothing.
+PROGRESS_SECONDS = 0.25
+PROGRESS_FIRST_STEPS = 8
 
 
 @flax.struct.dataclass
@@ -275,18 +280,10 @@ def _grow_cache(cache: KVCache, extra: int) -> KVCache:
     )
 
 
-def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int = 4, min_room: int = 128):
-    """(prefill, decode) as jitted functions.
-
-    prefill(params, tokens [B, T] int32, mask [B, T] bool, seed [] uint32, row_seeds [B] uint32,
-      active [B] bool[, packed]) -> DecodeState: runs the prompt through the model, fills the
-      cache, derives each row's PRNG key (`derive_row_keys`) and picks the first token. Given a
-      `Packing`'s arrays as the last argument, the prompts run packed (tokens then only give
-      the shape).
-    decode(params, state) -> state: the while-loop until every row is done or N tokens are
-      written; `state` is donated. The cache grows in `phases` (`decode_phases`): prefill makes
-      it T + the first phase's room (`min_room`: see `decode_phases`).
-    """
+def _program_parts(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int, min_room: int):
+    """(prefill, run_phase, grow, capacities): the plain functions `make_programs` and
+    `make_chunked` jit. run_phase(params, state, i, until=None) runs phase i's while-loop (to
+    the phase's room, or to step `until`); grow(state, i) gives the cache phase i's room."""
     groups = int(np.prod([mesh.shape[a] for a in BATCH]))
     capacities = decode_phases(spec.max_new_tokens, phases, min_room=min_room)
 
@@ -328,22 +325,75 @@ def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: i
         )
         return _constrain(advance(state, logits, spec), mesh)
 
-    def decode(params, state):
+    def run_phase(params, state, i: int, until=None):
         model: Decoder = nnx.merge(graphdef, params)
+        room = capacities[i]
 
         def body(s):
             out = model(s.last[:, None], cache=s.cache)
             return advance(s.replace(cache=out.cache), out.logits[:, 0], spec)
 
-        for i, room in enumerate(capacities):
-            if i:
-                state = _constrain(state.replace(cache=_grow_cache(state.cache, room - capacities[i - 1])), mesh)
-            # The token fed at `step` goes to cache slot T + step - 1: this phase's cache holds steps <= room.
-            cond = lambda s, room=room: (s.step < spec.max_new_tokens) & (s.step <= room) & ~jnp.all(s.done)  # noqa: E731
-            state = _constrain(jax.lax.while_loop(cond, body, state), mesh)
+        def cond(s):  # the token fed at `step` goes to cache slot T + step - 1: this phase's cache holds steps <= room
+            go = (s.step < spec.max_new_tokens) & (s.step <= room) & ~jnp.all(s.done)
+            return go if until is None else go & (s.step < until)
+
+        return _constrain(jax.lax.while_loop(cond, body, state), mesh)
+
+    def grow(state, i: int):
+        return _constrain(state.replace(cache=_grow_cache(state.cache, capacities[i] - capacities[i - 1])), mesh)
+
+    return prefill, run_phase, grow, capacities
+
+
+def make_programs(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int = 4, min_room: int = 128):
+    """(prefill, decode) as jitted functions.
+
+    prefill(params, tokens [B, T] int32, mask [B, T] bool, seed [] uint32, row_seeds [B] uint32,
+      active [B] bool[, packed]) -> DecodeState: runs the prompt through the model, fills the
+      cache, derives each row's PRNG key (`derive_row_keys`) and picks the first token. Given a
+      `Packing`'s arrays as the last argument, the prompts run packed (tokens then only give
+      the shape).
+    decode(params, state) -> state: the while-loop until every row is done or N tokens are
+      written; `state` is donated. The cache grows in `phases` (`decode_phases`): prefill makes
+      it T + the first phase's room (`min_room`: see `decode_phases`).
+    """
+    prefill, run_phase, grow, capacities = _program_parts(graphdef, spec, mesh, cache_dtype, phases, min_room)
+
+    def decode(params, state):
+        for i in range(len(capacities)):
+            state = run_phase(params, grow(state, i) if i else state, i)
         return state
 
     return jax.jit(prefill), jax.jit(decode, donate_argnums=(1,))
+
+
+def progress_stats(state: DecodeState, max_new_tokens: int) -> Array:
+    """[4] int32 of a decode under way: step, whether every row is done, tokens generated, and the
+    budget used (a row counts its tokens while it runs and `max_new_tokens` once it ended; filler
+    rows count nothing), which reaches rows x max_new_tokens when the batch ends."""
+    ended = state.reason != RUNNING
+    return jnp.stack([state.step, jnp.all(state.done).astype(jnp.int32), jnp.sum(state.lengths),
+                      jnp.sum(jnp.where(ended, max_new_tokens, state.lengths))]).astype(jnp.int32)
+
+
+def make_chunked(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int = 4, min_room: int = 128):
+    """(prefill, grow, chunk, capacities): a decode the host runs in chunks, to report progress.
+
+    prefill: as in `make_programs`. grow(state, i) -> state with phase i's cache (i >= 1, static;
+    `state` donated). chunk(params, state, until [] int32, i) -> (state, `progress_stats` [4]):
+    phase i's while-loop (i static) up to step `until` (a runtime value: one program serves every
+    chunk length); `state` donated. The steps run as in `make_programs`' decode (same `advance`,
+    same phases), so the tokens are the same. No host callback: the programs stay cacheable
+    (JAX's persistent cache refuses programs with host callbacks).
+    """
+    prefill, run_phase, grow, capacities = _program_parts(graphdef, spec, mesh, cache_dtype, phases, min_room)
+
+    def chunk(params, state, until, i):
+        state = run_phase(params, state, i, until)
+        return state, progress_stats(state, spec.max_new_tokens)
+
+    return (jax.jit(prefill), jax.jit(grow, static_argnums=1),
+            jax.jit(chunk, static_argnums=3, donate_argnums=1), capacities)
 
 
 def make_generate(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: int = 4, min_room: int = 128):
@@ -361,6 +411,26 @@ def make_generate(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: i
         return s.tokens, s.logprobs, s.entropy, s.lengths, s.reason, s.step
 
     return jax.jit(generate)
+
+
+@dataclasses.dataclass
+class ChunkedPrograms:
+    """`make_chunked`'s jitted (prefill, grow, chunk) for one batch shape, each piece compiled when
+    a batch first needs it (`compiled`: {'prefill' | 'grow<i>' | 'chunk<i>': executable}; a phase no
+    batch reaches is never compiled), the phases' `capacities`, and `pace`, the decode steps per
+    second of the last chunk run (None before the first), which sizes the next batch's first chunk."""
+
+    jitted: tuple
+    capacities: tuple[int, ...]
+    compiled: dict = dataclasses.field(default_factory=dict)
+    pace: float | None = None
+
+
+def chunk_steps(pace: float | None, target: float | None = None) -> int:
+    """Decode steps for the next chunk: those that fill `target` seconds (default PROGRESS_SECONDS)
+    at `pace` steps per second, at least PROGRESS_FIRST_STEPS (all the pace unknown)."""
+    target = PROGRESS_SECONDS if target is None else target
+    return int(min(max((pace or 0.0) * target, PROGRESS_FIRST_STEPS), 1 << 20))
 
 
 @dataclasses.dataclass
@@ -441,6 +511,46 @@ class Sampler:
             self.compile_seconds += time.perf_counter() - start
         return self._programs[key]
 
+    def _chunked(self, spec: DecodeSpec, args: tuple, packed: tuple[int, int] | None) -> ChunkedPrograms:
+        """`make_chunked`'s programs for these arguments' shapes (compiled as `_run_chunked` needs them)."""
+        b, t = args[0].shape
+        key = (self.graphdef, self.mesh, jnp.dtype(self.cache_dtype).name, self.decode_phases, self.min_phase_room,
+               spec, b, t, packed, "chunked")
+        if key not in self._programs:
+            *jitted, capacities = make_chunked(self.graphdef, spec, self.mesh, self.cache_dtype, self.decode_phases,
+                                               self.min_phase_room)
+            self._programs[key] = ChunkedPrograms(tuple(jitted), capacities)
+        return self._programs[key]
+
+    def _piece(self, progs: ChunkedPrograms, name: str, fn, *args, static: tuple = ()):
+        """progs' executable `name` of the jitted `fn`, compiled for `args` (+ `static`) on first use."""
+        if name not in progs.compiled:
+            start = time.perf_counter()
+            progs.compiled[name] = fn.lower(*args, *static).compile()
+            self.compile_seconds += time.perf_counter() - start
+        return progs.compiled[name]
+
+    def _run_chunked(self, progs: ChunkedPrograms, args: tuple, n: int, on_progress) -> tuple:
+        """Prefill, then the decode in chunks of about PROGRESS_SECONDS, telling on_progress(tokens,
+        budget) (`progress_stats`) after each. Returns the outputs as the fused program does."""
+        prefill, grow, chunk = progs.jitted
+        state = self._piece(progs, "prefill", prefill, self.params, *args)(self.params, *args)
+        step, phase, done = 0, 0, False
+        while not done:
+            if step > progs.capacities[phase]:  # this phase's cache is full: the next one's
+                phase += 1
+                state = self._piece(progs, f"grow{phase}", grow, state, static=(phase,))(state)
+            until = np.int32(step + chunk_steps(progs.pace))
+            run = self._piece(progs, f"chunk{phase}", chunk, self.params, state, until, static=(phase,))
+            start, before = time.perf_counter(), step
+            state, stats = run(self.params, state, until)
+            step, all_done, tokens, budget = (int(x) for x in jax.device_get(stats))
+            if step > before:
+                progs.pace = (step - before) / max(time.perf_counter() - start, 1e-6)
+            on_progress(tokens, budget)
+            done = bool(all_done) or step >= n
+        return state.tokens, state.logprobs, state.entropy, state.lengths, state.reason, state.step
+
     def _device_args(self, tokens, mask, seed, row_seeds, active, packing: Packing | None = None):
         """The prefill's inputs on the mesh, in one transfer (host numpy in; a batch-1 call on a
         small model is dominated by such fixed costs)."""
@@ -466,13 +576,16 @@ class Sampler:
         row_seeds: Sequence[int] | None = None,
         batch_size: int | None = None,
         pad_to: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> BatchOutput:
         """Generate for one batch of token-id prompts (each non-empty). Rows are padded up to
         `batch_size` (default len(prompts)) rounded up to `batch_multiple`; only the real rows
         come back. row_seeds [len(prompts)] pick each row's random stream (default 0..n-1).
         pad_to: a prompt length shared with other batches (`Generator` plans it so that they
         run one compiled program): the prompts are padded to it (at least their own bucket) and
-        run unpacked; default: this batch's own bucket, packed when that pays."""
+        run unpacked; default: this batch's own bucket, packed when that pays. on_progress(tokens,
+        budget): told as the decode goes (`progress_stats`, this batch's totals so far), which then
+        runs in host-driven chunks (`make_chunked`; the same tokens); without it, one program."""
         n = len(prompts)
         if n == 0:
             raise ValueError("no prompts")
@@ -500,7 +613,11 @@ class Sampler:
             packing = plan_packing(tokens, mask, m, min_bucket=self.min_bucket, capacity=self.pack_capacity,
                                    pad_id=spec.pad_id)
         args = self._device_args(tokens, mask, np.uint32(seed % (1 << 32)), seeds, active, packing)
-        out = self._compiled(spec, args, None if packing is None else packing.shape)(self.params, *args)
+        packed = None if packing is None else packing.shape
+        if on_progress is None:
+            out = self._compiled(spec, args, packed)(self.params, *args)
+        else:
+            out = self._run_chunked(self._chunked(spec, args, packed), args, spec.max_new_tokens, on_progress)
         rows = np.argsort(order)[:n]  # batch row i ran as row rows[i]
         tok, lp, ent, lengths, reason, step = jax.device_get(out)
         return BatchOutput(tok[rows], lp[rows], ent[rows], lengths[rows], reason[rows], int(step))
@@ -509,5 +626,6 @@ class Sampler:
 __all__ = [
     "DecodeState", "DecodeSpec", "Sampler", "BatchOutput", "Packing", "advance", "balanced_order", "bucket_length",
     "decode_phases", "fuse_by_default", "make_programs", "make_generate", "plan_packing", "FINISH_REASONS",
+    "ChunkedPrograms", "chunk_steps", "make_chunked", "progress_stats",
     "RUNNING", "EOS", "STOP", "LENGTH",
 ]

@@ -8,36 +8,12 @@ row's samples depend only on its own key and prompt, never on which rows share i
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
-from jaxcot.config import check_range
+from jaxcot.generate.config import SamplingConfig
 
 Array = jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingConfig:
-    """How the next token is chosen. ``temperature == 0`` is greedy (argmax).
-
-    top_k: keep the k most likely tokens (0 = all). top_p: keep the smallest set of most likely
-    tokens whose probability mass reaches top_p (1.0 = all). Both apply after temperature.
-    """
-
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-
-    def __post_init__(self):
-        check_range(self, "temperature", 0)
-        check_range(self, "top_k", 0)
-        check_range(self, "top_p", 0, 1, lo_open=True)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
 
 
 def token_stats(logits: Array, chosen: Array) -> tuple[Array, Array]:

@@ -1,65 +1,25 @@
 """The generate stage: one trace record per question, written resumably (`write_traces`).
 
 A trace record is `{"id", "question", "chain", "answer", "gold"?, "correct"?, "finish_reason",
-"num_tokens"}`: the completion split by `jaxcot.text.answers.split_answer`; `correct` when a
-grader and a gold answer are given. `jaxcot generate --data` and `jaxcot run` both call
+"num_tokens"}`: the completion split by `jaxcot.text.answers.split_answer`; `correct` (graded by
+`GenerateConfig.grader`, or the caller's grader) when the question has a gold answer;
+`finish_reason` 'eos', 'stop' or 'length' (the token limit: a truncated chain). `unusable` says
+which traces the later stages leave out. `jaxcot generate --data` and `jaxcot run` both call
 `write_traces`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from typing import Any, Mapping, Sequence
 
-from jaxcot.config import check, check_choice, check_counts
 from jaxcot.distributed import Share, part_path
+from jaxcot.generate.config import DTYPES, QUANTIZE, SOURCES, GenerateConfig
 from jaxcot.io import DataError, ResumableJsonl, read_jsonl
 from jaxcot.provenance import Fingerprint, claimed, content_digest
 from jaxcot.text.answers import split_answer
-from jaxcot.text.grading import Grader
-from jaxcot.text.prompts import PromptConfig, prompt_ids
-
-SOURCES = ("model", "reference")
-DTYPES = ("float32", "bfloat16")
-QUANTIZE = (None, "int8")  # weight quantizations decoding can run (`jaxcot.models.quantize_int8`)
-
-
-@dataclasses.dataclass
-class GenerateConfig:
-    """Settings of the generate stage (YAML: configs/generate.yaml; CLI flags override them).
-
-    source: 'model' (the model writes the chains: the method) or 'reference' (the dataset's own
-    worked solutions stand in for them; no model runs). Decoding: greedy at temperature 0, else
-    sampling with top-k / top-p, each row from its own PRNG stream (`row_seed`); a row ends at
-    EOS, a `stop` string or `max_new_tokens`. dtype: the weights' and compute dtype.
-    save_token_stats adds each trace's token ids, log-probabilities and entropies.
-    """
-
-    source: str = "model"
-    prompt: PromptConfig = dataclasses.field(default_factory=PromptConfig)
-    max_new_tokens: int = 512
-    batch_size: int = 8
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    stop: list[str] = dataclasses.field(default_factory=list)
-    dtype: str = "float32"
-    min_bucket: int = 16
-    save_token_stats: bool = False
-
-    def __post_init__(self):
-        check_choice(self, "source", SOURCES)
-        check_choice(self, "dtype", DTYPES)
-        check_counts(self, "max_new_tokens", "batch_size", "min_bucket")
-        self.sampling()  # temperature, top_k and top_p: SamplingConfig checks them
-        check(all(self.stop), "stop", "a stop string may not be empty")
-
-    def sampling(self):
-        from jaxcot.generate.sampling import SamplingConfig
-
-        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+from jaxcot.text.grading import Grader, get_grader
+from jaxcot.text.prompts import prompt_ids
 
 
 def row_seed(record_id: str) -> int:
@@ -83,6 +43,34 @@ def trace_record(item: dict, completion, cfg: GenerateConfig, grade: Grader | No
         rec["logprobs"] = completion.logprobs
         rec["entropy"] = completion.entropy
     return rec
+
+
+def unusable(trace: Mapping[str, Any]) -> str | None:
+    """Why no later stage can use a trace record, or None: 'truncated' (it hit the token limit,
+    `finish_reason` 'length': a chain cut off mid-way) or 'no_answer' (no final answer: nothing for
+    GoGI to differentiate, no answer for a training chain to end with). The score and compress
+    stages add their own reasons (`ScoreConfig.skip_reason`; compress's correctness filter)."""
+    if trace.get("finish_reason") == "length":
+        return "truncated"
+    answer = trace.get("answer")
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
+        return "no_answer"
+    return None
+
+
+def trace_counts(traces: Sequence[Mapping[str, Any]]) -> str:
+    """'4 records: 2 correct, 1 truncated (hit max_new_tokens)' (the parts that apply)."""
+    graded = [t for t in traces if "correct" in t]
+    parts = [f"{sum(bool(t['correct']) for t in graded)} correct of {len(graded)} graded"] if graded else []
+    if n := sum(t.get("finish_reason") == "length" for t in traces):
+        parts.append(f"{n} truncated (hit max_new_tokens)")
+    return f"{len(traces)} records" + (f": {', '.join(parts)}" if parts else "")
+
+
+def skip_summary(skipped: Mapping[str, int], total: int, what: str = "traces") -> str:
+    """'left out 3 of 10 traces: 2 truncated, 1 no_answer' (reasons with a count of 0 are not named)."""
+    named = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
+    return f"left out {sum(skipped.values())} of {total} {what}" + (f": {named}" if named else "")
 
 
 def reference_trace(item: dict) -> dict:
@@ -115,7 +103,8 @@ def write_traces(items: Sequence[dict], out: str, cfg: GenerateConfig, generator
     Resumes an interrupted run (`ResumableJsonl`): only pending ids are generated. generator: a
     `Generator`, or a zero-argument callable returning one, called only when there is work (so a
     finished output loads no model); not needed for `source: reference`. grade(completion, gold)
-    adds `correct`. The output's fingerprint (`jaxcot.provenance`) holds `cfg`, the questions,
+    marks each trace with a gold answer `correct` (default: `cfg.grader`'s). The output's
+    fingerprint (`jaxcot.provenance`) holds `cfg`, the questions,
     `origin` (further settings: the model's name, the grader's) and the contents of `inputs`
     ({name: file or folder}: the model); an output made otherwise is refused, or with `replace`
     made again (`say` is told why). share: this process's part of a multi-process run
@@ -140,8 +129,9 @@ def write_traces(items: Sequence[dict], out: str, cfg: GenerateConfig, generator
             gen = generator() if callable(generator) else generator
             if gen is None:
                 raise ValueError("write_traces: source 'model' needs a generator")
-            _generate(gen, todo, writer, cfg, grade, ProgressBar(len(items), initial=len(items) - len(todo),
-                                                                 enabled=progress), pad_to)
+            grade = grade if grade is not None else get_grader(cfg.grader)
+            bar = ProgressBar(len(items), cfg.max_new_tokens, initial=len(items) - len(todo), enabled=progress)
+            _generate(gen, todo, writer, cfg, grade, bar, pad_to)
     return read_jsonl(out)
 
 
@@ -170,7 +160,8 @@ def _generate(gen, todo: list[dict], writer: ResumableJsonl, cfg: GenerateConfig
     try:
         gen.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling(), stop=tuple(cfg.stop),
                          seed=cfg.seed, row_seeds=[row_seed(it["id"]) for it in todo], batch_size=cfg.batch_size,
-                         on_batch=write, pad_to=None if pad_to is None else [pad_to[it["id"]] for it in todo])
+                         on_batch=write, pad_to=None if pad_to is None else [pad_to[it["id"]] for it in todo],
+                         on_progress=bar.listener)
     finally:
         bar.close()
 
@@ -195,4 +186,4 @@ def load_generator(model_path: str, cfg: GenerateConfig, tokenizer_path: str | N
 
 
 __all__ = ["DTYPES", "QUANTIZE", "SOURCES", "GenerateConfig", "load_generator", "reference_trace", "row_seed",
-           "trace_record", "traces_fingerprint", "write_traces"]
+           "skip_summary", "trace_counts", "trace_record", "traces_fingerprint", "unusable", "write_traces"]

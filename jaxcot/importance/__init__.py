@@ -1,12 +1,11 @@
 """Token importance: GoGI (goal-gradient), predictive entropy, self-information, LLMLingua-2."""
 
-from jaxcot.importance.baselines import SOURCES, importance, random_scores
-from jaxcot.importance.encode import EncodedTrace, encode_record, encode_trace
-from jaxcot.importance.gogi import Scores, default_layer, gogi_scores, predictive_stats
-from jaxcot.importance.score import TraceScores, iter_scored, layer_probe, score_traces
+from jaxcot.lazy import lazy_exports
 
-__all__ = [
-    "SOURCES", "importance", "random_scores", "EncodedTrace", "encode_record", "encode_trace",
-    "Scores", "default_layer", "gogi_scores", "predictive_stats", "TraceScores", "iter_scored",
-    "layer_probe", "score_traces",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "baselines": ("SOURCES", "importance", "random_scores"),
+    "config": ("ScoreConfig", "select_traces"),
+    "encode": ("EncodedTrace", "encode_record", "encode_trace"),
+    "gogi": ("Scores", "default_layer", "gogi_scores", "predictive_stats"),
+    "score": ("TraceScores", "iter_scored", "layer_probe", "score_traces", "write_scores"),
+})

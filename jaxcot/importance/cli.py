@@ -6,50 +6,36 @@ from __future__ import annotations
 
 import sys
 
-from jaxcot.config import HelpFormatter
-from jaxcot.importance.encode import GOALS
-from jaxcot.importance.gogi import NORMS
-from jaxcot.importance.score import ScoreConfig
-from jaxcot.models.loading import add_model_arguments
+from jaxcot.config import Flag, add_command, command_config
+from jaxcot.importance.config import GOALS, NORMS, ScoreConfig
+from jaxcot.models.names import add_model_arguments
+
+FLAGS = (
+    Flag("--layer", "layers", int, "residual stream h^l to perturb (0 = embeddings); repeat to average layers; "
+         "default round(2/3 L)", many=True),
+    Flag("--norm", "norm", str, "norm of the goal-gradient at each token", choices=NORMS),
+    Flag("--goal", "goal", str, "answer tokens whose loss is differentiated: all of them (docs/method.md) or only "
+         "the answer's value (the gold string, a \\boxed{} or the last number)", choices=GOALS),
+    Flag("--batch-size", "batch_size", int, "traces per batch"),
+    Flag("--include-incorrect", "only_correct", help="also score traces marked incorrect (correct: false)",
+         switch=False),
+    Flag("--llmlingua", "llmlingua", str, "LLMLingua-2 checkpoint folder: add scores['llmlingua']"),
+    Flag("--prompt-template", "prompt.template", str, "generation's prompt template (default: generate's)"),
+    Flag("--system", "prompt.system", str, "generation's system prompt"),
+    Flag("--sep", "sep", str, "text between chain and answer (default: none)"),
+    Flag("--dtype", "dtype", str, "weights and compute", choices=("float32", "bfloat16")),
+)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("score", description=__doc__, formatter_class=HelpFormatter,
-                              help="score chain tokens (GoGI, entropy, self-information) of a traces JSONL")
-    d = ScoreConfig()
+    p = add_command(subparsers, "score", description=__doc__, config="ScoreConfig",
+                    example="layers=[3] goal=value", flags=FLAGS)
     add_model_arguments(p)
     p.add_argument("--traces", required=True, help="traces JSONL (id, question, chain, answer)")
     p.add_argument("--out", help="scored records JSONL")
-    p.add_argument("--layer", type=int, action="append",
-                   help="residual stream h^l to perturb (0 = embeddings); repeat to average layers; "
-                   "default round(2/3 L)")
-    p.add_argument("--norm", choices=NORMS, default=d.norm, help="norm of the goal-gradient at each token")
-    p.add_argument("--goal", choices=GOALS, default=d.goal,
-                   help="answer tokens whose loss is differentiated: all of them (docs/method.md) or only the "
-                        "answer's value (the gold string, a \\boxed{} or the last number)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="traces per batch")
-    p.add_argument("--include-incorrect", action="store_true",
-                   help="also score traces marked incorrect (correct: false); by default they are skipped")
     p.add_argument("--probe", type=int, metavar="N", help="print per-layer statistics over the first N traces")
-    p.add_argument("--llmlingua", metavar="PATH", help="LLMLingua-2 checkpoint folder: add scores['llmlingua']")
-    p.add_argument("--prompt-template", help="generation's prompt template (default: generate's default)")
-    p.add_argument("--system", help="generation's system prompt")
-    p.add_argument("--sep", default=d.sep, help="text between chain and answer (default: none)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=d.dtype, help="weights and compute")
     p.add_argument("--overwrite", action="store_true", help="rescore even if --out is complete")
     p.set_defaults(func=run)
-
-
-def _config(args) -> ScoreConfig:
-    from jaxcot.text.prompts import PromptConfig
-
-    prompt = None
-    if args.prompt_template or args.system is not None:
-        template = {"template": args.prompt_template} if args.prompt_template else {}
-        prompt = PromptConfig(system=args.system, **template)
-    return ScoreConfig(layers=args.layer, norm=args.norm, goal=args.goal, batch_size=args.batch_size,
-                       only_correct=not args.include_incorrect, prompt=prompt, sep=args.sep, dtype=args.dtype,
-                       llmlingua=args.llmlingua)
 
 
 def run(args) -> int:
@@ -63,9 +49,11 @@ def run(args) -> int:
     from jaxcot.provenance import discard
     from jaxcot.sharding import make_mesh
 
+    cfg = command_config(ScoreConfig, args)
+    if cfg is None:
+        return 0
     if args.probe is None and not args.out:
         raise SystemExit("jaxcot score: give --out (or --probe N)")
-    cfg = _config(args)
     if args.out:
         refuse_same_file(args.out, traces=args.traces, model=args.model)
     traces = read_jsonl(args.traces, required=("id", "question", "chain", "answer"))

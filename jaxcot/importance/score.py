@@ -14,14 +14,15 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from jaxcot.config import check, check_choice, check_range
 from jaxcot.distributed import Share, part_path
+from jaxcot.generate.traces import skip_summary
 from jaxcot.importance.batching import data_parallel_size, iter_batches, model_mesh, plan_batches
-from jaxcot.importance.encode import GOALS, EncodedTrace, encode_record
-from jaxcot.importance.gogi import NORMS, gogi_scores, normalize_layers
-from jaxcot.io import ResumableJsonl, read_jsonl
+from jaxcot.importance.config import ScoreConfig, select_traces
+from jaxcot.importance.encode import EncodedTrace, encode_record
+from jaxcot.importance.gogi import gogi_scores, normalize_layers
+from jaxcot.io import DataError, ResumableJsonl, read_jsonl
+from jaxcot.logs import get_logger, progress as progress_bar
 from jaxcot.provenance import Fingerprint, claimed, content_digest
-from jaxcot.text.prompts import PromptConfig
 
 _DIGIT = re.compile(r"\d")
 
@@ -81,43 +82,6 @@ def scored_record(record: dict[str, Any], enc: EncodedTrace, scores: TraceScores
     return {**record, "scores": s}
 
 
-@dataclasses.dataclass
-class ScoreConfig:
-    """Settings of the score stage (`jaxcot score` flags, a run config's `score:` section).
-
-    layers: residual streams h^l perturbed (0 = embeddings; several are averaged; None: round(2/3 L),
-    docs/method.md). norm: l1 | l2 of the goal-gradient. goal: which answer tokens' loss is
-    differentiated, 'answer' (all) or 'value' (the answer's value, see `encode_trace`).
-    only_correct: skip traces marked incorrect (`correct: false`; unmarked ones are scored).
-    prompt: the prompt generation used (None: generation's default). sep: text between chain and
-    answer ("" for generated traces).
-    dtype: weights and compute. llmlingua: an LLMLingua-2 checkpoint folder whose keep
-    probabilities are added as ``scores["llmlingua"]``.
-    """
-
-    layers: list[int] | None = None
-    norm: str = "l1"
-    goal: str = "answer"
-    batch_size: int = 8
-    only_correct: bool = True
-    prompt: PromptConfig | None = None
-    sep: str = ""
-    dtype: str = "float32"
-    llmlingua: str | None = None
-
-    def __post_init__(self):
-        check_choice(self, "norm", NORMS)
-        check_choice(self, "goal", GOALS)
-        check_choice(self, "dtype", ("float32", "bfloat16"))
-        check_range(self, "batch_size", 1)
-        check(self.layers is None or (len(self.layers) > 0 and min(self.layers) >= 0), "layers",
-              f"must be a non-empty list of layers >= 0 (0 = the embeddings), got {self.layers}")
-
-    def selects(self, trace: dict[str, Any]) -> bool:
-        """Whether the stage scores `trace` (see `only_correct`)."""
-        return not self.only_correct or trace.get("correct") is not False
-
-
 Annotator = Callable[[dict[str, Any]], dict[str, Sequence[float]]]
 
 
@@ -136,11 +100,9 @@ def iter_scored(
     returning further per-chain-token score lists to add to its ``scores`` (e.g. LLMLingua-2's
     keep probabilities, a testbed's ground truth). `where` names the records in errors.
     """
-    from tqdm.auto import tqdm
-
     layers = normalize_layers(cfg.layers, model.config.num_layers)
     encoded = _encode_all(tokenizer, records, cfg, where)
-    bar = tqdm(total=sum(e.length for e in encoded), unit="tok", desc="score", disable=not progress)
+    bar = progress_bar(sum(e.length for e in encoded), unit="tok", desc="score", enabled=progress)
     try:
         for i, sc in score_encoded(model, encoded, layers=layers, norm=cfg.norm, batch_size=cfg.batch_size,
                                    mesh=mesh, progress=bar):
@@ -177,7 +139,7 @@ def llmlingua_annotator(path: str) -> Annotator:
 def scores_fingerprint(traces: Sequence[dict[str, Any]], cfg: ScoreConfig, origin: Mapping[str, Any] = (),
                        inputs: Mapping[str, str] = ()) -> Fingerprint:
     """What a scored file written by `write_scores` from these arguments records as its origin."""
-    picked = [t for t in traces if cfg.selects(t)]
+    picked, _ = select_traces(traces, cfg)
     return Fingerprint.of({"score": cfg, "traces": content_digest(picked), **dict(origin)},
                           {**dict(inputs), **({"llmlingua": cfg.llmlingua} if cfg.llmlingua else {})})
 
@@ -186,9 +148,9 @@ def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, m
                  annotate: Sequence[Annotator] = (), origin: Mapping[str, Any] = (), inputs: Mapping[str, str] = (),
                  replace: bool = False, say=None, where: str = "traces", progress: bool = True,
                  mesh=None, share: Share = Share()) -> list[dict[str, Any]]:
-    """The score stage: one scored record per trace (none for those marked incorrect, with
-    `only_correct`) to
-    `out`, resumably (`ResumableJsonl`), and all of them returned.
+    """The score stage: one scored record per trace `cfg` selects (`ScoreConfig.skip_reason`) to
+    `out`, resumably (`ResumableJsonl`), and all of them returned. The traces left out are counted
+    and told to `say` (default: the log); none left is a DataError naming `where` (the file).
 
     model_and_tokenizer: a (model, tokenizer) pair, or a zero-argument callable returning one,
     called only when there is work (so a finished output loads no model). An LLMLingua-2
@@ -197,7 +159,11 @@ def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, m
     share: this process's part of a multi-process run (`jaxcot.distributed`): only its batches
     are scored, into `part_path(out, share)`, and only they are returned.
     """
-    todo_all = [t for t in traces if cfg.selects(t)]
+    todo_all, skipped = select_traces(traces, cfg)
+    if skipped:
+        (say or get_logger("score").info)(f"score {where}: {skip_summary(skipped, len(traces))}")
+    if not todo_all:
+        raise DataError(f"{where}: no trace to score ({skip_summary(skipped, len(traces))})")
     fp = scores_fingerprint(traces, cfg, origin, inputs)
     if share.count > 1:
         model_and_tokenizer = model_and_tokenizer() if callable(model_and_tokenizer) else model_and_tokenizer
@@ -267,4 +233,4 @@ def format_probe(rows: Sequence[dict[str, float]], default: int) -> str:
 
 __all__ = ["Annotator", "ScoreConfig", "TraceScores", "format_probe", "iter_scored", "layer_probe",
            "llmlingua_annotator", "score_encoded", "score_traces", "scored_record", "scores_fingerprint",
-           "write_scores"]
+           "select_traces", "write_scores"]

@@ -15,9 +15,9 @@ def load_tokenizer(path: str | os.PathLike):
     `path`: a HF folder with tokenizer files, or a ``.gguf`` file (its ``tokenizer.ggml.*`` and
     ``tokenizer.chat_template`` metadata). A tokenizer without a pad token gets its eos token as
     pad, so batches can be padded (the attention mask, not the pad id, marks padding). A hub id
-    is read from the Hugging Face cache (`jaxcot.models.loading.resolve_model`).
+    is read from the Hugging Face cache (`jaxcot.models.names.resolve_model`).
     """
-    from jaxcot.models.loading import resolve_model
+    from jaxcot.models.names import resolve_model
 
     path = resolve_model(path)
     if os.path.isfile(path):

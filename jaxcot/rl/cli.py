@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from jaxcot.config import add_config_command
+from jaxcot.config import add_command
 
 
 def register(subparsers) -> None:
-    p = add_config_command(
-        subparsers, "rl",
-        help="GRPO after a student: sample, reward, and update the policy (LoRA or full)",
-        description="GRPO (group-normalised rewards, clipped ratio, optional KL to the start) with Orbax "
-                    "checkpoints; rerun to resume.",
-        config_help="a GRPOConfig YAML file (see configs/grpo-*.yaml)",
-        example="max_steps=50 data.path=questions.jsonl")
+    p = add_command(subparsers, "rl", config="GRPOConfig",
+                    description="GRPO (group-normalised rewards, clipped ratio, optional KL to the start) with "
+                    "Orbax checkpoints; rerun to resume.",
+                    example="max_steps=50 data.path=questions.jsonl")
     p.set_defaults(func=run)
 
 

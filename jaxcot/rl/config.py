@@ -13,12 +13,13 @@ import dataclasses
 import os
 
 from jaxcot.config import check, check_choice, check_counts, check_range
-from jaxcot.generate.sampling import SamplingConfig
-from jaxcot.rl.loss import LOSS_TYPES
+from jaxcot.generate.config import SamplingConfig
 from jaxcot.rl.rewards import RewardSpec, step_entropy_rewards
 from jaxcot.text.grading import GRADER_NAMES
 from jaxcot.text.prompts import PromptConfig
 from jaxcot.train.config import CheckpointConfig, LogConfig, LoraConfig, MeshConfig, OptimConfig
+
+LOSS_TYPES = ("grpo", "dapo")  # sequence-mean of token-means; token-mean over the batch
 
 
 @dataclasses.dataclass

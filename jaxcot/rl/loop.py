@@ -268,7 +268,7 @@ def grpo(config: GRPOConfig, *, tokenizer=None, questions: Sequence[dict] | None
 
 
 def _grpo(config, tokenizer, questions, stop_after, handle_sigterm, cache, push=None) -> GRPOResult:
-    from tqdm.auto import tqdm
+    from jaxcot.logs import progress
 
     run = _setup(config, tokenizer, questions, cache)
     say = get_logger("rl").info
@@ -280,7 +280,7 @@ def _grpo(config, tokenizer, questions, stop_after, handle_sigterm, cache, push=
         tb = SummaryWriter(os.path.join(run.out_dir, "tensorboard"), purge_step=run.start + 1)
     preempt = _Preemption(handle_sigterm)
     status, step, history = "finished", run.start, []
-    bar = tqdm(total=config.max_steps, initial=run.start, desc="grpo", unit="step", disable=not config.progress)
+    bar = progress(config.max_steps, initial=run.start, desc="grpo", unit="step", enabled=config.progress)
 
     def save(step, rec):
         _save(run, step, rec)

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcot.rl.config import LOSS_TYPES
+
 Array = jax.Array
-LOSS_TYPES = ("grpo", "dapo")  # sequence-mean of token-means; token-mean over the batch
 STD_EPS = 1e-4
 
 

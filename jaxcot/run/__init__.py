@@ -1,6 +1,8 @@
 """`jaxcot run`: the whole method as stages over one run folder (`RunConfig`, `run_pipeline`)."""
 
-from jaxcot.run.config import MethodSpec, QuestionsConfig, RunConfig
-from jaxcot.run.runner import run_pipeline
+from jaxcot.lazy import lazy_exports
 
-__all__ = ["MethodSpec", "QuestionsConfig", "RunConfig", "run_pipeline"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "config": ("MethodSpec", "QuestionsConfig", "RunConfig"),
+    "runner": ("run_pipeline",),
+})

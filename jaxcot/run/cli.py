@@ -5,15 +5,13 @@ from __future__ import annotations
 import time
 
 from jaxcot import storage
-from jaxcot.config import add_config_command
+from jaxcot.config import add_command
 from jaxcot.run.config import STAGES
 
 
 def register(subparsers) -> None:
-    p = add_config_command(
-        subparsers, "run", description=__doc__,
-        help="the whole pipeline: generate, score, compress, train students, evaluate, report",
-        config_help="YAML RunConfig (e.g. configs/demo.yaml)", example="student.max_steps=100")
+    p = add_command(subparsers, "run", description=__doc__, config="RunConfig",
+                    example="student.max_steps=100")
     p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
     p.set_defaults(func=run)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 
 from jaxcot.compress.builders import tokenskip_prompt
-from jaxcot.compress.pipeline import METHODS, CompressConfig
+from jaxcot.compress.config import METHODS, CompressConfig
 from jaxcot.config import check, check_choice, check_counts, check_range, deep_merge, from_dict
 from jaxcot.distributed import DistributedConfig
 from jaxcot.eval.students import EvalConfig
 from jaxcot.generate.traces import GenerateConfig
-from jaxcot.importance.score import ScoreConfig
+from jaxcot.importance.config import ScoreConfig
 from jaxcot.rl.config import GRPOConfig
 from jaxcot.testbed.problems import TestbedConfig
 from jaxcot.text.grading import GRADER_NAMES
@@ -132,6 +132,10 @@ class RunConfig:
         check(not bad, "stages", f"unknown {bad}; stages are {list(STAGES)}")
         check(self.score.prompt is None or self.score.prompt == self.generate.prompt, "score.prompt",
               "must be generate.prompt (the prompt the traces were written with); leave it unset in a run config")
+        taken = [k for k in ("generate.grader", "eval.grader", "eval.prompt", "eval.baseline")
+                 if getattr(getattr(self, k.split(".")[0]), k.split(".")[1]) is not None]
+        check(not taken, taken[0] if taken else "", "is set by the run (data.grader grades; each row's prompt "
+              "asks; the table compares the rows)")
         taken = [k for k in STUDENT_SET_BY_RUN if k in self.student]
         check(not taken, f"student.{taken[0] if taken else ''}", "is set by the run (from `model` and the run folder)")
         check(not (self.student.get("data") or {}).get("path"), "student.data.path",

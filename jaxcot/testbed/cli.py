@@ -3,24 +3,17 @@ train the teacher."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
-from jaxcot.config import HelpFormatter, check, load_config
+from jaxcot.config import HelpFormatter, add_command, check, command_config
 from jaxcot.io import atomic_write_jsonl
 from jaxcot.testbed.problems import TestbedConfig, generate
 from jaxcot.testbed.tokenizer import build_testbed_tokenizer, chain_stats, check_roundtrip, record_texts
 
 
-def _config(args) -> TestbedConfig:
-    return load_config(TestbedConfig, args.config, args.set)
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="YAML file with TestbedConfig fields (difficulty, verbosity)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a TestbedConfig field, e.g. --set max_steps=2 --set 'ops=[add, sub]'")
+def _config(args) -> TestbedConfig | None:
+    return command_config(TestbedConfig, args)
 
 
 def format_stats(stats: dict) -> str:
@@ -41,6 +34,8 @@ def format_stats(stats: dict) -> str:
 
 def cmd_data(args) -> int:
     cfg = _config(args)
+    if cfg is None:
+        return 0
     check(args.n >= 1, "--n", f"must be >= 1, got {args.n}")
     check(args.offset >= 0, "--offset", f"must be >= 0, got {args.offset}")
     records = list(generate(args.n, args.seed, cfg, offset=args.offset))
@@ -59,6 +54,8 @@ def cmd_data(args) -> int:
 
 def cmd_tokenizer(args) -> int:
     cfg = _config(args)
+    if cfg is None:
+        return 0
     tok = build_testbed_tokenizer(sample=args.sample, seed=args.seed, cfg=cfg)
     check_roundtrip(tok, record_texts(generate(200, args.seed + 1, cfg)))
     os.makedirs(args.out, exist_ok=True)
@@ -70,7 +67,9 @@ def cmd_tokenizer(args) -> int:
 def cmd_teacher(args) -> int:
     from jaxcot.testbed.teacher import TeacherConfig, train_teacher
 
-    cfg = load_config(TeacherConfig, args.config, args.set)
+    cfg = command_config(TeacherConfig, args)
+    if cfg is None:
+        return 0
     summary = train_teacher(cfg)
     if summary.get("status") != "finished":
         print(f"teacher training {summary.get('status')} at step {summary.get('step')}; "
@@ -91,29 +90,24 @@ def cmd_teacher(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("testbed", help="the arithmetic testbed: traces with ground-truth roles, tokenizer",
-                              description=__doc__, formatter_class=HelpFormatter)
+    p = subparsers.add_parser("testbed", description=__doc__, formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="testbed_command", required=True)
-    d = sub.add_parser("data", help="write N testbed traces (JSONL) and print token/role statistics",
-                       formatter_class=HelpFormatter)
+    d = add_command(sub, "data", config="TestbedConfig", example="max_steps=2 'ops=[add, sub]'",
+                    description="write N testbed traces (JSONL) and print token/role statistics")
     d.add_argument("--n", type=int, required=True, help="number of problems")
     d.add_argument("--seed", type=int, default=0, help="problem seed (record i of a seed is always the same)")
     d.add_argument("--offset", type=int, default=0, help="first problem index (disjoint ranges = disjoint splits)")
     d.add_argument("--out", required=True, help="output JSONL file")
     d.add_argument("--stats-json", default=None, help="also write the statistics as JSON here")
-    _add_config_args(d)
     d.set_defaults(func=cmd_data)
-    t = sub.add_parser("tokenizer", help="build the testbed word-level tokenizer and save it (HF format)",
-                       formatter_class=HelpFormatter)
+    t = add_command(sub, "tokenizer", config="TestbedConfig", example="max_value=50",
+                    description="build the testbed word-level tokenizer and save it (HF format)")
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--seed", type=int, default=0, help="seed of the sample problems added to the vocabulary")
     t.add_argument("--sample", type=int, default=500, help="generated problems added to the template words")
-    _add_config_args(t)
     t.set_defaults(func=cmd_tokenizer)
-    te = sub.add_parser("teacher", help="train the testbed teacher from scratch (learning curve, export)",
-                        formatter_class=HelpFormatter)
-    te.add_argument("--config", default=None, help="YAML TeacherConfig (e.g. configs/teacher.yaml)")
-    te.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a TeacherConfig field, e.g. --set steps=2000 --set testbed.max_steps=2")
+    te = add_command(sub, "teacher", config="TeacherConfig", example="steps=2000 testbed.max_steps=2",
+                     description="train the testbed teacher from scratch (learning curve, export); "
+                     "e.g. --config configs/teacher.yaml")
     te.add_argument("--ship", action="store_true", help="copy the result into jaxcot/assets/teacher (the demo's start)")
     te.set_defaults(func=cmd_teacher)

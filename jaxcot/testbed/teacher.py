@@ -174,12 +174,9 @@ def train_teacher(cfg: TeacherConfig) -> dict:
 
 def teacher_path() -> str:
     """The testbed teacher shipped inside the package."""
-    from importlib.resources import files
+    from jaxcot.models.names import shipped_teacher_path
 
-    path = str(files("jaxcot") / "assets" / "teacher")
-    if not os.path.exists(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"{path}: the shipped teacher is missing; build it with `jaxcot testbed teacher`")
-    return path
+    return shipped_teacher_path()
 
 
 def check_teacher_task(task: TestbedConfig) -> str | None:

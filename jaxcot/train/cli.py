@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from jaxcot.config import add_config_command
+from jaxcot.config import add_command
 
 
 def register(subparsers) -> None:
-    p = add_config_command(
-        subparsers, "train",
-        help="fine-tune (LoRA or full) or train from scratch on (prompt, completion) examples",
-        description="SFT on a (data, fsdp, tensor) mesh with Orbax checkpoints; rerun to resume.",
-        config_help="a TrainConfig YAML file (see configs/)", example="optim.lr=1e-4 data.path=x.jsonl")
+    p = add_command(subparsers, "train", config="TrainConfig",
+                    description="SFT on a (data, fsdp, tensor) mesh with Orbax checkpoints; rerun to resume.",
+                    example="optim.lr=1e-4 data.path=x.jsonl")
     p.set_defaults(func=run)
 
 

@@ -579,14 +579,14 @@ def train(
 
 def _train(config, tokenizer, examples, stop_after, handle_sigterm, cache, callback, callback_every,
            push=None) -> TrainResult:
-    from tqdm.auto import tqdm
+    from jaxcot.logs import progress
 
     run = _setup(config, tokenizer, examples, cache)
     total = run.total
     metrics_log = MetricsLog(os.path.join(run.out_dir, "metrics.jsonl"), run.start, run.lead)
     preempt = _Preemption(handle_sigterm)
     status, step = "finished", run.start
-    bar = tqdm(total=total, initial=run.start, desc="train", unit="step", disable=not (run.lead and config.progress))
+    bar = progress(total, initial=run.start, desc="train", unit="step", enabled=run.lead and config.progress)
     metrics = _Metrics(run, metrics_log, bar)
     profile = _Profile(run)
 
