@@ -93,3 +93,18 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+def constrain_batch(x):
+    """x with its leading (batch) axis over (data, fsdp) and the rest replicated, where a mesh with
+    those axes is set (`jax.set_mesh`, as `jaxcot plan` compiles); else x unchanged.
+
+    With the weights sharded over fsdp and nothing said of the activations, XLA's propagation may
+    follow the weights into the residual stream (feature axis split over fsdp, batch gathered),
+    which makes temporaries grow with fsdp; the constraint at each block boundary keeps each
+    device's activations at its own rows, as MaxText and tunix do. Only with fsdp > 1: on a data
+    mesh the weights are whole and the constraint measured worse (docs/plan.md)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(BATCH) <= set(mesh.axis_names) or mesh.shape["fsdp"] == 1:
+        return x
+    return jax.lax.with_sharding_constraint(x, P(BATCH, *([None] * (x.ndim - 1))))

@@ -119,6 +119,18 @@ def test_head_stats_in_chunks_match_full_logits(chunk):
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_remat_gives_the_same_scores(family):
+    """remat (what lets the pass shard its weights over fsdp) recomputes blocks: the same scores."""
+    model = to_jax(hf_model(family, seed=7))
+    tokens, mask = padded_batch(seed=3, lengths=LENGTHS)
+    chain, answer = spans()
+    plain = gogi_scores(model, tokens, mask, chain, answer, layers=(1,), skip_prompt=False)
+    remat = gogi_scores(model, tokens, mask, chain, answer, layers=(1,), skip_prompt=False, remat=True)
+    for a, b in ((remat.gogi, plain.gogi), (remat.entropy, plain.entropy), (remat.answer_loss, plain.answer_loss)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
 def test_prompt_prefill_skip_gives_the_same_scores(family):
     model = to_jax(hf_model(family, seed=6))
     lengths = (40, 33, 45, 1)  # the last row is a filler row (one token, no spans)

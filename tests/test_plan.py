@@ -35,24 +35,54 @@ def test_plan_compiles_for_a_tpu_topology(tmp_path):
                        "generate: {max_new_tokens: 64, batch_size: 8}\nscore: {layers: [1]}\n"
                        "methods: [{name: original, method: original}]\nstudent: {lora: {rank: 4}}\n")
     out = tmp_path / "plan.md"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([LIBTPU, ROOT]), JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    # libtpu only in its private folder (JAXCOT_LIBTPU_PATH): `jaxcot plan` puts it on its own path
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="", JAXCOT_LIBTPU_PATH=LIBTPU)
     # the train step asks for far more rows than a v5e chip's HBM holds; the other programs fit
     cmd = [sys.executable, "-m", "jaxcot", "plan", "--config", os.fspath(run_cfg), "--topology", "v5e:2x4",
-           "--arch", arch, "--out", os.fspath(out), "train_rows=2048", "train_len=4096", "score_rows=8",
+           "--arch", arch, "--out", os.fspath(out), "--fit", "train_rows=2048", "train_len=4096", "score_rows=8",
            "score_len=128", "prompt_len=32", "max_answer=16", "mesh=[2,4,1]"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     table = out.read_text()
     assert "on v5e:2x4 (8 chips, 8 devices; mesh data=2 x fsdp=4 x tensor=1; 16 GiB HBM per device)" in table
+    # the job as configured: the run's dtypes (float32 by default), each setting with its source
+    assert "mesh=[2, 4, 1] (override)" in table and "generate_dtype=float32 (config generate.dtype)" in table
+    assert "score_dtype=float32 (config score.dtype)" in table and "param_dtype=float32 (config TrainConfig" in table
+    assert "infer_mesh=[-1, 1, 1] (config jaxcot run" in table
     for program in ("GoGI pass (layer 1)", "prefill", "decode loop"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {program} |"))
         assert "fits" in row and "does not fit" not in row, row
     row = next(line for line in table.splitlines() if line.startswith("| LoRA train step |"))
     assert "**does not fit**" in row and "GiB of temporaries" in row  # with XLA's figure, and what to change:
     assert "Its rows per device are 256: fewer rows per step" in table
+    assert "--fit: LoRA train step fits with `" in table  # the cheapest change that fits, found by compiling
     assert "LoRA SFT, 3 epochs: not timed" in table
     assert "GoGI over 100 traces: 0.00 h" in table and "evaluation, 20 questions x 64 tokens" in table
     assert "P('tensor', 'fsdp')" in table or "P('fsdp', 'tensor')" in table  # the weights are split over fsdp
+
+
+def test_libtpu_stays_out_of_the_environment(tmp_path, monkeypatch):
+    """The pin comes from jax's own tpu extra; the folder is private (env or cache, named by the pin);
+    this environment has no libtpu, and `ensure_libtpu` puts an installed folder on sys.path only."""
+    import importlib.metadata
+    import importlib.util
+
+    from jaxcot.run.libtpu import ensure_libtpu, libtpu_folder, pinned_libtpu
+
+    assert importlib.util.find_spec("libtpu") is None  # what `pip install jaxcot[plan]` used to break
+    pin = pinned_libtpu()
+    assert pin.startswith("libtpu==") and any(r.startswith(pin) for r in importlib.metadata.requires("jax"))
+    monkeypatch.delenv("JAXCOT_LIBTPU_PATH", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", os.fspath(tmp_path / "cache"))
+    version = pin.split("==")[1].rstrip(".*")
+    assert libtpu_folder() == os.fspath(tmp_path / "cache" / "jaxcot" / f"libtpu-{version}")
+    folder = tmp_path / "private"
+    (folder / "libtpu").mkdir(parents=True)
+    (folder / "libtpu" / "__init__.py").write_text("")
+    monkeypatch.setenv("JAXCOT_LIBTPU_PATH", os.fspath(folder))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert ensure_libtpu() == os.fspath(folder) and sys.path[0] == os.fspath(folder)
+    assert importlib.util.find_spec("libtpu").origin == os.fspath(folder / "libtpu" / "__init__.py")
 
 
 def test_topology_chips():
@@ -70,3 +100,44 @@ def test_plan_config_checks_the_chip():
     with pytest.raises(ConfigError, match="a chip of"):
         PlanConfig(topology="h100:8")
     assert PlanConfig(topology="v4:2x2x2").chip == "v4"
+
+
+def test_plan_config_comes_from_the_run_config():
+    """The plan compiles the job as configured: dtypes, mesh, remat and shapes from the run config
+    (each with where it came from), overrides winning."""
+    from jaxcot.config import load_config
+    from jaxcot.run.config import RunConfig
+    from jaxcot.run.plan import PlanConfig, resolve, settings
+    from jaxcot.run.plan_cli import plan_config
+
+    run_cfg = load_config(RunConfig, os.path.join(ROOT, "configs", "gemma3-4b-math.yaml"), [])
+    cfg, sources = plan_config(run_cfg, "v5e:2x4", ["score_dtype=bfloat16", "mesh=[2,4,1]"])
+    tc = run_cfg.student_config("x", "x", "y")
+    assert (cfg.generate_dtype, cfg.param_dtype, cfg.compute_dtype) == (
+        run_cfg.generate.dtype, tc.param_dtype, tc.compute_dtype)
+    assert (cfg.score_dtype, cfg.mesh, cfg.remat) == ("bfloat16", (2, 4, 1), tc.remat)
+    assert (cfg.train_rows, cfg.train_len, cfg.score_rows) == (tc.batch_size // tc.grad_accum, tc.data.max_len,
+                                                               run_cfg.score.batch_size)
+    assert sources["generate_dtype"] == "config generate.dtype" and sources["score_dtype"] == "override"
+    assert sources["mesh"] == "override" and sources["param_dtype"].startswith("config ")
+    header = settings(cfg, sources)
+    assert f"generate_dtype={run_cfg.generate.dtype} (config generate.dtype)" in header
+    assert "mesh=[2, 4, 1] (override)" in header
+    bare, src = resolve(PlanConfig(topology="v4:2x2x2"))  # no run config: the plan's defaults, said so
+    assert bare.mesh == (-1, 1, 1) and bare.param_dtype == "bfloat16" and src["param_dtype"] == "plan default"
+
+
+def test_fit_candidates_cheapest_first():
+    """--fit tries remat, then fewer rows per device, then the weights over wider fsdp, then tensor."""
+    from jaxcot.run.plan import PlanConfig, fit_candidates, resolve
+
+    cfg, _ = resolve(PlanConfig(topology="v5e:2x4", train_rows=32, score_rows=16))
+    train = [o for o, _ in fit_candidates(cfg, "train", 8)]
+    assert train == ["remat=true", "train_rows=16", "train_rows=8", "mesh=[4,2,1]", "mesh=[2,4,1]", "mesh=[1,8,1]",
+                     "mesh=[4,1,2]", "mesh=[2,1,4]", "mesh=[1,1,8]"]
+    assert all(f["remat"] for _, f in fit_candidates(cfg, "train", 8))  # later candidates keep remat on
+    gogi = fit_candidates(cfg, "gogi", 8)
+    assert gogi[:2] == [("score_remat=true", {"score_remat": True}), ("score_rows=8", {"score_remat": True,
+                                                                                     "score_rows": 8})]
+    assert ("infer_mesh=[1,8,1]", {"score_remat": True, "infer_mesh": (1, 8, 1)}) in gogi
+    assert fit_candidates(cfg, "generation", 8)[0] == ("decode_rows=32", {"decode_rows": 32})

@@ -30,10 +30,10 @@ import numpy as np
 from flax import nnx
 
 from jaxcot.generate.sampling import token_stats
+from jaxcot.importance.config import NORMS
 from jaxcot.models.decoder import KVCache
 
 Array = jax.Array
-NORMS = ("l1", "l2")
 
 
 @flax.struct.dataclass
@@ -141,8 +141,12 @@ def _gogi_norm(g: Array, norm: str) -> Array:
     return jnp.sqrt(jnp.sum(g * g, axis=-1))
 
 
-def _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer, split=0):
+def _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer, split=0, remat=False):
     """deltas (one [B, T - split, D] per layer) -> (sum of L_ans, (L_ans [B], entropy, self_info)).
+
+    remat (split 0 only: a pass that reads a KV cache is not recomputed): the backward recomputes
+    each block (the same gradients). With weights sharded over fsdp, what lets the pass's memory
+    fall with the mesh: otherwise every block's gathered weights are kept for the backward.
 
     split > 0: no row has a chain or answer token in slots < split. Those slots run first, as a
     prefill into a KV cache outside the differentiated function (causality: they cannot depend on
@@ -163,7 +167,7 @@ def _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer, split
     def loss_fn(deltas):
         out = model(
             part_tokens, mask=part_mask, cache=cache, read_slots=split or None,  # the prompt's slots only
-            perturb=dict(zip(layers, deltas)), return_hidden=True,
+            perturb=dict(zip(layers, deltas)), return_hidden=True, remat=remat and cache is None,
             with_logits=False,  # the stats and the loss unembed the rows they need themselves
         )
         hn = model.norm(out.hidden[-1])  # [B, T - split, D]
@@ -210,10 +214,10 @@ def _prepare(model, tokens, mask, answer_mask, labels, max_answer):
     return tokens, jnp.asarray(mask, bool), jnp.asarray(answer_mask, bool), labels, max_answer
 
 
-def _gradients_impl(graphdef, state, tokens, mask, answer_mask, labels, *, layers, max_answer, split=0):
+def _gradients_impl(graphdef, state, tokens, mask, answer_mask, labels, *, layers, max_answer, split=0, remat=False):
     model = nnx.merge(graphdef, state)
     answer_mask = answer_mask & mask
-    loss_fn = _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer, split)
+    loss_fn = _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer, split, remat)
     dtype = jnp.promote_types(model.dtype, jnp.float32)  # float32, or float64 under x64 tests
     b, t = tokens.shape
     deltas = tuple(jnp.zeros((b, t - split, model.config.hidden_size), dtype) for _ in layers)
@@ -255,10 +259,13 @@ def answer_loss(model, tokens, mask, answer_mask, *, perturb=None, labels=None):
     return _answer_loss(graphdef, state, tokens, mask, answer_mask, labels, dict(perturb or {}))
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("layers", "norm", "max_answer", "per_layer", "split"))
-def _scores(graphdef, state, tokens, mask, chain_mask, answer_mask, *, layers, norm, max_answer, per_layer, split):
+@functools.partial(jax.jit, static_argnums=(0,),
+                   static_argnames=("layers", "norm", "max_answer", "per_layer", "split", "remat"))
+def _scores(graphdef, state, tokens, mask, chain_mask, answer_mask, *, layers, norm, max_answer, per_layer, split,
+            remat=False):
     grads, (row_loss, ent, self_info) = _gradients_impl(
-        graphdef, state, tokens, mask, answer_mask, tokens, layers=layers, max_answer=max_answer, split=split
+        graphdef, state, tokens, mask, answer_mask, tokens, layers=layers, max_answer=max_answer, split=split,
+        remat=remat,
     )
     each = jnp.stack([_gogi_norm(g, norm) for g in grads])  # [nL, B, T]
     each = jnp.where((chain_mask & mask)[None], each, 0.0)
@@ -280,6 +287,7 @@ def gogi_scores(
     max_answer: int | None = None,
     per_layer: bool = False,
     skip_prompt: bool = True,
+    remat: bool = False,
 ) -> Scores:
     """GoGI [B, T], entropy [B, T], self-information [B, T] and L_ans [B] from one forward pass.
 
@@ -291,7 +299,8 @@ def gogi_scores(
     the slots before every row's chain and answer (`prompt_split`) run as a prefill that is not
     differentiated and not unembedded: entropy and self-information come back zero there (GoGI
     is zero outside C anyway); the same scores elsewhere, for less work (more, the longer the
-    prompts).
+    prompts). remat: the backward recomputes each block of a pass with no prompt prefill (the same
+    scores; less memory, most where the weights are sharded over fsdp: see `_loss_fn`).
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
@@ -303,7 +312,7 @@ def gogi_scores(
     split = prompt_split(chain_mask, answer_mask) if skip_prompt else 0
     return _scores(
         graphdef, state, tokens, mask, jnp.asarray(chain_mask, bool), answer_mask, layers=layers, norm=norm,
-        max_answer=max_answer, per_layer=per_layer, split=split,
+        max_answer=max_answer, per_layer=per_layer, split=split, remat=remat,
     )
 
 

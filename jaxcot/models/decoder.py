@@ -29,6 +29,7 @@ from jaxcot.models.layers import (
     rope_inv_freq,
     rope_tables,
 )
+from jaxcot.sharding import constrain_batch
 
 Array = jax.Array
 _NEG = -1e30
@@ -389,6 +390,7 @@ class Decoder(nnx.Module):
         new_k, new_v = [], []
         for i, block in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
+            h = constrain_batch(h)
             if remat:
                 h, nkv = jax.checkpoint(lambda x, blk=block: blk(x, positions, attn_mask, None, None)[0])(h), None
             else:

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxcot import tpu_slices
 from jaxcot.config import check, check_range
 
 GiB = 2**30
@@ -37,15 +38,24 @@ class PlanConfig:
     per token (weights + the KV cache) at `hbm_eff` of the bandwidth."""
 
     topology: str = "v5e:2x4"
-    mesh: tuple[int, int, int] = (-1, 1, 1)  # (data, fsdp, tensor); data -1 takes the remaining devices
+    # None (here and below): from the run config (`jaxcot plan` fills them, `resolve` the rest)
+    mesh: tuple[int, int, int] | None = None  # the train step's (data, fsdp, tensor); data -1: the remaining devices
+    infer_mesh: tuple[int, int, int] | None = None  # the GoGI pass's and generation's
     lora_rank: int = 8  # the student's adapters (alpha 2 x rank)
-    remat: bool = False  # the train step recomputes each block in its backward (TrainConfig.remat)
+    remat: bool | None = None  # the train step recomputes each block in its backward (TrainConfig.remat)
+    score_remat: bool = False  # so does the GoGI pass (what lets it shard its weights over fsdp; docs/plan.md)
+    # dtypes: generation's weights, compute and KV cache; GoGI's weights and compute; the student's
+    # base weights and adapters (param_dtype) and its matmuls (compute_dtype)
+    generate_dtype: str | None = None
+    score_dtype: str | None = None
+    param_dtype: str | None = None
+    compute_dtype: str | None = None
     # one SFT step: train_rows packed rows of train_len tokens
-    train_rows: int = 16
-    train_len: int = 2048
+    train_rows: int | None = None
+    train_len: int | None = None
     # one GoGI batch, the gradient taken at score_layer (None: round(2/3 L)), max_answer answer tokens
-    score_rows: int = 8
-    score_len: int = 2048
+    score_rows: int | None = None
+    score_len: int | None = None
     score_layer: int | None = None
     max_answer: int = 64
     # one generation batch
@@ -66,10 +76,28 @@ class PlanConfig:
                                               "e.g. v5e:2x4 or v4:2x2x2")
         check_range(self, "mfu", 0, 1, lo_open=True)
         check_range(self, "hbm_eff", 0, 1, lo_open=True)
+        for k in DTYPE_FIELDS:
+            v = getattr(self, k)
+            check(v in (None, "float32", "bfloat16"), k, f"float32 or bfloat16, got {v!r}")
 
     @property
     def chip(self) -> str:
         return self.topology.split(":")[0].lower()
+
+
+DTYPE_FIELDS = ("generate_dtype", "score_dtype", "param_dtype", "compute_dtype")
+# What a PlanConfig field left None (and not filled from a run config) becomes.
+FALLBACK = {"mesh": (-1, 1, 1), "infer_mesh": (-1, 1, 1), "remat": False, "generate_dtype": "bfloat16",
+            "score_dtype": "bfloat16", "param_dtype": "bfloat16", "compute_dtype": "bfloat16", "train_rows": 16,
+            "train_len": 2048, "score_rows": 8, "score_len": 2048}
+
+
+def resolve(cfg: PlanConfig, sources: dict[str, str] | None = None) -> tuple[PlanConfig, dict[str, str]]:
+    """cfg with its None fields set from FALLBACK, and where each setting came from."""
+    sources = dict(sources or {})
+    filled = {k: v for k, v in FALLBACK.items() if getattr(cfg, k) is None}
+    sources.update({k: "plan default" for k in filled})
+    return dataclasses.replace(cfg, **filled), sources
 
 
 @dataclasses.dataclass
@@ -89,6 +117,8 @@ class ProgramPlan:
     seconds: float
     compile_s: float
     error: str | None = None  # XLA's refusal (out of HBM): then only temp_bytes, what it asked for, is known
+    bytes_accessed: float = float("nan")  # HBM bytes per device per call (cost_analysis)
+    roofline_s: float = float("nan")  # max(FLOPs at peak, bytes at full HBM bandwidth): the floor of a call
 
     @property
     def peak_bytes(self) -> int:
@@ -108,6 +138,7 @@ class Plan:
     hours: dict[str, float]
     notes: list[str]
     largest: list[tuple[str, tuple, str]]
+    settings: list[str] = dataclasses.field(default_factory=list)  # 'name value (source)', for the header
 
 
 def topology_devices(topology: str) -> list:
@@ -124,7 +155,7 @@ def topology_devices(topology: str) -> list:
     except Exception as e:  # noqa: BLE001 - libtpu missing or the name unknown: say which
         raise RuntimeError(
             f"cannot compile for TPU topology {topology!r} ({type(e).__name__}: {e}). Compiling for a TPU on "
-            "this host needs libtpu: pip install 'jaxcot[plan]' (the libtpu that jax[tpu] pins for this jax)"
+            "this host needs libtpu, which `jaxcot plan` installs in a folder of its own (jaxcot.run.libtpu)"
         ) from e
 
 
@@ -160,11 +191,12 @@ def _program(name: str, shapes: str, rows: int, compiled, compile_s: float, seco
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float((cost or {}).get("flops", 0.0))
+    moved = float((cost or {}).get("bytes accessed", float("nan")))
     return ProgramPlan(
         name=name, shapes=shapes, rows=rows, argument_bytes=int(mem.argument_size_in_bytes),
         output_bytes=int(mem.output_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
         alias_bytes=int(mem.alias_size_in_bytes), code_bytes=int(mem.generated_code_size_in_bytes),
-        flops=flops, seconds=seconds_of(flops), compile_s=compile_s,
+        flops=flops, seconds=seconds_of(flops), compile_s=compile_s, bytes_accessed=moved,
     )
 
 
@@ -183,7 +215,7 @@ def _compile(lowered) -> tuple[Any, float]:
 
 
 def _train_program(model_cfg, cfg: PlanConfig, mesh, compute_s) -> ProgramPlan:
-    """The LoRA train step: bf16 base, float32 adapters and AdamW state, one packed batch."""
+    """The LoRA train step: base and adapters in param_dtype, matmuls in compute_dtype, one packed batch."""
     from flax import nnx
 
     from jaxcot.models.decoder import Decoder
@@ -192,8 +224,9 @@ def _train_program(model_cfg, cfg: PlanConfig, mesh, compute_s) -> ProgramPlan:
     from jaxcot.train.step import BATCH_KEYS, make_optimizer, make_train_step, split_model, step_shardings
 
     def lora_model():
-        m = Decoder(model_cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
-        apply_lora(m, rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank, targets=LINEAR_LAYERS)
+        param_dtype = jnp.dtype(cfg.param_dtype)
+        m = Decoder(model_cfg, rngs=nnx.Rngs(0), dtype=jnp.dtype(cfg.compute_dtype), param_dtype=param_dtype)
+        apply_lora(m, rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank, targets=LINEAR_LAYERS, param_dtype=param_dtype)
         return m
 
     graphdef, params, frozen = split_model(nnx.eval_shape(lora_model), "lora")
@@ -212,7 +245,7 @@ def _train_program(model_cfg, cfg: PlanConfig, mesh, compute_s) -> ProgramPlan:
 
 
 def _gogi_program(g_graphdef, state_abs, layer: int, cfg: PlanConfig, mesh, compute_s) -> ProgramPlan:
-    """The GoGI pass: bf16 weights, the answer loss's gradient at one layer, entropy."""
+    """The GoGI pass (weights and compute in score_dtype): the answer loss's gradient at one layer, entropy."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from jaxcot.importance.gogi import _scores
@@ -221,7 +254,7 @@ def _gogi_program(g_graphdef, state_abs, layer: int, cfg: PlanConfig, mesh, comp
     rows = NamedSharding(mesh, P(BATCH, None))
     arr = lambda dtype: jax.ShapeDtypeStruct((cfg.score_rows, cfg.score_len), dtype, sharding=rows)  # noqa: E731
     lowered = _scores.lower(g_graphdef, state_abs, arr(jnp.int32), arr(bool), arr(bool), arr(bool), layers=(layer,),
-                            norm="l1", max_answer=cfg.max_answer, per_layer=False, split=0)
+                            norm="l1", max_answer=cfg.max_answer, per_layer=False, split=0, remat=cfg.score_remat)
     compiled, dt = _compile(lowered)
     return _program(f"GoGI pass (layer {layer})", f"{cfg.score_rows} x {cfg.score_len}", cfg.score_rows, compiled,
                     dt, compute_s)
@@ -229,7 +262,7 @@ def _gogi_program(g_graphdef, state_abs, layer: int, cfg: PlanConfig, mesh, comp
 
 def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh, compute_s, hbm_gbs: float
                          ) -> list[ProgramPlan]:
-    """Prefill and the decode loop (bf16 weights and KV cache). The loop's FLOPs say little (a
+    """Prefill and the decode loop (weights, compute and KV cache in generate_dtype). The loop's FLOPs say little (a
     while loop): it is timed by the bytes each step reads, the weights and the mean cache."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -240,7 +273,8 @@ def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh
 
     spec = DecodeSpec(max_new_tokens=cfg.new_tokens, sampling=SamplingConfig(temperature=0.6, top_p=0.95),
                       eos_ids=(int(model_cfg.eos_token_id or 0),), stop=StopPatterns(), pad_id=0)
-    prefill, decode = make_programs(g_graphdef, spec, mesh, jnp.bfloat16)
+    kv_dtype = jnp.dtype(cfg.generate_dtype)
+    prefill, decode = make_programs(g_graphdef, spec, mesh, kv_dtype)
     b, t = cfg.decode_rows, cfg.prompt_len
     rows, rows1 = NamedSharding(mesh, P(BATCH, None)), NamedSharding(mesh, P(BATCH))
     args = (jax.ShapeDtypeStruct((b, t), jnp.int32, sharding=rows), jax.ShapeDtypeStruct((b, t), bool, sharding=rows),
@@ -257,7 +291,7 @@ def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh
                           for x in jax.tree.leaves(state_abs))
     tensor = mesh.shape["tensor"]
     heads_per_dev = model_cfg.num_kv_heads / (tensor if model_cfg.num_kv_heads % tensor == 0 else 1)
-    kv_per_token = 2 * model_cfg.num_layers * heads_per_dev * model_cfg.head_dim * 2  # k and v, bf16
+    kv_per_token = 2 * model_cfg.num_layers * heads_per_dev * model_cfg.head_dim * kv_dtype.itemsize  # k and v
     cache_per_dev = kv_per_token * (t + cfg.new_tokens / 2) * b / n_batch  # the mean cache length over the loop
 
     def decode_s(flops):
@@ -267,71 +301,213 @@ def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh
             _program("decode loop", f"{b} rows x {cfg.new_tokens} steps", b, dec_compiled, dt, decode_s)]
 
 
-def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", say=print) -> Plan:
-    """Compile the programs of `model_cfg` for `cfg.topology` and time the workloads."""
+def _abstract_decoder(model_cfg, dtype: str, mesh):
+    """(graphdef, abstract sharded state, the state's shapes) of the model in one dtype."""
     from flax import nnx
 
-    from jaxcot.importance.batching import batch_rows
-    from jaxcot.importance.gogi import default_layer
     from jaxcot.models.decoder import Decoder
-    from jaxcot.sharding import BATCH, make_mesh, tree_shardings
+    from jaxcot.sharding import tree_shardings
 
+    dt = jnp.dtype(dtype)
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: Decoder(model_cfg, rngs=nnx.Rngs(0), dtype=dt, param_dtype=dt)))
+    state = state.to_pure_dict()
+    return graphdef, _abstract(state, tree_shardings(state, mesh)), state
+
+
+PROGRAMS = ("train", "gogi", "generation")
+
+
+def compile_programs(model_cfg, cfg: PlanConfig, meshes, compute_s, hbm_gbs: float, say=print,
+                     only: tuple[str, ...] = PROGRAMS) -> list[ProgramPlan]:
+    """The train step (on meshes[0]), GoGI pass, prefill and decode loop (meshes[1]) of a resolved
+    cfg (those in `only`), each mesh set as the current one (the decoder's activations then keep
+    their rows per device)."""
+    from jaxcot.importance.gogi import default_layer
+
+    programs = []
+    if "train" in only:
+        with jax.set_mesh(meshes[0]):
+            say(f"compiling the LoRA train step ({cfg.train_rows} x {cfg.train_len} tokens) for {cfg.topology} ...")
+            programs.append(_train_program(model_cfg, cfg, meshes[0], compute_s))
+    mesh = meshes[1]
+    with jax.set_mesh(mesh):
+        if "gogi" in only:
+            g_graphdef, state_abs, _ = _abstract_decoder(model_cfg, cfg.score_dtype, mesh)
+            layer = cfg.score_layer if cfg.score_layer is not None else default_layer(model_cfg.num_layers)
+            say(f"compiling the GoGI pass ({cfg.score_rows} x {cfg.score_len} tokens, layer {layer}) ...")
+            programs.append(_gogi_program(g_graphdef, state_abs, layer, cfg, mesh, compute_s))
+        if "generation" in only:
+            g_graphdef, state_abs, _ = _abstract_decoder(model_cfg, cfg.generate_dtype, mesh)
+            say(f"compiling generation ({cfg.decode_rows} rows, {cfg.prompt_len} + {cfg.new_tokens} tokens) ...")
+            programs += _generation_programs(model_cfg, g_graphdef, state_abs, cfg, mesh, compute_s, hbm_gbs)
+    return programs
+
+
+@dataclasses.dataclass
+class Slice:
+    """A topology's devices and what each has: HBM (GiB), peak TFLOP/s, HBM GB/s."""
+
+    devices: list
+    chips: int
+    hbm_gib: float
+    peak_tf: float
+    hbm_gbs: float
+
+
+def topology_slice(cfg: PlanConfig) -> Slice:
     hbm_gib, peak_tf, hbm_gbs = CHIPS[cfg.chip]
     devices = topology_devices(cfg.topology)
     chips = topology_chips(cfg.topology)
     # A v4 chip's two TensorCores are two devices here (no megacore): each has half the chip.
     per_chip = max(1, len(devices) // chips)
-    hbm_gib, peak_tf, hbm_gbs = hbm_gib / per_chip, peak_tf / per_chip, hbm_gbs / per_chip
-    mesh = make_mesh(*cfg.mesh, devices=devices)
-    n_batch = int(math.prod(mesh.shape[a] for a in BATCH))
-    notes = []
-    fitted = {k: batch_rows(getattr(cfg, k), n_batch) for k in ("train_rows", "score_rows", "decode_rows")}
-    for k, v in fitted.items():
-        if v != getattr(cfg, k):
-            notes.append(f"{k} {getattr(cfg, k)} -> {v}: a multiple of the {n_batch} devices the batch is split over")
-    cfg = dataclasses.replace(cfg, **fitted)
-    compute_s = lambda flops: flops / (peak_tf * 1e12 * cfg.mfu)  # noqa: E731
+    return Slice(devices, chips, hbm_gib / per_chip, peak_tf / per_chip, hbm_gbs / per_chip)
 
-    say(f"compiling the LoRA train step ({cfg.train_rows} x {cfg.train_len} tokens) for {cfg.topology} ...")
-    programs = [_train_program(model_cfg, cfg, mesh, compute_s)]
-    base = nnx.eval_shape(lambda: Decoder(model_cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16))
-    g_graphdef, g_state = nnx.split(base)
-    g_state = g_state.to_pure_dict()
-    state_abs = _abstract(g_state, tree_shardings(g_state, mesh))
-    layer = cfg.score_layer if cfg.score_layer is not None else default_layer(model_cfg.num_layers)
-    say(f"compiling the GoGI pass ({cfg.score_rows} x {cfg.score_len} tokens, layer {layer}) ...")
-    programs.append(_gogi_program(g_graphdef, state_abs, layer, cfg, mesh, compute_s))
-    say(f"compiling generation ({cfg.decode_rows} rows, {cfg.prompt_len} + {cfg.new_tokens} tokens) ...")
-    programs += _generation_programs(model_cfg, g_graphdef, state_abs, cfg, mesh, compute_s, hbm_gbs)
 
-    hbm = int(hbm_gib * GiB)
-    for p in programs:
-        if p.error or p.peak_bytes > hbm:
-            need = f"{p.peak_bytes / GiB:.1f} GiB" + (" of temporaries" if p.error else "")
-            notes.append(f"{p.name} ({p.shapes}) needs {need} per device, more than the {hbm_gib:g} GiB of a "
-                         f"{cfg.chip} device (XLA: {p.error or 'peak above HBM'}). Its rows per device are "
-                         f"{p.rows / n_batch:g}: fewer rows per step (or more chips on the batch axes), shorter "
-                         "rows, the weights sharded wider (mesh fsdp / tensor)"
-                         + (", or remat=true" if p.name == "LoRA train step" else "") + " make it fit")
+def batch_devices(mesh) -> int:
+    from jaxcot.sharding import BATCH
+
+    return int(math.prod(mesh.shape[a] for a in BATCH))
+
+
+def meshes(cfg: PlanConfig, devices) -> tuple:
+    """(the train step's mesh, the GoGI pass's and generation's)."""
+    from jaxcot.sharding import make_mesh
+
+    return make_mesh(*cfg.mesh, devices=devices), make_mesh(*cfg.infer_mesh, devices=devices)
+
+
+def fit_rows(cfg: PlanConfig, meshes) -> tuple[PlanConfig, list[str]]:
+    """cfg with each batch a multiple of the devices it is split over, and notes of what changed."""
+    from jaxcot.importance.batching import batch_rows
+
+    n = {"train_rows": batch_devices(meshes[0]), "score_rows": batch_devices(meshes[1]),
+         "decode_rows": batch_devices(meshes[1])}
+    fitted = {k: batch_rows(getattr(cfg, k), n[k]) for k in n}
+    notes = [f"{k} {getattr(cfg, k)} -> {v}: a multiple of the {n[k]} devices the batch is split over"
+             for k, v in fitted.items() if v != getattr(cfg, k)]
+    return dataclasses.replace(cfg, **fitted), notes
+
+
+def _misfit_note(p: ProgramPlan, sl: Slice, cfg: PlanConfig, ms) -> str:
+    n_batch = batch_devices(ms[0] if p.name.startswith("LoRA") else ms[1])
+    need = f"{p.peak_bytes / GiB:.1f} GiB" + (" of temporaries" if p.error else "")
+    return (f"{p.name} ({p.shapes}) needs {need} per device, more than the {sl.hbm_gib:g} GiB of a "
+            f"{cfg.chip} device (XLA: {p.error or 'peak above HBM'}). Its rows per device are "
+            f"{p.rows / n_batch:g}: fewer rows per step (or more chips on the batch axes), shorter "
+            "rows, the weights sharded wider (mesh fsdp / tensor)"
+            + (", or remat=true" if p.name == "LoRA train step" else "") + " make it fit"
+            + " (`jaxcot plan --fit` tries them)")
+
+
+def _hours(cfg: PlanConfig, programs: list[ProgramPlan]) -> dict[str, float]:
     train, score, pre, dec = programs
     sft_steps = math.ceil(cfg.epochs * cfg.traces * cfg.trace_tokens / (cfg.train_rows * cfg.train_len))
-    hours = {
+    return {
         f"GoGI over {cfg.traces:,} traces": math.ceil(cfg.traces / cfg.score_rows) * score.seconds / 3600,
         f"LoRA SFT, {cfg.epochs} epochs": sft_steps * train.seconds / 3600,
         f"evaluation, {cfg.eval_questions} questions x {cfg.new_tokens} tokens":
             math.ceil(cfg.eval_questions / cfg.decode_rows) * (pre.seconds + dec.seconds) / 3600,
     }
-    largest = sorted(((k, v.shape, str(v.sharding.spec)) for k, v in _flat(state_abs).items()),
+
+
+def with_roofline(p: ProgramPlan, sl: Slice) -> ProgramPlan:
+    """p with its roofline time: XLA's FLOPs at the device's peak or its bytes at full HBM bandwidth,
+    whichever is longer. The decode loop's figures are one trip of its while loop, not the loop."""
+    return dataclasses.replace(p, roofline_s=max(p.flops / (sl.peak_tf * 1e12), p.bytes_accessed / (sl.hbm_gbs * 1e9)))
+
+
+def fits(p: ProgramPlan, hbm_bytes: int) -> bool:
+    return not p.error and p.peak_bytes <= hbm_bytes
+
+
+def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", sources: dict[str, str] | None = None,
+         fit: bool = False, say=print) -> Plan:
+    """Compile the programs of `model_cfg` for `cfg.topology` and time the workloads. sources:
+    where each of cfg's settings came from (the header says); None fields take FALLBACK's. fit:
+    for each program that does not fit, the first of `fit_candidates` that does (a note)."""
+    cfg, sources = resolve(cfg, sources)
+    sl = topology_slice(cfg)
+    ms = meshes(cfg, sl.devices)
+    cfg, notes = fit_rows(cfg, ms)
+    compute_s = lambda flops: flops / (sl.peak_tf * 1e12 * cfg.mfu)  # noqa: E731
+    programs = [with_roofline(p, sl) for p in compile_programs(model_cfg, cfg, ms, compute_s, sl.hbm_gbs, say)]
+    _, g_state_abs, g_state = _abstract_decoder(model_cfg, cfg.generate_dtype, ms[1])
+    hbm = int(sl.hbm_gib * GiB)
+    notes += [_misfit_note(p, sl, cfg, ms) for p in programs if not fits(p, hbm)]
+    if fit:
+        kinds = dict(zip(PROGRAMS, (programs[:1], programs[1:2], programs[2:])))
+        notes += [fit_program(model_cfg, cfg, kind, sl, say) for kind, ps in kinds.items()
+                  if not all(fits(p, hbm) for p in ps)]
+    largest = sorted(((k, v.shape, str(v.sharding.spec)) for k, v in _flat(g_state_abs).items()),
                      key=lambda kv: -math.prod(kv[1]))[:3]
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(g_state))
-    return Plan(model=model_name, params=n_params, topology=cfg.topology, devices=len(devices), chips=chips,
-                mesh=dict(mesh.shape), hbm_bytes=hbm, programs=programs, hours=hours, notes=notes, largest=largest)
+    return Plan(model=model_name, params=n_params, topology=cfg.topology, devices=len(sl.devices), chips=sl.chips,
+                mesh=dict(ms[0].shape), hbm_bytes=hbm, programs=programs, hours=_hours(cfg, programs), notes=notes,
+                largest=largest, settings=settings(cfg, sources))
+
+
+def fit_candidates(cfg: PlanConfig, kind: str, n_devices: int) -> list[tuple[str, dict]]:
+    """(the override, the PlanConfig fields it sets) to try for program `kind`, cheapest first:
+    remat (train), then fewer rows per device, then the weights over more fsdp, then tensor, devices."""
+    mesh_key = "mesh" if kind == "train" else "infer_mesh"
+    data, fsdp, tensor = getattr(cfg, mesh_key)
+    data = n_devices // (fsdp * tensor) if data == -1 else data
+    remat = {"train": "remat", "gogi": "score_remat"}.get(kind)
+    out = [(f"{remat}=true", {remat: True})] if remat and not getattr(cfg, remat) else []
+    base = {remat: True} if remat else {}
+    key = {"train": "train_rows", "gogi": "score_rows", "generation": "decode_rows"}[kind]
+    rows = getattr(cfg, key) // 2
+    while rows >= data * fsdp:
+        out.append((f"{key}={rows}", {**base, key: rows}))
+        rows //= 2
+    d, f = data, fsdp
+    while d % 2 == 0:
+        d, f = d // 2, f * 2
+        out.append((f"{mesh_key}=[{d},{f},{tensor}]", {**base, mesh_key: (d, f, tensor)}))
+    d, t = data, tensor
+    while d % 2 == 0 and t < 8:
+        d, t = d // 2, t * 2
+        out.append((f"{mesh_key}=[{d},{fsdp},{t}]", {**base, mesh_key: (d, fsdp, t)}))
+    return out
+
+
+def fit_program(model_cfg, cfg: PlanConfig, kind: str, sl: Slice, say=print) -> str:
+    """The first of `fit_candidates` under which program `kind` fits, as a note."""
+    hbm = int(sl.hbm_gib * GiB)
+    for override, fields in fit_candidates(cfg, kind, len(sl.devices)):
+        cand = dataclasses.replace(cfg, **fields)
+        ms = meshes(cand, sl.devices)
+        cand, _ = fit_rows(cand, ms)
+        say(f"--fit: {kind} with {override} ...")
+        ps = compile_programs(model_cfg, cand, ms, lambda f: 0.0, sl.hbm_gbs, say=lambda _: None, only=(kind,))
+        if all(fits(p, hbm) for p in ps):
+            peak = max(p.peak_bytes for p in ps) / GiB
+            return f"--fit: {ps[0].name.split(' (')[0]} fits with `{override}` (peak {peak:.1f} / {sl.hbm_gib:g} GiB)"
+    return f"--fit: no candidate makes the {kind} program fit (try a larger slice)"
+
+
+def settings(cfg: PlanConfig, sources: dict[str, str]) -> list[str]:
+    """The settings that shape the programs, each with where it came from."""
+    keys = ("mesh", "infer_mesh", "remat", "score_remat", *DTYPE_FIELDS, "train_rows", "train_len", "score_rows",
+            "score_len", "decode_rows", "new_tokens")
+    return [f"{k}={list(v) if isinstance(v := getattr(cfg, k), tuple) else v} ({sources.get(k, 'plan default')})"
+            for k in keys]
 
 
 def _flat(tree) -> dict[str, Any]:
     from jaxcot.sharding import path_str
 
     return {path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def gcloud_line(topology: str) -> str:
+    """The slice as tpu/create.sh makes it: its gcloud type, hosts and runtime ('' if unknown)."""
+    try:
+        t = tpu_slices.gcloud_type(topology)
+    except ValueError:
+        return ""
+    return (f"In gcloud: `{t}`, {tpu_slices.hosts(t)} host(s), runtime `{tpu_slices.runtime_version(t)}` "
+            f"(`TOPOLOGY={topology} tpu/create.sh`).")
 
 
 def format_plan(p: Plan, cfg: PlanConfig) -> str:
@@ -341,19 +517,25 @@ def format_plan(p: Plan, cfg: PlanConfig) -> str:
     lines = [f"### {p.model} ({p.params / 1e9:.2f}B parameters) on {p.topology} ({chips} chips, {devices}; mesh "
              f"{' x '.join(f'{k}={v}' for k, v in p.mesh.items())}; {p.hbm_bytes / GiB:.0f} GiB HBM per device)", "",
              "| program | global shape | per device: args / temp / out (GiB) | peak vs HBM | GFLOP per device "
-             "| est. time per call | compile (s) |",
-             "|---|---|---|---|---|---|---|"]
+             "| est. time per call | roofline | compile (s) |",
+             "|---|---|---|---|---|---|---|---|"]
+    if in_gcloud := gcloud_line(p.topology):
+        lines[1:1] = ["", in_gcloud]
+    if p.settings:
+        lines[1:1] = ["", "Settings: " + "; ".join(p.settings) + "."]
     for pr in p.programs:
         if pr.error:
             need = f"{pr.temp_bytes / GiB:.1f} GiB of temporaries" if pr.temp_bytes else "?"
-            lines.append(f"| {pr.name} | {pr.shapes} | - | **does not fit**: {need} / {p.hbm_bytes / GiB:.0f} | - | - "
-                         f"| {pr.compile_s:.0f} |")
+            lines.append(f"| {pr.name} | {pr.shapes} | - | **does not fit**: {need} / {p.hbm_bytes / GiB:.0f} "
+                         f"| - | - | - | {pr.compile_s:.0f} |")
             continue
         lines.append(f"| {pr.name} | {pr.shapes} | {pr.argument_bytes / GiB:.2f} / {pr.temp_bytes / GiB:.2f} / "
                      f"{pr.output_bytes / GiB:.2f} | {pr.peak_bytes / GiB:.1f} / {p.hbm_bytes / GiB:.0f} "
                      f"{'fits' if pr.peak_bytes <= p.hbm_bytes else '**does not fit**'} | {pr.flops / 1e9:,.0f} | "
-                     f"{pr.seconds:.3g} s | {pr.compile_s:.0f} |")
-    lines += ["", f"Hours on this slice (compute at {100 * cfg.mfu:.0f}% MFU, decoding at {100 * cfg.hbm_eff:.0f}% of "
+                     f"{pr.seconds:.3g} s | {pr.roofline_s:.3g} s | {pr.compile_s:.0f} |")
+    lines += ["", "Roofline: XLA's FLOPs per device at the chip's peak or its bytes accessed at full HBM bandwidth, "
+              "whichever is longer (the decode loop's: one trip of its while loop).",
+              "", f"Hours on this slice (compute at {100 * cfg.mfu:.0f}% MFU, decoding at {100 * cfg.hbm_eff:.0f}% of "
               f"HBM bandwidth; traces of {cfg.trace_tokens} tokens):", ""]
     lines += [f"- {k}: " + ("not timed (a program does not fit)" if math.isnan(v) else
                              f"{v:.2f} h ({v * chips:.1f} chip-hours)") for k, v in p.hours.items()]
@@ -362,4 +544,6 @@ def format_plan(p: Plan, cfg: PlanConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CHIPS", "Plan", "PlanConfig", "ProgramPlan", "format_plan", "plan", "topology_chips", "topology_devices"]
+__all__ = ["CHIPS", "FALLBACK", "Plan", "PlanConfig", "ProgramPlan", "fit_candidates", "format_plan", "resolve",
+           "gcloud_line", "plan", "topology_chips",
+           "topology_devices"]

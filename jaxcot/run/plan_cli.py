@@ -6,25 +6,29 @@ The architecture comes from the config's model folder (its config.json) or, wher
 not on this host, from configs/arch/<its name>/config.json (the published configs of the paper's
 models). Shapes and workloads default to the run config's (generate batch and length, score
 layer, LoRA rank, questions); key=value overrides set any PlanConfig field (train_rows=32,
-mesh=[2,4,1], mfu=0.5). Needs libtpu: pip install 'jaxcot[plan]'.
+mesh=[2,4,1], mfu=0.5). libtpu comes in a folder of its own, installed on first use
+(`jaxcot.run.libtpu`), never into this environment.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
-from jaxcot.config import HelpFormatter
+from jaxcot.config import add_command
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("plan", description=__doc__, formatter_class=HelpFormatter,
-                              help="compile a run's programs for a TPU topology: memory per device and hours")
-    p.add_argument("--config", required=True, help="YAML RunConfig (e.g. configs/gemma3-4b-math.yaml)")
+    p = add_command(subparsers, "plan", description=__doc__, config="PlanConfig", example="train_rows=32 mfu=0.5",
+                    config_required=True, config_help="the YAML RunConfig to plan (e.g. configs/gemma3-4b-math.yaml); "
+                    "KEY=VALUE overrides set PlanConfig fields")
     p.add_argument("--topology", required=True, help="TPU slice, e.g. v5e:2x4, v4:2x2x2, v5p:2x2x2")
     p.add_argument("--arch", help="a folder with the model's config.json (default: the config's model, else "
                                   "configs/arch/<its name>)")
     p.add_argument("--out", help="also write the table to this Markdown file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="PlanConfig fields, e.g. train_rows=32")
+    p.add_argument("--fit", action="store_true", help="for each program that does not fit, try remat, fewer rows "
+                   "per device, then wider fsdp / tensor axes, and report the first change that fits")
     p.set_defaults(func=run)
 
 
@@ -42,33 +46,64 @@ def arch_folder(model: str, arch: str | None, config_path: str) -> str:
     raise FileNotFoundError(f"{model}: no config.json there and no configs/arch/{name}/config.json; pass --arch")
 
 
+def _from_run(run_cfg) -> dict[str, tuple[Any, str]]:
+    """PlanConfig fields the run config sets: {field: (value, where in the config)}."""
+    tc = run_cfg.student_config("plan", "x", "y")  # TrainConfig: the run's `student` over its defaults
+    student = lambda k: f"student.{k}" if k.split(".")[0] in run_cfg.student else f"TrainConfig.{k}"  # noqa: E731
+    m = tc.mesh
+    got = {"new_tokens": (run_cfg.generate.max_new_tokens, "generate.max_new_tokens"),
+           "decode_rows": (run_cfg.generate.batch_size, "generate.batch_size"),
+           "generate_dtype": (run_cfg.generate.dtype, "generate.dtype"),
+           "score_dtype": (run_cfg.score.dtype, "score.dtype"),
+           "score_rows": (run_cfg.score.batch_size, "score.batch_size"),
+           # a scored row is a prompt and a chain of at most max_new_tokens; GoGI skips the prompt
+           "score_len": (run_cfg.generate.max_new_tokens, "generate.max_new_tokens"),
+           "traces": (run_cfg.data.n_train, "data.n_train"), "eval_questions": (run_cfg.data.n_test, "data.n_test"),
+           "param_dtype": (tc.param_dtype, student("param_dtype")),
+           "compute_dtype": (tc.compute_dtype, student("compute_dtype")),
+           "remat": (tc.remat, student("remat")), "lora_rank": (tc.lora.rank, student("lora")),
+           "mesh": ((m.data, m.fsdp, m.tensor), student("mesh")),
+           # `jaxcot run`'s generate and score stages put every device on data (RunStages.mesh)
+           "infer_mesh": ((-1, 1, 1), "jaxcot run: generate/score on a data mesh"),
+           "train_rows": (tc.batch_size // tc.grad_accum, student("batch_size") + " / grad_accum"),
+           "train_len": (tc.data.max_len, student("data")),
+           }
+    if run_cfg.score.layers:
+        got["score_layer"] = (run_cfg.score.layers[0], "score.layers")
+    return got
+
+
 def plan_config(run_cfg, topology: str, overrides: list[str]):
-    """The PlanConfig of a run: its shapes and workloads, then the overrides."""
+    """(the PlanConfig of a run: its shapes, dtypes and workloads, then the overrides; where each came from)."""
     from jaxcot.config import apply_overrides, from_dict
     from jaxcot.run.plan import PlanConfig
 
-    base = {"topology": topology, "new_tokens": run_cfg.generate.max_new_tokens,
-            "decode_rows": run_cfg.generate.batch_size, "traces": run_cfg.data.n_train,
-            "eval_questions": run_cfg.data.n_test}
-    if run_cfg.score.layers:
-        base["score_layer"] = run_cfg.score.layers[0]
-    rank = (run_cfg.student.get("lora") or {}).get("rank")
-    if rank:
-        base["lora_rank"] = rank
-    return from_dict(PlanConfig, apply_overrides(base, overrides), "plan")
+    got = _from_run(run_cfg)
+    base = {"topology": topology, **{k: v for k, (v, _) in got.items()}}
+    sources = {k: f"config {src}" for k, (_, src) in got.items()}
+    sources.update({o.split("=", 1)[0].strip(): "override" for o in overrides})
+    return from_dict(PlanConfig, apply_overrides(base, overrides), "plan"), sources
 
 
 def run(args) -> int:
-    from jaxcot.config import load_config
+    from jaxcot.config import ConfigError, load_config, print_config
     from jaxcot.io import atomic_write_text
     from jaxcot.models.config import ModelConfig
     from jaxcot.run.config import RunConfig
+    from jaxcot.run.libtpu import ensure_libtpu
     from jaxcot.run.plan import format_plan, plan
 
+    if not args.config or not args.topology:
+        raise ConfigError("", "jaxcot plan needs --config (the run to plan) and --topology, --print-config too")
     run_cfg = load_config(RunConfig, args.config, [])
     folder = arch_folder(run_cfg.model, args.arch, args.config)
-    cfg = plan_config(run_cfg, args.topology, list(args.overrides))
-    result = plan(ModelConfig.from_hf(folder), cfg, model_name=os.path.basename(os.path.normpath(folder)))
+    cfg, sources = plan_config(run_cfg, args.topology, [*args.set, *args.overrides])
+    if args.print_config:
+        print_config(cfg)
+        return 0
+    ensure_libtpu(say=lambda line: print(line, file=sys.stderr))
+    result = plan(ModelConfig.from_hf(folder), cfg, model_name=os.path.basename(os.path.normpath(folder)),
+                  sources=sources, fit=args.fit)
     text = format_plan(result, cfg)
     print(text)
     if args.out:
