@@ -70,6 +70,24 @@ def check_choice(obj, name: str, choices) -> None:
         raise ConfigError(name, f"must be one of {list(choices)}, got {v!r}")
 
 
+@dataclasses.dataclass
+class MeshConfig:
+    """(data, fsdp, tensor) device mesh over the first `devices` devices (0: all of them);
+    data = -1 takes the remaining devices. The train and GRPO steps' `mesh`, the score stage's
+    (`jaxcot.sharding.make_mesh` builds it)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    devices: int = 0
+
+    def __post_init__(self):
+        check(self.data == -1 or self.data >= 1, "data", f"must be -1 (the remaining devices) or >= 1, got {self.data}")
+        check_range(self, "fsdp", 1)
+        check_range(self, "tensor", 1)
+        check_range(self, "devices", 0)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Help as written (descriptions keep their lines), each flag's default shown where it says
     something: not for flags without a value, defaults of None, or help that states its default."""

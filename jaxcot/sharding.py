@@ -45,6 +45,13 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence 
     return Mesh(np.asarray(devices).reshape(data, fsdp, tensor), AXES)
 
 
+def config_mesh(mc, devices: Sequence | None = None) -> Mesh:
+    """The mesh a `jaxcot.config.MeshConfig` describes, over `devices` (default: every device),
+    its first `mc.devices` of them where that is set."""
+    devices = list(devices if devices is not None else jax.devices())
+    return make_mesh(mc.data, mc.fsdp, mc.tensor, devices=devices[: mc.devices or None])
+
+
 def path_str(path) -> str:
     """A pytree / nnx state path as 'a/b/0/c'."""
     parts = []

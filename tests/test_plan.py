@@ -3,6 +3,7 @@ compile-only path) and reports memory per device against HBM, FLOPs and hours.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -48,7 +49,7 @@ def test_plan_compiles_for_a_tpu_topology(tmp_path):
     # the job as configured: the run's dtypes (float32 by default), each setting with its source
     assert "mesh=[2, 4, 1] (override)" in table and "generate_dtype=float32 (config generate.dtype)" in table
     assert "score_dtype=float32 (config score.dtype)" in table and "param_dtype=float32 (config TrainConfig" in table
-    assert "infer_mesh=[-1, 1, 1] (config jaxcot run" in table
+    assert "infer_mesh=[-1, 1, 1] (config jaxcot run" in table and "score_mesh=[-1, 1, 1] (config score.mesh)" in table
     for program in ("GoGI pass (layer 1)", "prefill", "decode loop"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {program} |"))
         assert "fits" in row and "does not fit" not in row, row
@@ -134,10 +135,36 @@ def test_fit_candidates_cheapest_first():
     cfg, _ = resolve(PlanConfig(topology="v5e:2x4", train_rows=32, score_rows=16))
     train = [o for o, _ in fit_candidates(cfg, "train", 8)]
     assert train == ["remat=true", "train_rows=16", "train_rows=8", "mesh=[4,2,1]", "mesh=[2,4,1]", "mesh=[1,8,1]",
-                     "mesh=[4,1,2]", "mesh=[2,1,4]", "mesh=[1,1,8]"]
+                     "mesh=[4,1,2]", "mesh=[2,1,4]", "mesh=[1,1,8]", "train_len=1024"]
+    # every device on fsdp already (the shipped 7B config): fsdp traded for tensor, then shorter rows
+    full = dataclasses.replace(cfg, mesh=(1, 8, 1), remat=True, train_rows=8)
+    assert [o for o, _ in fit_candidates(full, "train", 8)] == ["mesh=[1,4,2]", "mesh=[1,2,4]", "mesh=[1,1,8]",
+                                                                "train_len=1024"]
     assert all(f["remat"] for _, f in fit_candidates(cfg, "train", 8))  # later candidates keep remat on
     gogi = fit_candidates(cfg, "gogi", 8)
     assert gogi[:2] == [("score_remat=true", {"score_remat": True}), ("score_rows=8", {"score_remat": True,
                                                                                      "score_rows": 8})]
-    assert ("infer_mesh=[1,8,1]", {"score_remat": True, "infer_mesh": (1, 8, 1)}) in gogi
+    assert ("score_mesh=[1,8,1]", {"score_remat": True, "score_mesh": (1, 8, 1)}) in gogi
     assert fit_candidates(cfg, "generation", 8)[0] == ("decode_rows=32", {"decode_rows": 32})
+
+
+# Published parameter counts (the model cards): the architecture configs the plan compiles are theirs.
+ARCH_PARAMS = {"Qwen2.5-7B-Instruct": 7.62e9, "gemma-3-4b-it": 3.88e9, "Qwen2.5-32B-Instruct": 32.76e9,
+               "DeepSeek-R1-Distill-Qwen-32B": 32.76e9}
+
+
+@pytest.mark.parametrize("name", sorted(ARCH_PARAMS))
+def test_arch_configs_have_the_published_size(name):
+    import math
+
+    import jax
+    from flax import nnx
+
+    from jaxcot.models.config import ModelConfig
+    from jaxcot.models.decoder import Decoder
+
+    assert sorted(os.listdir(os.path.join(ROOT, "configs", "arch"))) == sorted(ARCH_PARAMS)
+    cfg = ModelConfig.from_hf(os.path.join(ROOT, "configs", "arch", name))
+    state = nnx.state(nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0))))
+    n = sum(math.prod(x.shape) for x in jax.tree.leaves(state))
+    assert abs(n / ARCH_PARAMS[name] - 1) < 0.005, n

@@ -162,6 +162,34 @@ def test_score_traces_is_batch_invariant(model_dir):
     assert min(m["gogi"]) > 0 and min(m["entropy"][1:]) > 0
 
 
+def test_fsdp_mesh_and_remat_give_the_same_scores(model_dir):
+    """ScoreConfig.mesh with fsdp shards the weights (what a 7B model on 16 GiB devices needs),
+    remat recomputes the blocks: the same scores, and the same fingerprint (they are layout only)."""
+    import jax
+
+    from jaxcot.config import MeshConfig
+    from jaxcot.importance.score import ScoreConfig, score_traces, scores_fingerprint
+    from jaxcot.models import load_model, load_tokenizer
+    from jaxcot.sharding import config_mesh
+
+    tok, traces = load_tokenizer(model_dir), _traces(5)
+    plain_cfg = ScoreConfig(batch_size=4)
+    fsdp_cfg = ScoreConfig(batch_size=4, mesh=MeshConfig(data=2, fsdp=4), remat=True)
+    model = load_model(model_dir, mesh=config_mesh(fsdp_cfg.mesh))
+    kernel = model.layers[0].mlp.gate_proj.kernel[...]
+    assert kernel.sharding.mesh.shape["fsdp"] == 4 and "fsdp" in str(kernel.sharding.spec)
+    assert kernel.addressable_shards[0].data.shape[0] == kernel.shape[0] // 4  # each device holds a quarter
+    plain = score_traces(load_model(model_dir, mesh=config_mesh(plain_cfg.mesh)), tok, traces, plain_cfg,
+                         progress=False)
+    sharded = score_traces(model, tok, traces, fsdp_cfg, progress=False)
+    assert len(jax.devices()) == 8
+    for a, b in zip(plain, sharded):
+        for key in ("gogi", "entropy", "self_info"):
+            np.testing.assert_allclose(b["scores"][key], a["scores"][key], rtol=2e-5, atol=1e-6)
+    assert scores_fingerprint(traces, fsdp_cfg) == scores_fingerprint(traces, plain_cfg)
+    assert scores_fingerprint(traces, ScoreConfig(batch_size=4, norm="l2")) != scores_fingerprint(traces, plain_cfg)
+
+
 def test_cli_scores_resumably_and_probes(model_dir, tmp_path, capsys):
     from jaxcot.cli import main
 

@@ -47,7 +47,7 @@ def run(args) -> int:
     from jaxcot.models import load_model, load_tokenizer
     from jaxcot.models.loading import model_inputs
     from jaxcot.provenance import discard
-    from jaxcot.sharding import make_mesh
+    from jaxcot.sharding import config_mesh
 
     cfg = command_config(ScoreConfig, args)
     if cfg is None:
@@ -60,7 +60,7 @@ def run(args) -> int:
 
     def load():
         dtype = jnp.dtype(cfg.dtype)
-        return (load_model(args.model, dtype=dtype, param_dtype=dtype, mesh=make_mesh()),
+        return (load_model(args.model, dtype=dtype, param_dtype=dtype, mesh=config_mesh(cfg.mesh)),
                 load_tokenizer(args.tokenizer or args.model))
 
     if args.probe is not None:

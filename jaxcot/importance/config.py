@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from jaxcot.config import check, check_choice, check_range
+from jaxcot.config import MeshConfig, check, check_choice, check_range
 from jaxcot.generate.traces import unusable
 from jaxcot.importance.encode import GOALS
 from jaxcot.text.answers import value_span
@@ -28,6 +28,11 @@ class ScoreConfig:
     answer ("" for generated traces).
     dtype: weights and compute. llmlingua: an LLMLingua-2 checkpoint folder whose keep
     probabilities are added as ``scores["llmlingua"]``.
+    mesh: the devices the pass runs on (default: every device on data, the whole model on each);
+    fsdp > 1 shards the weights, for models whose weights fill a device (docs/plan.md). remat: the
+    backward recomputes each block, so one block's gathered weights live at a time (what lets
+    fsdp shrink memory). Neither changes the scores beyond float rounding; neither is part of a
+    scored file's fingerprint.
     """
 
     layers: list[int] | None = None
@@ -39,6 +44,8 @@ class ScoreConfig:
     sep: str = ""
     dtype: str = "float32"
     llmlingua: str | None = None
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    remat: bool = False
 
     def __post_init__(self):
         check_choice(self, "norm", NORMS)
@@ -47,6 +54,10 @@ class ScoreConfig:
         check_range(self, "batch_size", 1)
         check(self.layers is None or (len(self.layers) > 0 and min(self.layers) >= 0), "layers",
               f"must be a non-empty list of layers >= 0 (0 = the embeddings), got {self.layers}")
+
+    def settings(self) -> dict[str, Any]:
+        """What the scores depend on: every setting but how the pass is laid out (mesh, remat)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("mesh", "remat")}
 
     def skip_reason(self, trace: dict[str, Any]) -> str | None:
         """Why the stage leaves `trace` out, or None (it is scored): the reasons of

@@ -32,6 +32,7 @@ from flax import nnx
 from jaxcot.generate.sampling import token_stats
 from jaxcot.importance.config import NORMS
 from jaxcot.models.decoder import KVCache
+from jaxcot.runtime import step_compiler_options
 
 Array = jax.Array
 
@@ -259,10 +260,8 @@ def answer_loss(model, tokens, mask, answer_mask, *, perturb=None, labels=None):
     return _answer_loss(graphdef, state, tokens, mask, answer_mask, labels, dict(perturb or {}))
 
 
-@functools.partial(jax.jit, static_argnums=(0,),
-                   static_argnames=("layers", "norm", "max_answer", "per_layer", "split", "remat"))
-def _scores(graphdef, state, tokens, mask, chain_mask, answer_mask, *, layers, norm, max_answer, per_layer, split,
-            remat=False):
+def _scores_impl(graphdef, state, tokens, mask, chain_mask, answer_mask, *, layers, norm, max_answer, per_layer,
+                 split, remat=False):
     grads, (row_loss, ent, self_info) = _gradients_impl(
         graphdef, state, tokens, mask, answer_mask, tokens, layers=layers, max_answer=max_answer, split=split,
         remat=remat,
@@ -273,6 +272,18 @@ def _scores(graphdef, state, tokens, mask, chain_mask, answer_mask, *, layers, n
         gogi=jnp.mean(each, axis=0), entropy=ent, self_info=self_info, answer_loss=row_loss,
         per_layer=each if per_layer else None,
     )
+
+
+@functools.cache
+def scores_program():
+    """The jitted pass `gogi_scores` runs (`.lower(...)` gives its cost analysis), built on first
+    use: its XLA options depend on the backend (`step_compiler_options`: on CPU no YNNPACK
+    fusions, whose pipelines cost SmolLM2's score 1.5 s per program on its first call, loaded from
+    the compilation cache or not, for no gain after it), which importing this module must not
+    start."""
+    return jax.jit(_scores_impl, static_argnums=(0,),
+                   static_argnames=("layers", "norm", "max_answer", "per_layer", "split", "remat"),
+                   compiler_options=step_compiler_options())
 
 
 def gogi_scores(
@@ -310,7 +321,7 @@ def gogi_scores(
     tokens, mask, answer_mask, _, max_answer = _prepare(model, tokens, mask, answer_mask, None, max_answer)
     graphdef, state = nnx.split(model)
     split = prompt_split(chain_mask, answer_mask) if skip_prompt else 0
-    return _scores(
+    return scores_program()(
         graphdef, state, tokens, mask, jnp.asarray(chain_mask, bool), answer_mask, layers=layers, norm=norm,
         max_answer=max_answer, per_layer=per_layer, split=split, remat=remat,
     )

@@ -8,10 +8,12 @@ function takes its settings as one `ScoreConfig`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import jax
 import numpy as np
 
 from jaxcot.distributed import Share, part_path
@@ -39,19 +41,22 @@ class TraceScores:
 
 def score_encoded(
     model, encoded: Sequence[EncodedTrace], *, layers=None, norm: str = "l1", batch_size: int = 8,
-    mesh=None, per_layer: bool = False, progress=None,
+    mesh=None, per_layer: bool = False, progress=None, remat: bool = False,
 ) -> Iterator[tuple[int, TraceScores]]:
     """Yield (index into `encoded`, its `TraceScores`) as each length-bucketed batch finishes.
 
-    mesh: where the batch is sharded (default: the mesh holding the model's parameters).
+    mesh: where the batch is sharded (default: the mesh holding the model's parameters); a mesh
+    with fsdp > 1 is set as the current one, so the residual stream keeps each device's rows.
+    remat: each block recomputed in the backward (`gogi_scores`).
     progress: an optional tqdm bar, advanced by each trace's token count.
     """
     layers = normalize_layers(layers, model.config.num_layers)
     mesh = mesh if mesh is not None else model_mesh(model)
     for batch in iter_batches(encoded, batch_size, mesh):
         arrays = batch.on(mesh)
-        out = gogi_scores(model, **arrays, layers=layers, norm=norm, max_answer=batch.max_answer,
-                          per_layer=per_layer)
+        with jax.set_mesh(mesh) if mesh.shape["fsdp"] > 1 else contextlib.nullcontext():
+            out = gogi_scores(model, **arrays, layers=layers, norm=norm, max_answer=batch.max_answer,
+                              per_layer=per_layer, remat=remat)
         gogi, ent, si = (np.asarray(x) for x in (out.gogi, out.entropy, out.self_info))
         each = np.asarray(out.per_layer) if per_layer else None
         for r, i in enumerate(batch.index):
@@ -105,7 +110,7 @@ def iter_scored(
     bar = progress_bar(sum(e.length for e in encoded), unit="tok", desc="score", enabled=progress)
     try:
         for i, sc in score_encoded(model, encoded, layers=layers, norm=cfg.norm, batch_size=cfg.batch_size,
-                                   mesh=mesh, progress=bar):
+                                   mesh=mesh, progress=bar, remat=cfg.remat):
             rec = scored_record(records[i], encoded[i], sc, layers, cfg.norm, vocab_size=model.config.vocab_size,
                                 goal=cfg.goal)
             for fn in annotate:
@@ -140,7 +145,7 @@ def scores_fingerprint(traces: Sequence[dict[str, Any]], cfg: ScoreConfig, origi
                        inputs: Mapping[str, str] = ()) -> Fingerprint:
     """What a scored file written by `write_scores` from these arguments records as its origin."""
     picked, _ = select_traces(traces, cfg)
-    return Fingerprint.of({"score": cfg, "traces": content_digest(picked), **dict(origin)},
+    return Fingerprint.of({"score": cfg.settings(), "traces": content_digest(picked), **dict(origin)},
                           {**dict(inputs), **({"llmlingua": cfg.llmlingua} if cfg.llmlingua else {})})
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,10 +40,11 @@ class PlanConfig:
     topology: str = "v5e:2x4"
     # None (here and below): from the run config (`jaxcot plan` fills them, `resolve` the rest)
     mesh: tuple[int, int, int] | None = None  # the train step's (data, fsdp, tensor); data -1: the remaining devices
-    infer_mesh: tuple[int, int, int] | None = None  # the GoGI pass's and generation's
+    score_mesh: tuple[int, int, int] | None = None  # the GoGI pass's (the score stage's ScoreConfig.mesh)
+    infer_mesh: tuple[int, int, int] | None = None  # generation's
     lora_rank: int = 8  # the student's adapters (alpha 2 x rank)
     remat: bool | None = None  # the train step recomputes each block in its backward (TrainConfig.remat)
-    score_remat: bool = False  # so does the GoGI pass (what lets it shard its weights over fsdp; docs/plan.md)
+    score_remat: bool | None = None  # so does the GoGI pass (ScoreConfig.remat; lets its weights shard over fsdp)
     # dtypes: generation's weights, compute and KV cache; GoGI's weights and compute; the student's
     # base weights and adapters (param_dtype) and its matmuls (compute_dtype)
     generate_dtype: str | None = None
@@ -87,7 +88,8 @@ class PlanConfig:
 
 DTYPE_FIELDS = ("generate_dtype", "score_dtype", "param_dtype", "compute_dtype")
 # What a PlanConfig field left None (and not filled from a run config) becomes.
-FALLBACK = {"mesh": (-1, 1, 1), "infer_mesh": (-1, 1, 1), "remat": False, "generate_dtype": "bfloat16",
+FALLBACK = {"mesh": (-1, 1, 1), "score_mesh": (-1, 1, 1), "infer_mesh": (-1, 1, 1), "remat": False,
+            "score_remat": False, "generate_dtype": "bfloat16",
             "score_dtype": "bfloat16", "param_dtype": "bfloat16", "compute_dtype": "bfloat16", "train_rows": 16,
             "train_len": 2048, "score_rows": 8, "score_len": 2048}
 
@@ -248,13 +250,14 @@ def _gogi_program(g_graphdef, state_abs, layer: int, cfg: PlanConfig, mesh, comp
     """The GoGI pass (weights and compute in score_dtype): the answer loss's gradient at one layer, entropy."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from jaxcot.importance.gogi import _scores
+    from jaxcot.importance.gogi import scores_program
     from jaxcot.sharding import BATCH
 
     rows = NamedSharding(mesh, P(BATCH, None))
     arr = lambda dtype: jax.ShapeDtypeStruct((cfg.score_rows, cfg.score_len), dtype, sharding=rows)  # noqa: E731
-    lowered = _scores.lower(g_graphdef, state_abs, arr(jnp.int32), arr(bool), arr(bool), arr(bool), layers=(layer,),
-                            norm="l1", max_answer=cfg.max_answer, per_layer=False, split=0, remat=cfg.score_remat)
+    lowered = scores_program().lower(g_graphdef, state_abs, arr(jnp.int32), arr(bool), arr(bool), arr(bool),
+                                     layers=(layer,), norm="l1", max_answer=cfg.max_answer, per_layer=False, split=0,
+                                     remat=cfg.score_remat)
     compiled, dt = _compile(lowered)
     return _program(f"GoGI pass (layer {layer})", f"{cfg.score_rows} x {cfg.score_len}", cfg.score_rows, compiled,
                     dt, compute_s)
@@ -319,23 +322,24 @@ PROGRAMS = ("train", "gogi", "generation")
 
 def compile_programs(model_cfg, cfg: PlanConfig, meshes, compute_s, hbm_gbs: float, say=print,
                      only: tuple[str, ...] = PROGRAMS) -> list[ProgramPlan]:
-    """The train step (on meshes[0]), GoGI pass, prefill and decode loop (meshes[1]) of a resolved
-    cfg (those in `only`), each mesh set as the current one (the decoder's activations then keep
-    their rows per device)."""
+    """The train step (on meshes.train), GoGI pass (meshes.score), prefill and decode loop
+    (meshes.generate) of a resolved cfg (those in `only`), each mesh set as the current one (the
+    decoder's activations then keep their rows per device)."""
     from jaxcot.importance.gogi import default_layer
 
     programs = []
     if "train" in only:
-        with jax.set_mesh(meshes[0]):
+        with jax.set_mesh(meshes.train):
             say(f"compiling the LoRA train step ({cfg.train_rows} x {cfg.train_len} tokens) for {cfg.topology} ...")
-            programs.append(_train_program(model_cfg, cfg, meshes[0], compute_s))
-    mesh = meshes[1]
-    with jax.set_mesh(mesh):
-        if "gogi" in only:
-            g_graphdef, state_abs, _ = _abstract_decoder(model_cfg, cfg.score_dtype, mesh)
+            programs.append(_train_program(model_cfg, cfg, meshes.train, compute_s))
+    if "gogi" in only:
+        with jax.set_mesh(meshes.score):
+            g_graphdef, state_abs, _ = _abstract_decoder(model_cfg, cfg.score_dtype, meshes.score)
             layer = cfg.score_layer if cfg.score_layer is not None else default_layer(model_cfg.num_layers)
             say(f"compiling the GoGI pass ({cfg.score_rows} x {cfg.score_len} tokens, layer {layer}) ...")
-            programs.append(_gogi_program(g_graphdef, state_abs, layer, cfg, mesh, compute_s))
+            programs.append(_gogi_program(g_graphdef, state_abs, layer, cfg, meshes.score, compute_s))
+    mesh = meshes.generate
+    with jax.set_mesh(mesh):
         if "generation" in only:
             g_graphdef, state_abs, _ = _abstract_decoder(model_cfg, cfg.generate_dtype, mesh)
             say(f"compiling generation ({cfg.decode_rows} rows, {cfg.prompt_len} + {cfg.new_tokens} tokens) ...")
@@ -369,33 +373,44 @@ def batch_devices(mesh) -> int:
     return int(math.prod(mesh.shape[a] for a in BATCH))
 
 
-def meshes(cfg: PlanConfig, devices) -> tuple:
-    """(the train step's mesh, the GoGI pass's and generation's)."""
+class Meshes(NamedTuple):
+    train: Any  # the train step's
+    score: Any  # the GoGI pass's
+    generate: Any  # the prefill's and decode loop's
+
+
+PROGRAM_MESH = {"train": "train", "gogi": "score", "generation": "generate"}  # program kind -> Meshes field
+MESH_FIELD = {"train": "mesh", "gogi": "score_mesh", "generation": "infer_mesh"}  # program kind -> PlanConfig field
+
+
+def meshes(cfg: PlanConfig, devices) -> Meshes:
     from jaxcot.sharding import make_mesh
 
-    return make_mesh(*cfg.mesh, devices=devices), make_mesh(*cfg.infer_mesh, devices=devices)
+    return Meshes(*(make_mesh(*getattr(cfg, MESH_FIELD[k]), devices=devices) for k in PROGRAM_MESH))
 
 
 def fit_rows(cfg: PlanConfig, meshes) -> tuple[PlanConfig, list[str]]:
     """cfg with each batch a multiple of the devices it is split over, and notes of what changed."""
     from jaxcot.importance.batching import batch_rows
 
-    n = {"train_rows": batch_devices(meshes[0]), "score_rows": batch_devices(meshes[1]),
-         "decode_rows": batch_devices(meshes[1])}
+    n = {"train_rows": batch_devices(meshes.train), "score_rows": batch_devices(meshes.score),
+         "decode_rows": batch_devices(meshes.generate)}
     fitted = {k: batch_rows(getattr(cfg, k), n[k]) for k in n}
     notes = [f"{k} {getattr(cfg, k)} -> {v}: a multiple of the {n[k]} devices the batch is split over"
              for k, v in fitted.items() if v != getattr(cfg, k)]
     return dataclasses.replace(cfg, **fitted), notes
 
 
-def _misfit_note(p: ProgramPlan, sl: Slice, cfg: PlanConfig, ms) -> str:
-    n_batch = batch_devices(ms[0] if p.name.startswith("LoRA") else ms[1])
+def _misfit_note(p: ProgramPlan, sl: Slice, cfg: PlanConfig, ms: Meshes) -> str:
+    n_batch = batch_devices(ms.train if p.name.startswith("LoRA") else ms.score if p.name.startswith("GoGI")
+                            else ms.generate)
     need = f"{p.peak_bytes / GiB:.1f} GiB" + (" of temporaries" if p.error else "")
     return (f"{p.name} ({p.shapes}) needs {need} per device, more than the {sl.hbm_gib:g} GiB of a "
             f"{cfg.chip} device (XLA: {p.error or 'peak above HBM'}). Its rows per device are "
             f"{p.rows / n_batch:g}: fewer rows per step (or more chips on the batch axes), shorter "
             "rows, the weights sharded wider (mesh fsdp / tensor)"
-            + (", or remat=true" if p.name == "LoRA train step" else "") + " make it fit"
+            + (", or remat=true" if p.name == "LoRA train step" else "")
+            + (", or score_remat=true" if p.name.startswith("GoGI") and not cfg.score_remat else "") + " make it fit"
             + " (`jaxcot plan --fit` tries them)")
 
 
@@ -431,7 +446,7 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", sources: dict
     cfg, notes = fit_rows(cfg, ms)
     compute_s = lambda flops: flops / (sl.peak_tf * 1e12 * cfg.mfu)  # noqa: E731
     programs = [with_roofline(p, sl) for p in compile_programs(model_cfg, cfg, ms, compute_s, sl.hbm_gbs, say)]
-    _, g_state_abs, g_state = _abstract_decoder(model_cfg, cfg.generate_dtype, ms[1])
+    _, g_state_abs, g_state = _abstract_decoder(model_cfg, cfg.generate_dtype, ms.generate)
     hbm = int(sl.hbm_gib * GiB)
     notes += [_misfit_note(p, sl, cfg, ms) for p in programs if not fits(p, hbm)]
     if fit:
@@ -442,14 +457,15 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", sources: dict
                      key=lambda kv: -math.prod(kv[1]))[:3]
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(g_state))
     return Plan(model=model_name, params=n_params, topology=cfg.topology, devices=len(sl.devices), chips=sl.chips,
-                mesh=dict(ms[0].shape), hbm_bytes=hbm, programs=programs, hours=_hours(cfg, programs), notes=notes,
+                mesh=dict(ms.train.shape), hbm_bytes=hbm, programs=programs, hours=_hours(cfg, programs), notes=notes,
                 largest=largest, settings=settings(cfg, sources))
 
 
 def fit_candidates(cfg: PlanConfig, kind: str, n_devices: int) -> list[tuple[str, dict]]:
     """(the override, the PlanConfig fields it sets) to try for program `kind`, cheapest first:
-    remat (train), then fewer rows per device, then the weights over more fsdp, then tensor, devices."""
-    mesh_key = "mesh" if kind == "train" else "infer_mesh"
+    remat, then fewer rows per device, then the weights over more fsdp devices, then data devices
+    moved to a tensor axis, then fsdp devices moved to it, then rows half as long."""
+    mesh_key = MESH_FIELD[kind]
     data, fsdp, tensor = getattr(cfg, mesh_key)
     data = n_devices // (fsdp * tensor) if data == -1 else data
     remat = {"train": "remat", "gogi": "score_remat"}.get(kind)
@@ -468,6 +484,13 @@ def fit_candidates(cfg: PlanConfig, kind: str, n_devices: int) -> list[tuple[str
     while d % 2 == 0 and t < 8:
         d, t = d // 2, t * 2
         out.append((f"{mesh_key}=[{d},{fsdp},{t}]", {**base, mesh_key: (d, fsdp, t)}))
+    f, t = fsdp, tensor  # every device already holds a row: trade fsdp for tensor (activations split too)
+    while f % 2 == 0 and t < 8:
+        f, t = f // 2, t * 2
+        out.append((f"{mesh_key}=[{data},{f},{t}]", {**base, mesh_key: (data, f, t)}))
+    length = {"train": "train_len", "gogi": "score_len"}.get(kind)
+    if length:  # last: shorter rows change what the job can hold, not only how it is laid out
+        out.append((f"{length}={getattr(cfg, length) // 2}", {**base, length: getattr(cfg, length) // 2}))
     return out
 
 
@@ -488,8 +511,8 @@ def fit_program(model_cfg, cfg: PlanConfig, kind: str, sl: Slice, say=print) -> 
 
 def settings(cfg: PlanConfig, sources: dict[str, str]) -> list[str]:
     """The settings that shape the programs, each with where it came from."""
-    keys = ("mesh", "infer_mesh", "remat", "score_remat", *DTYPE_FIELDS, "train_rows", "train_len", "score_rows",
-            "score_len", "decode_rows", "new_tokens")
+    keys = ("mesh", "score_mesh", "infer_mesh", "remat", "score_remat", *DTYPE_FIELDS, "train_rows", "train_len",
+            "score_rows", "score_len", "decode_rows", "new_tokens")
     return [f"{k}={list(v) if isinstance(v := getattr(cfg, k), tuple) else v} ({sources.get(k, 'plan default')})"
             for k in keys]
 

@@ -50,7 +50,7 @@ def _from_run(run_cfg) -> dict[str, tuple[Any, str]]:
     """PlanConfig fields the run config sets: {field: (value, where in the config)}."""
     tc = run_cfg.student_config("plan", "x", "y")  # TrainConfig: the run's `student` over its defaults
     student = lambda k: f"student.{k}" if k.split(".")[0] in run_cfg.student else f"TrainConfig.{k}"  # noqa: E731
-    m = tc.mesh
+    m, sm = tc.mesh, run_cfg.score.mesh
     got = {"new_tokens": (run_cfg.generate.max_new_tokens, "generate.max_new_tokens"),
            "decode_rows": (run_cfg.generate.batch_size, "generate.batch_size"),
            "generate_dtype": (run_cfg.generate.dtype, "generate.dtype"),
@@ -63,8 +63,10 @@ def _from_run(run_cfg) -> dict[str, tuple[Any, str]]:
            "compute_dtype": (tc.compute_dtype, student("compute_dtype")),
            "remat": (tc.remat, student("remat")), "lora_rank": (tc.lora.rank, student("lora")),
            "mesh": ((m.data, m.fsdp, m.tensor), student("mesh")),
-           # `jaxcot run`'s generate and score stages put every device on data (RunStages.mesh)
-           "infer_mesh": ((-1, 1, 1), "jaxcot run: generate/score on a data mesh"),
+           "score_mesh": ((sm.data, sm.fsdp, sm.tensor), "score.mesh"),
+           "score_remat": (run_cfg.score.remat, "score.remat"),
+           # `jaxcot run`'s generate stage puts every device on data (RunStages.mesh)
+           "infer_mesh": ((-1, 1, 1), "jaxcot run: generation on a data mesh"),
            "train_rows": (tc.batch_size // tc.grad_accum, student("batch_size") + " / grad_accum"),
            "train_len": (tc.data.max_len, student("data")),
            }

@@ -19,6 +19,7 @@ import dataclasses
 import os
 from typing import Callable, ClassVar, Protocol
 
+from jaxcot.config import MeshConfig
 from jaxcot.distributed import Share, agree, barrier, gather_parts
 from jaxcot.io import atomic_write_json, atomic_write_jsonl, is_complete, read_jsonl
 from jaxcot.provenance import Fingerprint, claimed, up_to_date
@@ -69,25 +70,31 @@ class RunContext:
             self._model_path = resolve_model(self.cfg.model)
         return self._model_path
 
-    def mesh(self):
+    def mesh(self, layout: MeshConfig | None = None):
         """The devices generation and scoring run on: this process's own (every device, for one
-        process; the processes of a multi-process run each work through their own share)."""
+        process; the processes of a multi-process run each work through their own share), laid out
+        as `layout` says (default: all on data)."""
         import jax
 
-        from jaxcot.sharding import make_mesh
+        from jaxcot.sharding import config_mesh
 
-        return make_mesh(devices=jax.local_devices())
+        return config_mesh(layout or MeshConfig(), devices=jax.local_devices())
 
-    def model(self, dtype: str = "float32"):
-        """The run's model in `dtype`, loaded once, sharded over `mesh()`."""
-        if dtype not in self._models:
+    def model(self, dtype: str = "float32", layout: MeshConfig | None = None):
+        """The run's model in `dtype`, sharded over `mesh(layout)`; loaded once and kept while stages
+        ask for it so. Asking for another layout drops the others first: a model that fills a
+        device (generation's replicated copy) must leave before its fsdp-sharded copy arrives."""
+        key = (dtype, dataclasses.astuple(layout or MeshConfig()))
+        if key not in self._models:
             import jax.numpy as jnp
 
             from jaxcot.models import load_model
 
-            self._models[dtype] = load_model(self.model_path, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype),
-                                             mesh=self.mesh())
-        return self._models[dtype]
+            for other in [k for k in self._models if k[1] != key[1]]:
+                del self._models[other]
+            self._models[key] = load_model(self.model_path, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype),
+                                           mesh=self.mesh(layout))
+        return self._models[key]
 
     def tokenizer(self):
         if self._tokenizer is None:
@@ -271,7 +278,7 @@ class ScoreStage(_Stage):
             annotate.append(lambda rec: {"oracle": oracle_scores(rec["scores"]["pieces"], rec["id"])})
         origin, inputs = self._origin()
         write_scores(self.read("traces.jsonl"), ctx.path("scored.jsonl"), cfg,
-                     lambda: (ctx.model(cfg.dtype), ctx.tokenizer()), annotate=annotate, origin=origin,
+                     lambda: (ctx.model(cfg.dtype, cfg.mesh), ctx.tokenizer()), annotate=annotate, origin=origin,
                      inputs=inputs, replace=True, say=ctx.say, share=ctx.share, where=ctx.path("traces.jsonl"))
 
     def gather(self):
@@ -301,7 +308,7 @@ class AucStage(_Stage):
         cfg = ctx.cfg.score_config()
         with self.claim("auc.json", self.fingerprints()["auc.json"]):
             refs = list(generate(d.auc_samples, d.seed + 1000, d.testbed))
-            auc = importance_vs_roles(ctx.model(cfg.dtype), ctx.tokenizer(), refs, cfg)
+            auc = importance_vs_roles(ctx.model(cfg.dtype, cfg.mesh), ctx.tokenizer(), refs, cfg)
             atomic_write_json(ctx.path("auc.json"), auc)
         for k, v in sorted(auc.items(), key=lambda kv: -kv[1]["auc"]):
             ctx.say(f"importance AUC vs ground-truth roles: {k} {v['auc']:.3f}")
@@ -467,7 +474,7 @@ def _policy(m: MethodSpec) -> str:
 
 
 # GRPOConfig fields that do not change the policy's weights
-_GRPO_PLACES = ("output_dir", "export_dir", "progress", "checkpoint", "export", "init_from", "log")
+_GRPO_PLACES = ("output_dir", "export_dir", "progress", "checkpoint", "export", "init_from", "log", "distributed")
 
 
 class RLStage(_FitStage):

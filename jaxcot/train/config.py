@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxcot.config import check, check_choice, check_counts, check_range
+from jaxcot.config import MeshConfig, check, check_choice, check_counts, check_range
 from jaxcot.distributed import DistributedConfig
 from jaxcot.models.config import ModelConfig
 
@@ -100,23 +100,6 @@ class OptimConfig:
         check_range(self, "b2", 0, 1, hi_open=True)
         check_range(self, "eps", 0, lo_open=True)
         check_range(self, "clip_norm", 0)  # 0: no clipping
-
-
-@dataclasses.dataclass
-class MeshConfig:
-    """(data, fsdp, tensor) device mesh over the first `devices` devices (0: all of them);
-    data = -1 takes the remaining devices."""
-
-    data: int = -1
-    fsdp: int = 1
-    tensor: int = 1
-    devices: int = 0
-
-    def __post_init__(self):
-        check(self.data == -1 or self.data >= 1, "data", f"must be -1 (the remaining devices) or >= 1, got {self.data}")
-        check_range(self, "fsdp", 1)
-        check_range(self, "tensor", 1)
-        check_range(self, "devices", 0)
 
 
 @dataclasses.dataclass
