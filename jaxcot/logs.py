@@ -104,4 +104,21 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name == "jaxcot" or name.startswith("jaxcot.") else f"jaxcot.{name}")
 
 
-__all__ = ["get_logger", "process_index", "progress", "setup_logging", "watched"]
+def tensorboard_writer(logdir: str, **kw):
+    """tensorboardX's `SummaryWriter(logdir, **kw)`. tensorboardX imports torch, when it can, only
+    to accept torch tensors (jaxcot logs floats): 1-2 s of `jaxcot train`'s start-up. So where
+    neither is loaded yet, it is imported with torch hidden (its `import torch` fails, which it
+    catches); torch imports as usual afterwards."""
+    if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError
+        try:
+            import tensorboardX  # noqa: F401
+        finally:
+            if "torch" in sys.modules and sys.modules["torch"] is None:
+                del sys.modules["torch"]
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(logdir, **kw)
+
+
+__all__ = ["get_logger", "process_index", "progress", "setup_logging", "tensorboard_writer", "watched"]

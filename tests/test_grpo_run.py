@@ -1,15 +1,19 @@
 """A GRPO run on the shipped testbed teacher: it learns (the parameters move, rewards vary within
-groups), the first iteration's ratio is exactly 1, and a run stopped mid-way and resumed ends
-with exactly the parameters of an uninterrupted one."""
+groups), the first iteration's ratio is exactly 1, a run stopped mid-way and resumed ends
+with exactly the parameters of an uninterrupted one, and two processes on loopback give one
+process's rewards exactly and its parameters to float32 rounding."""
 
 import json
 import os
+import sys
 
 import jax
 import numpy as np
 import pytest
+import safetensors.numpy
+from processes import free_port, run_all
 
-from jaxcot.config import from_dict
+from jaxcot.config import from_dict, to_dict
 from jaxcot.rl import GRPOConfig, grpo
 from jaxcot.testbed.problems import TestbedConfig, generate
 from jaxcot.testbed.teacher import teacher_path
@@ -113,3 +117,37 @@ def test_configs_load_through_the_command(capsys):
         assert main(["rl", "--config", os.path.join(root, "configs", name), "--print-config", "max_steps=7"]) == 0
         shown = capsys.readouterr().out
         assert "max_steps: 7" in shown and "num_generations: 8" in shown and "skip_share" in shown
+
+
+REWARD_KEYS = ("reward", "reward_std", "reward/correct", "reward/length", "completion_tokens", "clipped_at_length",
+               "completion_tokens_total", "row_tokens")
+
+
+def test_two_processes_equal_one(tmp_path):
+    """Two processes of one device each against one process of one device, the sampler's batches
+    of 2 completions split between them (every group of 4 spans both): the same completions and
+    rewards exactly; the updates (one SPMD program over both devices) to float32 rounding."""
+    over = dict(max_steps=2, rollout_batch_size=2, num_iterations=1, checkpoint={"every": 1, "async_save": False})
+    one = grpo(config(tmp_path / "one", mesh={"devices": 1}, **over), questions=QUESTIONS, handle_sigterm=False,
+               cache=CACHE)
+    cfg = config(tmp_path / "two", mesh={"devices": 0}, **over)
+    (tmp_path / "two.json").write_text(json.dumps(to_dict(cfg)))
+    (tmp_path / "questions.json").write_text(json.dumps(QUESTIONS))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    port = free_port()
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grpo_worker.py")
+    outs = run_all([[sys.executable, worker, str(tmp_path / "two.json"), str(tmp_path / "questions.json"), str(i), "2",
+                     str(port)] for i in range(2)], env=env, timeout=300)
+    results = [json.loads(out.split("RESULT ")[-1]) for out in outs]
+    assert [(r["status"], r["step"]) for r in results] == [("finished", 2)] * 2
+    assert [r["sampled"] for r in results] == [8, 8]  # each process sampled half of 2 steps x 8 completions
+    two = [json.loads(x) for x in open(tmp_path / "two" / "metrics.jsonl")]
+    assert [r["step"] for r in two] == [1, 2] and any(r["reward_std"] > 0 for r in two)
+    for a, b in zip(one.history, two):
+        assert {k: b[k] for k in REWARD_KEYS} == {k: a[k] for k in REWARD_KEYS}
+        np.testing.assert_allclose([b["loss"], b["kl"]], [a["loss"], a["kl"]], rtol=1e-4, atol=1e-6)
+    want = safetensors.numpy.load_file(os.path.join(one.export_dir, "model.safetensors"))
+    got = safetensors.numpy.load_file(tmp_path / "two" / "export" / "model.safetensors")
+    assert got.keys() == want.keys()
+    assert max(float(np.abs(got[k] - want[k]).max()) for k in want) <= 1e-5
+    assert len(os.listdir(tmp_path / "two" / "checkpoints")) > 0

@@ -95,3 +95,18 @@ def test_lines_show_after_a_library_ran_basic_config():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert "MINE x" in out.stdout and "[jaxcot" not in out.stderr  # a program's own INFO setup is kept
+
+
+def test_tensorboard_writer_does_not_import_torch(tmp_path):
+    """TensorBoard logging leaves torch unloaded (importing it is 1-2 s of `jaxcot train`'s
+    start-up); the events are written, and torch imports as usual afterwards."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom jaxcot.logs import tensorboard_writer\nw = tensorboard_writer(sys.argv[1])\n"
+            "w.add_scalar('loss', 1.5, 1); w.close()\nassert 'torch' not in sys.modules\n"
+            "import torch\nassert torch.tensor([1.0]).sum().item() == 1.0\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tb")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _scalars(str(tmp_path / "tb")) == {"loss": [(1, 1.5)]}

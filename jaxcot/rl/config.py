@@ -13,6 +13,7 @@ import dataclasses
 import os
 
 from jaxcot.config import check, check_choice, check_counts, check_range
+from jaxcot.distributed import DistributedConfig
 from jaxcot.generate.config import SamplingConfig
 from jaxcot.rl.rewards import RewardSpec, step_entropy_rewards
 from jaxcot.text.grading import GRADER_NAMES
@@ -52,6 +53,9 @@ class GRPOConfig:
     epsilon / epsilon_high: the ratio's clip range [1 - epsilon, 1 + epsilon_high] (default
     symmetric); loss_type 'grpo' (sequence-mean token-mean) or 'dapo' (token-mean);
     scale_rewards: divide by the group's std. max_steps counts rollout batches.
+    rollout_batch_size: completions per sampler batch (None: a step's all in one); the batches
+    are the unit several processes (`distributed`: one per host, as `TrainConfig`'s) split a
+    step's rollouts by, as generation's.
     """
 
     init_from: str = ""
@@ -69,6 +73,7 @@ class GRPOConfig:
     num_iterations: int = 1
     grad_accum: int = 1
     max_new_tokens: int = 512
+    rollout_batch_size: int | None = None
     sampling: SamplingConfig = dataclasses.field(default_factory=lambda: SamplingConfig(temperature=0.6))
     epsilon: float = 0.2
     epsilon_high: float | None = None
@@ -83,6 +88,7 @@ class GRPOConfig:
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=lambda: CheckpointConfig(every=20))
     log: LogConfig = dataclasses.field(default_factory=lambda: LogConfig(every=1))
     progress: bool = True
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
     def __post_init__(self):
         check(bool(self.init_from), "init_from", "must name the model to start from (a student's folder)")
@@ -93,6 +99,7 @@ class GRPOConfig:
         check(self.grader.lower().replace("-", "").replace("_", "") in GRADER_NAMES or ":" in self.grader,
               "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', got {self.grader!r}")
         check_counts(self, "num_iterations", "grad_accum", "max_new_tokens", "max_steps", "prompts_per_step")
+        check_range(self, "rollout_batch_size", 1, optional=True)
         check_range(self, "num_generations", 2)  # one completion has no group to be compared with
         # GRPO samples: greedy rows would all be one completion, with no group to compare
         check(self.sampling.temperature > 0, "sampling.temperature", f"must be > 0, got {self.sampling.temperature}")
@@ -114,6 +121,6 @@ class GRPOConfig:
 
 
 # Keys that may change between a run and its resumption (they do not affect the numbers).
-RESUMABLE_KEYS = ("output_dir", "progress", "export", "export_dir", "checkpoint", "log")
+RESUMABLE_KEYS = ("output_dir", "progress", "export", "export_dir", "checkpoint", "log", "distributed")
 
 __all__ = ["GRPOConfig", "PromptsConfig", "RESUMABLE_KEYS"]

@@ -120,9 +120,6 @@ def _check_multiprocess(cfg: RunConfig, folder: str) -> None:
         raise ValueError(f"runs_dir: {cfg.runs_dir}: a multi-process run works in a folder every host sees "
                          "(a shared file system, or the bucket mounted with gcsfuse); a remote URL is mirrored "
                          "through one host's local copy, which the others cannot see")
-    if "rl" in cfg.stages and cfg.rl.methods:
-        raise ValueError("rl: GRPO runs on one host for now; run the other stages with several processes, then "
-                         "`jaxcot run --stages rl,eval,report` as one process")
 
 
 __all__ = ["StageInputMissing", "run_pipeline", "run_stages"]

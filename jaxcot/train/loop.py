@@ -220,7 +220,7 @@ class MetricsLog:
             self._f.close()
 
 
-class _Preemption:
+class Preemption:
     """SIGTERM sets a flag the loop checks after each step (main thread only)."""
 
     def __init__(self, install: bool):
@@ -458,9 +458,9 @@ class _Metrics:
         self.last: dict[str, float] | None = None
         self.tb = None
         if run.lead and run.config.log.tensorboard:
-            from tensorboardX import SummaryWriter
+            from jaxcot.logs import tensorboard_writer
 
-            self.tb = SummaryWriter(os.path.join(run.out_dir, "tensorboard"), purge_step=run.start + 1)
+            self.tb = tensorboard_writer(os.path.join(run.out_dir, "tensorboard"), purge_step=run.start + 1)
 
     def add(self, step: int, m: dict) -> None:
         self.pending.append((step, m))
@@ -584,7 +584,7 @@ def _train(config, tokenizer, examples, stop_after, handle_sigterm, cache, callb
     run = _setup(config, tokenizer, examples, cache)
     total = run.total
     metrics_log = MetricsLog(os.path.join(run.out_dir, "metrics.jsonl"), run.start, run.lead)
-    preempt = _Preemption(handle_sigterm)
+    preempt = Preemption(handle_sigterm)
     status, step = "finished", run.start
     bar = progress(total, initial=run.start, desc="train", unit="step", enabled=run.lead and config.progress)
     metrics = _Metrics(run, metrics_log, bar)
@@ -682,6 +682,6 @@ def export_adapter(model: Decoder, path: str, tokenizer=None, *, dtype=jnp.float
 
 
 __all__ = [
-    "TrainResult", "TrainingDiverged", "build_model", "export", "export_adapter", "init_sharded", "prepare_data",
-    "train",
+    "Preemption", "TrainResult", "TrainingDiverged", "build_model", "export", "export_adapter", "init_sharded",
+    "prepare_data", "train",
 ]
