@@ -117,6 +117,72 @@ def test_unsupported_architecture_is_named(llama_folder):
         load_model(llama_folder)
 
 
+def _config_variants():
+    """config.json dicts: each family as transformers 5 writes it, the shipped architectures, and
+    llama / qwen2 ones as older or hand-written files have them (legacy RoPE keys, keys left out,
+    nulls, an eos list)."""
+    import glob
+
+    out = {f: hf_config(f).to_dict() for f in FAMILIES}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for path in sorted(glob.glob(os.path.join(root, "configs", "arch", "*", "config.json"))):
+        with open(path) as f:
+            out[os.path.basename(os.path.dirname(path))] = json.load(f)
+    base = {"model_type": "llama", "vocab_size": 128, "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 256, "tie_word_embeddings": True, "rope_theta": 500000.0}
+    out["llama-legacy-rope"] = dict(base, rope_scaling={"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                        "high_freq_factor": 4.0,
+                                                        "original_max_position_embeddings": 32})
+    out["llama-bare"] = base
+    out["llama-nulls"] = dict(base, head_dim=None, bos_token_id=None, pad_token_id=None, rope_scaling=None,
+                              eos_token_id=[2, 7], hidden_act="gelu")
+    out["qwen2-bare"] = dict(base, model_type="qwen2", rope_theta=1e6)
+    out["qwen3-head-dim"] = dict(base, model_type="qwen3", head_dim=32)
+    out["qwen3-no-head-dim"] = dict(base, model_type="qwen3")  # Qwen3Config's own default: AutoConfig
+    out["llama-no-kv-heads"] = {k: v for k, v in base.items() if k != "num_key_value_heads"}  # AutoConfig
+    out["llama-no-theta"] = {k: v for k, v in base.items() if k != "rope_theta"}  # AutoConfig
+    return out
+
+
+def test_config_json_read_without_transformers_as_autoconfig_reads_it(tmp_path):
+    """`ModelConfig.from_hf` reads a llama / qwen2 / qwen3 config.json itself (AutoConfig imports
+    torch: seconds of every command's start-up) and gets what AutoConfig gives; files it cannot
+    read alike (gemma3, keys whose default differs by class) go through AutoConfig."""
+    from transformers import AutoConfig
+
+    from jaxcot.models.config import ModelConfig
+
+    fast = set()
+    for name, d in _config_variants().items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(d))
+        ref = ModelConfig.from_hf_config(AutoConfig.from_pretrained(folder))
+        mine = ModelConfig.from_hf_json(d)
+        assert mine in (None, ref), (name, mine, ref)
+        assert ModelConfig.from_hf(folder) == ref, name
+        if mine is not None:
+            fast.add(name)
+    assert fast >= {"llama", "qwen2", "qwen3", "Qwen2.5-7B-Instruct", "llama-legacy-rope", "llama-bare",
+                    "llama-nulls", "qwen2-bare", "qwen3-head-dim"}, fast
+    assert not fast & {"gemma3", "gemma-3-4b-it", "qwen3-no-head-dim", "llama-no-kv-heads", "llama-no-theta"}
+
+
+def test_safetensors_folder_loads_without_torch_or_compiling(llama_folder):
+    """Loading a llama folder imports neither torch nor transformers' config machinery, and
+    compiles nothing (the flax safetensors reader compiled a program per tensor shape)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from jaxcot.models import load_model; load_model(sys.argv[1]); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code, str(llama_folder)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, JAX_LOG_COMPILES="1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Compiling" not in proc.stderr, proc.stderr[-2000:]
+
+
 def test_bf16_load(llama_folder):
     tokens, mask = padded_batch(seed=7)
     ref = jax_logits(load_hf(llama_folder), tokens, mask)

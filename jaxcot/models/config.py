@@ -12,8 +12,10 @@ Families and their real differences:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
+import types
 from typing import Any
 
 FAMILIES = ("llama", "qwen2", "qwen3", "gemma3")
@@ -29,6 +31,19 @@ _MODEL_TYPES = {
 
 FULL = "full_attention"
 SLIDING = "sliding_attention"
+
+# `ModelConfig.from_hf_json`: what a config.json must state for jaxcot to read it without
+# transformers (their defaults differ between the config classes: Qwen2Config's
+# num_key_value_heads is 32, LlamaConfig's the number of heads) ...
+_JSON_NEEDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings")
+# ... and, per family, the defaults of transformers 5's config class for the keys it may leave
+# out, where they are not hidden_act 'silu', attention_bias False and no pad token.
+_JSON_DEFAULTS: dict[str, dict[str, Any]] = {
+    "llama": {"bos_token_id": 1, "eos_token_id": 2},
+    "qwen2": {"bos_token_id": None, "eos_token_id": None},
+    "qwen3": {"bos_token_id": None, "eos_token_id": None},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,13 +245,41 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, path: str | os.PathLike) -> "ModelConfig":
-        """Read `config.json` of a HF folder through transformers' AutoConfig."""
+        """Read `config.json` of a HF folder: itself when the file states every field whose
+        default differs between transformers' config classes (`from_hf_json`), else through
+        transformers' AutoConfig, which imports torch (2-3 s of a command's start-up)."""
+        path = os.fspath(path)
+        file = os.path.join(path, "config.json")
+        if not os.path.exists(file):
+            raise FileNotFoundError(f"{path}: no config.json")
+        with open(file) as f:
+            fast = cls.from_hf_json(json.load(f))
+        if fast is not None:
+            return fast
         from transformers import AutoConfig
 
-        path = os.fspath(path)
-        if not os.path.exists(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"{path}: no config.json")
         return cls.from_hf_config(AutoConfig.from_pretrained(path))
+
+    @classmethod
+    def from_hf_json(cls, d: dict[str, Any]) -> "ModelConfig | None":
+        """From a llama / qwen2 / qwen3 `config.json` dict that states `_JSON_NEEDS` and a RoPE
+        theta, as `from_hf_config(AutoConfig...)` reads it; None for any other (AutoConfig's
+        defaults then apply). The keys it may leave out default as in transformers 5's config
+        classes (`_JSON_DEFAULTS`; tests/test_checkpoint_io.py compares the two paths)."""
+        family = d.get("model_type")
+        if family not in _JSON_DEFAULTS or any(d.get(k) is None for k in _JSON_NEEDS):
+            return None
+        if family == "qwen3" and not d.get("head_dim"):  # Qwen3Config's default is 128, not hidden / heads
+            return None
+        rope = d.get("rope_parameters")
+        if rope is not None and not isinstance(rope, dict):
+            return None
+        if d.get("rope_theta") is None and (rope or {}).get("rope_theta") is None:
+            return None
+        if rope is not None and any(isinstance(v, dict) for v in rope.values()):  # per layer type
+            return None
+        fields = {"hidden_act": "silu", "attention_bias": False, "pad_token_id": None, **_JSON_DEFAULTS[family], **d}
+        return cls.from_hf_config(types.SimpleNamespace(**fields))
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A transformers `config.json` dict for this model (used by export)."""

@@ -168,7 +168,10 @@ def load_hf(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float
     handles, where = [], {}
     for file in _safetensor_files(path):
         try:
-            h = safe_open(file, framework="flax")
+            # numpy, not flax: the flax reader stages every tensor onto the device through a
+            # jitted identity (one compiled program per distinct shape) only for it to be read
+            # back to the host here; numpy reads the bytes once (bfloat16 through ml_dtypes)
+            h = safe_open(file, framework="numpy")
         except Exception as e:  # safetensors raises its own error types for a broken header
             raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
         handles.append(h)
@@ -178,7 +181,7 @@ def load_hf(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float
     def get(name):
         h, raw, file = where[name]
         try:
-            return np.asarray(h.get_tensor(raw).astype(jnp.float32))
+            return np.asarray(h.get_tensor(raw)).astype(np.float32, copy=False)
         except Exception as e:  # a truncated file fails when the tensor's bytes are read
             raise ValueError(f"{file}: cannot read tensor {raw!r} ({e}); is the file truncated?") from None
 
