@@ -19,8 +19,11 @@ BATCH = ("data", "fsdp")  # batch dims shard over both
 # (regex on the '/'-joined parameter path, spec for that array). First match wins.
 # Kernels are [in, out]: column-parallel layers shard `out` on tensor, row-parallel `in`.
 PARAM_RULES: tuple[tuple[str, P], ...] = (
-    (r"embed_tokens$", P("tensor", "fsdp")),
-    (r"lm_head/kernel$", P("fsdp", "tensor")),
+    # The vocabulary axis over tensor x fsdp, the width whole: with the width over fsdp, the
+    # lookup and the LM head gathered the whole table (1.25 GiB per copy for Gemma-3's 262k rows)
+    # on every device, so the train step's temporaries grew with fsdp (docs/plan.md).
+    (r"embed_tokens$", P(("tensor", "fsdp"), None)),
+    (r"lm_head/kernel$", P(None, ("tensor", "fsdp"))),
     (r"(q_proj|k_proj|v_proj|gate_proj|up_proj)/kernel$", P("fsdp", "tensor")),
     (r"(q_proj|k_proj|v_proj|gate_proj|up_proj)/bias$", P("tensor")),
     (r"(o_proj|down_proj)/kernel$", P("tensor", "fsdp")),
