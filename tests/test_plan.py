@@ -59,6 +59,7 @@ def test_plan_compiles_for_a_tpu_topology(tmp_path):
     assert "--fit: LoRA train step fits with `" in table  # the cheapest change that fits, found by compiling
     assert "LoRA SFT, 3 epochs: not timed" in table
     assert "GoGI over 100 traces: 0.00 h" in table and "evaluation, 20 questions x 64 tokens" in table
+    assert "chains for 100 questions x 64 tokens: 0.00 h" in table
     assert "P('tensor', 'fsdp')" in table or "P('fsdp', 'tensor')" in table  # the weights are split over fsdp
 
 

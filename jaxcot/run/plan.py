@@ -417,11 +417,14 @@ def _misfit_note(p: ProgramPlan, sl: Slice, cfg: PlanConfig, ms: Meshes) -> str:
 def _hours(cfg: PlanConfig, programs: list[ProgramPlan]) -> dict[str, float]:
     train, score, pre, dec = programs
     sft_steps = math.ceil(cfg.epochs * cfg.traces * cfg.trace_tokens / (cfg.train_rows * cfg.train_len))
+    decode_s = pre.seconds + dec.seconds  # one batch of decode_rows questions
     return {
+        f"chains for {cfg.traces:,} questions x {cfg.new_tokens} tokens":
+            math.ceil(cfg.traces / cfg.decode_rows) * decode_s / 3600,
         f"GoGI over {cfg.traces:,} traces": math.ceil(cfg.traces / cfg.score_rows) * score.seconds / 3600,
         f"LoRA SFT, {cfg.epochs} epochs": sft_steps * train.seconds / 3600,
         f"evaluation, {cfg.eval_questions} questions x {cfg.new_tokens} tokens":
-            math.ceil(cfg.eval_questions / cfg.decode_rows) * (pre.seconds + dec.seconds) / 3600,
+            math.ceil(cfg.eval_questions / cfg.decode_rows) * decode_s / 3600,
     }
 
 
