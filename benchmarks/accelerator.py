@@ -10,7 +10,7 @@ one, else Qwen2.5's published numbers), the same random tokens on both sides, th
   prefill is inside the time. HBM fraction = (weight bytes + the KV bytes of the mean cache
   length) per step / (seconds / new) / peak bandwidth: a lower bound on the decode steps' own.
 - ``gogi``: the GoGI pass over `--gogi` BxT tokens laid out prompt (T/8) | chain | answer (T/8),
-  at the default layer. jaxcot: the program `gogi_scores` runs (`jaxcot.importance.gogi._scores`,
+  at the default layer. jaxcot: the program `gogi_scores` runs (`jaxcot.importance.gogi.scores_program()`,
   lowered and compiled here so that its FLOPs can be read); torch: a zero perturbation with
   requires_grad added at that layer by a forward hook, the answer loss's backward, the chain's
   entropy under no_grad (as benchmarks/importance.py).
@@ -48,7 +48,6 @@ import gc
 import importlib.util
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -61,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import results  # benchmarks/results.py
 import torch
 import torch.nn.functional as F
 import transformers
@@ -351,7 +351,7 @@ def jax_gogi(model, device, cfg, args) -> dict:
     layer, split = gogi.default_layer(cfg.num_layers), gogi.prompt_split(host[2], host[3])
     graphdef, state = nnx.split(model)
     t0 = time.perf_counter()
-    compiled = gogi._scores.lower(graphdef, state, *arrays, layers=(layer,), norm="l1", max_answer=t // 8,
+    compiled = gogi.scores_program().lower(graphdef, state, *arrays, layers=(layer,), norm="l1", max_answer=t // 8,
                                   per_layer=False, split=split).compile()
     compile_s = time.perf_counter() - t0
     run = lambda: jax.block_until_ready(compiled(state, *arrays))
@@ -572,12 +572,7 @@ def environment(args, device, torch_dev) -> dict:
         except OSError:
             return ""
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = results.cpu_model()
     return dict(
         commit=git("rev-parse", "HEAD") or "unknown", dirty=bool(git("status", "--porcelain")),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -655,6 +650,11 @@ def write_report(env: dict, peaks: dict, args, sizes: list[dict], cut: str | Non
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1, default=str)
         print(f"wrote {args.out}", flush=True)
+    lines = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in markdown(sizes).splitlines()]
+    results.write("accelerator-tiny" if args.tiny else "accelerator", result,
+                  {"accelerator": dict(results.table(lines[0], lines[2:]),
+                                       notes=[f"{line}." for line in notes(sizes)])},
+                  args=args)
 
 
 def main(argv=None) -> None:

@@ -17,6 +17,7 @@ import re
 import time
 
 import numpy as np
+import results  # benchmarks/results.py
 
 from jaxcot.compress import compress_records
 from jaxcot.compress.rebuild import expression_groups
@@ -87,6 +88,7 @@ def main() -> None:
         r["scores"]["gogi"] = [float(x) for x in got[i].per_layer[layer]]
     print(f"\nGoGI + ADS at gamma {args.gamma}, layer {layer}, goal {goal}: arithmetic kept intact and chain kept")
     print(f"{'units':>11} {'n_max':>6} {'intact':>8} {'kept':>6}")
+    settings = []
     for units in ("token", "number", "expression"):
         for n_max in (2, 3, 4, 6):
             out = compress_records(scored, "gogi-ads", gamma=args.gamma, units=units, n_max=n_max, calibrate=True,
@@ -94,6 +96,16 @@ def main() -> None:
             intact = np.mean([arithmetic_intact(t["chain"], d.text) for t, d in zip(traces, out.details)])
             kept = out.summary["retained_ratio"]["mean"]
             print(f"{units:>11} {n_max:>6} {intact:>8.3f} {kept:>6.3f}")
+            settings.append(dict(units=units, n_max=n_max, intact=float(intact), kept=float(kept)))
+    results.write("compression_settings",
+                  {"auc": [dict(layer=k[0], goal=k[1], auc=float(v)) for k, v in aucs.items()],
+                   "best": {"layer": best[0], "goal": best[1]}, "settings": settings},
+                  {"auc": results.table(["layer", "goal answer", "goal value"],
+                                        [[layer, f"{aucs[layer, 'answer']:.3f}", f"{aucs[layer, 'value']:.3f}"]
+                                         for layer in range(n_layers)]),
+                   "settings": results.table(["units", "n_max", "arithmetic kept intact", "chain kept"],
+                                             [[s["units"], s["n_max"], f"{s['intact']:.3f}", f"{s['kept']:.3f}"]
+                                              for s in settings])}, args=args)
 
 
 if __name__ == "__main__":

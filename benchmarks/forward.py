@@ -21,6 +21,8 @@ import os
 import statistics
 import time
 
+import results  # benchmarks/results.py
+
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,6 +88,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     rng = np.random.default_rng(0)
+    rows = []
     for b in args.batches:
         tokens = rng.integers(0, ours.config.vocab_size, (b, args.seq)).astype(np.int32)
         jt_tokens, pt_tokens = jnp.asarray(tokens), torch.from_numpy(tokens.astype(np.int64))
@@ -114,7 +117,13 @@ def main() -> None:
         n = b * args.seq
         print(f"{b:5d} {n / jt:12.0f} {n / tt:11.0f} {tt / jt:6.2f} {jt * 1e3:9.1f} {tt * 1e3:8.1f} "
               f"{compile_s:9.1f} {diff:12.2e}")
+        rows.append(dict(batch=b, seq=args.seq, jaxcot_s=jax_times, torch_s=torch_times, jaxcot_tok_s=n / jt,
+                         torch_tok_s=n / tt, ratio=tt / jt, compile_s=compile_s, max_dlogit=diff))
     print("ratio = jaxcot tokens/s / torch tokens/s (above 1: jaxcot faster)")
+    results.write("forward", {"model": os.path.basename(path), "rows": rows}, {"forward": results.table(
+        ["batch", "seq", "jaxcot tok/s", "torch tok/s", "ratio", "compile s", "max abs dlogit"],
+        [[r["batch"], r["seq"], f"{r['jaxcot_tok_s']:.0f}", f"{r['torch_tok_s']:.0f}", f"{r['ratio']:.2f}x",
+          f"{r['compile_s']:.1f}", f"{r['max_dlogit']:.1e}"] for r in rows])}, args=args)
 
 
 if __name__ == "__main__":

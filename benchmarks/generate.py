@@ -29,6 +29,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import results  # benchmarks/results.py
 import torch
 
 from jaxcot.generate import Generator, SamplingConfig
@@ -190,6 +191,7 @@ def main() -> None:
               f"{'compile s':>9} {'bound tok/s':>11} {'of bound':>8} {'same':>9} {'=f32':>9}")
     print(header)
     print("-" * len(header))
+    rows = []
     for name in args.models:
         hf, ours, ours_f32, prompts, pad_id = (smollm2_models if name == "smollm2" else tiny_models)(dtype)
         if dtype == jnp.bfloat16:
@@ -218,7 +220,19 @@ def main() -> None:
             of_bound = f"{j_tps / bound:8.2f}" if b == 1 else f"{'':8}"
             print(f"{name:8} {b:5d} {j_tps:12.1f} {t_tps:11.1f} {j_tps / t_tps:6.2f} {compile_s:9.1f} "
                   f"{bound:11.1f} {of_bound} {same:>9} {f32:>9}")
+            rows.append(dict(model=name, dtype=args.dtype, batch=b, new=args.new, jaxcot_tok_s=j_tps,
+                             torch_tok_s=None if args.skip_torch else t_tps, compile_s=compile_s, bound_tok_s=bound,
+                             same=same, same_as_float32=f32, weight_bytes=wb))
         print(f"  {name}: {wb / 1e6:.1f} MB of weights ({args.dtype}); batch-1 bound {1e3 / bound:.1f} ms/token")
+    fmt = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
+    results.write("generate" if args.dtype == "float32" else f"generate-{args.dtype}",
+                  {"memory_bandwidth": bw, "rows": rows}, {"generate": results.table(
+                      ["model", "dtype", "batch", "jaxcot tok/s", "transformers tok/s", "ratio", "compile s",
+                       "rows equal to transformers'", "rows equal to jaxcot float32"],
+                      [[r["model"], r["dtype"], r["batch"], fmt(r["jaxcot_tok_s"]), fmt(r["torch_tok_s"]),
+                        f"{r['jaxcot_tok_s'] / r['torch_tok_s']:.2f}x" if r["torch_tok_s"] else "-",
+                        f"{r['compile_s']:.1f}", r["same"] or "-", r["same_as_float32"] or "-"] for r in rows])},
+                  args=args)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 
 import graders_previous  # noqa: E402
+import results  # noqa: E402
 from grader_pairs import PAIRS, is_exact_gold  # noqa: E402
 
 from jaxcot.text.grading import grade_gsm8k, grade_math  # noqa: E402
@@ -94,6 +95,13 @@ def main() -> None:
     for name, cand, s in rows:
         print(f"| {name} | {cand} | {s['right']} / {s['total']} | {100 * s['right'] / s['total']:.1f} | {s['fp']} "
               f"| {s['fp_exact']} | {s['fn']} | {s['seconds']:.2f} |")
+    results.write("graders", [dict(grader=name, candidate=cand, **{k: v for k, v in s.items() if k != "wrong"},
+                                   wrong=len(s["wrong"])) for name, cand, s in rows],
+                  {"graders": results.table(
+                      ["grader", "candidate", "right / total", "% right", "false pos.", "false pos. exact",
+                       "false neg.", "time (s)"],
+                      [[name, cand, f"{s['right']} / {s['total']}", f"{100 * s['right'] / s['total']:.1f}", s["fp"],
+                        s["fp_exact"], s["fn"], f"{s['seconds']:.2f}"] for name, cand, s in rows])}, args=args)
     if args.wrong:
         for name, cand, s in rows:
             print(f"\n## {name} / {cand}: {len(s['wrong'])} wrong")

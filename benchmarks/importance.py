@@ -27,6 +27,10 @@ import os
 import statistics
 import time
 
+import results  # benchmarks/results.py
+
+ROWS: list[dict] = []
+
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,6 +161,9 @@ def bench(name, model, args):
     err = float(np.abs(ours - ref.numpy()).max() / np.abs(ref.numpy()).max())
     fwd, gogi, torch_s = timed_turns([run_fwd, run_gogi, lambda: torch_gogi(hf, tt, tc, ta, layer)], args.repeats)
     ntok = b * t
+    ROWS.append(dict(model=name, batch=b, seq=t, layer=layer, fwd_s=fwd, gogi_s=gogi, torch_s=torch_s,
+                     gogi_over_fwd=gogi / fwd, gogi_tok_s=ntok / gogi, torch_tok_s=ntok / torch_s,
+                     speedup=torch_s / gogi, rel_diff=err, compile_fwd_s=c_fwd, compile_gogi_s=c_gogi))
     print(f"| {name} | {b}x{t} | l={layer} | {fwd * 1e3:.1f} | {gogi * 1e3:.1f} | {gogi / fwd:.2f} | "
           f"{ntok / gogi:,.0f} | {ntok / torch_s:,.0f} | {torch_s / gogi:.2f}x | {err:.1e} | "
           f"{c_fwd:.1f} / {c_gogi:.1f} |", flush=True)
@@ -184,6 +191,14 @@ def main() -> None:
             bench("tiny llama (6x256, V=4096)", tiny_model(), args)
         else:
             bench("SmolLM2-135M (GGUF)", load_model(smollm2_gguf_path()), args)
+    results.write("importance", {"rows": ROWS}, {"importance": results.table(
+        ["model", "batch", "layer", "fwd ms", "gogi ms", "gogi/fwd (<=2.0)", "gogi tok/s", "torch tok/s",
+         "speedup (>=1.5x)", "rel. diff vs torch", "compile s fwd/gogi"],
+        [[r["model"], f"{r['batch']}x{r['seq']}", f"l={r['layer']}", f"{r['fwd_s'] * 1e3:.1f}",
+          f"{r['gogi_s'] * 1e3:.1f}", f"{r['gogi_over_fwd']:.2f}", f"{r['gogi_tok_s']:,.0f}",
+          f"{r['torch_tok_s']:,.0f}",
+          f"{r['speedup']:.2f}x", f"{r['rel_diff']:.1e}", f"{r['compile_fwd_s']:.1f} / {r['compile_gogi_s']:.1f}"]
+         for r in ROWS])}, args=args)
 
 
 if __name__ == "__main__":

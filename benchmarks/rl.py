@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+import results  # benchmarks/results.py
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 
@@ -182,6 +184,12 @@ def main() -> None:
     gen = lambda rs: statistics.mean(r["new"] for r in rs)  # noqa: E731
     print(f"mean generated tokens per step: jaxcot {gen(jax_timed):.0f}, TRL {gen(trl_timed):.0f} (different "
           "samples of the same policy: rates, not times, are comparable)")
+    results.write("rl", {"model": os.path.basename(model.rstrip("/")), "jaxcot_warmup_s": jax_warm,
+                         "jaxcot": jax_timed, "trl": trl_timed},
+                  {"rl": results.table(["", "jaxcot", "TRL GRPOTrainer", "ratio"],
+                                       [["rollout tokens/s", f"{jr:.0f}", f"{tr:.0f}", f"{jr / tr:.2f}x"],
+                                        ["update tokens/s", f"{ju:.0f}", f"{tu:.0f}", f"{ju / tu:.2f}x"]])},
+                  args=args)
 
 
 if __name__ == "__main__":

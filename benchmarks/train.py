@@ -29,6 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+import results  # noqa: E402  (benchmarks/results.py)
 
 MODELS = {
     # ~2.0M parameters
@@ -173,6 +174,7 @@ def main() -> None:
               f"{'jaxcot MFU':>10} {'torch MFU':>9} {'compile s':>9} {'|dloss| step1':>13}")
     print(header)
     print("-" * len(header))
+    rows = []
     for name in args.models:
         cfg = ModelConfig(family="llama", max_position_embeddings=max(512, args.seq), tie_word_embeddings=False,
                           bos_token_id=1, eos_token_id=2, pad_token_id=0, **MODELS[name])
@@ -199,7 +201,16 @@ def main() -> None:
         mfu_t = 6 * n_matmul * tokens / tt / peak
         print(f"{name:>5} {n_total / 1e6:6.1f}M {tokens / jt:12.0f} {tokens / tt:11.0f} {tt / jt:6.2f} "
               f"{mfu_j:10.1%} {mfu_t:9.1%} {compile_s:9.1f} {dloss:13.2e}")
+        rows.append(dict(model=name, params=n_total, jaxcot_step_s=times["jax"], torch_step_s=times["torch"],
+                         jaxcot_tok_s=tokens / jt, torch_tok_s=tokens / tt, ratio=tt / jt, jaxcot_mfu=mfu_j,
+                         torch_mfu=mfu_t, compile_s=compile_s, dloss_step1=dloss))
     print("ratio = jaxcot tokens/s / torch tokens/s (above 1: jaxcot faster)")
+    peaks = {"jax": peak_j, "torch": peak_t}
+    results.write("train", {"matmul_peak_flops": peaks, "rows": rows}, {"train": results.table(
+        ["model", "params", "jaxcot tok/s", "torch tok/s", "ratio", "jaxcot MFU", "torch MFU", "compile s"],
+        [[r["model"], f"{r['params'] / 1e6:.1f}M", f"{r['jaxcot_tok_s']:.0f}", f"{r['torch_tok_s']:.0f}",
+          f"{r['ratio']:.2f}x", f"{r['jaxcot_mfu']:.1%}", f"{r['torch_mfu']:.1%}", f"{r['compile_s']:.1f}"]
+         for r in rows])}, args=args)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def tiny_gguf(tmp_path_factory):
 # script -> (tiny arguments, a line its output must contain)
 TINY = {
     "accelerator.py": (["--tiny"], "| tiny | train |"),
-    "commands.py": (["--n", "2", "--new", "4", "--steps", "1", "--repeats", "1"], "speedup"),
+    "commands.py": (["--n", "2", "--new", "4", "--steps", "1", "--repeats", "1", "--warmup", "0"], "speedup"),
     "compression_settings.py": (["--n", "2", "--offset", "0", "--batch-size", "2"], "arithmetic kept intact"),
     "forward.py": (["--batches", "1", "--seq", "16", "--repeats", "1", "--pause", "0"], "max |dlogit|"),
     "generate.py": (["--models", "tiny", "--batches", "2", "--new", "4", "--repeats", "1"], "batch-1 bound"),
@@ -57,6 +57,11 @@ TINY = {
 }
 TAKES_GGUF = {"commands.py", "compression_settings.py", "forward.py"}
 OWN_TEST = {"accelerator.py"}  # run by its own test below, which checks its JSON too
+NOT_BENCHMARKS = {"tables.py"}  # writes the README's tables from the results (tests/test_benchmark_tables.py)
+# script -> the results file(s) its tiny run writes (benchmarks/results.py)
+RESULTS = {"commands.py": ["commands"], "compression_settings.py": ["compression_settings"], "forward.py": ["forward"],
+           "generate.py": ["generate"], "graders.py": ["graders"], "importance.py": ["importance"], "rl.py": ["rl"],
+           "train.py": ["train"]}
 
 
 def scripts() -> list[str]:
@@ -67,7 +72,7 @@ def scripts() -> list[str]:
             with open(os.path.join(BENCHMARKS, name)) as f:
                 if 'if __name__ == "__main__":' in f.read():
                     names.append(name)
-    return names
+    return [n for n in names if n not in NOT_BENCHMARKS]
 
 
 def test_every_benchmark_has_a_tiny_run():
@@ -80,6 +85,24 @@ def test_benchmark_runs_tiny(script, tiny_gguf, tmp_path):
     if script in TAKES_GGUF:
         args = [*args, "--gguf", tiny_gguf]
     run_tiny(script, args, expect, tmp_path)
+    check_results(tmp_path, RESULTS[script], script)
+
+
+def check_results(tmp_path, names: list[str], script: str) -> list[dict]:
+    """Each results file the run wrote (to $JAXCOT_BENCHMARK_RESULTS, never into the tree) names
+    its commit, date, CPU, command and versions, and holds a non-empty table."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    docs = []
+    for name in names:
+        doc = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+        assert doc["benchmark"] == name and doc["commit"] == (head or "unknown"), doc["commit"]
+        for key in ("date", "cpu", "cores", "command", "results"):
+            assert doc[key], key
+        assert f"benchmarks/{script}" in doc["command"] and doc["versions"]["jax"] and doc["versions"]["python"]
+        assert doc["tables"] and all(t["rows"] and all(len(r) == len(t["header"]) for r in t["rows"])
+                                     for t in doc["tables"].values()), doc["tables"]
+        docs.append(doc)
+    return docs
 
 
 def test_generate_benchmark_runs_int8_tiny(tmp_path):
@@ -101,6 +124,7 @@ def test_accelerator_benchmark_writes_its_results(tmp_path):
     for key in ("date", "device_kind", "cpu", "jax", "torch", "transformers"):
         assert result[key], key
     assert "--tiny" in result["command"] and result["peaks"]["flops"] > 0 and result["peaks"]["bandwidth"] > 0
+    assert check_results(tmp_path, ["accelerator-tiny"], "accelerator.py")[0]["results"]["rows"] == result["rows"]
     rows = result["rows"]
     assert {(r["framework"], r["task"]) for r in rows} == {(f, t) for f in ("jaxcot", "torch")
                                                           for t in ("decode", "gogi", "train")}
@@ -114,7 +138,8 @@ def test_accelerator_benchmark_writes_its_results(tmp_path):
 
 
 def run_tiny(script: str, args: list[str], expect: str, tmp_path) -> str:
-    env = dict(os.environ, PYTHONPATH=ROOT, JAXCOT_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(os.environ, PYTHONPATH=ROOT, JAXCOT_CACHE_DIR=str(tmp_path / "cache"),
+               JAXCOT_BENCHMARK_RESULTS=str(tmp_path / "results"))
     env.pop("XLA_FLAGS", None)  # one device, as a user runs them
     proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=600)
