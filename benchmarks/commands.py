@@ -443,9 +443,10 @@ def main() -> None:
     source = (f"SmolLM2-135M-Instruct from `{os.path.basename(gguf)}`, "
               + ("converted once to a safetensors folder that both sides load" if converted_s
                  else "the GGUF file on both sides (transformers' GGUF loader)"))
+    warmup = f" after {args.warmup} untimed run(s) of each side" if args.warmup else ", no untimed run before them"
     notes = [f"{source}; {args.n} GSM8K questions; medians of {args.repeats} rounds (jaxcot cold, jaxcot warm, "
-             "the script) after an untimed run of each side; the script has no compilation cache, so its runs "
-             "are the peer of both rows.", *notes]
+             f"the script){warmup}; the script has no compilation cache, so its runs are the peer of both rows.",
+             *notes]
     results.write("commands" if args.format == "safetensors" else f"commands-{args.format}",
                   {"rows": rows, "runs": raw, "convert_s": converted_s, "layer": layer,
                    "checkpoint": os.path.basename(gguf), "format": args.format},
