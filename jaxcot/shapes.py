@@ -10,7 +10,9 @@ programs: steps=1 gives powers of two (up to half of a bucket is padding), steps
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from typing import Iterator, Sequence
+
+import numpy as np
 
 
 def _check_steps(steps: int) -> None:
@@ -39,6 +41,21 @@ def bucket_grid(max_len: int, minimum: int = 16, steps: int = 1) -> tuple[int, .
         out.append(n)
         n = bucket_length(n + 1, minimum, steps)
     return tuple(out) + (int(max_len),)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, *, descending: bool = False) -> Iterator[np.ndarray]:
+    """Batches of row indices with similar lengths, so that each pads little: the indices
+    0..N-1 stably sorted by lengths [N] (ascending, or with `descending` longest first; equal
+    lengths keep their input order either way), cut into consecutive chunks of `batch_size`
+    (the last may be shorter). Yields int64 index arrays. Ascending, a set of whole batches
+    given again forms the same batches (a multi-process share of a stage relies on it).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    keys = np.asarray(lengths)
+    order = np.argsort(-keys if descending else keys, kind="stable")
+    for lo in range(0, len(order), batch_size):
+        yield order[lo:lo + batch_size]
 
 
 def merge_lengths(lengths: Sequence[int], groups: int) -> dict[int, int]:
@@ -74,4 +91,13 @@ def merge_lengths(lengths: Sequence[int], groups: int) -> dict[int, int]:
     return shared
 
 
-__all__ = ["bucket_grid", "bucket_length", "merge_lengths"]
+def pad_rows(rows: Sequence[np.ndarray], shape: tuple[int, int], dtype, fill=0) -> np.ndarray:
+    """Rows of different lengths right-padded with `fill` into one [B, C] array (`shape`); rows
+    beyond len(rows) are all `fill`."""
+    out = np.full(shape, fill, dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+__all__ = ["bucket_grid", "bucket_length", "length_sorted_batches", "merge_lengths", "pad_rows"]

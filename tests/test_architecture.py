@@ -29,8 +29,9 @@ def test_ruff_passes():
 
 
 def test_import_contracts_hold():
-    """Packages import down the pipeline only; jaxcot.text needs no jax; torch is never imported
-    (the contracts are in pyproject.toml, [tool.importlinter])."""
+    """Packages import down the pipeline only; jaxcot.text and generate/config.py need no jax; torch
+    is never imported; the sampler imports no stage; only jaxcot.run and jaxcot.cli import the
+    testbed; no import cycle inside a package (the contracts are in pyproject.toml, [tool.importlinter])."""
     out = subprocess.run([_tool("lint-imports")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "broken" in out.stdout and "0 broken" in out.stdout
@@ -60,3 +61,53 @@ def test_no_reference_outside_the_repository():
             and ("METHOD.md" in p.read_text(errors="ignore") or "../shared" in p.read_text(errors="ignore"))]
     assert not hits, hits
     assert (ROOT / "docs" / "method.md").exists()
+
+
+def _top(module: str) -> str:
+    """The top-level package (or module) of jaxcot a dotted module name belongs to."""
+    return module.split(".")[1] if module.startswith("jaxcot.") else module
+
+
+def _is_module(dotted: str) -> bool:
+    """True when `dotted` (jaxcot.x.y) names a module or package of this repository."""
+    path = ROOT.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_uses(path: pathlib.Path) -> list[str]:
+    """`from jaxcot.x import _name` and `module._name` in `path`, where jaxcot.x is another top-level
+    package than the one `path` is in, as "file:line name"."""
+    here = _top(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    tree = ast.parse(path.read_text())
+    modules, bad = {}, []  # local name -> the other package's module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "jaxcot":
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if _private(alias.name) and _top(node.module) != here:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {full}")
+                elif _is_module(full) and _top(full) != here:
+                    modules[alias.asname or alias.name] = full
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("jaxcot.") and _top(alias.name) != here and alias.asname:
+                    modules[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and _private(node.attr)):
+            continue
+        owner = ast.unparse(node.value)
+        target = modules.get(owner, owner if owner.startswith("jaxcot.") else None)
+        if target is not None and _top(target) != here:
+            bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {target}.{node.attr}")
+    return bad
+
+
+def test_no_private_name_across_packages():
+    """No module uses a private name (`_name`) of another top-level package, by import or by
+    attribute: what a package offers the others is its public names, so its private ones can change."""
+    bad = [hit for path in sorted(PACKAGE.rglob("*.py")) for hit in _private_uses(path)]
+    assert not bad, bad
