@@ -2,7 +2,9 @@
 
 Candidates, for each grader (gsm8k, math):
 
-- ``previous``: the rules before the grader issue (frozen in `benchmarks/graders_previous.py`);
+- ``previous``: the rules before the grader issue, as recorded verdicts
+  (`benchmarks/fixtures/graders_previous.json`, one per pair, recorded once from the frozen copy
+  of those rules; it has no time, and a pair added since is left out of its total);
 - ``math-verify``: math-verify 0.9.0, ``verify(parse(gold), parse(completion))`` with its signal
   timeouts off (``parsing_timeout=None``, ``timeout_seconds=None``): with them on it calls
   ``signal.alarm`` and fails outside the main thread. The gold goes in as ``\\boxed{gold}`` (a
@@ -20,6 +22,8 @@ whole table. ``--wrong`` lists each candidate's wrong verdicts.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -29,13 +33,26 @@ from typing import Callable
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 
-import graders_previous  # noqa: E402
 import results  # noqa: E402
 from grader_pairs import PAIRS, is_exact_gold  # noqa: E402
 
 from jaxcot.text.grading import grade_gsm8k, grade_math  # noqa: E402
 
 Grader = Callable[[str, str], bool]
+PREVIOUS = os.path.join(HERE, "fixtures", "graders_previous.json")
+
+
+def pair_key(completion: str, gold: str) -> str:
+    """The fixture's key for a pair: the first 16 hex digits of sha256(completion NUL gold)."""
+    return hashlib.sha256((completion + "\x00" + gold).encode()).hexdigest()[:16]
+
+
+def recorded_graders(path: str = PREVIOUS) -> dict[str, Grader]:
+    """{grader name: grade} answering from the verdicts recorded in `path`: the previous rules are
+    no longer code, only their verdicts on the table; None for a pair recorded after them."""
+    with open(path) as f:
+        verdicts = json.load(f)["verdicts"]
+    return {name: (lambda c, g, v=v: v.get(pair_key(c, g))) for name, v in verdicts.items()}
 
 
 def math_verify_grader() -> Grader | None:
@@ -59,8 +76,7 @@ def math_verify_grader() -> Grader | None:
 
 def candidates() -> dict[str, dict[str, Grader]]:
     """{candidate: {grader name: grade}} for every candidate that can run here."""
-    out = {"previous": {"gsm8k": graders_previous.grade_gsm8k, "math": graders_previous.grade_math},
-           "jaxcot": {"gsm8k": grade_gsm8k, "math": grade_math}}
+    out = {"previous": recorded_graders(), "jaxcot": {"gsm8k": grade_gsm8k, "math": grade_math}}
     mv = math_verify_grader()
     if mv is not None:
         out["math-verify"] = {"gsm8k": mv, "math": mv}
@@ -69,16 +85,24 @@ def candidates() -> dict[str, dict[str, Grader]]:
     return out
 
 
-def score(grade: Grader, pairs) -> dict:
-    """Counts of right verdicts, false positives (all, on exact golds), false negatives, seconds."""
+def score(grade: Grader, pairs, *, timed: bool = True) -> dict:
+    """Counts of right verdicts, false positives (all, on exact golds), false negatives, seconds
+    (None when not `timed`). A pair the grader has no verdict on (None) is left out."""
     start = time.perf_counter()
-    verdicts = [bool(grade(p.completion, p.gold)) for p in pairs]
-    seconds = time.perf_counter() - start
+    verdicts = [grade(p.completion, p.gold) for p in pairs]
+    seconds = time.perf_counter() - start if timed else None
+    pairs = [p for p, v in zip(pairs, verdicts) if v is not None]
+    verdicts = [bool(v) for v in verdicts if v is not None]
     wrong = [p for p, v in zip(pairs, verdicts) if v != p.match]
     false_pos = [p for p in wrong if not p.match]
     return {"right": len(pairs) - len(wrong), "total": len(pairs), "fp": len(false_pos),
             "fp_exact": sum(is_exact_gold(p.gold) for p in false_pos), "fn": len(wrong) - len(false_pos),
             "seconds": seconds, "wrong": wrong}
+
+
+def time_cell(s: dict) -> str:
+    """The time column: seconds to two places, or "-" for recorded verdicts."""
+    return "-" if s["seconds"] is None else f"{s['seconds']:.2f}"
 
 
 def main() -> None:
@@ -88,20 +112,20 @@ def main() -> None:
     rows = []
     for cand, graders in candidates().items():
         for name, grade in graders.items():
-            rows.append((name, cand, score(grade, PAIRS[name])))
+            rows.append((name, cand, score(grade, PAIRS[name], timed=cand != "previous")))
     rows.sort(key=lambda r: (r[0], r[1]))
     print("| grader | candidate | right / total | % right | false pos. | false pos. exact | false neg. | time (s) |")
     print("|---|---|---|---|---|---|---|---|")
     for name, cand, s in rows:
         print(f"| {name} | {cand} | {s['right']} / {s['total']} | {100 * s['right'] / s['total']:.1f} | {s['fp']} "
-              f"| {s['fp_exact']} | {s['fn']} | {s['seconds']:.2f} |")
+              f"| {s['fp_exact']} | {s['fn']} | {time_cell(s)} |")
     results.write("graders", [dict(grader=name, candidate=cand, **{k: v for k, v in s.items() if k != "wrong"},
                                    wrong=len(s["wrong"])) for name, cand, s in rows],
                   {"graders": results.table(
                       ["grader", "candidate", "right / total", "% right", "false pos.", "false pos. exact",
                        "false neg.", "time (s)"],
                       [[name, cand, f"{s['right']} / {s['total']}", f"{100 * s['right'] / s['total']:.1f}", s["fp"],
-                        s["fp_exact"], s["fn"], f"{s['seconds']:.2f}"] for name, cand, s in rows])}, args=args)
+                        s["fp_exact"], s["fn"], time_cell(s)] for name, cand, s in rows])}, args=args)
     if args.wrong:
         for name, cand, s in rows:
             print(f"\n## {name} / {cand}: {len(s['wrong'])} wrong")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxcot.config import check, check_choice, check_counts, check_range
-from jaxcot.text.grading import GRADER_NAMES
+from jaxcot.text.grading import check_grader_name
 from jaxcot.text.prompts import PromptConfig
 
 
@@ -70,9 +70,7 @@ class GenerateConfig:
         check_counts(self, "max_new_tokens", "batch_size", "min_bucket")
         self.sampling()  # temperature, top_k and top_p: SamplingConfig checks them
         check(all(self.stop), "stop", "a stop string may not be empty")
-        check(self.grader is None or self.grader.lower().replace("-", "").replace("_", "") in GRADER_NAMES
-              or ":" in self.grader, "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', "
-              f"got {self.grader!r}")
+        check_grader_name(self.grader, optional=True)
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)

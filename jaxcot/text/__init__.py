@@ -1,5 +1,6 @@
 """Text rules with no jax: the chain/answer boundary and answer reading (`answers`), graders
-(`grading`), and prompt building (`prompts`)."""
+(`grading`, the registry; their rules in `gsm8k`, `latex`, `expressions` and `compare`), and
+prompt building (`prompts`)."""
 
 from jaxcot.lazy import lazy_exports
 
