@@ -77,7 +77,7 @@ def main() -> None:
 
     @jax.jit
     def forward(state, tokens):
-        return nnx.merge(graphdef, state)(tokens).logits
+        return nnx.merge(graphdef, state).forward(tokens).logits
 
     cores = len(os.sched_getaffinity(0))
     print(f"{os.path.basename(path)} (GGUF dequantized to float32), seq {args.seq}, median of {args.repeats}; "

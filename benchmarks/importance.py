@@ -137,7 +137,7 @@ def bench(name, model, args):
 
     @jax.jit
     def forward(state, tokens):
-        return nnx.merge(graphdef, state)(tokens).logits
+        return nnx.merge(graphdef, state).forward(tokens).logits
 
     jt = jnp.asarray(tokens)
 

@@ -1,9 +1,9 @@
 """Package namespaces that import their modules on first use (PEP 562).
 
 A package's `__init__` that imported its modules eagerly would make importing any one small
-module of it (a config, a command's parser) import jax, flax and orbax first: `jaxcot --help`
-took 2-5 s that way. Each package lists what it exports and where, and pays for a module only
-when one of its names is used.
+module of it (a config, a command's parser) import jax, flax and orbax first, so that even
+`jaxcot --help` waited for them (docs/performance.md). Each package lists what it exports and
+where, and pays for a module only when one of its names is used.
 """
 
 from __future__ import annotations

@@ -106,9 +106,9 @@ def get_logger(name: str) -> logging.Logger:
 
 def tensorboard_writer(logdir: str, **kw):
     """tensorboardX's `SummaryWriter(logdir, **kw)`. tensorboardX imports torch, when it can, only
-    to accept torch tensors (jaxcot logs floats): 1-2 s of `jaxcot train`'s start-up. So where
-    neither is loaded yet, it is imported with torch hidden (its `import torch` fails, which it
-    catches); torch imports as usual afterwards."""
+    to accept torch tensors (jaxcot logs floats), a visible share of `jaxcot train`'s start-up
+    (docs/performance.md). So where neither is loaded yet, it is imported with torch hidden (its
+    `import torch` fails, which it catches); torch imports as usual afterwards."""
     if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
         sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError
         try:

@@ -13,9 +13,9 @@ it (`benchmarks/train.py` shows the effect; docs/performance.md has the figures)
 Requests of 32 MB and more (glibc's largest mmap threshold) are still mapped, and unmapped when
 freed. They are few per call, so their page faults cost little beside the work on them, and
 keeping them out of the heap is what bounds its fragmentation: with every chunk in one heap, a
-real model's train step (SmolLM2-135M, LoRA on 4 x 512 tokens: ~9 GB of scratch) grew the
-process from 9 GB to the machine's 24 GB within a few hundred steps once another process
-competed for the cores, the scratch landing in ever new places between small long-lived chunks.
+real model's train step (gigabytes of scratch) grew the process until the machine's memory ran
+out once another process competed for the cores, the scratch landing in ever new places between
+small long-lived chunks (docs/performance.md).
 
 The cost: memory freed below 32 MB is kept for reuse rather than returned to the OS. Set
 `JAXCOT_HOST_MALLOC=default` to leave malloc alone.
@@ -100,10 +100,9 @@ def enable_compilation_cache(path: str | None = None, min_compile_seconds: float
 
 def step_compiler_options() -> dict[str, str]:
     """XLA options for a long-running compiled step (`jax.jit(..., compiler_options=)`), by
-    backend. On CPU: no YNNPACK library fusions. XLA:CPU (jaxlib 0.10) builds each YNNPACK
-    fusion's pipeline on a program's first call, which cost SmolLM2's train step 1.2 s per
-    compiled program (a third of a step) on top of loading it, with no measurable gain on the
-    steps after it (3.5 s either way at 4 x 256 tokens; docs/performance.md). Elsewhere: none.
+    backend. On CPU: no YNNPACK library fusions. XLA:CPU builds each YNNPACK fusion's pipeline
+    on a program's first call, a cost paid once per compiled program on top of loading it, and
+    the steps after it ran no faster with them (docs/performance.md). Elsewhere: none.
     """
     import jax
 

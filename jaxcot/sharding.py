@@ -96,6 +96,12 @@ def tree_shardings(tree, mesh: Mesh, rules=PARAM_RULES):
     )
 
 
+def batch_shards(mesh) -> int:
+    """How many shards a batch's leading axis splits into on `mesh` (data x fsdp, the `BATCH`
+    axes): a batch's rows must be a multiple of it. `mesh`: a `Mesh` or an abstract mesh."""
+    return int(np.prod([mesh.shape[a] for a in BATCH]))
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Leading (batch) axis over data x fsdp, the rest replicated."""
     return NamedSharding(mesh, P(BATCH, *([None] * (ndim - 1))))

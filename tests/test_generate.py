@@ -17,11 +17,11 @@ from jaxcot.generate import Generator, SamplingConfig
 from jaxcot.generate.sampler import (
     EOS,
     LENGTH,
+    PROMPT_BUCKET_STEPS,
     STOP,
     DecodeSpec,
     Sampler,
     balanced_order,
-    bucket_length,
     decode_phases,
     make_programs,
     plan_packing,
@@ -30,6 +30,8 @@ from jaxcot.generate.stop import StopPatterns, stop_patterns
 from jaxcot.generate.traces import GenerateConfig, write_traces
 from jaxcot.models.config import ModelConfig
 from jaxcot.models.decoder import init_model
+from jaxcot.programs import ProgramCache
+from jaxcot.shapes import bucket_length
 from jaxcot.sharding import make_mesh
 
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma3"]
@@ -62,7 +64,7 @@ def test_greedy_equals_uncached_argmax(family):
     n = 7
     sampler = Sampler(model)
     out = sampler.run_batch(PROMPTS, spec(n))
-    assert [key[-1] for key in sampler._programs] == [(1, 48)]  # the prompts were prefilled packed
+    assert [key.packed for key in sampler._programs] == [(1, 48)]  # the prompts were prefilled packed
     assert out.tokens.shape == (3, n)
     for r, p in enumerate(PROMPTS):
         ref, ref_logp = greedy_reference(model, p, n)
@@ -121,7 +123,7 @@ def test_eos_ends_rows_at_the_right_token_and_max_new_tokens_is_exact():
     assert out_ok(one, 1) and one.tokens[:, 0].tolist() == free.tokens[:, 0].tolist()
     # other prompt lengths in the same bucket and packed shape reuse the compiled programs
     before = len(sampler._programs)
-    t = bucket_length(max(len(p) for p in PROMPTS))  # 24; PROMPTS pack into one row of 48 slots
+    t = bucket_length(max(len(p) for p in PROMPTS), steps=PROMPT_BUCKET_STEPS)  # 24; packed: one row of 48
     sampler.run_batch([[3] * (t - 4), [4] * 20, [5] * 2], spec(n))
     assert len(sampler._programs) == before
     # prompts that fill the bucket prefill unpacked: one more program, then reused
@@ -170,7 +172,7 @@ def test_packed_prefill_matches_left_padded(capacity):
     packed = Sampler(model, pack_capacity=capacity)
     a = packed.run_batch(prompts, spec(6, sampling=sampling), seed=2)
     (key,) = packed._programs
-    assert key[-1] == ((2, 32) if capacity == 16 else (1, 64))
+    assert key.packed == ((2, 32) if capacity == 16 else (1, 64))
     b = Sampler(model, pack=False).run_batch(prompts, spec(6, sampling=sampling), seed=2)
     assert a.tokens.tolist() == b.tokens.tolist()
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
@@ -228,7 +230,7 @@ def test_shared_prompt_lengths_merge_buckets_with_the_fewest_slots():
         longest = sorted(int(x) for x in rng.integers(1, 700, rng.integers(2, 40)))
         per = int(rng.integers(1, 10))
         got = shared_prompt_lengths(longest, batches_per_program=per)
-        own = [bucket_length(n) for n in longest]
+        own = [bucket_length(n, steps=PROMPT_BUCKET_STEPS) for n in longest]
         groups = -(-len(longest) // per)
         if len(set(own)) <= groups:
             assert got == [None] * len(longest)
@@ -256,10 +258,13 @@ def test_a_call_of_few_batches_compiles_one_program(tiny):
     np.testing.assert_allclose(sum((c.logprobs for c in a), []), sum((c.logprobs for c in b), []), atol=1e-5)
 
 
-def test_bucket_length():
-    assert ([bucket_length(n) for n in (1, 16, 17, 24, 25, 32, 33, 48, 49, 100)]
+def test_prompt_bucket_length():
+    def bucket(n, minimum=16):
+        return bucket_length(n, minimum, steps=PROMPT_BUCKET_STEPS)
+
+    assert ([bucket(n) for n in (1, 16, 17, 24, 25, 32, 33, 48, 49, 100)]
             == [16, 16, 24, 24, 32, 32, 48, 48, 64, 128])
-    assert [bucket_length(n, minimum=1) for n in (1, 2, 3, 4, 5, 7, 13)] == [1, 2, 3, 4, 6, 8, 16]
+    assert [bucket(n, minimum=1) for n in (1, 2, 3, 4, 5, 7, 13)] == [1, 2, 3, 4, 6, 8, 16]
 
 
 # -- with a tokenizer: stop strings, text API, CLI -----------------------------------------------
@@ -394,13 +399,14 @@ def test_sharded_over_8_devices_matches_one_device(tiny):
     b2 = many.generate(more, max_new_tokens=6, sampling=sampling, seed=1)
     assert [c.token_ids for c in a2] == [c.token_ids for c in b2]
     np.testing.assert_allclose([c.logprobs for c in a2], [c.logprobs for c in b2], atol=1e-5)
-    # a program is keyed by (graphdef, mesh, cache dtype, phases, phase room, spec, rows, prompt length, packing)
-    (_, (*_, b2_rows, t2, packed)) = list(many.sampler._programs)
+    # a program is keyed by its `DecodeProgramKey` (spec, rows, prompt length, packing, ...)
+    (_, key2) = list(many.sampler._programs)
+    b2_rows, t2, packed = key2.rows, key2.slots, key2.packed
     assert b2_rows == 16 and packed is not None and packed[0] * packed[1] < 2 * t2  # packed per device
     tokens_sharding = program.output_shardings[0]
     assert len(tokens_sharding.device_set) == 8 and not tokens_sharding.is_fully_replicated  # rows split
     # inside the program the cache is sharded over the rows too
-    used_spec = next(x for x in next(iter(many.sampler._programs)) if isinstance(x, DecodeSpec))
+    used_spec = next(iter(many.sampler._programs)).spec
     prefill, _ = make_programs(many.sampler.graphdef, used_spec, many.sampler.mesh, many.sampler.cache_dtype)
     args = many.sampler._device_args(np.zeros((8, 16), np.int32), np.ones((8, 16), bool), np.uint32(0),
                                      np.zeros(8, np.uint32), np.ones(8, bool))
@@ -495,13 +501,13 @@ def test_smollm2_answers_through_the_cli():
 
 def test_models_loaded_apart_share_compiled_programs(tiny):
     """Students of one base model are loaded one by one; their generators, given one `programs`
-    dict, compile each program once (the graph definitions of equal architectures are equal: no
+    `ProgramCache`, compile each program once (the graph definitions of equal architectures are equal: no
     per-instance function in them). Before, every student compiled its own, and a long eval ran
     out of memory mappings."""
     from jaxcot.models import load_model
 
     _, tok, folder = tiny
-    programs: dict = {}
+    programs = ProgramCache()
     outs = []
     for fuse in (False, True):
         for _ in range(2):
@@ -536,7 +542,7 @@ def test_progress_reports_by_tokens_within_a_batch_and_keeps_the_tokens(tiny, mo
             np.testing.assert_allclose(c.logprobs, f.logprobs, rtol=1e-5, atol=1e-5)
         assert len(reports) >= 80 // sampler.PROGRESS_FIRST_STEPS  # one batch, ten reports
         assert reports == sorted(reports) and reports[-1] == (3 * 80, 3 * 80)
-        assert {k[-1] for k in gen.sampler._programs if isinstance(k, tuple)} >= {"chunked"}
+        assert any(k.chunked for k in gen.sampler._programs)
 
 
 def test_progress_bar_moves_within_a_batch_and_only_where_watched(tiny, monkeypatch):
@@ -557,7 +563,7 @@ def test_progress_bar_moves_within_a_batch_and_only_where_watched(tiny, monkeypa
     gen = Generator(model, tok, eos_ids=())
     assert ProgressBar(3, 40).listener is None
     gen.generate(["the cat"], max_new_tokens=8, progress=True)
-    assert not any(isinstance(k, tuple) and k[-1] == "chunked" for k in gen.sampler._programs)
+    assert not any(k.chunked for k in gen.sampler._programs)
 
     monkeypatch.setattr(logs, "watched", lambda stream=None: True)
     monkeypatch.setattr(sampler, "PROGRESS_SECONDS", 0.0)

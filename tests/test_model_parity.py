@@ -64,8 +64,12 @@ def test_right_padded_prefill_then_decode_positions():
     tokens, mask = padded_batch(seed=5, lengths=(4, 8), left=False)
     nxt = np.array([[7], [9]])
     cache = KVCache.init(model.config, 2, 12)
-    out = model(jnp.asarray(tokens, jnp.int32), mask=jnp.asarray(mask), cache=cache)
-    step = model(jnp.asarray(nxt, jnp.int32), cache=out.cache)
+    out = model.prefill(jnp.asarray(tokens, jnp.int32), cache, mask=jnp.asarray(mask))
+    step = model.decode_step(jnp.asarray(nxt[:, 0], jnp.int32), out.cache)
+    # calling the model with a cache is `prefill`, the same program as a one-token decode step
+    called = model(jnp.asarray(nxt, jnp.int32), cache=out.cache)
+    for x, y in zip((step.logits, *step.cache.k, step.cache.pos), (called.logits, *called.cache.k, called.cache.pos)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     for row, n in enumerate((4, 8)):
         seq = np.concatenate([tokens[row, :n], nxt[row]])[None]
         ref = hf_logits(hf, seq, np.ones_like(seq, bool))[0, -1]

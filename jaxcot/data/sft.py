@@ -300,8 +300,8 @@ def run_buckets(
     Without `fit`: the grid of `steps` lengths per octave up to max_len (`jaxcot.shapes`). With
     it: no more distinct lengths than that grid would give these batches (so no more compiled
     steps), chosen from a grid 4x finer with the fewest padded slots (`merge_lengths`); max_len
-    stays a bucket, for batches past the first n_batches. On batches of 4 GSM8K examples this
-    cuts padding from 1.20x the batch's longest row to 1.11x at the same 3 programs.
+    stays a bucket, for batches past the first n_batches. The same number of compiled steps then
+    pads fewer slots (docs/performance.md).
     """
     grid = bucket_grid(max_len, steps=steps)
     if not fit or n_batches <= 0:

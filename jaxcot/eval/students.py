@@ -16,12 +16,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from jaxcot.config import check, check_counts
+from jaxcot.config import check_counts
 from jaxcot.distributed import Share
 from jaxcot.io import DataError, atomic_write_json, atomic_write_text, is_complete
 from jaxcot.logs import progress as progress_bar
+from jaxcot.programs import ProgramCache
 from jaxcot.provenance import Fingerprint, claimed, content_digest, up_to_date
-from jaxcot.text.grading import GRADER_NAMES, Grader, get_grader
+from jaxcot.shapes import bucket_length
+from jaxcot.text.grading import Grader, check_grader_name, get_grader
 from jaxcot.text.prompts import PromptConfig, prompt_ids
 
 
@@ -53,9 +55,7 @@ class EvalConfig:
 
     def __post_init__(self):
         check_counts(self, "max_new_tokens", "batch_size", "latency_samples")
-        check(self.grader is None or self.grader.lower().replace("-", "").replace("_", "") in GRADER_NAMES
-              or ":" in self.grader, "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', "
-              f"got {self.grader!r}")
+        check_grader_name(self.grader, optional=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Student:
     tokenizer: str | None = None
 
 
-def _load(student: Student, cache: dict, programs: dict):
+def _load(student: Student, cache: dict, programs: ProgramCache):
     """(Generator, tokenizer) of a student's model, loaded once per path in `cache`; the students'
     generators share their compiled programs (`programs`), the students being one architecture."""
     from jaxcot.generate import Generator
@@ -114,21 +114,21 @@ def evaluate_student(student: Student, gen, tokenizer, test: Sequence[dict], cfg
     }
 
 
-def _warm(student: Student, cache: dict, programs: dict, test: Sequence[dict], cfg: EvalConfig):
+def _warm(student: Student, cache: dict, programs: ProgramCache, test: Sequence[dict], cfg: EvalConfig):
     """A student's Generator and its batch-1 prompts, warmed: one untimed question per
     prompt-length bucket, so that no compile falls inside the timed pass."""
-    from jaxcot.generate.sampler import bucket_length
+    from jaxcot.generate.sampler import PROMPT_BUCKET_STEPS
 
     gen, tok = _load(student, cache, programs)
     prompts = [prompt_ids(tok, it["question"], student.prompt) for it in test[: cfg.latency_samples]]
-    warm = {bucket_length(len(p), gen.sampler.min_bucket): p for p in prompts}
+    warm = {bucket_length(len(p), gen.sampler.min_bucket, PROMPT_BUCKET_STEPS): p for p in prompts}
     for p in warm.values():
         gen.generate_ids([p], max_new_tokens=cfg.max_new_tokens, batch_size=1)
     return gen, prompts
 
 
 def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig,
-                    programs: dict | None = None, cache: dict | None = None, progress: bool = True) -> dict:
+                    programs: ProgramCache | None = None, cache: dict | None = None, progress: bool = True) -> dict:
     """Batch-1 latency of every student on the first `cfg.latency_samples` test questions,
     interleaved or one after another (see `EvalConfig`).
 
@@ -137,7 +137,7 @@ def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: Eval
     cache: generators already loaded ({path: (Generator, tokenizer)}, see `evaluate_model`), else
     each student is loaded here. progress: a bar over the timed runs (where someone watches).
     """
-    programs = {} if programs is None else programs
+    programs = ProgramCache() if programs is None else programs
     times: dict[str, list[float]] = {s.name: [] for s in students}
     n_q = min(cfg.latency_samples, len(test))
     bar = progress_bar(n_q * len(students), desc="latency (batch 1)", unit="run", enabled=progress)
@@ -248,7 +248,7 @@ def _read_json(path: str, what: str) -> dict:
 def evaluate_model(student: Student | str, test: Sequence[dict], cfg: EvalConfig, out_path: str,
                    grade: Grader | None = None, *, latency: bool = True, origin: Mapping[str, Any] = (),
                    replace: bool = False, say: Callable[[str], None] = print, source: str = "test",
-                   cache: dict | None = None, programs: dict | None = None, progress: bool = True) -> dict:
+                   cache: dict | None = None, programs: ProgramCache | None = None, progress: bool = True) -> dict:
     """One model on `test` ({id, question, gold}): accuracy by `grade` (default `cfg.grader`'s),
     mean chain tokens, throughput at batch `cfg.batch_size` (`evaluate_student`), with `latency`
     the mean batch-1 latency (`measure_latency`, this model alone), and with `cfg.baseline` (an
@@ -271,7 +271,7 @@ def evaluate_model(student: Student | str, test: Sequence[dict], cfg: EvalConfig
     fp = student_fingerprint(student, test, cfg, origin, latency=latency)
     if is_complete(out_path) and up_to_date(out_path, fp):
         return _read_json(out_path, "an evaluation result")
-    cache, programs = ({} if cache is None else cache), ({} if programs is None else programs)
+    cache, programs = ({} if cache is None else cache), (ProgramCache() if programs is None else programs)
     grade = grade or get_grader(cfg.grader)
     with claimed(out_path, fp, replace=replace, say=say):
         say(f"evaluate {student.name} on {len(test)} test questions")
@@ -298,7 +298,7 @@ def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: Ev
     `share.take(students)` are evaluated (and returned), and process 0 alone times the latency of
     all of them, on one host as one process would."""
     fps = eval_outputs(students, test, cfg, origin)
-    results, cache, programs = {}, {}, {}
+    results, cache, programs = {}, {}, ProgramCache()
     for s in share.take(students):
         results[s.name] = evaluate_model(s, test, cfg, os.path.join(out_dir, f"{s.name}.json"), grade, latency=False,
                                          origin=origin, replace=replace, say=say, cache=cache, programs=programs)

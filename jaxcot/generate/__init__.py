@@ -5,7 +5,7 @@ from jaxcot.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "api": ("Completion", "Generator", "default_eos_ids"),
-    "sampler": ("DecodeSpec", "DecodeState", "Sampler", "bucket_length"),
+    "sampler": ("DecodeSpec", "DecodeState", "Sampler"),
     "sampling": ("SamplingConfig", "sample", "token_stats"),
     "stop": ("StopPatterns", "stop_patterns", "trim_at_stop"),
     "traces": ("GenerateConfig", "load_generator", "reference_trace", "trace_record", "write_traces"),

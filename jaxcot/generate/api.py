@@ -15,11 +15,12 @@ from typing import Callable, Sequence
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxcot.generate.sampler import EOS, FINISH_REASONS, DecodeSpec, Sampler, bucket_length
+from jaxcot.generate.sampler import EOS, FINISH_REASONS, PROMPT_BUCKET_STEPS, DecodeSpec, Sampler
 from jaxcot.generate.sampling import SamplingConfig
 from jaxcot.generate.stop import StopPatterns, stop_patterns, trim_at_stop
 from jaxcot.models.decoder import Decoder
-from jaxcot.shapes import merge_lengths
+from jaxcot.programs import ProgramCache
+from jaxcot.shapes import bucket_length, length_sorted_batches, merge_lengths
 from jaxcot.text.prompts import PromptConfig, prompt_ids
 
 
@@ -49,9 +50,9 @@ def default_eos_ids(model: Decoder, tokenizer) -> tuple[int, ...]:
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """The batches `Generator.generate_ids` runs: prompt indices shortest first (ties in input
     order), `batch_size` consecutive ones per batch. A set of whole batches, run again, forms the
-    same batches (the multi-process share of a stage relies on it)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[lo:lo + batch_size] for lo in range(0, len(order), batch_size)]
+    same batches (the multi-process share of a stage relies on it): `length_sorted_batches`,
+    as lists of ints."""
+    return [b.tolist() for b in length_sorted_batches(lengths, batch_size)]
 
 
 def shared_prompt_lengths(batch_longest: Sequence[int], min_bucket: int = 16,
@@ -65,7 +66,7 @@ def shared_prompt_lengths(batch_longest: Sequence[int], min_bucket: int = 16,
     fewest padded prompt slots. Returns None for every batch when no merge is needed (each takes
     its own bucket, packed when that pays), else each batch's shared length (`merge_lengths`).
     """
-    buckets = [bucket_length(n, min_bucket) for n in batch_longest]
+    buckets = [bucket_length(n, min_bucket, PROMPT_BUCKET_STEPS) for n in batch_longest]
     groups = max(1, -(-len(buckets) // max(batches_per_program, 1)))
     if len(set(buckets)) <= groups:
         return [None] * len(buckets)
@@ -80,10 +81,10 @@ class Generator:
     (default `default_eos_ids`); cache_dtype: KV cache dtype (default the model's compute dtype);
     min_bucket: the smallest padded prompt length (prompt lengths are padded to 2^k or 1.5 * 2^k);
     pack, decode_phases, fuse_weights, programs: see `Sampler` (packed prefill of mixed prompt
-    lengths; a KV cache grown in phases; fused [out, in] projections, by default on CPU; compiled
-    programs shared across generators of one architecture); batches_per_program: the batches of
-    one call share prompt lengths so that each program serves about this many
-    (`shared_prompt_lengths`); quantize: 'int8' decodes with int8 weight-only projections
+    lengths; a KV cache grown in phases; fused [out, in] projections, by default on CPU; a
+    `ProgramCache` of compiled programs shared across generators of one architecture);
+    batches_per_program: the batches of one call share prompt lengths so that each program serves
+    about this many (`shared_prompt_lengths`); quantize: 'int8' decodes with int8 weight-only projections
     (`Sampler`, `jaxcot.models.quantize_int8`).
     """
 
@@ -99,7 +100,7 @@ class Generator:
         pack: bool = True,
         decode_phases: int = 4,
         fuse_weights: bool | None = None,
-        programs: dict | None = None,
+        programs: ProgramCache | None = None,
         batches_per_program: int = 8,
         quantize: str | None = None,
     ):

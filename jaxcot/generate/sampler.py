@@ -15,7 +15,7 @@ program launch and the cache's hand-over, a fixed cost of every batch-1 call.
 Prompts of mixed lengths are prefilled *packed* (`plan_packing`): each device's rows are laid end
 to end in M rows of P slots, attending within their own prompt only, and the keys and values are
 then gathered into the left-padded cache. The prefill's cost follows the prompts' total length
-rather than B x T (SmolLM2, 8 prompts of 36-69 tokens: 384 slots instead of 8 x 96).
+rather than B x T, which pays where a batch's prompt lengths differ (docs/performance.md).
 
 The cache grows in up to four phases (`decode_phases`), one while-loop each: attention reads all
 of the cache's slots every step, so a cache sized for the whole run would read the empty ones too.
@@ -34,25 +34,27 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxcot import shapes
 from jaxcot.generate.config import QUANTIZE, SamplingConfig
 from jaxcot.generate.sampling import derive_row_keys, sample, step_keys, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix
 from jaxcot.models.decoder import Decoder, KVCache, fuse_for_decoding, quantize_int8
 from jaxcot.models.params import param_bytes
-from jaxcot.sharding import BATCH, make_mesh
+from jaxcot.programs import ProgramCache, TreeSignature
+from jaxcot.shapes import bucket_length
+from jaxcot.sharding import BATCH, batch_shards, make_mesh
 
 Array = jax.Array
 
 RUNNING, EOS, STOP, LENGTH = 0, 1, 2, 3
 # Parameters of at least this many bytes do not stay in a CPU's caches: decoding streams them
-# from memory, and fused [out, in] projections do that faster (SmolLM2, 538 MB: 8-12% a step).
-# Smaller models run from cache, compute-bound, where the fused layout is 7-9% slower (17 MB).
+# from memory, which fused [out, in] projections do faster. Smaller models run from cache,
+# compute-bound, where the fused layout is slower. The threshold sits between the models measured
+# either way (docs/performance.md, its jaxcot/generate/sampler.py section).
 FUSE_MIN_BYTES = 64 << 20
 FINISH_REASONS = {RUNNING: "running", EOS: "eos", STOP: "stop", LENGTH: "length"}
 # A batch someone watches decodes in chunks of about this many seconds (the host reads its progress
-# between them), the first of PROGRESS_FIRST_STEPS steps: a chunk's launch and read-back cost well
-# under 1 ms, so the loop loses next to nothing.
+# between them), the first of PROGRESS_FIRST_STEPS steps: long enough that a chunk's fixed cost (a
+# program launch and a read-back) is a small share of it, short enough for a live progress bar.
 PROGRESS_SECONDS = 0.25
 PROGRESS_FIRST_STEPS = 8
 
@@ -90,11 +92,10 @@ class DecodeSpec:
     pad_id: int
 
 
-def bucket_length(n: int, minimum: int = 16) -> int:
-    """A prompt's padded length: two grid lengths per octave (16, 24, 32, 48, 64, 96, ...; see
-    `jaxcot.shapes`). Prefill is a batch-1 call's main fixed cost, so padding is capped at a third
-    of the bucket, while two programs per octave stay few."""
-    return shapes.bucket_length(n, minimum, steps=2)
+# A prompt's padded length is `jaxcot.shapes.bucket_length(n, minimum, PROMPT_BUCKET_STEPS)`: two
+# grid lengths per octave (16, 24, 32, 48, 64, 96, ...). Prefill is a batch-1 call's main fixed
+# cost, so padding is capped at a third of the bucket, while two programs per octave stay few.
+PROMPT_BUCKET_STEPS = 2
 
 
 def advance(state: DecodeState, logits: Array, spec: DecodeSpec) -> DecodeState:
@@ -171,7 +172,8 @@ def plan_packing(tokens: np.ndarray, mask: np.ndarray, groups: int, *, min_bucke
 
     Rows b of group g = b // (B / groups) go end to end, in order, into packed rows of at most
     max(T, capacity) slots (a bound on the packed attention's [P, P] scores); P is the longest
-    packed row rounded up like T (`bucket_length`), M the most packed rows any group needs.
+    packed row rounded up like T (`bucket_length`, PROMPT_BUCKET_STEPS), M the most packed rows any
+    group needs.
     """
     b, t = tokens.shape
     r = b // groups
@@ -189,7 +191,7 @@ def plan_packing(tokens: np.ndarray, mask: np.ndarray, groups: int, *, min_bucke
             rows[-1] += lengths[i]
         fills.append(rows)
     m = max(len(f) for f in fills)
-    p = bucket_length(max(max(f) for f in fills), min_bucket)
+    p = bucket_length(max(max(f) for f in fills), min_bucket, PROMPT_BUCKET_STEPS)
     if m * p > max_fraction * r * t:
         return None
     ptok = np.full((groups * m, p), pad_id, np.int32)
@@ -284,7 +286,7 @@ def _program_parts(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: 
     """(prefill, run_phase, grow, capacities): the plain functions `make_programs` and
     `make_chunked` jit. run_phase(params, state, i, until=None) runs phase i's while-loop (to
     the phase's room, or to step `until`); grow(state, i) gives the cache phase i's room."""
-    groups = int(np.prod([mesh.shape[a] for a in BATCH]))
+    groups = batch_shards(mesh)
     capacities = decode_phases(spec.max_new_tokens, phases, min_room=min_room)
 
     def prefill_logits(model, tokens, mask, pack):
@@ -294,12 +296,12 @@ def _program_parts(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: 
         if pack is None:
             cache = _constrain(KVCache.init(model.config, b, t + n, cache_dtype), mesh)
             # The cache is empty: the prompt's attention reads its own T slots, not all T + N.
-            out = model(tokens, mask=mask, cache=cache, logits_at=jnp.full((b,), t - 1, jnp.int32), read_slots=0)
+            out = model.prefill(tokens, cache, mask=mask, logits_at=jnp.full((b,), t - 1, jnp.int32), read_slots=0)
             return out.cache, out.logits[:, 0]
         gm, p = pack["tokens"].shape
         cache = _constrain(KVCache.init(model.config, gm, p, cache_dtype), mesh)
-        out = model(pack["tokens"], pack["positions"], pack["mask"], cache=cache, segments=pack["segments"],
-                    read_slots=0, return_hidden=True, with_logits=False)
+        out = model.prefill(pack["tokens"], cache, pack["positions"], pack["mask"], segments=pack["segments"],
+                            read_slots=0, return_hidden=True, with_logits=False)
         h = out.hidden[-1].reshape(groups, (gm // groups) * p, -1)
         h_last = jnp.take_along_axis(h, pack["last"].reshape(groups, b // groups)[:, :, None], axis=1)
         logits = model.unembed(model.norm(h_last.reshape(b, -1)))
@@ -330,7 +332,7 @@ def _program_parts(graphdef, spec: DecodeSpec, mesh: Mesh, cache_dtype, phases: 
         room = capacities[i]
 
         def body(s):
-            out = model(s.last[:, None], cache=s.cache)
+            out = model.decode_step(s.last, s.cache)
             return advance(s.replace(cache=out.cache), out.logits[:, 0], spec)
 
         def cond(s):  # the token fed at `step` goes to cache slot T + step - 1: this phase's cache holds steps <= room
@@ -454,27 +456,52 @@ def fuse_by_default(model: Decoder, mesh: Mesh) -> bool:
     return param_bytes(model) >= FUSE_MIN_BYTES
 
 
+@dataclasses.dataclass(frozen=True)
+class DecodeProgramKey:
+    """Everything static a `Sampler`'s compiled program is built for (its `ProgramCache` key):
+    the model's structure `graphdef` (fused or quantized layouts included), `params` (each
+    parameter's shape, dtype and sharding: `TreeSignature`), the `mesh`, the KV cache's
+    `cache_dtype` (a dtype name), `decode_phases` and `min_phase_room` (`decode_phases`), the
+    `spec`, the prompts' padded shape `rows` x `slots` (B x T), the packed prefill's (M, P) shape
+    `packed` (None: unpacked), and `chunked`: the host-driven chunks of `make_chunked` (a
+    `ChunkedPrograms`) rather than `make_generate`'s single program."""
+
+    graphdef: object
+    params: TreeSignature
+    mesh: Mesh
+    cache_dtype: str
+    decode_phases: int
+    min_phase_room: int
+    spec: DecodeSpec
+    rows: int
+    slots: int
+    packed: tuple[int, int] | None
+    chunked: bool = False
+
+
 class Sampler:
     """Runs batches of token-id prompts through compiled prefill + decode programs.
 
     model: a `Decoder` (parameters placed as the loader put them). mesh: batch rows are sharded
     over its (data, fsdp) axes (default: one device). Programs are compiled once per
-    (DecodeSpec, batch, bucket, packed shape) and kept; `compile_seconds` sums the time spent
-    compiling. pack: prefill prompts of mixed lengths packed (`plan_packing`, packed rows of at
-    most max(T, pack_capacity) slots) when that saves slots; off, every batch prefills its B x T
+    `DecodeProgramKey` (spec, batch, bucket, packed shape, ...) and kept; `compile_seconds` sums
+    the time spent compiling. pack: prefill prompts of mixed lengths packed (`plan_packing`,
+    packed rows of at most max(T, pack_capacity) slots) when that saves slots; off, every batch prefills its B x T
     left-padded slots. decode_phases: the KV cache grows in up to this many phases, each with
     room for at least min_phase_room tokens (`decode_phases`; 1 = full size from the start).
     fuse_weights: run a copy of the model with
     fused, [out, in] projections (`fuse_for_decoding`: faster few-row matmuls on CPU, at the cost
-    of a second copy of the layers' weights); None = `fuse_by_default`. programs: a dict shared by
-    samplers of models of one architecture (students of one base model), so that each program is
-    compiled once for all of them (default: this sampler's own). quantize: 'int8' runs a copy
+    of a second copy of the layers' weights); None = `fuse_by_default`. programs: a `ProgramCache`
+    shared by samplers of models of one architecture (students of one base model), so that each
+    program is compiled once for all of them (default: this sampler's own; a plain dict is taken
+    as the store of a new cache). quantize: 'int8' runs a copy
     with int8 weight-only projections (`quantize_int8`); None keeps the model's weights.
     """
 
     def __init__(self, model: Decoder, *, mesh: Mesh | None = None, cache_dtype=None, min_bucket: int = 16,
                  pack: bool = True, pack_capacity: int = 1024, decode_phases: int = 4, min_phase_room: int = 128,
-                 fuse_weights: bool | None = None, programs: dict | None = None, quantize: str | None = None):
+                 fuse_weights: bool | None = None, programs: ProgramCache | None = None,
+                 quantize: str | None = None):
         self.mesh = mesh or make_mesh(devices=jax.local_devices()[:1])
         if fuse_weights is None:
             fuse_weights = fuse_by_default(model, self.mesh)
@@ -491,36 +518,41 @@ class Sampler:
         self.decode_phases = decode_phases
         self.min_phase_room = min_phase_room
         self.compile_seconds = 0.0
-        self._programs: dict = {} if programs is None else programs
+        self._programs = programs if programs is not None else ProgramCache()
+        self._params_signature = TreeSignature.of(self.params)
 
     @property
     def batch_multiple(self) -> int:
         """Batches are padded to a multiple of the devices along the batch axes."""
-        return int(np.prod([self.mesh.shape[a] for a in BATCH]))
+        return batch_shards(self.mesh)
+
+    def program_key(self, spec: DecodeSpec, args: tuple, packed: tuple[int, int] | None,
+                    chunked: bool = False) -> DecodeProgramKey:
+        """The key of the program that runs these (device) arguments (see `DecodeProgramKey`)."""
+        b, t = args[0].shape
+        return DecodeProgramKey(self.graphdef, self._params_signature, self.mesh, jnp.dtype(self.cache_dtype).name,
+                                self.decode_phases, self.min_phase_room, spec, b, t, packed, chunked)
 
     def _compiled(self, spec: DecodeSpec, args: tuple, packed: tuple[int, int] | None):
         """The program for these (device) arguments' shapes, compiled on first use."""
-        b, t = args[0].shape
-        key = (self.graphdef, self.mesh, jnp.dtype(self.cache_dtype).name, self.decode_phases, self.min_phase_room,
-               spec, b, t, packed)
-        if key not in self._programs:
+        def build():
             generate = make_generate(self.graphdef, spec, self.mesh, self.cache_dtype, self.decode_phases,
                                      self.min_phase_room)
             start = time.perf_counter()
-            self._programs[key] = generate.lower(self.params, *args).compile()
+            program = generate.lower(self.params, *args).compile()
             self.compile_seconds += time.perf_counter() - start
-        return self._programs[key]
+            return program
+
+        return self._programs.get_or_compile(self.program_key(spec, args, packed), build)
 
     def _chunked(self, spec: DecodeSpec, args: tuple, packed: tuple[int, int] | None) -> ChunkedPrograms:
         """`make_chunked`'s programs for these arguments' shapes (compiled as `_run_chunked` needs them)."""
-        b, t = args[0].shape
-        key = (self.graphdef, self.mesh, jnp.dtype(self.cache_dtype).name, self.decode_phases, self.min_phase_room,
-               spec, b, t, packed, "chunked")
-        if key not in self._programs:
+        def build():
             *jitted, capacities = make_chunked(self.graphdef, spec, self.mesh, self.cache_dtype, self.decode_phases,
                                                self.min_phase_room)
-            self._programs[key] = ChunkedPrograms(tuple(jitted), capacities)
-        return self._programs[key]
+            return ChunkedPrograms(tuple(jitted), capacities)
+
+        return self._programs.get_or_compile(self.program_key(spec, args, packed, chunked=True), build)
 
     def _piece(self, progs: ChunkedPrograms, name: str, fn, *args, static: tuple = ()):
         """progs' executable `name` of the jitted `fn`, compiled for `args` (+ `static`) on first use."""
@@ -595,7 +627,7 @@ class Sampler:
         m = self.batch_multiple
         b = max(batch_size or n, n)
         b = -(-b // m) * m
-        t = max(bucket_length(max(len(p) for p in prompts), self.min_bucket), pad_to or 0)
+        t = max(bucket_length(max(len(p) for p in prompts), self.min_bucket, PROMPT_BUCKET_STEPS), pad_to or 0)
         tokens = np.full((b, t), spec.pad_id, np.int32)
         mask = np.zeros((b, t), bool)
         for i, p in enumerate(prompts):
@@ -624,8 +656,9 @@ class Sampler:
 
 
 __all__ = [
-    "DecodeState", "DecodeSpec", "Sampler", "BatchOutput", "Packing", "advance", "balanced_order", "bucket_length",
-    "decode_phases", "fuse_by_default", "make_programs", "make_generate", "plan_packing", "FINISH_REASONS",
+    "DecodeState", "DecodeSpec", "Sampler", "BatchOutput", "Packing", "advance", "balanced_order",
+    "DecodeProgramKey", "PROMPT_BUCKET_STEPS", "decode_phases", "fuse_by_default", "make_programs", "make_generate",
+    "plan_packing", "FINISH_REASONS",
     "ChunkedPrograms", "chunk_steps", "make_chunked", "progress_stats",
     "RUNNING", "EOS", "STOP", "LENGTH",
 ]

@@ -7,6 +7,10 @@ Families and their real differences:
 - ``gemma3``: (1 + w) RMSNorm, pre- and post-norms around attention and MLP, embeddings
   scaled by sqrt(d), GeGLU (tanh GELU), ``query_pre_attn_scalar``, interleaved sliding-window
   local layers with their own RoPE base, q/k norms.
+
+The differences are data: `FAMILY_TRAITS` per family, read through `ModelConfig`'s properties
+(`norm_offset`, `embed_scale`, `sandwich_norms`) and fields (`qk_norm`, `attention_bias`,
+`layer_types` / `sliding_window`, `rope_local`, `query_pre_attn_scalar`, `hidden_act`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,33 @@ _JSON_DEFAULTS: dict[str, dict[str, Any]] = {
     "llama": {"bos_token_id": 1, "eos_token_id": 2},
     "qwen2": {"bos_token_id": None, "eos_token_id": None},
     "qwen3": {"bos_token_id": None, "eos_token_id": None},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyTraits:
+    """How a family's decoder differs from Llama's, fixed by the family (`FAMILY_TRAITS`).
+
+    `ModelConfig` exposes them as properties the layers read (they never test the family).
+    qk_norm, qkv_bias and sliding_layers are what HF's config of the family implies; a
+    `ModelConfig` states its own `qk_norm`, `attention_bias` and `layer_types` fields, which
+    `from_hf_config` fills from these.
+    """
+
+    norm_offset: float = 0.0  # RMSNorm scales by (norm_offset + w): Gemma's (1 + w)
+    scale_embeddings: bool = False  # h^0 = embedding * sqrt(D) (Gemma)
+    sandwich_norms: bool = False  # norms after attention and before and after the MLP (Gemma)
+    qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3, Gemma 3)
+    qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2)
+    sliding_layers: bool = False  # interleaved sliding-window layers with their own RoPE (Gemma 3)
+
+
+FAMILY_TRAITS = {
+    "llama": FamilyTraits(),
+    "qwen2": FamilyTraits(qkv_bias=True),
+    "qwen3": FamilyTraits(qk_norm=True),
+    "gemma3": FamilyTraits(norm_offset=1.0, scale_embeddings=True, sandwich_norms=True, qk_norm=True,
+                           sliding_layers=True),
 }
 
 
@@ -137,17 +168,24 @@ class ModelConfig:
 
     # -- family traits -------------------------------------------------------------------
     @property
-    def is_gemma(self) -> bool:
-        return self.family == "gemma3"
+    def traits(self) -> FamilyTraits:
+        """The family's `FamilyTraits` (the properties below read them)."""
+        return FAMILY_TRAITS[self.family]
 
     @property
     def norm_offset(self) -> float:
-        """Gemma's RMSNorm multiplies by (1 + w); the others by w."""
-        return 1.0 if self.is_gemma else 0.0
+        """RMSNorm multiplies by (norm_offset + w): 1 for Gemma, 0 for the others."""
+        return self.traits.norm_offset
 
     @property
     def embed_scale(self) -> float:
-        return math.sqrt(self.hidden_size) if self.is_gemma else 1.0
+        """The factor on the embedding output h^0: sqrt(D) for Gemma, 1 for the others."""
+        return math.sqrt(self.hidden_size) if self.traits.scale_embeddings else 1.0
+
+    @property
+    def sandwich_norms(self) -> bool:
+        """Blocks norm the attention output and both sides of the MLP (Gemma), not only inputs."""
+        return self.traits.sandwich_norms
 
     @property
     def attn_scale(self) -> float:
@@ -172,7 +210,7 @@ class ModelConfig:
         d, f, v = self.hidden_size, self.intermediate_size, self.vocab_size
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         attn = d * q + 2 * d * kv + q * d + (q + 2 * kv if self.attention_bias else 0)
-        norms = (4 if self.is_gemma else 2) * d + (2 * self.head_dim if self.qk_norm else 0)
+        norms = (4 if self.sandwich_norms else 2) * d + (2 * self.head_dim if self.qk_norm else 0)
         per_layer = attn + 3 * d * f + norms
         head = 0 if self.tie_word_embeddings else v * d
         return v * d + self.num_layers * per_layer + d + head
@@ -189,7 +227,8 @@ class ModelConfig:
         if model_type == "gemma3":  # multimodal wrapper: take its text part
             hf = hf.get_text_config()
         family = _MODEL_TYPES[model_type]
-        if getattr(hf, "use_sliding_window", False) and family != "gemma3":
+        traits = FAMILY_TRAITS[family]
+        if getattr(hf, "use_sliding_window", False) and not traits.sliding_layers:
             raise ValueError(f"{model_type}: use_sliding_window=True is not supported")
         for cap in ("final_logit_softcapping", "attn_logit_softcapping"):
             if getattr(hf, cap, None):
@@ -199,7 +238,7 @@ class ModelConfig:
         rope_params = getattr(hf, "rope_parameters", None) or {}
         theta_fallback = float(getattr(hf, "rope_theta", 10000.0) or 10000.0)
         rope_local = None
-        if family == "gemma3":
+        if traits.sliding_layers:
             if FULL in rope_params or SLIDING in rope_params:
                 rope = RopeConfig.from_hf(rope_params.get(FULL), 1_000_000.0)
                 rope_local = RopeConfig.from_hf(rope_params.get(SLIDING), 10_000.0)
@@ -212,7 +251,7 @@ class ModelConfig:
                 rope_params.setdefault("rope_theta", theta_fallback)
             rope = RopeConfig.from_hf(rope_params, theta_fallback)
         layer_types = tuple(getattr(hf, "layer_types", None) or ())
-        if family != "gemma3":
+        if not traits.sliding_layers:
             layer_types = ()
         eos = hf.eos_token_id
         if isinstance(eos, list):
@@ -232,8 +271,8 @@ class ModelConfig:
             rope_local=rope_local,
             max_position_embeddings=int(getattr(hf, "max_position_embeddings", 8192)),
             tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
-            attention_bias=family == "qwen2" or bool(getattr(hf, "attention_bias", False)),
-            qk_norm=family in ("qwen3", "gemma3"),
+            attention_bias=traits.qkv_bias or bool(getattr(hf, "attention_bias", False)),
+            qk_norm=traits.qk_norm,
             layer_types=layer_types,
             sliding_window=getattr(hf, "sliding_window", None) if SLIDING in layer_types else None,
             query_pre_attn_scalar=getattr(hf, "query_pre_attn_scalar", None) if family == "gemma3" else None,
@@ -247,7 +286,8 @@ class ModelConfig:
     def from_hf(cls, path: str | os.PathLike) -> "ModelConfig":
         """Read `config.json` of a HF folder: itself when the file states every field whose
         default differs between transformers' config classes (`from_hf_json`), else through
-        transformers' AutoConfig, which imports torch (2-3 s of a command's start-up)."""
+        transformers' AutoConfig, which imports torch (seconds of a command's start-up:
+        docs/performance.md)."""
         path = os.fspath(path)
         file = os.path.join(path, "config.json")
         if not os.path.exists(file):

@@ -164,7 +164,7 @@ class Attention(nnx.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # kv-head-major layouts, keys transposed ([B,K,Dh,T], as the cache holds them) and values
         # [B,K,T,Dh], make both attention einsums plain batched matmuls with no per-step transpose
-        # (2x faster on CPU than contracting across the [B,T,K,Dh] layout).
+        # (faster on CPU than contracting across the [B,T,K,Dh] layout: docs/performance.md).
         k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
         new_kv = None
         # Key/value blocks attention reads, in slot order: ([B,K,Dh,S], [B,K,S,Dh]) pairs.
@@ -230,7 +230,8 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-norm block; Gemma adds post-norms after attention and after the MLP."""
+    """Pre-norm block; with `ModelConfig.sandwich_norms` (Gemma) also post-norms after attention
+    and after the MLP."""
 
     def __init__(self, cfg: ModelConfig, layer: int, *, dtype, param_dtype, rngs: nnx.Rngs):
         norm = dict(eps=cfg.rms_norm_eps, offset=cfg.norm_offset, param_dtype=param_dtype)
@@ -238,18 +239,19 @@ class Block(nnx.Module):
         self.input_layernorm = RMSNorm(d, **norm)
         self.self_attn = Attention(cfg, layer, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.mlp = MLP(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        if cfg.is_gemma:
+        if cfg.sandwich_norms:
             self.post_attention_layernorm = RMSNorm(d, **norm)
             self.pre_feedforward_layernorm = RMSNorm(d, **norm)
             self.post_feedforward_layernorm = RMSNorm(d, **norm)
         else:
             self.post_attention_layernorm = RMSNorm(d, **norm)  # HF's name for the pre-MLP norm
             self.pre_feedforward_layernorm = self.post_feedforward_layernorm = None
-        self.gemma = cfg.is_gemma
+        self.sandwich_norms = cfg.sandwich_norms
 
     def __call__(self, x, positions, mask, kv, write_at):
+        """x [B, T, D] -> ([B, T, D], the layer's updated (keys, values) or None): see `Attention`."""
         attn, new_kv = self.self_attn(self.input_layernorm(x), positions, mask, kv, write_at)
-        if self.gemma:
+        if self.sandwich_norms:
             x = x + self.post_attention_layernorm(attn)
             x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
         else:
@@ -259,7 +261,13 @@ class Block(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    """Causal LM. Parameter names follow HF's (``layers[i].self_attn.q_proj.kernel`` ...)."""
+    """Causal LM. Parameter names follow HF's (``layers[i].self_attn.q_proj.kernel`` ...).
+
+    Entry points: `forward` (training and scoring over whole sequences, with GoGI's
+    perturbations and hidden states), `prefill` (writes tokens into a `KVCache`) and
+    `decode_step` (one token per row against the cache); calling the model dispatches to
+    `forward` or `prefill`. Family differences are `ModelConfig` traits the layers read.
+    """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
         self.config = cfg
@@ -295,48 +303,128 @@ class Decoder(nnx.Module):
             return jnp.einsum("...d,vd->...v", h.astype(self.dtype), w, preferred_element_type=jnp.float32)
         return self.lm_head(h).astype(jnp.float32)
 
-    def __call__(
+    def forward(
         self,
         tokens: Array,
         positions: Array | None = None,
         mask: Array | None = None,
         *,
-        cache: KVCache | None = None,
+        segments: Array | None = None,
         perturb: Mapping[int, Array] | None = None,
         return_hidden: bool = False,
         logits_at: Array | None = None,
         with_logits: bool = True,
-        segments: Array | None = None,
-        read_slots: int | None = None,
         remat: bool = False,
     ) -> DecoderOutput:
-        """Forward pass.
+        """Training and scoring: one pass over whole sequences, no KV cache.
 
         tokens [B, T] int32; positions [B, T] (default: valid-token count before each slot);
         mask [B, T] bool, True for real tokens (default: all True).
-        cache: a `KVCache`; the T tokens are written at slots cache.end .. cache.end+T-1 and
-          attend to everything valid before them; the updated cache is returned.
-        read_slots: static int, with a cache: attention reads only the cache's first
-          `read_slots` slots besides the new tokens; they must hold every earlier key the new
-          tokens may see (default: all S slots). 0 for a prefill into an empty cache; a pass
-          continuing after a P-token prefill: P. Its cost then does not grow with the cache's size.
-        perturb: {l: [B, T, D]} added to h^l (l = 0 the embedding output, l = i + 1 after
-          block i). `jax.grad` with respect to these is the goal-gradient.
-        logits_at: [B] int, a slot per row: only those logits are computed ([B, 1, V]).
-        with_logits: False skips the final norm and LM head (logits None): for callers that
-          want only the cache or `return_hidden`'s states.
         segments: [B, T] int, packed rows: tokens attend only within their segment; pass
-          per-segment `positions` too. With a cache only as a prefill (read_slots = 0).
-        remat: static bool, no cache: a gradient recomputes each block's forward instead of
-          keeping its activations for the backward pass: about a third more compute for a
-          fraction of the memory (long rows, large models).
+          per-segment `positions` too.
+        perturb: {l: [B, T, D]} added to h^l (l = 0 the embedding output, l = i + 1 after
+          block i). `jax.grad` with respect to these is GoGI's goal-gradient.
+        return_hidden: also return h^0..h^L, each [B, T, D].
+        logits_at: [B] int, a slot per row: only those logits are computed ([B, 1, V]).
+        with_logits: False skips the final norm and LM head (logits None).
+        remat: static bool: a gradient recomputes each block's forward instead of keeping its
+          activations for the backward pass (less memory, more compute).
 
-        Returns a `DecoderOutput` (logits [B, T or 1, V] float32, the cache, hidden states).
-        It is long because it is the one forward pass every caller shares (training, the
-        sampler's prefill and decode, GoGI's perturbed pass): split up, the order of its steps
-        (masks, RoPE tables, perturbation, cache writes) would be spread over helpers that each
-        need all of the arguments.
+        Returns a `DecoderOutput`: logits [B, T or 1, V] float32, hidden, no cache.
         """
+        t = tokens.shape[1]
+        positions, mask = self._inputs(tokens, positions, mask, None)
+        perturb = self._perturbations(perturb)
+        slots = jnp.arange(t, dtype=jnp.int32)
+        attn_mask = self._attention_mask(slots, positions, slots, positions, mask, segments, None)
+        h, hidden, _ = self._blocks(tokens, positions, attn_mask, perturb, return_hidden, remat=remat)
+        return DecoderOutput(logits=self._head(h, logits_at, with_logits), hidden=hidden)
+
+    def prefill(
+        self,
+        tokens: Array,
+        cache: KVCache,
+        positions: Array | None = None,
+        mask: Array | None = None,
+        *,
+        read_slots: int | None = None,
+        segments: Array | None = None,
+        perturb: Mapping[int, Array] | None = None,
+        return_hidden: bool = False,
+        logits_at: Array | None = None,
+        with_logits: bool = True,
+    ) -> DecoderOutput:
+        """Fill a KV cache: the T tokens are written at slots cache.end .. cache.end+T-1 and
+        attend to everything valid before them (a prompt into an empty cache, or a chunk
+        continuing one: GoGI's perturbed pass after its prompt's prefill).
+
+        tokens [B, T] int32; cache: a `KVCache` (keys [B, K, Dh, S], values [B, K, S, Dh]);
+        positions [B, T] (default: continuing each row's count of valid cached tokens);
+        mask [B, T] bool (default: all True).
+        read_slots: static int: attention reads only the cache's first `read_slots` slots
+          besides the new tokens; they must hold every earlier key the new tokens may see
+          (default: all S slots). 0 for a prefill into an empty cache; a pass continuing after
+          a P-token prefill: P. Its cost then does not grow with the cache's size.
+        segments: [B, T] int, packed rows (only with read_slots = 0); perturb, return_hidden,
+        logits_at, with_logits: as in `forward`.
+
+        Returns a `DecoderOutput`: logits [B, T or 1, V] float32, hidden, the updated cache.
+        """
+        if segments is not None and read_slots != 0:
+            raise ValueError("segments (packed rows) with a KV cache need read_slots = 0 (a prefill)")
+        if read_slots is not None and not 0 <= read_slots <= cache.max_len:
+            raise ValueError(f"read_slots={read_slots} outside 0..{cache.max_len} cache slots")
+        return self._with_cache(tokens, cache, positions, mask, read_slots=read_slots, segments=segments,
+                                perturb=perturb, return_hidden=return_hidden, logits_at=logits_at,
+                                with_logits=with_logits)
+
+    def decode_step(self, tokens: Array, cache: KVCache) -> DecoderOutput:
+        """One decoding step: tokens [B] int32 (each row's last token) go to slot cache.end, at
+        each row's next position, attending to every valid cache slot.
+
+        Returns a `DecoderOutput`: logits [B, 1, V] float32 and the updated cache.
+        """
+        return self._with_cache(tokens[:, None], cache, None, None)
+
+    def __call__(self, tokens: Array, positions: Array | None = None, mask: Array | None = None, *,
+                 cache: KVCache | None = None, read_slots: int | None = None, remat: bool = False,
+                 **kw) -> DecoderOutput:
+        """`forward` without a cache, `prefill` with one (same arguments; tokens [B, T])."""
+        if cache is None:
+            if read_slots is not None:
+                raise ValueError("read_slots limits the cache slots attention reads; it needs a cache")
+            return self.forward(tokens, positions, mask, remat=remat, **kw)
+        if remat:
+            raise ValueError("remat is for gradients of a cache-free pass; it cannot write a KV cache")
+        return self.prefill(tokens, cache, positions, mask, read_slots=read_slots, **kw)
+
+    # -- the steps every entry point shares ----------------------------------------------
+    def _with_cache(self, tokens, cache, positions, mask, *, read_slots=None, segments=None, perturb=None,
+                    return_hidden=False, logits_at=None, with_logits=True) -> DecoderOutput:
+        """`prefill` and `decode_step`: the T new tokens read the cache and are written to it."""
+        t = tokens.shape[1]
+        positions, mask = self._inputs(tokens, positions, mask, cache)
+        perturb = self._perturbations(perturb)
+        write_at = cache.end
+        q_slot = write_at + jnp.arange(t, dtype=jnp.int32)
+        new_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, write_at))
+        new_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, write_at))
+        # Keys: the cache's first n slots as they were (those before `end`), then the new tokens.
+        n = cache.max_len if read_slots is None else read_slots
+        old = jnp.arange(n, dtype=jnp.int32)
+        k_slot = jnp.concatenate([old, q_slot])
+        k_pos = jnp.concatenate([cache.pos[:, :n], positions], axis=1)
+        k_valid = jnp.concatenate([cache.valid[:, :n] & (old < write_at)[None], mask], axis=1)
+        attn_mask = self._attention_mask(q_slot, positions, k_slot, k_pos, k_valid, segments, read_slots)
+        h, hidden, (new_k, new_v) = self._blocks(tokens, positions, attn_mask, perturb, return_hidden,
+                                                 cache=cache, write_at=write_at)
+        logits = self._head(h, logits_at, with_logits)
+        out_cache = KVCache(k=new_k, v=new_v, pos=new_pos, valid=new_valid, end=cache.end + t)
+        return DecoderOutput(logits=logits, hidden=hidden, cache=out_cache)
+
+    def _inputs(self, tokens: Array, positions: Array | None, mask: Array | None,
+                cache: KVCache | None) -> tuple[Array, Array]:
+        """(positions [B, T] int32, mask [B, T] bool) with their defaults filled in."""
         b, t = tokens.shape
         if mask is None:
             mask = jnp.ones((b, t), bool)
@@ -345,44 +433,30 @@ class Decoder(nnx.Module):
             offset = 0 if cache is None else _next_positions(cache)
             positions = offset + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
             positions = jnp.maximum(positions, 0)
-        positions = positions.astype(jnp.int32)
+        return positions.astype(jnp.int32), mask
+
+    def _perturbations(self, perturb: Mapping[int, Array] | None) -> dict[int, Array]:
         perturb = dict(perturb or {})
         bad = [layer for layer in perturb if not 0 <= layer <= self.config.num_layers]
         if bad:
             raise ValueError(f"perturb layers {bad} out of range 0..{self.config.num_layers}")
+        return perturb
 
-        if remat and cache is not None:
-            raise ValueError("remat is for gradients of a cache-free pass; it cannot write a KV cache")
-        if read_slots is not None and cache is None:
-            raise ValueError("read_slots limits the cache slots attention reads; it needs a cache")
-        if segments is not None and cache is not None and read_slots != 0:
-            raise ValueError("segments (packed rows) with a KV cache need read_slots = 0 (a prefill)")
-        if cache is None:
-            q_slot = k_slot = jnp.arange(t, dtype=jnp.int32)
-            k_pos, k_valid, write_at = positions, mask, None
-            new_pos = new_valid = None
-        else:
-            write_at = cache.end
-            q_slot = write_at + jnp.arange(t, dtype=jnp.int32)
-            if read_slots is not None and not 0 <= read_slots <= cache.max_len:
-                raise ValueError(f"read_slots={read_slots} outside 0..{cache.max_len} cache slots")
-            new_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, write_at))
-            new_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, write_at))
-            # Keys: the cache's first n slots as they were (those before `end`), then the new tokens.
-            n = cache.max_len if read_slots is None else read_slots
-            old = jnp.arange(n, dtype=jnp.int32)
-            k_slot = jnp.concatenate([old, q_slot])
-            k_pos = jnp.concatenate([cache.pos[:, :n], positions], axis=1)
-            k_valid = jnp.concatenate([cache.valid[:, :n] & (old < write_at)[None], mask], axis=1)
-
+    def _attention_mask(self, q_slot, q_pos, k_slot, k_pos, k_valid, segments, read_slots) -> AttentionMask:
+        """The biases per distinct sliding window and RoPE tables per distinct RoPE of the layers."""
         windows = {blk.self_attn.window for blk in self.layers}
         ropes = {blk.self_attn.rope_key for blk in self.layers}
-        attn_mask = AttentionMask(
-            {w: _bias_and_rows(attention_bias(q_slot, positions, k_slot, k_pos, k_valid, w, segments))
+        return AttentionMask(
+            {w: _bias_and_rows(attention_bias(q_slot, q_pos, k_slot, k_pos, k_valid, w, segments))
              for w in windows},
-            {key: rope_tables(positions, rope_inv_freq(*key)) for key in ropes},
+            {key: rope_tables(q_pos, rope_inv_freq(*key)) for key in ropes},
             read_slots=read_slots,
         )
+
+    def _blocks(self, tokens, positions, attn_mask, perturb, return_hidden, *, cache=None, write_at=None,
+                remat=False):
+        """Embedding then the block stack: (h^L [B, T, D], h^0..h^L or None, (keys, values) per
+        layer written to `cache`, or None without one)."""
         h = self.embed(tokens)
         if 0 in perturb:
             h = h + perturb[0].astype(h.dtype)
@@ -402,15 +476,17 @@ class Decoder(nnx.Module):
                 h = h + perturb[i + 1].astype(h.dtype)
             if return_hidden:
                 hidden.append(h)
-        logits = None
-        if with_logits:
-            if logits_at is not None:
-                h = jnp.take_along_axis(h, logits_at.astype(jnp.int32)[:, None, None], axis=1)
-            logits = self.unembed(self.norm(h))
-        out_cache = None
-        if cache is not None:
-            out_cache = KVCache(k=tuple(new_k), v=tuple(new_v), pos=new_pos, valid=new_valid, end=cache.end + t)
-        return DecoderOutput(logits=logits, hidden=tuple(hidden) if return_hidden else None, cache=out_cache)
+        written = (tuple(new_k), tuple(new_v)) if cache is not None else None
+        return h, tuple(hidden) if return_hidden else None, written
+
+    def _head(self, h: Array, logits_at: Array | None, with_logits: bool) -> Array | None:
+        """Final norm and LM head of h [B, T, D] -> float32 logits [B, T, V] ([B, 1, V] at
+        `logits_at`), or None without logits."""
+        if not with_logits:
+            return None
+        if logits_at is not None:
+            h = jnp.take_along_axis(h, logits_at.astype(jnp.int32)[:, None, None], axis=1)
+        return self.unembed(self.norm(h))
 
 
 def _next_positions(cache: KVCache) -> Array:
@@ -427,7 +503,7 @@ class _ShapeOnlyKeys:
     """What `Decoder` asks of its rngs (`params()`), one fixed key each time: the shapes do not
     depend on the keys. Under `eval_shape`, nnx.Rngs' counter update costs time in proportion
     to the trace so far (flax formats an error for `getattr(tracer, "sharding")` on each), which
-    made SmolLM2's abstract model take 0.75 s instead of 0.18 s."""
+    made SmolLM2's abstract model several times slower to build (docs/performance.md)."""
 
     def params(self):
         return jax.random.key(0)

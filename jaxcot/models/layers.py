@@ -139,10 +139,10 @@ class Linear(nnx.Module):
         """x: [..., in] -> [..., out] in the compute dtype."""
         lead = x.shape[:-1]
         # As a 2-D [N, in] matmul: XLA:CPU turns the weight gradient of a [B, T, in] dot into
-        # transposes plus a slow dot (3x the backward time of the 2-D form on a 2M model).
+        # transposes plus a slow dot (docs/performance.md).
         xc = x.astype(self.dtype).reshape(-1, self.in_features)
         # Accumulate in float32 whatever the compute dtype: more exact, and XLA:CPU runs a bf16 dot
-        # with a float32 result 2.5x faster than one with a bf16 result (SmolLM2's MLPs, 8 rows).
+        # with a float32 result faster than one with a bf16 result (docs/performance.md).
         w = self.kernel[...].astype(self.dtype)
         if not self.out_in:
             y = jnp.dot(xc, w, preferred_element_type=jnp.float32)
@@ -198,8 +198,8 @@ def rope_inv_freq(rope: RopeConfig, head_dim: int) -> np.ndarray:
 
 def rope_tables(positions: Array, inv_freq: np.ndarray) -> tuple[Array, Array]:
     """(cos, sin) [B, T, 1, Dh/2] float32 for positions [B, T] int: computed once per forward and
-    shared by every layer with the same RoPE (the transcendentals cost ~8% of a small model's
-    forward on CPU when each layer recomputes them)."""
+    shared by every layer with the same RoPE (recomputed in each layer, the transcendentals are a
+    measurable share of a small model's forward on CPU: docs/performance.md)."""
     angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)  # [B,T,Dh/2]
     return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
 

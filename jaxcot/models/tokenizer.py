@@ -40,7 +40,7 @@ def load_tokenizer(path: str | os.PathLike):
                 tok = PreTrainedTokenizerFast.from_pretrained(path)
             else:
                 # AutoTokenizer imports transformers' config machinery, and with it torch when
-                # installed (~1.4 s): only folders need it, not GGUF files
+                # installed (a start-up cost: docs/performance.md): only folders need it, not GGUF files
                 from transformers import AutoTokenizer
 
                 tok = AutoTokenizer.from_pretrained(path)

@@ -27,9 +27,10 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from jaxcot.generate.sampler import bucket_length
+from jaxcot.generate.sampler import PROMPT_BUCKET_STEPS
 from jaxcot.models.adapters import linear_layers
 from jaxcot.models.decoder import abstract_model
+from jaxcot.shapes import bucket_length
 from jaxcot.sharding import AXES, make_mesh, tree_shardings
 
 
@@ -126,7 +127,7 @@ def rollout_arrays(prompts: Sequence[Sequence[int]], completions: Sequence[Seque
     if n != len(completions) or n != len(advantages) or n % micro_batches:
         raise ValueError(f"{n} prompts, {len(completions)} completions, {len(advantages)} advantages: "
                          f"rows must match and split into {micro_batches} micro-batches")
-    t = bucket_length(max(len(p) + len(c) for p, c in zip(prompts, completions)), min_bucket)
+    t = bucket_length(max(len(p) + len(c) for p, c in zip(prompts, completions)), min_bucket, PROMPT_BUCKET_STEPS)
     tokens = np.full((n, t), pad_id, np.int32)
     mask = np.zeros((n, t), bool)
     cmask = np.zeros((n, t), bool)

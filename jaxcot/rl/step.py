@@ -31,7 +31,7 @@ def batch_shardings(shardings: StepShardings) -> dict[str, NamedSharding]:
 
 
 def _logps(model, mb, temperature: float) -> jax.Array:
-    logits = model(mb["tokens"], mb["positions"], mb["mask"]).logits
+    logits = model.forward(mb["tokens"], mb["positions"], mb["mask"]).logits
     return token_logprobs(logits, mb["tokens"], temperature)
 
 

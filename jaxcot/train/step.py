@@ -130,7 +130,7 @@ def make_train_step(
     contributes its NLL sum divided by the global count. metrics (float32 scalars): loss,
     grad_norm (before clipping), lr, tokens (real tokens), target_tokens.
     params and opt_state are donated. remat: the backward recomputes each block's forward
-    (`Decoder.__call__`): the same gradients in less memory.
+    (`Decoder.forward`): the same gradients in less memory.
     """
 
     def step_fn(params, opt_state, frozen, batch, step):
@@ -140,7 +140,7 @@ def make_train_step(
         def loss_and_grads(mb, a):
             def loss_of(p):
                 model = nnx.merge(graphdef, p, fold_keys(frozen, step, a))
-                logits = model(
+                logits = model.forward(
                     mb["tokens"], mb["positions"], mb["mask"], segments=mb["segments"] if packed else None, remat=remat
                 ).logits
                 return loss_fn(logits, mb["tokens"], mb["loss_mask"]) / n_target
