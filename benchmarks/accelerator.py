@@ -72,8 +72,9 @@ from jaxcot.models import ModelConfig, RopeConfig
 from jaxcot.runtime import process_seconds
 from jaxcot.sharding import make_mesh
 from jaxcot.train.config import LINEAR_LAYERS, OptimConfig
-from jaxcot.train.loop import init_sharded, place
+from jaxcot.train.loop import init_sharded
 from jaxcot.train.lora import apply_lora
+from jaxcot.train.runtime import place
 from jaxcot.train.step import make_optimizer, make_train_step, split_model, step_shardings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -106,7 +106,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxcot.config import ConfigError
     from jaxcot.io import DataError, LockError
     from jaxcot.run.runner import StageInputMissing
-    from jaxcot.train.loop import TrainingDiverged  # (GRPO raises it too)
+    from jaxcot.train.runtime import TrainingDiverged  # (SFT and GRPO raise it)
 
     return (ConfigError, DataError, LockError, StageInputMissing, TrainingDiverged, FileNotFoundError,
             IsADirectoryError, NotADirectoryError, PermissionError, ValueError)

@@ -9,12 +9,11 @@ many completions this process sampled.
 """
 
 import json
-import os
 import sys
 
-os.environ["JAX_PLATFORMS"] = "cpu"
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from processes import report, worker_config, worker_setup
+
+worker_setup(devices=1)
 
 from jaxcot.config import from_dict  # noqa: E402
 from jaxcot.generate import Generator  # noqa: E402
@@ -22,12 +21,9 @@ from jaxcot.rl import GRPOConfig, grpo  # noqa: E402
 
 
 def main(argv):
-    with open(argv[1]) as f:
-        cfg = json.load(f)
+    cfg = worker_config(argv[1], argv[3:6])
     with open(argv[2]) as f:
         questions = json.load(f)
-    pid, n, port = int(argv[3]), int(argv[4]), int(argv[5])
-    cfg["distributed"] = dict(enabled=True, coordinator=f"127.0.0.1:{port}", num_processes=n, process_id=pid)
     sampled = []
     generate_ids = Generator.generate_ids
 
@@ -37,7 +33,7 @@ def main(argv):
 
     Generator.generate_ids = counted
     res = grpo(from_dict(GRPOConfig, cfg), questions=questions, handle_sigterm=False)
-    print("RESULT " + json.dumps(dict(status=res.status, step=res.step, sampled=sum(sampled))), flush=True)
+    report(status=res.status, step=res.step, sampled=sum(sampled))
 
 
 if __name__ == "__main__":

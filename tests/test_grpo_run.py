@@ -14,11 +14,12 @@ import safetensors.numpy
 from processes import free_port, run_all
 
 from jaxcot.config import from_dict, to_dict
+from jaxcot.programs import ProgramCache
 from jaxcot.rl import GRPOConfig, grpo
 from jaxcot.testbed.problems import TestbedConfig, generate
 from jaxcot.testbed.teacher import teacher_path
 
-CACHE: dict = {}  # compiled programs shared by this module's runs
+CACHE = ProgramCache()  # compiled programs shared by this module's runs
 QUESTIONS = [{"id": r["id"], "question": r["question"], "gold": r["gold"]}
              for r in generate(6, 5, TestbedConfig(max_value=50))]
 

@@ -10,6 +10,7 @@ from flax import nnx
 from train_helpers import flat, max_diff, model_params, tiny_config
 
 from jaxcot.models import load_hf
+from jaxcot.programs import ProgramCache
 from jaxcot.train import TrainingDiverged, train
 from jaxcot.train.checkpoint import Checkpointer
 from jaxcot.train.step import completion_nll_sum
@@ -32,7 +33,7 @@ def test_prompt_tokens_carry_no_loss():
 
 @pytest.fixture(scope="module")
 def compiled():
-    return {}
+    return ProgramCache()
 
 
 @pytest.fixture(scope="module")

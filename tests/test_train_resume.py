@@ -15,6 +15,7 @@ from flax import nnx
 from train_helpers import flat, max_diff, tiny_config
 
 from jaxcot.config import to_dict
+from jaxcot.programs import ProgramCache
 from jaxcot.train import train
 from jaxcot.train.checkpoint import Checkpointer
 
@@ -37,7 +38,7 @@ def trained(res) -> dict:
 @pytest.fixture(scope="module")
 def compiled():
     """Compiled init/step functions shared by this module's runs (identical programs)."""
-    return {}
+    return ProgramCache()
 
 
 @pytest.fixture(scope="module")

@@ -7,5 +7,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "config": ("GRPOConfig", "PromptsConfig"),
     "loop": ("GRPOResult", "grpo"),
     "loss": ("LossSettings", "aggregate", "group_advantages", "grpo_loss", "per_token_objective", "token_logprobs"),
-    "rewards": ("BUILT_IN", "RewardSpec", "score_rewards", "step_entropy_rewards"),
+    "rewards": ("REWARDS", "RewardSpec", "score_rewards", "step_entropy_rewards"),
 })

@@ -16,7 +16,7 @@ from jaxcot.config import check, check_choice, check_counts, check_range
 from jaxcot.distributed import DistributedConfig
 from jaxcot.generate.config import SamplingConfig
 from jaxcot.rl.rewards import RewardSpec, step_entropy_rewards
-from jaxcot.text.grading import GRADER_NAMES
+from jaxcot.text.grading import check_grader_name
 from jaxcot.text.prompts import PromptConfig
 from jaxcot.train.config import CheckpointConfig, LogConfig, LoraConfig, MeshConfig, OptimConfig
 
@@ -96,8 +96,7 @@ class GRPOConfig:
         check_choice(self, "loss_type", LOSS_TYPES)
         check_choice(self, "compute_dtype", ("float32", "bfloat16"))
         check_choice(self, "param_dtype", ("float32", "bfloat16"))
-        check(self.grader.lower().replace("-", "").replace("_", "") in GRADER_NAMES or ":" in self.grader,
-              "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', got {self.grader!r}")
+        check_grader_name(self.grader)
         check_counts(self, "num_iterations", "grad_accum", "max_new_tokens", "max_steps", "prompts_per_step")
         check_range(self, "rollout_batch_size", 1, optional=True)
         check_range(self, "num_generations", 2)  # one completion has no group to be compared with
@@ -120,7 +119,10 @@ class GRPOConfig:
         return self.export_dir or os.path.join(self.output_dir, "export")
 
 
-# Keys that may change between a run and its resumption (they do not affect the numbers).
+# The GRPOConfig fields that do not change the policy's trained weights: where files go, how the run
+# reports, checkpoints and exports, and how its processes meet. The one list of them: a resumed run
+# may change them (`jaxcot.train.runtime.resume`), and `jaxcot run`'s fingerprint of a policy derives
+# its list from this one (`jaxcot.run.stages`).
 RESUMABLE_KEYS = ("output_dir", "progress", "export", "export_dir", "checkpoint", "log", "distributed")
 
 __all__ = ["GRPOConfig", "PromptsConfig", "RESUMABLE_KEYS"]

@@ -12,11 +12,9 @@ anything is saved past it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -24,14 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcot import distributed, storage
 from jaxcot.config import to_dict
 from jaxcot.distributed import Share
 from jaxcot.generate import Generator
 from jaxcot.generate.api import length_batches
 from jaxcot.generate.sampler import FINISH_REASONS
-from jaxcot.io import output_lock
 from jaxcot.logs import get_logger
+from jaxcot.programs import ProgramCache
 from jaxcot.rl.config import RESUMABLE_KEYS, GRPOConfig
 from jaxcot.rl.loss import LossSettings, group_advantages
 from jaxcot.rl.rewards import score_rewards, with_grader
@@ -45,12 +42,10 @@ from jaxcot.rl.rollout import (
     zeros_like_rows,
 )
 from jaxcot.rl.step import batch_shardings, make_grpo_step, make_logps_fn
-from jaxcot.sharding import make_mesh
 from jaxcot.text.prompts import prompt_ids
-from jaxcot.train.checkpoint import Checkpointer, latest_meta
-from jaxcot.train.loop import DTYPES, MetricsLog, Preemption, TrainingDiverged, export, place
-from jaxcot.train.lora import apply_lora
-from jaxcot.train.step import make_optimizer, split_model, step_shardings
+from jaxcot.train import runtime
+from jaxcot.train.checkpoint import Checkpointer
+from jaxcot.train.runtime import Progress, StepDriver, TrainingDiverged, TrainState
 
 
 @dataclasses.dataclass
@@ -92,18 +87,30 @@ class _Run:
     mesh: Any  # the update's: every process's devices
     sampler_mesh: Any  # this process's devices of `mesh` (`mesh` itself for one process)
     share: Share
-    graphdef: Any
-    params: Any
-    frozen: Any
+    state: TrainState
     ref_params: Any
-    opt_state: Any
-    shardings: Any
     policy: Callable
     logps: Callable
     steps: dict
     ckpt: Checkpointer | None
     start: int
-    programs: dict = dataclasses.field(default_factory=dict)
+    programs: ProgramCache = dataclasses.field(default_factory=ProgramCache)
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOStepKey:
+    """Every static setting a compiled GRPO update (`make_grpo_step`) depends on, as the key it is
+    cached under: graphdef (the model's structure), mesh, optim (the `OptimConfig` as JSON: the
+    config class is mutable, so not hashable itself), updates (the schedule's length), the loss's
+    settings, the sampling temperature, and whether it is a batch's first iteration."""
+
+    graphdef: Any
+    mesh: Any
+    optim: str
+    updates: int
+    settings: LossSettings
+    temperature: float
+    first_iteration: bool
 
 
 def _questions(config: GRPOConfig) -> list[dict]:
@@ -123,104 +130,90 @@ def _questions(config: GRPOConfig) -> list[dict]:
     return qs
 
 
-def _differences(saved: dict, config: GRPOConfig) -> list[str]:
-    """The settings in which a checkpointed run differs from `config`."""
-    strip = lambda d: {k: v for k, v in json.loads(json.dumps(d)).items() if k not in RESUMABLE_KEYS}  # noqa: E731
-    a, b = strip(saved["config"]), strip(to_dict(config))
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-
-
 def checkpoint_matches(config: GRPOConfig) -> bool:
     """Whether `config.output_dir` holds no checkpoint, or one a run of `config` would resume."""
-    meta = latest_meta(os.path.join(config.output_dir, "checkpoints"))
-    return meta is None or not _differences(meta, config)
-
-
-def _check_resumable(saved: dict, config: GRPOConfig, where: str) -> None:
-    diff = _differences(saved, config)
-    if diff:
-        raise ValueError(f"{where}: the checkpointed run differs in {', '.join(diff)}; resuming would not reproduce "
-                         "it. Use a new output_dir or checkpoint.resume=false.")
+    return runtime.checkpoint_matches(config, RESUMABLE_KEYS)
 
 
 def _mesh(config: GRPOConfig):
     """The update's (data, fsdp, tensor) mesh, over every process's devices."""
-    mc = config.mesh
-    if mc.devices and jax.process_count() > 1:
-        raise ValueError("mesh.devices (a device subset) is for single-process runs")
-    mesh = make_mesh(mc.data, mc.fsdp, mc.tensor, devices=jax.devices()[: mc.devices or None])
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if (config.rows // config.grad_accum) % shards:
-        raise ValueError(f"micro-batch of {config.rows // config.grad_accum} completions (prompts_per_step x "
-                         f"num_generations / grad_accum) must be a multiple of data x fsdp = {shards}")
+    mesh = runtime.trainer_mesh(config.mesh)
+    micro = config.rows // config.grad_accum
+    runtime.check_micro_batch(mesh, micro, f"micro-batch of {micro} completions (prompts_per_step x "
+                                           "num_generations / grad_accum)")
     return mesh
 
 
-def _setup(config: GRPOConfig, tokenizer, questions, cache: dict | None) -> _Run:
+@dataclasses.dataclass(frozen=True)
+class PolicyProgramKey:
+    """What the compiled export of the trained weights to the sampler's layout depends on."""
+
+    graphdef: Any
+    model: Any
+    mesh: Any
+    sampler_mesh: Any
+    compute_dtype: str
+    param_dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LogpsProgramKey:
+    """What the compiled per-token log-probabilities of completions depend on."""
+
+    graphdef: Any
+    mesh: Any
+    temperature: float
+
+
+def _update_programs(config: GRPOConfig, state: TrainState, mesh, cache: ProgramCache) -> dict[bool, Callable]:
+    """The compiled update of a batch's first iteration (True) and of the later ones (False), from
+    `cache` when it holds them."""
+    settings = LossSettings(config.epsilon, config.epsilon if config.epsilon_high is None else config.epsilon_high,
+                            config.beta, config.loss_type)
+    temperature = config.sampling.temperature
+    optim, updates = json.dumps(dataclasses.asdict(config.optim)), config.max_steps * config.num_iterations
+    steps = {}
+    for first in (True, False):
+        key = GRPOStepKey(state.graphdef, mesh, optim, updates, settings, temperature, first)
+        steps[first] = cache.get_or_compile(key, lambda first=first: make_grpo_step(
+            state.graphdef, state.tx, state.schedule, state.shardings, settings, temperature, first_iteration=first))
+    return steps
+
+
+def _setup(config: GRPOConfig, tokenizer, questions, cache: ProgramCache | None) -> _Run:
     """Questions, model, optimizer, programs (from `cache` when it holds them) and checkpoint of a
     run, resumed if one was saved."""
     from jaxcot.models import load_model, load_tokenizer
 
     say = get_logger("rl").info
-    out_dir = os.path.abspath(config.output_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = runtime.output_folder(config)
     mesh = _mesh(config)
     sampler_mesh = rollout_mesh(mesh)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.init_from)
     questions = questions if questions is not None else _questions(config)
     prompts = [prompt_ids(tokenizer, q["question"], config.data.prompt) for q in questions]
-    dtype, param_dtype = DTYPES[config.compute_dtype], DTYPES[config.param_dtype]
-    model = load_model(config.init_from, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
+    dtype, param_dtype = runtime.DTYPES[config.compute_dtype], runtime.DTYPES[config.param_dtype]
+    model = runtime.attach_lora(load_model(config.init_from, dtype=dtype, param_dtype=param_dtype, mesh=mesh), config)
     model_config = model.config
-    if config.method == "lora":
-        lc = config.lora
-        apply_lora(model, rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=tuple(lc.targets),
-                   seed=config.seed + 1, param_dtype=param_dtype)
-    graphdef, params, frozen = split_model(model, config.method)
+    state = runtime.init_state(model, config, mesh, config.max_steps * config.num_iterations)
     del model
-    updates = config.max_steps * config.num_iterations
-    tx, schedule = make_optimizer(config.optim, updates)
-    sh = step_shardings(mesh, params, frozen, jax.eval_shape(tx.init, params))
-    params, frozen = place(params, sh.params), place(frozen, sh.frozen)
-    ref_params = jax.tree.map(jnp.copy, params) if config.beta else None
-    opt_state = jax.jit(tx.init, out_shardings=sh.opt_state)(params)
-    cache = {} if cache is None else cache
-
-    def cached(key, make):
-        if key not in cache:
-            cache[key] = make()
-        return cache[key]
-
-    temperature = config.sampling.temperature
-    settings = LossSettings(config.epsilon, config.epsilon if config.epsilon_high is None else config.epsilon_high,
-                            config.beta, config.loss_type)
-    step_key = (graphdef, mesh, json.dumps(dataclasses.asdict(config.optim)), updates, settings, temperature)
-    steps = {first: cached(("grpo-step", first, *step_key), lambda first=first: make_grpo_step(
-        graphdef, tx, schedule, sh, settings, temperature, first_iteration=first)) for first in (True, False)}
-    ckpt_dir = os.path.join(out_dir, "checkpoints")
-    ckpt = (Checkpointer(ckpt_dir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
-            if config.checkpoint.enabled else None)
-    start = 0
-    latest = ckpt.latest_step() if ckpt is not None and config.checkpoint.resume else None
-    if latest is not None:
-        _check_resumable(ckpt.read_meta(latest), config, ckpt_dir)
-        params, opt_state, meta = ckpt.restore(latest, params=params, opt_state=opt_state, shardings_params=sh.params,
-                                               shardings_opt=sh.opt_state, iterator=_NoDataState())
-        start = int(meta["step"])
-        say(f"resumed from {ckpt_dir} at step {start}")
-    n_train = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-    say(f"GRPO: {len(questions)} questions, {config.method} ({n_train:,} trainable parameters), mesh "
+    ref_params = jax.tree.map(jnp.copy, state.params) if config.beta else None
+    cache = ProgramCache() if cache is None else cache
+    steps = _update_programs(config, state, mesh, cache)
+    ckpt = runtime.open_checkpoints(out_dir, config.checkpoint)
+    start = runtime.resume(state, ckpt, config, RESUMABLE_KEYS, iterator=_NoDataState(), say=say)
+    say(f"GRPO: {len(questions)} questions, {config.method} ({state.trainable():,} trainable parameters), mesh "
         f"{dict(mesh.shape)}, {config.max_steps} steps of {config.prompts_per_step} x {config.num_generations}")
-    if jax.process_index() == 0:
-        with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(to_dict(config), f, indent=2)
-    policy = cached(("grpo-policy", graphdef, model_config, mesh, sampler_mesh, config.compute_dtype,
-                     config.param_dtype), lambda: make_policy_export(
-        graphdef, model_config, mesh, dtype=dtype, param_dtype=param_dtype, sampler_mesh=sampler_mesh))
-    logps = cached(("grpo-logps", graphdef, mesh, temperature), lambda: make_logps_fn(graphdef, sh, temperature))
+    runtime.save_config(out_dir, config, jax.process_index() == 0)
+    policy = cache.get_or_compile(
+        PolicyProgramKey(state.graphdef, model_config, mesh, sampler_mesh, config.compute_dtype, config.param_dtype),
+        lambda: make_policy_export(state.graphdef, model_config, mesh, dtype=dtype, param_dtype=param_dtype,
+                                   sampler_mesh=sampler_mesh))
+    logps = cache.get_or_compile(LogpsProgramKey(state.graphdef, mesh, config.sampling.temperature),
+                                 lambda: make_logps_fn(state.graphdef, state.shardings, config.sampling.temperature))
     share = Share(jax.process_index(), jax.process_count())
-    return _Run(config, out_dir, tokenizer, questions, prompts, mesh, sampler_mesh, share, graphdef, params, frozen,
-                ref_params, opt_state, sh, policy, logps, steps, ckpt, start, cached("grpo-sampler-programs", dict))
+    return _Run(config, out_dir, tokenizer, questions, prompts, mesh, sampler_mesh, share, state, ref_params, policy,
+                logps, steps, ckpt, start, cache)
 
 
 @dataclasses.dataclass
@@ -254,7 +247,8 @@ def _rollout(run: _Run, step: int) -> _Rollouts:
     rows = [i for i in picked for _ in range(cfg.num_generations)]
     prompts = [run.prompts[i] for i in rows]
     # every process exports the policy (a collective), also one left without a batch to sample
-    gen = Generator(run.policy(run.params, run.frozen), run.tokenizer, mesh=run.sampler_mesh, programs=run.programs)
+    st = run.state
+    gen = Generator(run.policy(st.params, st.frozen), run.tokenizer, mesh=run.sampler_mesh, programs=run.programs)
     own, pad_to, batch = _own_rows(run, gen, prompts)
     outs = gen.generate_ids([prompts[j] for j in own], max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling,
                             seed=cfg.seed, row_seeds=[step * cfg.rows + j for j in own], batch_size=batch,
@@ -287,15 +281,16 @@ def _grpo_step(run: _Run, step: int) -> dict:
     pad = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
     ra = rollout_arrays([run.prompts[i] for i in ro.rows], ro.token_ids, adv, cfg.grad_accum, pad_id=pad)
     arrays = dict(ra.arrays, old_logps=zeros_like_rows(ra.arrays), ref_logps=zeros_like_rows(ra.arrays))
-    batch = place_batch(arrays, batch_shardings(run.shardings))
+    st = run.state
+    batch = place_batch(arrays, batch_shardings(st.shardings))
     if cfg.num_iterations > 1:
-        batch["old_logps"] = run.logps(run.params, run.frozen, batch)
+        batch["old_logps"] = run.logps(st.params, st.frozen, batch)
     if cfg.beta:
-        batch["ref_logps"] = run.logps(run.ref_params, run.frozen, batch)
+        batch["ref_logps"] = run.logps(run.ref_params, st.frozen, batch)
     first = None
     for it in range(cfg.num_iterations):
         update = jnp.asarray(step * cfg.num_iterations + it, jnp.int32)
-        run.params, run.opt_state, m = run.steps[it == 0](run.params, run.opt_state, run.frozen, batch, update)
+        st.params, st.opt_state, m = run.steps[it == 0](st.params, st.opt_state, st.frozen, batch, update)
         first = m if first is None else first
     m = {k: float(v) for k, v in jax.device_get(m).items()}
     m["ratio_first_iteration"] = float(first["ratio"])  # 1.0 exactly: the rollout policy is the current one
@@ -312,96 +307,55 @@ def _grpo_step(run: _Run, step: int) -> dict:
 
 def _save(run: _Run, step: int, rec: dict | None) -> None:
     if run.ckpt is not None:
-        run.ckpt.save(step, params=run.params, opt_state=run.opt_state, data_state={},
+        run.ckpt.save(step, params=run.state.params, opt_state=run.state.opt_state, data_state={},
                       meta={"config": to_dict(run.config), "step": step, "metrics": rec})
 
 
 def grpo(config: GRPOConfig, *, tokenizer=None, questions: Sequence[dict] | None = None,
-         stop_after: int | None = None, handle_sigterm: bool = True, cache: dict | None = None) -> GRPOResult:
+         stop_after: int | None = None, handle_sigterm: bool = True,
+         cache: ProgramCache | None = None) -> GRPOResult:
     """Run (or resume) the GRPO run `config` describes.
 
     tokenizer / questions: in-memory alternatives to the model's tokenizer and `config.data`
     ({id, question, gold} records). stop_after: save and stop once that many steps are done.
-    On SIGTERM the run saves and returns with status 'preempted'. cache: a dict passed to several
-    `grpo` calls in one process (a sweep, a resume in a notebook) so that their programs compile
-    once. Several processes (`config.distributed`, or a `jax.distributed` job already started)
-    run it together: each samples its share of every step's rollouts, the updates are one SPMD
-    program over all their devices, and process 0 writes the logs, config and export (the output
-    folder must be one every host sees). Returns a `GRPOResult`.
+    On SIGTERM the run saves and returns with status 'preempted'. cache: a `ProgramCache` passed
+    to several `grpo` (and `train`) calls in one process (a sweep, a resume in a notebook) so
+    that their programs compile once. Several processes (`config.distributed`, or a
+    `jax.distributed` job already started) run it together: each samples its share of every
+    step's rollouts, the updates are one SPMD program over all their devices, and process 0
+    writes the logs, config and export (the output folder must be one every host sees). Returns a `GRPOResult`.
     """
-    distributed.initialize(config.distributed)  # before asking which process this is
-    if jax.process_count() > 1 and any(p and storage.is_remote(p) for p in (config.output_dir, config.export_dir)):
-        raise ValueError("remote output folders (gs://...) are mirrored through one host's disk: "
-                         "run GRPO on several hosts into a folder every host sees")
-    with storage.local_folders([config.output_dir, config.export_dir]) as ((out, exp), push):
-        local = dataclasses.replace(config, output_dir=out, export_dir=exp)
-        with output_lock(local.output_dir) if jax.process_index() == 0 else contextlib.nullcontext():
-            return _grpo(local, tokenizer, None if questions is None else list(questions), stop_after,
-                         handle_sigterm, cache, push)
+    folders = dict(output_dir=config.output_dir, export_dir=config.export_dir)
+    with runtime.local_run(config, "run GRPO", **folders) as (local, push):
+        return _grpo(local, tokenizer, None if questions is None else list(questions), stop_after, handle_sigterm,
+                     cache, push)
+
+
+_REPORT = Progress(desc="grpo", tag="grpo", scalars=("reward", "loss", "kl", "clip_ratio", "completion_tokens",
+                                                    "grad_norm"))
 
 
 def _grpo(config, tokenizer, questions, stop_after, handle_sigterm, cache, push=None) -> GRPOResult:
-    from jaxcot.logs import progress
-
     run = _setup(config, tokenizer, questions, cache)
     say = get_logger("rl").info
-    lead = run.share.lead  # process 0 alone writes the log and shows progress
-    log = MetricsLog(os.path.join(run.out_dir, "metrics.jsonl"), run.start, lead)
-    tb = None
-    if config.log.tensorboard and lead:
-        from jaxcot.logs import tensorboard_writer
+    history = []
+    with StepDriver(config, _REPORT, out_dir=run.out_dir, start=run.start, total=config.max_steps,
+                    lead=run.share.lead, ckpt=run.ckpt, handle_sigterm=handle_sigterm, say=say, push=push) as driver:
 
-        tb = tensorboard_writer(os.path.join(run.out_dir, "tensorboard"), purge_step=run.start + 1)
-    preempt = Preemption(handle_sigterm)
-    status, step, history = "finished", run.start, []
-    bar = progress(config.max_steps, initial=run.start, desc="grpo", unit="step", enabled=lead and config.progress)
-
-    def save(step, rec):
-        _save(run, step, rec)
-        if push is not None:  # remote folders: the checkpoint leaves this machine before the run goes on
-            if run.ckpt is not None:
-                run.ckpt.wait()
-            push()
-
-    try:
-        while step < config.max_steps:
+        def one(step):
             rec = _grpo_step(run, step)
-            step += 1
             history.append(rec)
-            log.write(rec)
-            if tb is not None:
-                for k in ("reward", "loss", "kl", "clip_ratio", "completion_tokens", "grad_norm"):
-                    tb.add_scalar(f"grpo/{k}", rec[k], step)
-            bar.update(1)
-            bar.set_postfix(reward=f"{rec['reward']:.3f}", tokens=f"{rec['completion_tokens']:.0f}")
-            if step % config.checkpoint.every == 0 or step == config.max_steps:
-                save(step, rec)
-            if step < config.max_steps and preempt.requested():
-                save(step, rec)
-                status = "preempted"
-                say(f"SIGTERM: saved step {step}; rerun the same command to resume")
-                break
-            if stop_after is not None and step >= stop_after and step < config.max_steps:
-                save(step, rec)
-                status = "stopped"
-                break
-    finally:
-        bar.close()
-        log.close()
-        preempt.restore()
-        if tb is not None:
-            tb.close()
-        if run.ckpt is not None:
-            run.ckpt.close()
-    from flax import nnx
+            driver.write(rec)
+            driver.bar.set_postfix(reward=f"{rec['reward']:.3f}", tokens=f"{rec['completion_tokens']:.0f}")
 
-    policy = nnx.merge(run.graphdef, run.params, run.frozen)
+        status, step = driver.run(one, lambda step: _save(run, step, history[-1]), stop_after)
+    policy = run.state.model()
     export_dir = None
     if status == "finished" and config.export:
-        export_dir = export(policy, config.resolved_export_dir, run.tokenizer)
+        export_dir = runtime.export(policy, config.resolved_export_dir, run.tokenizer)
         say(f"exported the policy (LoRA merged) to {export_dir}")
-    return GRPOResult(status, step, config.max_steps, history, run.out_dir,
-                      os.path.join(run.out_dir, "checkpoints"), export_dir, policy, run.tokenizer)
+    return GRPOResult(status, step, config.max_steps, history, run.out_dir, runtime.checkpoint_dir(run.out_dir),
+                      export_dir, policy, run.tokenizer)
 
 
-__all__ = ["GRPOResult", "checkpoint_matches", "grpo"]
+__all__ = ["GRPOResult", "GRPOStepKey", "checkpoint_matches", "grpo"]

@@ -11,12 +11,12 @@ same signature can join them.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import re
 from typing import Callable, Sequence
 
 from jaxcot.config import check
+from jaxcot.registry import Registry
 from jaxcot.text.answers import split_answer
 from jaxcot.text.grading import get_grader
 
@@ -66,13 +66,15 @@ def answer_format(prompts, completions, records) -> list[float]:
             for c, r in zip(completions, records)]
 
 
-BUILT_IN: dict[str, Callable] = {"correct": correct, "skip_share": skip_share, "skip_count": skip_count,
-                                 "length": length, "format": answer_format}
+REWARDS: Registry[RewardFn] = Registry("reward")
+for _name, _fn in {"correct": correct, "skip_share": skip_share, "skip_count": skip_count, "length": length,
+                   "format": answer_format}.items():
+    REWARDS.register(_name, _fn)
 
 
 @dataclasses.dataclass
 class RewardSpec:
-    """One term of the reward: `weight` x `name`(..., **args); name: a built-in (`BUILT_IN`) or
+    """One term of the reward: `weight` x `name`(..., **args); name: a `REWARDS` name or
     'package.module:function'."""
 
     name: str
@@ -80,15 +82,12 @@ class RewardSpec:
     args: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        check(self.name in BUILT_IN or ":" in self.name, "name",
-              f"must be one of {sorted(BUILT_IN)} or 'module:function', got {self.name!r}")
+        check(REWARDS.known(self.name), "name",
+              f"must be one of {REWARDS.names()} or 'module:function', got {self.name!r}")
         check(math.isfinite(self.weight), "weight", f"must be a finite number, got {self.weight!r}")
 
     def function(self) -> Callable:
-        if self.name in BUILT_IN:
-            return BUILT_IN[self.name]
-        module, attr = self.name.split(":", 1)
-        return getattr(importlib.import_module(module), attr)
+        return REWARDS.get(self.name)
 
 
 def step_entropy_rewards() -> list[RewardSpec]:
@@ -124,5 +123,5 @@ def score_rewards(specs: Sequence[RewardSpec], prompts: Sequence[str], completio
     return total, parts
 
 
-__all__ = ["BUILT_IN", "RewardFn", "RewardSpec", "answer_format", "chain_steps", "correct", "length", "score_rewards",
+__all__ = ["REWARDS", "RewardFn", "RewardSpec", "answer_format", "chain_steps", "correct", "length", "score_rewards",
            "skip_count", "skip_share", "step_entropy_rewards", "with_grader"]

@@ -272,7 +272,7 @@ def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh
     from jaxcot.generate.sampler import DecodeSpec, make_programs
     from jaxcot.generate.sampling import SamplingConfig
     from jaxcot.generate.stop import StopPatterns
-    from jaxcot.sharding import BATCH
+    from jaxcot.sharding import BATCH, batch_shards
 
     spec = DecodeSpec(max_new_tokens=cfg.new_tokens, sampling=SamplingConfig(temperature=0.6, top_p=0.95),
                       eos_ids=(int(model_cfg.eos_token_id or 0),), stop=StopPatterns(), pad_id=0)
@@ -289,7 +289,7 @@ def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh
     else:
         state0 = _abstract(jax.eval_shape(prefill, state_abs, *args), pre_compiled.output_shardings)
         dec_compiled, dt = _compile(decode.lower(state_abs, state0))
-    n_batch = int(math.prod(mesh.shape[a] for a in BATCH))
+    n_batch = batch_shards(mesh)
     per_dev_weights = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
                           for x in jax.tree.leaves(state_abs))
     tensor = mesh.shape["tensor"]
@@ -367,12 +367,6 @@ def topology_slice(cfg: PlanConfig) -> Slice:
     return Slice(devices, chips, hbm_gib / per_chip, peak_tf / per_chip, hbm_gbs / per_chip)
 
 
-def batch_devices(mesh) -> int:
-    from jaxcot.sharding import BATCH
-
-    return int(math.prod(mesh.shape[a] for a in BATCH))
-
-
 class Meshes(NamedTuple):
     train: Any  # the train step's
     score: Any  # the GoGI pass's
@@ -392,9 +386,10 @@ def meshes(cfg: PlanConfig, devices) -> Meshes:
 def fit_rows(cfg: PlanConfig, meshes) -> tuple[PlanConfig, list[str]]:
     """cfg with each batch a multiple of the devices it is split over, and notes of what changed."""
     from jaxcot.importance.batching import batch_rows
+    from jaxcot.sharding import batch_shards
 
-    n = {"train_rows": batch_devices(meshes.train), "score_rows": batch_devices(meshes.score),
-         "decode_rows": batch_devices(meshes.generate)}
+    n = {"train_rows": batch_shards(meshes.train), "score_rows": batch_shards(meshes.score),
+         "decode_rows": batch_shards(meshes.generate)}
     fitted = {k: batch_rows(getattr(cfg, k), n[k]) for k in n}
     notes = [f"{k} {getattr(cfg, k)} -> {v}: a multiple of the {n[k]} devices the batch is split over"
              for k, v in fitted.items() if v != getattr(cfg, k)]
@@ -402,7 +397,9 @@ def fit_rows(cfg: PlanConfig, meshes) -> tuple[PlanConfig, list[str]]:
 
 
 def _misfit_note(p: ProgramPlan, sl: Slice, cfg: PlanConfig, ms: Meshes) -> str:
-    n_batch = batch_devices(ms.train if p.name.startswith("LoRA") else ms.score if p.name.startswith("GoGI")
+    from jaxcot.sharding import batch_shards
+
+    n_batch = batch_shards(ms.train if p.name.startswith("LoRA") else ms.score if p.name.startswith("GoGI")
                             else ms.generate)
     need = f"{p.peak_bytes / GiB:.1f} GiB" + (" of temporaries" if p.error else "")
     return (f"{p.name} ({p.shapes}) needs {need} per device, more than the {sl.hbm_gib:g} GiB of a "

@@ -214,7 +214,10 @@ class TrainConfig:
         return self.adapter_dir or self.resolved_export_dir.rstrip("/") + "-adapter"
 
 
-# Keys that may change between a run and its resumption (they do not affect the numbers).
+# The TrainConfig fields that do not change a student's trained weights: where files go, how the
+# run reports, checkpoints and exports, how its processes meet, and remat (the same gradients). The
+# one list of them: a resumed run may change them (`jaxcot.train.runtime.resume`), and `jaxcot run`'s
+# fingerprint of a student derives its list from this one (`jaxcot.run.stages`).
 RESUMABLE_KEYS = ("output_dir", "progress", "export", "export_dir", "adapter_dir", "export_format", "export_dtype",
                   "checkpoint", "distributed", "log", "remat")
 
