@@ -82,17 +82,18 @@ def main() -> None:
 
     layer, goal = best
     enc, got = per_goal[goal]
-    scored = [scored_record(t, enc[i], got[i], (layer,), "l1", vocab_size=model.config.vocab_size, goal=goal)
+    scored = [scored_record(t, enc[i], {"gogi": got[i].per_layer[layer], "entropy": got[i].entropy,
+                                        "self_info": got[i].self_info},
+                            (layer,), "l1", vocab_size=model.config.vocab_size, goal=goal)
               for i, t in enumerate(traces)]
-    for r, i in zip(scored, range(len(scored))):
-        r["scores"]["gogi"] = [float(x) for x in got[i].per_layer[layer]]
     print(f"\nGoGI + ADS at gamma {args.gamma}, layer {layer}, goal {goal}: arithmetic kept intact and chain kept")
     print(f"{'units':>11} {'n_max':>6} {'intact':>8} {'kept':>6}")
     settings = []
     for units in ("token", "number", "expression"):
         for n_max in (2, 3, 4, 6):
-            out = compress_records(scored, "gogi-ads", gamma=args.gamma, units=units, n_max=n_max, calibrate=True,
-                                   unit_score="mean" if units != "token" else "token", grader="gsm8k")
+            out = compress_records(scored, "gogi-ads", gamma=args.gamma, ads={"n_max": n_max, "calibrate": True},
+                                   tokens={"units": units, "unit_score": "mean" if units != "token" else "token"},
+                                   filter={"grader": "gsm8k"})
             intact = np.mean([arithmetic_intact(t["chain"], d.text) for t, d in zip(traces, out.details)])
             kept = out.summary["retained_ratio"]["mean"]
             print(f"{units:>11} {n_max:>6} {intact:>8.3f} {kept:>6.3f}")

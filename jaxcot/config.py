@@ -220,6 +220,17 @@ def _coerce(tp, value, where: str):
     return value
 
 
+def _section_holding(cls, hints: dict, key: str) -> str | None:
+    """The field of `cls` whose dataclass (a section) has a field `key`, if one does: where a
+    setting given at the wrong level lives (e.g. `beta` -> `ads`)."""
+    for f in dataclasses.fields(cls):
+        section = hints.get(f.name)
+        if isinstance(section, type) and dataclasses.is_dataclass(section) and \
+                key in {g.name for g in dataclasses.fields(section)}:
+            return f.name
+    return None
+
+
 def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     """Build dataclass `cls` from a nested dict. Unknown keys, wrong types and values its
     `__post_init__` rejects raise `ConfigError` with the key's path under `where`."""
@@ -227,7 +238,9 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
-        hint = did_you_mean(unknown[0], names)
+        home = _section_holding(cls, hints, unknown[0])
+        hint = (f"it belongs to the '{home}' section: {home}.{unknown[0]}" if home
+                else did_you_mean(unknown[0], names))
         raise ConfigError(_join(where, unknown[0]), f"unknown key for {cls.__name__}; {hint}")
     kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
     try:

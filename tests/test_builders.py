@@ -22,7 +22,7 @@ def test_tokenskip_prompt_format():
 
 def test_tokenskip_examples_through_compress_records():
     recs = scored_records(60, seed=1)
-    out = compress_records(recs, "tokenskip", eot="<E>")
+    out = compress_records(recs, "tokenskip", builder={"eot": "<E>"})
     for rec, ex in zip(recs, out.examples):
         if ex["gamma"] == 1.0:
             assert ex["prompt"] == rec["question"]
@@ -76,7 +76,7 @@ def test_only_correct_in_compress_records_and_pluggable_grader():
     assert out.summary["filtered"]["incorrect"] == 5 and len(out.examples) == 15
     out = compress_records(recs, "gogi-static", grader=lambda a, g: g == "6")
     assert [e["id"] for e in out.examples] == [r["id"] for i, r in enumerate(recs) if i % 4 == 0]
-    out = compress_records(recs, "gogi-static", only_correct=False)
+    out = compress_records(recs, "gogi-static", filter={"only_correct": False})
     assert len(out.examples) == 20
 
 
@@ -89,7 +89,7 @@ def test_length_filter_counts():
     with pytest.raises(ValueError, match="count_tokens"):
         builders.length_filter(exs, max_tokens=4)
     recs = scored_records(12, seed=3)
-    out = compress_records(recs, "gogi-ads", max_tokens=30, count_tokens=lambda e: e["kept"])
+    out = compress_records(recs, "gogi-ads", filter={"max_tokens": 30}, count_tokens=lambda e: e["kept"])
     n_long = sum(d.kept > 30 for d in out.details)
     assert 0 < n_long < 12
     assert out.summary["filtered"]["too_long"] == n_long and len(out.examples) == 12 - n_long
@@ -103,11 +103,11 @@ def test_length_filter_with_a_tokenizer_folder(tmp_path):
     tok = build_word_tokenizer([r["question"] + r["chain"] + r["answer"] for r in recs])
     tok.save_pretrained(tmp_path / "tok")
     count = builders.tokenizer_counter(tok)
-    out = compress_records(recs, "gogi-static", prompt_style="chat", system="Be brief.")
+    out = compress_records(recs, "gogi-static", builder={"prompt_style": "chat", "system": "Be brief."})
     lengths = [count(e) for e in out.examples]
     limit = int(np.median(lengths))
-    out2 = compress_records(recs, "gogi-static", prompt_style="chat", system="Be brief.",
-                            max_tokens=limit, tokenizer=str(tmp_path / "tok"))
+    out2 = compress_records(recs, "gogi-static", builder={"prompt_style": "chat", "system": "Be brief."},
+                            filter={"max_tokens": limit, "tokenizer": str(tmp_path / "tok")})
     assert out2.summary["filtered"]["too_long"] == sum(n > limit for n in lengths) > 0
     assert out.examples[0]["prompt"] == [{"role": "system", "content": "Be brief."},
                                          {"role": "user", "content": recs[0]["question"]}]
@@ -147,12 +147,13 @@ def test_cli_end_to_end(tmp_path, capsys, method):
     write_scored(scored, recs)
     out = tmp_path / "sets" / f"{method}.jsonl"
     assert run_cli(["compress", "--scored", str(scored), "--method", method, "--out", str(out),
-                    "--kappa", "0.6", "beta=0.1", "n_max=5"]) == 0
+                    "--kappa", "0.6", "ads.beta=0.1", "ads.n_max=5"]) == 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     summary = json.loads((tmp_path / "sets" / f"{method}.summary.json").read_text())
     assert len(lines) == 15 and "r3" not in {e["id"] for e in lines}
     assert summary["filtered"]["incorrect"] == 1 and summary["written"] == 15
-    assert summary["config"]["beta"] == 0.1 and summary["config"]["n_max"] == 5 and summary["config"]["kappa"] == 0.6
+    config = summary["config"]
+    assert config["ads"]["beta"] == 0.1 and config["ads"]["n_max"] == 5 and config["step"]["kappa"] == 0.6
     assert summary["tokens_before"]["total"] == sum(len(r["scores"]["pieces"]) for r in recs if r["id"] != "r3")
     assert summary["tokens_after"]["total"] == sum(e["kept"] for e in lines)
     assert 0 < summary["retained_ratio"]["mean"] < 1

@@ -12,17 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from jaxcot.models import ModelConfig, init_model, save_hf
-    from jaxcot.testbed.tokenizer import build_testbed_tokenizer
-
-    tok = build_testbed_tokenizer(sample=50)
-    cfg = ModelConfig(family="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2,
-                      num_heads=2, num_kv_heads=1, head_dim=16, tie_word_embeddings=True,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    path = tmp_path_factory.mktemp("model")
-    save_hf(init_model(cfg, 0), path, tokenizer=tok)
-    return str(path)
+def tiny_model(tiny_model_folder):
+    return tiny_model_folder
 
 
 def test_demo_config_loads():
@@ -51,11 +42,21 @@ def test_bad_sections_are_errors_naming_the_key():
     for key in ("generate.grader=math", "eval.baseline=e.json"):  # `jaxcot generate` / `jaxcot eval` settings
         with pytest.raises(ConfigError, match=rf"^{key.split('=')[0]}: is set by the run \(data.grader grades"):
             load_config(RunConfig, None, [key])
-    with pytest.raises(ConfigError, match=r"^compress.n_max: must be >= 1, got -1 \(on the command line\)"):
-        load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"), ["compress.n_max=-1"])
-    with pytest.raises(ConfigError, match=r"^methods\[gogi-skip\]\.knobs\.beta: must be >= 0, got -1.0"):
+    with pytest.raises(ConfigError, match=r"^compress.ads.n_max: must be >= 1, got -1 \(on the command line\)"):
+        load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"), ["compress.ads.n_max=-1"])
+    with pytest.raises(ConfigError, match=r"^methods\[gogi-skip\]\.knobs\.ads\.beta: must be >= 0, got -1.0"):
         load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"),
-                    ["methods=[{name: gogi-skip, method: gogi-ads, knobs: {beta: -1}}]"])
+                    ["methods=[{name: gogi-skip, method: gogi-ads, knobs: {ads: {beta: -1}}}]"])
+    # a rule's setting given at the top is told its section
+    with pytest.raises(ConfigError, match=r"^methods\[gogi-skip\]\.knobs\.beta: .*the 'ads' section: ads.beta"):
+        load_config(RunConfig, os.path.join(ROOT, "configs", "demo.yaml"),
+                    ["methods=[{name: gogi-skip, method: gogi-ads, knobs: {beta: 0.2}}]"])
+    with pytest.raises(ConfigError, match=r"^compress.n_max: .*'ads' section"):
+        load_config(RunConfig, None, ["compress={n_max: 2}"])
+    with pytest.raises(ConfigError, match=r"^methods\[x\]\.knobs\.rule: must be one of \['ads', 'original'"):
+        load_config(RunConfig, None, ["methods=[{name: x, method: gogi-ads, knobs: {rule: nosuch}}]"])
+    with pytest.raises(ConfigError, match=r"^score.scorers: unknown scorer 'nosuch'"):
+        load_config(RunConfig, None, ["score.scorers=[gogi, nosuch]"])
 
 
 def test_student_and_compress_sections_are_the_stage_configs():
@@ -66,7 +67,7 @@ def test_student_and_compress_sections_are_the_stage_configs():
     assert (tc.method, tc.max_steps, tc.epochs, tc.optim.lr, tc.data.packing) == ("full", 360, None, 2e-3, True)
     gogi = next(m for m in cfg.methods if m.method == "gogi-ads")
     cc = cfg.compress_config(gogi)
-    assert (cc.units, cc.n_max, cc.calibrate, cc.gamma) == ("expression", 2, True, 0.5)
+    assert (cc.tokens.units, cc.ads.n_max, cc.ads.calibrate, cc.gamma) == ("expression", 2, True, 0.5)
     ts = next(m for m in cfg.methods if m.method == "tokenskip")
     assert cfg.compress_config(ts).gamma is None  # TokenSkip's gamma is the ratio its student is asked for
     assert cfg.eval_prompt(ts).template == "{question}<|im_end|>0.5<|im_end|>"
@@ -84,7 +85,7 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
         f"model={tiny_model}", "name=t", f"runs_dir={tmp_path}", "data.n_train=24", "data.n_test=8",
         "generate.source=reference", "data.auc_samples=8", "score.batch_size=8",
         "methods=[{name: original, method: original},"
-        " {name: gogi-skip, method: gogi-ads, gamma: 0.5, knobs: {calibrate: true}}]",
+        " {name: gogi-skip, method: gogi-ads, gamma: 0.5, knobs: {ads: {calibrate: true}}}]",
         "student.max_steps=2", "student.batch_size=8", "student.data.max_len=256",
         "eval.max_new_tokens=12", "eval.batch_size=8", "eval.latency_samples=1",
     ]
@@ -99,7 +100,7 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     assert set(rows) == {"original", "gogi-skip"}
     assert rows["original"]["retained"] == 1.0 and 0.3 < rows["gogi-skip"]["retained"] < 0.8
     assert rows["original"]["speedup"] == 1.0
-    assert set(res["importance_auc"]) == {"gogi", "self_info", "entropy", "random"}
+    assert list(res["importance_auc"]) == ["gogi", "entropy", "self_info", "random"]
     # one training chain per method, the same question for each
     assert set(res["examples"]) == {"original", "gogi-skip"}
     assert len(res["examples"]["gogi-skip"]) < len(res["examples"]["original"])
@@ -112,7 +113,7 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
         want = [x == 1.0 for x in equation_oracle(pieces)]
         assert any(want) and [x >= 1.0 for x in oracle] == want and all(0 <= x < 1.5 for x in oracle)
     summary = json.load(open(os.path.join(root, "sets", "gogi-skip.summary.json")))
-    assert summary["config"]["units"] == "expression" and summary["config"]["calibrate"]  # run-wide + own knobs
+    assert summary["config"]["tokens"]["units"] == "expression" and summary["config"]["ads"]["calibrate"]  # run + own
     compressed = [json.loads(line) for line in open(os.path.join(root, "sets", "gogi-skip.jsonl"))]
     assert all(ex["completion"].endswith(ex["completion"].split("The answer is")[-1]) for ex in compressed)
     assert all("The answer is" in ex["completion"] for ex in compressed)  # the answer is never compressed

@@ -4,42 +4,43 @@
 does the work in memory:
 
     from jaxcot.compress import compress_records
-    out = compress_records(records, "gogi-ads", gamma=0.5, beta=0.2)
+    out = compress_records(records, "gogi-ads", gamma=0.5, ads={"beta": 0.2})
     out.examples   # list of {"id", "prompt", "completion", "method", "gamma", "kept", "total"}
     out.summary    # retained ratio, tokens before/after, dropped token kinds, filter counts
-    out.details    # per record: keep mask (or pruned steps), compressed chain, gamma
+    out.details    # per record: keep mask, compressed chain, gamma
 
-Methods (importance source = a field of the record's `scores`, or "random"):
+Methods (rule: `jaxcot.compress.registry.RULES`; importance: a field of the record's `scores`,
+or "random"):
 
-| method        | rule   | importance | prompt format |
-|---------------|--------|------------|---------------|
-| original      | none   | -          | plain         |
-| gogi-ads      | ADS    | gogi       | plain         |
-| gogi-static   | static | gogi       | plain         |
-| tokenskip     | static | self_info  | tokenskip     |
-| selfinfo-ads  | ADS    | self_info  | plain         |
-| random        | static | random     | plain         |
-| step-entropy  | step   | entropy    | plain         |
+| method        | rule     | importance | prompt format |
+|---------------|----------|------------|---------------|
+| original      | original | -          | plain         |
+| gogi-ads      | ads      | gogi       | plain         |
+| gogi-static   | static   | gogi       | plain         |
+| tokenskip     | static   | self_info  | tokenskip     |
+| selfinfo-ads  | ads      | self_info  | plain         |
+| random        | random   | -          | plain         |
+| step-entropy  | step     | entropy    | plain         |
 
-`rule`, `importance` and `format` can be overridden (e.g. random importance under ADS, or
-`importance=llmlingua2` when the scorer stored that field).
+`rule`, `importance` and `format` can be overridden (e.g. random importance under ADS, a field
+a scorer of your own stored, or a rule of your own: `rule="my_pkg.rules:mine"`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable, Mapping, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxcot.compress import builders, rebuild, rules
-from jaxcot.compress.config import DEFAULT_GAMMA, CompressConfig, check_knobs
+from jaxcot.compress import builders, rebuild
+from jaxcot.compress.config import DEFAULT_GAMMA, CompressConfig
+from jaxcot.compress.registry import Chain, Decision, Rule, get_rule
+from jaxcot.config import deep_merge, from_dict
 from jaxcot.generate.traces import skip_summary, unusable
+from jaxcot.importance.scorers import NOT_SCORES, random_scores
 from jaxcot.io import DataError, atomic_write_json, atomic_write_jsonl
-from jaxcot.logs import get_logger, progress as progress_bar
+from jaxcot.logs import get_logger
 from jaxcot.provenance import Fingerprint, claimed, content_digest
 from jaxcot.text.grading import get_grader
 
@@ -47,13 +48,14 @@ from jaxcot.text.grading import get_grader
 @dataclasses.dataclass
 class Compressed:
     """One record's compression: keep [C] bool over chain tokens (tokens of kept steps for the step
-    rule), pruned steps [S] (step rule only), the compressed chain text and its gamma."""
+    rule), the compressed chain text, its gamma, and the rule's `Decision.detail` (the step
+    rule: pruned [S] bool per step)."""
 
     id: str
     keep: np.ndarray
     text: str
     gamma: float | None
-    pruned_steps: np.ndarray | None = None
+    detail: Any = None
 
     @property
     def kept(self) -> int:
@@ -95,171 +97,30 @@ def validate_record(rec: dict, where: str, needed: Sequence[str]) -> None:
             raise DataError(f"{where}: scores.entropy is negative at token {int(np.argmin(arr))}")
 
 
-def _pow2(n: int, lo: int = 16) -> int:
-    return max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
-
-
-def _batches(lengths: Sequence[int], batch_size: int):
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    for i in range(0, len(order), batch_size):
-        yield order[i : i + batch_size]
-
-
-def _pad(rows: Sequence[np.ndarray], b: int, c: int, dtype, fill=0) -> np.ndarray:
-    out = np.full((b, c), fill, dtype)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
-
-
-def _log_vocab(rec: dict, cfg: CompressConfig, where: str) -> float:
-    v = cfg.vocab_size or rec["scores"].get("vocab_size")
-    if not v:
-        raise DataError(f"{where}: ADS needs the vocabulary size for H/log|V|: the record's scores has no "
-                        "'vocab_size'; pass vocab_size=N")
-    return math.log(int(v))
-
-
-def _trace_gammas(records, cfg: CompressConfig, fmt: str, rule: str) -> list[float | None]:
-    if rule == "step":
-        return [None] * len(records)
-    if rule == "none":
-        return [1.0] * len(records)
+def _trace_gammas(records, cfg: CompressConfig, fmt: str, rule: Rule) -> list[float | None]:
+    if not rule.uses_gamma:
+        return [rule.fixed_gamma] * len(records)
     if cfg.gamma is None and fmt == "tokenskip":
-        return [builders.draw_gamma(r["id"], cfg.gammas, cfg.seed) for r in records]
+        return [builders.draw_gamma(r["id"], cfg.builder.gammas, cfg.seed) for r in records]
     g = DEFAULT_GAMMA if cfg.gamma is None else float(cfg.gamma)
     return [g] * len(records)
 
 
-def _trace_shift(records, cfg: CompressConfig) -> np.ndarray:
-    """trace_beta * (mean_C H - dataset mean) / (dataset std + eps), per record: [N]."""
-    if cfg.trace_beta == 0.0:
-        return np.zeros(len(records))
-    means = np.array([np.mean(r["scores"]["entropy"]) if r["scores"]["entropy"] else 0.0 for r in records])
-    mu = np.mean(means) if cfg.dataset_entropy_mean is None else cfg.dataset_entropy_mean
-    sd = np.std(means) if cfg.dataset_entropy_std is None else cfg.dataset_entropy_std
-    return cfg.trace_beta * (means - mu) / (sd + cfg.eps)
+def _importance(rec: dict, source: str | None, seed: int) -> np.ndarray | None:
+    """A record's importance [C]: its `scores` field `source`, or uniform draws for 'random'."""
+    if source is None:
+        return None
+    if source == "random":
+        return random_scores(len(rec["scores"]["pieces"]), seed, rec["id"])
+    return np.asarray(rec["scores"][source], np.float32)
 
 
-def _prepare_batches(records, wheres, cfg: CompressConfig, rule: str, importance: str, gammas) -> list[dict]:
-    """Padded device-ready arrays per length bucket for the token rules."""
-    shift = _trace_shift(records, cfg) if rule == "ads" else np.zeros(len(records))
-    base = jax.random.key(cfg.seed)
-    lengths = [len(r["scores"]["pieces"]) for r in records]
-    group = {"number": rebuild.number_groups, "expression": rebuild.expression_groups}.get(cfg.units)
+def _chains(records, wheres, cfg: CompressConfig, importance: str | None, gammas) -> list[Chain]:
     out = []
-    for idx in _batches(lengths, cfg.batch_size):
-        recs = [records[i] for i in idx]
-        b, c = _pow2(len(idx), 1), _pow2(max(lengths[i] for i in idx))
-        batch = {"idx": idx, "lengths": [lengths[i] for i in idx]}
-        if group is not None:
-            batch["units"] = [group(r["scores"]["pieces"]) for r in recs]
-        batch["valid"] = _pad([np.ones(lengths[i], bool) for i in idx], b, c, bool, False)
-        batch["protect"] = np.zeros((b, c), bool)
-        if cfg.protect_trailing_ws:
-            trailing = [rebuild.trailing_whitespace_mask(r["scores"]["pieces"]) for r in recs]
-            batch["protect"] = _pad(trailing, b, c, bool, False)
-        if importance == "random":
-            crc = np.array([builders.stable_seed(0, r["id"])[1] for r in recs] + [0] * (b - len(idx)), np.uint32)
-            keys = jax.vmap(lambda d: jax.random.fold_in(base, d))(jnp.asarray(crc))
-            batch["scores"] = rules.random_scores(keys, length=c)
-        else:
-            batch["scores"] = _pad([np.asarray(r["scores"][importance], np.float32) for r in recs], b, c, np.float32)
-        if group is not None and cfg.unit_score != "token":
-            sc = np.array(batch["scores"], np.float32)
-            for j, groups in enumerate(batch["units"]):
-                sc[j, : len(groups)] = rebuild.unit_scores(sc[j, : len(groups)], groups, cfg.unit_score)
-            batch["scores"] = sc
-        batch["gamma"] = np.ones(b, np.float32)
-        batch["gamma"][: len(idx)] = [gammas[i] + shift[i] for i in idx]
-        if rule == "ads":
-            batch["entropy"] = _pad([np.asarray(r["scores"]["entropy"], np.float32) for r in recs], b, c, np.float32)
-            batch["logv"] = np.ones(b, np.float32)
-            batch["logv"][: len(idx)] = [_log_vocab(records[i], cfg, wheres[i]) for i in idx]
-        out.append(batch)
-    return out
-
-
-def _apply_token_rule(batches, n: int, cfg: CompressConfig, rule: str, offset: float, z,
-                     progress=True) -> list[np.ndarray]:
-    """Keep masks [C_i] per record for gamma shifted by `offset`."""
-    masks: list = [None] * n
-    for bt in progress_bar(iterable=batches, desc=f"compress ({rule})", unit="batch",
-                           enabled=progress and len(batches) > 3):
-        valid, protect, gamma = bt["valid"], bt["protect"], bt["gamma"] + np.float32(offset)
-        if rule == "static":
-            keep = rules.static_keep(bt["scores"], valid & ~protect, gamma, ties=cfg.ties) | (valid & protect)
-        else:
-            keep, _, _ = rules.ads_keep(
-                bt["scores"], bt["entropy"], valid, protect, bt["logv"], gamma, cfg.beta, cfg.gamma_min,
-                cfg.gamma_max, cfg.eps, cfg.n_min, cfg.n_max, cfg.window, z[0], z[1], anc=cfg.anc,
-            )
-        keep = np.asarray(keep)
-        for j, (i, length) in enumerate(zip(bt["idx"], bt["lengths"])):
-            masks[i] = keep[j, :length].copy()
-            if "units" in bt:
-                masks[i] = rebuild.whole_units(masks[i], bt["units"][j])
-    return masks
-
-
-def _token_rule(records, wheres, cfg: CompressConfig, rule: str, importance: str,
-                gammas) -> tuple[list[np.ndarray], dict]:
-    """Keep masks [C_i] for the token rules (ads, static), batched by length, and calibration info.
-
-    With `calibrate` (ADS only), a common offset added to every trace's gamma is found by bisection
-    so that the mean retained ratio over traces is within `calibrate_tol` of the mean target gamma
-    (the N-constraint only adds tokens, so ADS alone overshoots gamma; retention is monotone in
-    the offset, so bisection is sound).
-    """
-    z = (None, None)
-    if cfg.zscore not in ("trace", "fixed"):
-        raise ValueError(f"zscore must be 'trace' or 'fixed', got {cfg.zscore!r}")
-    if rule == "ads" and cfg.zscore == "fixed":
-        pooled = np.concatenate([np.asarray(r["scores"]["entropy"], np.float64) for r in records] + [np.zeros(0)])
-        z = (np.float32(pooled.mean() if cfg.zscore_mean is None else cfg.zscore_mean),
-             np.float32(pooled.std() if cfg.zscore_std is None else cfg.zscore_std))
-    batches = _prepare_batches(records, wheres, cfg, rule, importance, gammas)
-    masks = _apply_token_rule(batches, len(records), cfg, rule, 0.0, z)
-    info: dict = {}
-    if cfg.calibrate and rule == "ads" and records:
-        target = float(np.mean([g for g in gammas]))
-        ratio = lambda ms: float(np.mean([m.mean() if m.size else 1.0 for m in ms]))  # noqa: E731
-        lo, hi, best = -1.0, 1.0, (0.0, masks, ratio(masks))
-        for _ in range(cfg.calibrate_iters):
-            if abs(best[2] - target) <= cfg.calibrate_tol:
-                break
-            mid = 0.5 * (lo + hi)
-            ms = _apply_token_rule(batches, len(records), cfg, rule, mid, z, progress=False)
-            r = ratio(ms)
-            if abs(r - target) < abs(best[2] - target):
-                best = (mid, ms, r)
-            lo, hi = (lo, mid) if r > target else (mid, hi)
-        info = {"gamma_offset": best[0], "uncalibrated_ratio": ratio(masks), "calibrated_ratio": best[2],
-                "target": target}
-        masks = best[1]
-    return masks, info
-
-
-def _step_rule(records, cfg: CompressConfig) -> list[tuple[np.ndarray, list, np.ndarray]]:
-    """(step_ids [C], steps, prune [S]) per record for step-entropy pruning, batched."""
-    split = [rebuild.split_steps(r["scores"]["pieces"], cfg.step_pattern) for r in records]
-    lengths = [len(r["scores"]["pieces"]) for r in records]
-    out: list = [None] * len(records)
-    for idx in _batches(lengths, cfg.batch_size):
-        b, c = _pow2(len(idx), 1), _pow2(max(lengths[i] for i in idx))
-        s = _pow2(max(len(split[i][1]) for i in idx), 8)
-        valid = _pad([np.ones(lengths[i], bool) for i in idx], b, c, bool, False)
-        ids = _pad([split[i][0] for i in idx], b, c, np.int32)
-        entropy = _pad([np.asarray(records[i]["scores"]["entropy"], np.float32) for i in idx], b, c, np.float32)
-        eligible = np.zeros((b, s), bool)
-        for j, i in enumerate(idx):
-            content = [k for k, st in enumerate(split[i][1]) if st.has_content]
-            lo, hi = cfg.protect_first_steps, len(content) - cfg.protect_last_steps
-            eligible[j, content[lo:max(lo, hi)]] = True
-        sc = rules.step_scores(entropy, ids, valid, num_steps=s, agg=cfg.step_agg)
-        prune = np.asarray(rules.lowest_steps(sc, eligible, cfg.kappa))
-        for j, i in enumerate(idx):
-            out[i] = (split[i][0], split[i][1], prune[j, : len(split[i][1])].copy())
+    for rec, where, g in zip(records, wheres, gammas):
+        fields = {k: np.asarray(v, np.float32) for k, v in rec["scores"].items() if k not in NOT_SCORES}
+        out.append(Chain(str(rec["id"]), rec["scores"]["pieces"], _importance(rec, importance, cfg.seed), fields, g,
+                         rec, where))
     return out
 
 
@@ -288,25 +149,61 @@ def _correct_only(records, wheres, grader, unverified: str) -> tuple[list[dict],
     return [records[i] for i in keep_idx], [wheres[i] for i in keep_idx], counts
 
 
-def _compress_all(records, wheres, cfg: CompressConfig, rule: str, importance, gammas) -> tuple[list[Compressed], dict]:
-    """Every record compressed by `rule`, and the calibration info (ADS with `calibrate`)."""
-    details: list[Compressed] = []
-    calib: dict = {}
-    if rule == "step":
-        for rec, g, (ids, steps, prune) in zip(records, gammas, _step_rule(records, cfg)):
-            text = rebuild.rebuild_steps(rec["chain"], steps, prune, marker=cfg.skip_marker)
-            keep = ~prune[ids] if len(ids) else np.zeros(0, bool)
-            details.append(Compressed(str(rec["id"]), keep, text, g, prune))
-    elif rule == "none":
-        for rec, g in zip(records, gammas):
-            keep = np.ones(len(rec["scores"]["pieces"]), bool)
-            details.append(Compressed(str(rec["id"]), keep, rebuild.rebuild_tokens(rec["scores"]["pieces"], keep), g))
-    else:
-        masks, calib = _token_rule(records, wheres, cfg, rule, importance, gammas) if records else ([], {})
-        for rec, g, keep in zip(records, gammas, masks):
-            text = rebuild.rebuild_tokens(rec["scores"]["pieces"], keep, collapse_spaces=cfg.collapse_spaces)
-            details.append(Compressed(str(rec["id"]), keep, text, g))
-    return details, calib
+def _compress_all(records, wheres, cfg: CompressConfig, rule: Rule, importance, gammas) -> tuple[list[Compressed],
+                                                                                               list[Decision], dict]:
+    """Every record compressed by `rule`, its decisions, and the rule's statistics."""
+    chains = _chains(records, wheres, cfg, importance, gammas)
+    decisions, info = rule.decide(chains, cfg) if chains else ([], {})
+    if len(decisions) != len(chains):
+        raise ValueError(f"rule {cfg.resolved()[0]!r} decided {len(decisions)} chains of {len(chains)}")
+    details = []
+    for ch, d in zip(chains, decisions):
+        keep = np.asarray(d.keep, bool)
+        text = d.text if d.text is not None else rebuild.rebuild_tokens(
+            list(ch.pieces), keep, collapse_spaces=cfg.tokens.collapse_spaces)
+        details.append(Compressed(ch.id, keep, text, ch.gamma, d.detail))
+    return details, decisions, info
+
+
+def resolve_config(config: CompressConfig | None, method: str, knobs: Mapping[str, Any]) -> CompressConfig:
+    """`config` (default: the defaults) with `method` and `knobs` laid over it: top-level fields,
+    and sections as dicts (``ads={"beta": 0.2}``) or section dataclasses, merged key by key."""
+    over = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in knobs.items()}
+    return from_dict(CompressConfig, deep_merge(dataclasses.asdict(config or CompressConfig()),
+                                                {**over, "method": method}))
+
+
+def _select(records, wheres, cfg: CompressConfig, grader) -> tuple[list[dict], list[str], dict[str, int]]:
+    """The records the set is built from (usable; correct with `filter.only_correct`), their
+    labels, and the counts of those left out."""
+    records, wheres, filtered = _usable(records, wheres)
+    if cfg.filter.only_correct:
+        records, wheres, correct = _correct_only(records, wheres, grader or get_grader(cfg.filter.grader),
+                                                 cfg.filter.unverified)
+        filtered.update(correct)
+    return records, wheres, filtered
+
+
+def _examples(records, details, decisions, cfg: CompressConfig, fmt: str, count_tokens) -> tuple[list[dict], dict]:
+    """The SFT examples of the compressed records, past the length filter, and its counts."""
+    b = cfg.builder
+    examples = [
+        {**builders.make_example(rec, d.text, method=cfg.method, gamma=d.gamma, kept=d.kept, total=d.total, fmt=fmt,
+                                 eot=b.eot, template=b.template, prompt_style=b.prompt_style, system=b.system,
+                                 answer_sep=b.answer_sep), **dec.fields}
+        for rec, d, dec in zip(records, details, decisions)
+    ]
+    f = cfg.filter
+    if f.max_tokens is not None and count_tokens is None:
+        if f.tokenizer is None:
+            raise ValueError("filter.max_tokens needs a tokenizer: set filter.tokenizer=<local HF folder> or pass "
+                             "count_tokens")
+        from transformers import AutoTokenizer
+
+        count_tokens = builders.tokenizer_counter(AutoTokenizer.from_pretrained(f.tokenizer))
+    examples, counts = builders.length_filter(examples, max_tokens=f.max_tokens, count_tokens=count_tokens,
+                                              max_chain_tokens=f.max_chain_tokens)
+    return examples, {"too_long": counts["too_long"], "too_long_chain": counts["too_long_chain"]}
 
 
 def compress_records(
@@ -321,54 +218,31 @@ def compress_records(
 ) -> CompressOutput:
     """Compress scored records by `method` and build the SFT examples.
 
-    records: scored records (preamble format). knobs: any CompressConfig field (e.g. gamma=0.5,
-    beta=0.0, anc=False, kappa=0.6). grader (answer, gold) -> bool overrides `config.grader`;
-    count_tokens(example) -> int enables `max_tokens` (else built from `config.tokenizer`).
-    wheres: a label per record for error messages (e.g. "file.jsonl:12").
+    records: scored records (preamble format). knobs: CompressConfig fields and sections (e.g.
+    gamma=0.5, ads={"beta": 0.0, "anc": False}, step={"kappa": 0.6}; `resolve_config`). grader
+    (answer, gold) -> bool overrides `filter.grader`; count_tokens(example) -> int enables
+    `filter.max_tokens` (else built from `filter.tokenizer`). wheres: a label per record for
+    error messages (e.g. "file.jsonl:12").
     """
-    check_knobs(knobs)
-    cfg = dataclasses.replace(config or CompressConfig(), method=method, **knobs)
-    rule, importance, fmt = cfg.resolved()
+    cfg = resolve_config(config, method, knobs)
+    rule_name, importance, fmt = cfg.resolved()
+    rule = get_rule(rule_name)
     wheres = list(wheres) if wheres is not None else [f"record {i}" for i in range(len(records))]
-    needed = ["entropy"] if rule == "step" else ([] if importance in ("random", None) else [importance])
-    if rule == "ads":
-        needed = sorted(set(needed) | {"entropy"})
+    needed = sorted(set(rule.needs(cfg)) | ({importance} if importance not in ("random", None) else set()))
     for rec, where in zip(records, wheres):
         validate_record(rec, where, needed)
 
     n_in = len(records)
-    records, wheres, filtered = _usable(records, wheres)
-    if cfg.only_correct:
-        records, wheres, correct = _correct_only(records, wheres, grader or get_grader(cfg.grader), cfg.unverified)
-        filtered.update(correct)
-    details, calib = _compress_all(records, wheres, cfg, rule, importance, _trace_gammas(records, cfg, fmt, rule))
-
-    examples = [
-        builders.make_example(
-            rec, d.text, method=cfg.method, gamma=d.gamma, kept=d.kept, total=d.total, fmt=fmt, eot=cfg.eot,
-            template=cfg.template, prompt_style=cfg.prompt_style, system=cfg.system, answer_sep=cfg.answer_sep,
-        )
-        for rec, d in zip(records, details)
-    ]
-    if rule == "step":
-        for ex, d in zip(examples, details):
-            ex["kappa"] = float(cfg.kappa)
-            ex["steps_pruned"] = int(d.pruned_steps.sum())
-            ex["steps"] = int(d.pruned_steps.size)
-    if cfg.max_tokens is not None and count_tokens is None:
-        if cfg.tokenizer is None:
-            raise ValueError("max_tokens needs a tokenizer: set tokenizer=<local HF folder> or pass count_tokens")
-        from transformers import AutoTokenizer
-
-        count_tokens = builders.tokenizer_counter(AutoTokenizer.from_pretrained(cfg.tokenizer))
-    examples, lcounts = builders.length_filter(
-        examples, max_tokens=cfg.max_tokens, count_tokens=count_tokens, max_chain_tokens=cfg.max_chain_tokens
-    )
-    filtered.update({"too_long": lcounts["too_long"], "too_long_chain": lcounts["too_long_chain"]})
-    written = {ex["id"] for ex in examples}
-    summary = summarize(records, details, cfg, rule, importance, fmt, filtered, written, n_in)
-    if calib:
-        summary["calibration"] = calib
+    records, wheres, filtered = _select(records, wheres, cfg, grader)
+    details, decisions, info = _compress_all(records, wheres, cfg, rule, importance,
+                                             _trace_gammas(records, cfg, fmt, rule))
+    examples, too_long = _examples(records, details, decisions, cfg, fmt, count_tokens)
+    filtered.update(too_long)
+    summary = summarize(records, details, cfg, (rule_name, importance, fmt), filtered, {ex["id"] for ex in examples},
+                        n_in)
+    if hasattr(rule, "summary"):
+        summary.update(rule.summary(decisions))
+    summary.update(info)
     return CompressOutput(examples, summary, details)
 
 
@@ -414,9 +288,11 @@ def _dist(x: np.ndarray) -> dict:
             "median": float(q[1]), "p90": float(q[2]), "max": float(x.max())}
 
 
-def summarize(records, details, cfg, rule, importance, fmt, filtered, written, n_in) -> dict:
+def summarize(records, details, cfg, method: tuple, filtered, written, n_in) -> dict:
     """Statistics over the compressed records (before the length filter drops any example):
-    retained ratio per trace, tokens before/after, and per token kind the totals and drops."""
+    retained ratio per trace, tokens before/after, and per token kind the totals and drops.
+    method: (rule, importance, format) as resolved."""
+    rule, importance, fmt = method
     kinds = {k: {"total": 0, "dropped": 0} for k in rebuild.KINDS}
     for rec, d in zip(records, details):
         for piece, k in zip(rec["scores"]["pieces"], d.keep):
@@ -450,9 +326,6 @@ def summarize(records, details, cfg, rule, importance, fmt, filtered, written, n
     if gam:
         vals, counts = np.unique(np.round(np.asarray(gam), 6), return_counts=True)
         out["gamma_counts"] = {format(float(v), "g"): int(c) for v, c in zip(vals, counts)}
-    if rule == "step":
-        pr = [d.pruned_steps for d in details]
-        out["steps"] = {"total": int(sum(p.size for p in pr)), "pruned": int(sum(p.sum() for p in pr))}
     return out
 
 

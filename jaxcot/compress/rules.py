@@ -254,12 +254,3 @@ def lowest_steps(scores: jax.Array, eligible: jax.Array, kappa) -> jax.Array:
     pos = jnp.broadcast_to(jnp.arange(s), (b, s))
     rank = jnp.zeros_like(pos).at[jnp.arange(b)[:, None], order].set(pos)
     return eligible & (rank < k)
-
-
-@partial(jax.jit, static_argnames=("length",))
-def random_scores(keys: jax.Array, *, length: int) -> jax.Array:
-    """Uniform [0, 1) importance per token for the random baseline, one PRNG key per trace.
-
-    keys [B] (typed PRNG keys) -> [B, length] float32. Feed the result to `static_keep` or `ads_keep`.
-    """
-    return jax.vmap(lambda k: jax.random.uniform(k, (length,), jnp.float32))(keys)

@@ -19,8 +19,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from jaxcot.importance.encode import EncodedTrace
-from jaxcot.shapes import bucket_length
-from jaxcot.sharding import BATCH, batch_sharding, make_mesh
+from jaxcot.shapes import bucket_length, length_sorted_batches
+from jaxcot.sharding import batch_sharding, batch_shards, make_mesh
 
 
 def model_mesh(model) -> Mesh:
@@ -31,10 +31,6 @@ def model_mesh(model) -> Mesh:
         return sharding.mesh
     devices = sorted(sharding.device_set, key=lambda d: d.id) if sharding is not None else jax.local_devices()[:1]
     return make_mesh(devices=devices)
-
-
-def data_parallel_size(mesh: Mesh) -> int:
-    return int(np.prod([mesh.shape[a] for a in BATCH]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,19 +79,17 @@ def plan_batches(lengths: Sequence[int], batch_size: int, dp: int = 1, min_len: 
     """(padded length, trace indices) batches of at most `rows` traces (batch_size rounded up to
     a multiple of `dp`): traces longest first (memory errors show early), consecutive ones
     together, each batch padded to the grid length of its longest trace."""
-    rows = batch_rows(batch_size, dp)
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    groups = [order[k:k + rows] for k in range(0, len(order), rows)]
-    return [(bucket_length(lengths[g[0]], min_len, steps), g) for g in groups]
+    groups = length_sorted_batches(lengths, batch_rows(batch_size, dp), descending=True)
+    return [(bucket_length(lengths[g[0]], min_len, steps), g.tolist()) for g in groups]
 
 
 def iter_batches(encoded: Sequence[EncodedTrace], batch_size: int, mesh: Mesh, min_len: int = 16,
                  steps: int = 4) -> Iterator[Batch]:
     """Batches covering every trace once, in `plan_batches` order."""
-    dp = data_parallel_size(mesh)
+    dp = batch_shards(mesh)
     rows = batch_rows(batch_size, dp)
     for length, idx in plan_batches([e.length for e in encoded], batch_size, dp, min_len, steps):
         yield make_batch(encoded, idx, rows, length)
 
 
-__all__ = ["Batch", "batch_rows", "data_parallel_size", "iter_batches", "make_batch", "model_mesh", "plan_batches"]
+__all__ = ["Batch", "batch_rows", "iter_batches", "make_batch", "model_mesh", "plan_batches"]

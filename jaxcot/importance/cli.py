@@ -1,6 +1,6 @@
-"""`jaxcot score`: GoGI, entropy and self-information for every chain token of a traces file, one
-scored record per trace to --out, resumably (`write_scores`); or with `--probe N` per-layer GoGI
-statistics over N traces, to choose `--layer`."""
+"""`jaxcot score`: the named scorers (GoGI, entropy and self-information by default) for every
+chain token of a traces file, one scored record per trace to --out, resumably (`write_scores`);
+or with `--probe N` per-layer GoGI statistics over N traces, to choose `--layer`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from jaxcot.importance.config import GOALS, NORMS, ScoreConfig
 from jaxcot.models.names import add_model_arguments
 
 FLAGS = (
+    Flag("--scorer", "scorers", str, "a scorer to run (gogi, entropy, self_info, random, llmlingua, or "
+         "package.module:function); repeat for several; default gogi, entropy, self_info", many=True),
     Flag("--layer", "layers", int, "residual stream h^l to perturb (0 = embeddings); repeat to average layers; "
          "default round(2/3 L)", many=True),
     Flag("--norm", "norm", str, "norm of the goal-gradient at each token", choices=NORMS),

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from jaxcot.config import MeshConfig, check, check_choice, check_range
 from jaxcot.generate.traces import unusable
 from jaxcot.importance.encode import GOALS
+from jaxcot.importance.scorers import DEFAULT_SCORERS, SCORERS
 from jaxcot.text.answers import value_span
 from jaxcot.text.prompts import PromptConfig
 
@@ -26,8 +27,10 @@ class ScoreConfig:
     that cannot be scored are always skipped (`skip_reason`).
     prompt: the prompt generation used (None: generation's default). sep: text between chain and
     answer ("" for generated traces).
-    dtype: weights and compute. llmlingua: an LLMLingua-2 checkpoint folder whose keep
-    probabilities are added as ``scores["llmlingua"]``.
+    scorers: the scorers run, in order, each adding its fields to ``scores``
+    (`jaxcot.importance.scorers.SCORERS` names, or 'package.module:function').
+    dtype: weights and compute. llmlingua: the LLMLingua-2 checkpoint folder the 'llmlingua'
+    scorer reads (naming a folder adds the scorer).
     mesh: the devices the pass runs on (default: every device on data, the whole model on each);
     fsdp > 1 shards the weights, for models whose weights fill a device (docs/plan.md). remat: the
     backward recomputes each block, so one block's gathered weights live at a time (what lets
@@ -35,6 +38,7 @@ class ScoreConfig:
     scored file's fingerprint.
     """
 
+    scorers: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_SCORERS))
     layers: list[int] | None = None
     norm: str = "l1"
     goal: str = "answer"
@@ -52,6 +56,13 @@ class ScoreConfig:
         check_choice(self, "goal", GOALS)
         check_choice(self, "dtype", ("float32", "bfloat16"))
         check_range(self, "batch_size", 1)
+        if self.llmlingua and "llmlingua" not in self.scorers:
+            self.scorers = [*self.scorers, "llmlingua"]
+        check(len(self.scorers) > 0 and len(set(self.scorers)) == len(self.scorers), "scorers",
+              f"must be a non-empty list without repeats, got {self.scorers}")
+        for name in self.scorers:
+            check(SCORERS.known(name), "scorers", f"unknown scorer {name!r}: must be one of {SCORERS.names()} "
+                  "or 'package.module:function'")
         check(self.layers is None or (len(self.layers) > 0 and min(self.layers) >= 0), "layers",
               f"must be a non-empty list of layers >= 0 (0 = the embeddings), got {self.layers}")
 

@@ -108,8 +108,8 @@ def predictive_stats(logits: Array, tokens: Array, mask: Array) -> tuple[Array, 
 def head_stats(model, hidden: Array, tokens: Array, mask: Array, *, chunk: int = 2048) -> tuple[Array, Array]:
     """`predictive_stats` of the model's logits, from final-normed hidden [B, T, D], at most
     `chunk` rows (B * T) at a time: a large batch's [B, T, V] logits are never held whole.
-    One chunk runs as a plain product (SmolLM2, 4 x 256 rows: a `lax.map` over 256-row chunks
-    is 5% slower than one [1024, V] product on CPU), so `chunk` bounds memory, not speed."""
+    Up to `chunk` rows run as one plain product: splitting them further (a `lax.map` over smaller
+    chunks) measured slower on CPU (docs/performance.md), so `chunk` bounds memory, not speed."""
     b, t, d = hidden.shape
     rows = b * t
     nxt = _next_tokens(tokens).reshape(rows)
@@ -162,7 +162,7 @@ def _loss_fn(model, tokens, mask, answer_mask, labels, layers, max_answer, split
     cache = None
     if split:
         empty = KVCache.init(model.config, b, t, jnp.promote_types(model.dtype, jnp.float32))
-        cache = model(tokens[:, :split], mask=mask[:, :split], cache=empty, read_slots=0, with_logits=False).cache
+        cache = model.prefill(tokens[:, :split], empty, mask=mask[:, :split], read_slots=0, with_logits=False).cache
     part_tokens, part_mask = tokens[:, split:], mask[:, split:]
 
     def loss_fn(deltas):
@@ -278,9 +278,8 @@ def _scores_impl(graphdef, state, tokens, mask, chain_mask, answer_mask, *, laye
 def scores_program():
     """The jitted pass `gogi_scores` runs (`.lower(...)` gives its cost analysis), built on first
     use: its XLA options depend on the backend (`step_compiler_options`: on CPU no YNNPACK
-    fusions, whose pipelines cost SmolLM2's score 1.5 s per program on its first call, loaded from
-    the compilation cache or not, for no gain after it), which importing this module must not
-    start."""
+    fusions, whose pipelines cost time on every program's first call and gain nothing after it;
+    docs/performance.md), which importing this module must not start."""
     return jax.jit(_scores_impl, static_argnums=(0,),
                    static_argnames=("layers", "norm", "max_answer", "per_layer", "split", "remat"),
                    compiler_options=step_compiler_options())

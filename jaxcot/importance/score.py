@@ -1,4 +1,5 @@
-"""The score stage: GoGI, entropy and self-information per chain token of trace records.
+"""The score stage: per chain token of trace records, the fields of the scorers the config names
+(`jaxcot.importance.scorers`: GoGI, entropy and self-information by default).
 
 `write_scores` is the stage (`jaxcot score` and `jaxcot run` call it); `score_traces(model,
 tokenizer, records)` is the notebook entry point; `iter_scored` streams scored records as batches
@@ -11,20 +12,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
 
 from jaxcot.distributed import Share, part_path
 from jaxcot.generate.traces import skip_summary
-from jaxcot.importance.batching import data_parallel_size, iter_batches, model_mesh, plan_batches
+from jaxcot.importance.batching import iter_batches, model_mesh, plan_batches
 from jaxcot.importance.config import ScoreConfig, select_traces
 from jaxcot.importance.encode import EncodedTrace, encode_record
 from jaxcot.importance.gogi import gogi_scores, normalize_layers
+from jaxcot.importance.scorers import ScoreBatch, run_scorers
 from jaxcot.io import DataError, ResumableJsonl, read_jsonl
 from jaxcot.logs import get_logger, progress as progress_bar
 from jaxcot.provenance import Fingerprint, claimed, content_digest
+from jaxcot.sharding import batch_shards
 
 _DIGIT = re.compile(r"\d")
 
@@ -37,6 +40,22 @@ class TraceScores:
     entropy: np.ndarray
     self_info: np.ndarray
     per_layer: np.ndarray | None = None
+
+
+def _gogi_batch(model, batch, mesh, layers, norm: str, per_layer: bool, remat: bool) -> list[TraceScores]:
+    """The GoGI pass over one `Batch`: a `TraceScores` per real row, in `batch.index` order."""
+    arrays = batch.on(mesh)
+    with jax.set_mesh(mesh) if mesh.shape["fsdp"] > 1 else contextlib.nullcontext():
+        out = gogi_scores(model, **arrays, layers=layers, norm=norm, max_answer=batch.max_answer,
+                          per_layer=per_layer, remat=remat)
+    gogi, ent, si = (np.asarray(x) for x in (out.gogi, out.entropy, out.self_info))
+    each = np.asarray(out.per_layer) if per_layer else None
+    return [TraceScores(gogi[r], ent[r], si[r], None if each is None else each[:, r]) for r in range(len(batch.index))]
+
+
+def _chain_of(scores: TraceScores, chain: slice) -> TraceScores:
+    per = None if scores.per_layer is None else scores.per_layer[:, chain]
+    return TraceScores(scores.gogi[chain], scores.entropy[chain], scores.self_info[chain], per)
 
 
 def score_encoded(
@@ -53,22 +72,18 @@ def score_encoded(
     layers = normalize_layers(layers, model.config.num_layers)
     mesh = mesh if mesh is not None else model_mesh(model)
     for batch in iter_batches(encoded, batch_size, mesh):
-        arrays = batch.on(mesh)
-        with jax.set_mesh(mesh) if mesh.shape["fsdp"] > 1 else contextlib.nullcontext():
-            out = gogi_scores(model, **arrays, layers=layers, norm=norm, max_answer=batch.max_answer,
-                              per_layer=per_layer, remat=remat)
-        gogi, ent, si = (np.asarray(x) for x in (out.gogi, out.entropy, out.self_info))
-        each = np.asarray(out.per_layer) if per_layer else None
-        for r, i in enumerate(batch.index):
-            c = encoded[i].chain
-            yield i, TraceScores(gogi[r, c], ent[r, c], si[r, c], None if each is None else each[:, r, c])
+        rows = _gogi_batch(model, batch, mesh, layers, norm, per_layer, remat)
+        for i, sc in zip(batch.index, rows):
+            yield i, _chain_of(sc, encoded[i].chain)
             if progress is not None:
                 progress.update(encoded[i].length)
 
 
-def scored_record(record: dict[str, Any], enc: EncodedTrace, scores: TraceScores, layers: tuple[int, ...],
-                  norm: str, *, vocab_size: int, goal: str = "answer") -> dict[str, Any]:
-    """The trace record plus ``scores`` over the chain tokens (the shared Scored-record format).
+def scored_record(record: dict[str, Any], enc: EncodedTrace, fields: Mapping[str, Sequence[float]],
+                  layers: tuple[int, ...], norm: str, *, vocab_size: int, goal: str = "answer") -> dict[str, Any]:
+    """The trace record plus ``scores`` over the chain tokens (the shared Scored-record format):
+    the settings, the chain's token ids and pieces, then each scorer's field [n] (`fields`, in
+    the order the scorers ran).
 
     ``layer`` is an int, or the list of layers when several were averaged; ``goal`` the answer
     span differentiated ("answer" or "value", see `encode_trace`). ``vocab_size`` (|V| of the
@@ -80,14 +95,9 @@ def scored_record(record: dict[str, Any], enc: EncodedTrace, scores: TraceScores
         "vocab_size": int(vocab_size),
         "token_ids": [int(t) for t in enc.token_ids[enc.chain]],
         "pieces": list(enc.pieces),
-        "gogi": [float(x) for x in scores.gogi],
-        "entropy": [float(x) for x in scores.entropy],
-        "self_info": [float(x) for x in scores.self_info],
+        **{k: [float(x) for x in v] for k, v in fields.items()},
     }
     return {**record, "scores": s}
-
-
-Annotator = Callable[[dict[str, Any]], dict[str, Sequence[float]]]
 
 
 def _encode_all(tokenizer, records: Sequence[dict[str, Any]], cfg: ScoreConfig, where: str) -> list[EncodedTrace]:
@@ -97,25 +107,32 @@ def _encode_all(tokenizer, records: Sequence[dict[str, Any]], cfg: ScoreConfig, 
 
 def iter_scored(
     model, tokenizer, records: Sequence[dict[str, Any]], cfg: ScoreConfig = ScoreConfig(), *, mesh=None,
-    annotate: Sequence[Annotator] = (), progress: bool = True, where: str = "records",
+    progress: bool = True, where: str = "records",
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index into `records`, scored record), in the order their batches finish.
 
-    records: trace records (question, chain, answer, id). annotate: functions of a scored record
-    returning further per-chain-token score lists to add to its ``scores`` (e.g. LLMLingua-2's
-    keep probabilities, a testbed's ground truth). `where` names the records in errors.
+    records: trace records (question, chain, answer, id); each batch goes through the scorers
+    `cfg.scorers` names (`jaxcot.importance.scorers`). `where` names the records in errors.
     """
     layers = normalize_layers(cfg.layers, model.config.num_layers)
     encoded = _encode_all(tokenizer, records, cfg, where)
+    mesh = mesh if mesh is not None else model_mesh(model)
+    session: dict = {}
     bar = progress_bar(sum(e.length for e in encoded), unit="tok", desc="score", enabled=progress)
     try:
-        for i, sc in score_encoded(model, encoded, layers=layers, norm=cfg.norm, batch_size=cfg.batch_size,
-                                   mesh=mesh, progress=bar, remat=cfg.remat):
-            rec = scored_record(records[i], encoded[i], sc, layers, cfg.norm, vocab_size=model.config.vocab_size,
-                                goal=cfg.goal)
-            for fn in annotate:
-                rec["scores"].update({k: [float(x) for x in v] for k, v in fn(rec).items()})
-            yield i, rec
+        for batch in iter_batches(encoded, cfg.batch_size, mesh):
+            index = list(batch.index)
+            sb = ScoreBatch(
+                records=[records[i] for i in index], encoded=[encoded[i] for i in index], arrays=batch,
+                model=model, tokenizer=tokenizer, cfg=cfg, mesh=mesh, session=session,
+                gogi_pass=lambda batch=batch, index=index: [
+                    _chain_of(sc, encoded[i].chain)
+                    for i, sc in zip(index, _gogi_batch(model, batch, mesh, layers, cfg.norm, False, cfg.remat))],
+            )
+            for i, fields in zip(index, run_scorers(cfg.scorers, sb)):
+                yield i, scored_record(records[i], encoded[i], fields, layers, cfg.norm,
+                                       vocab_size=model.config.vocab_size, goal=cfg.goal)
+                bar.update(encoded[i].length)
     finally:
         bar.close()
 
@@ -133,24 +150,17 @@ def score_traces(model, tokenizer, records: Iterable[dict[str, Any]], cfg: Score
     return out
 
 
-def llmlingua_annotator(path: str) -> Annotator:
-    """LLMLingua-2 keep probabilities of a checkpoint folder, per chain piece, as ``llmlingua``."""
-    from jaxcot.importance.llmlingua import LLMLinguaScorer
-
-    scorer = LLMLinguaScorer.from_pretrained(path)
-    return lambda rec: {"llmlingua": scorer.token_scores(rec["chain"], rec["scores"]["pieces"])}
-
-
 def scores_fingerprint(traces: Sequence[dict[str, Any]], cfg: ScoreConfig, origin: Mapping[str, Any] = (),
                        inputs: Mapping[str, str] = ()) -> Fingerprint:
     """What a scored file written by `write_scores` from these arguments records as its origin."""
     picked, _ = select_traces(traces, cfg)
+    uses_llmlingua = cfg.llmlingua and "llmlingua" in cfg.scorers
     return Fingerprint.of({"score": cfg.settings(), "traces": content_digest(picked), **dict(origin)},
-                          {**dict(inputs), **({"llmlingua": cfg.llmlingua} if cfg.llmlingua else {})})
+                          {**dict(inputs), **({"llmlingua": cfg.llmlingua} if uses_llmlingua else {})})
 
 
 def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, model_and_tokenizer, *,
-                 annotate: Sequence[Annotator] = (), origin: Mapping[str, Any] = (), inputs: Mapping[str, str] = (),
+                 origin: Mapping[str, Any] = (), inputs: Mapping[str, str] = (),
                  replace: bool = False, say=None, where: str = "traces", progress: bool = True,
                  mesh=None, share: Share = Share()) -> list[dict[str, Any]]:
     """The score stage: one scored record per trace `cfg` selects (`ScoreConfig.skip_reason`) to
@@ -158,9 +168,9 @@ def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, m
     and told to `say` (default: the log); none left is a DataError naming `where` (the file).
 
     model_and_tokenizer: a (model, tokenizer) pair, or a zero-argument callable returning one,
-    called only when there is work (so a finished output loads no model). An LLMLingua-2
-    checkpoint in `cfg.llmlingua` is added to `annotate`. Provenance as in `write_traces`:
-    `origin` names what `annotate` adds and the model, `inputs` the files hashed (the model).
+    called only when there is work (so a finished output loads no model). Provenance as in
+    `write_traces`: `origin` names the model, `inputs` the files hashed (the model, and the
+    LLMLingua-2 checkpoint when its scorer runs).
     share: this process's part of a multi-process run (`jaxcot.distributed`): only its batches
     are scored, into `part_path(out, share)`, and only they are returned.
     """
@@ -179,8 +189,7 @@ def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, m
         todo = [t for t in todo_all if t["id"] in pending]
         if todo:
             pair = model_and_tokenizer() if callable(model_and_tokenizer) else model_and_tokenizer
-            extra = list(annotate) + ([llmlingua_annotator(cfg.llmlingua)] if cfg.llmlingua else [])
-            for _, rec in iter_scored(*pair, todo, cfg, mesh=mesh, annotate=extra, progress=progress, where=where):
+            for _, rec in iter_scored(*pair, todo, cfg, mesh=mesh, progress=progress, where=where):
                 writer.write(rec)
     return read_jsonl(out)
 
@@ -190,7 +199,7 @@ def _own_traces(model, tokenizer, traces: Sequence[dict], cfg: ScoreConfig, mesh
     """The traces of `share`'s batches, as `score_encoded` batches the whole of `traces`."""
     mesh = mesh if mesh is not None else model_mesh(model)
     lengths = [e.length for e in _encode_all(tokenizer, traces, cfg, where)]
-    plan = plan_batches(lengths, cfg.batch_size, data_parallel_size(mesh))
+    plan = plan_batches(lengths, cfg.batch_size, batch_shards(mesh))
     return [traces[i] for _, batch in share.take(plan) for i in batch]
 
 
@@ -236,6 +245,5 @@ def format_probe(rows: Sequence[dict[str, float]], default: int) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Annotator", "ScoreConfig", "TraceScores", "format_probe", "iter_scored", "layer_probe",
-           "llmlingua_annotator", "score_encoded", "score_traces", "scored_record", "scores_fingerprint",
-           "select_traces", "write_scores"]
+__all__ = ["ScoreConfig", "TraceScores", "format_probe", "iter_scored", "layer_probe", "score_encoded",
+           "score_traces", "scored_record", "scores_fingerprint", "select_traces", "write_scores"]

@@ -18,7 +18,8 @@ from jaxcot.generate.traces import GenerateConfig
 from jaxcot.importance.config import ScoreConfig
 from jaxcot.rl.config import GRPOConfig
 from jaxcot.testbed.problems import TestbedConfig
-from jaxcot.text.grading import GRADER_NAMES
+from jaxcot.testbed.roles import ORACLE_SCORER
+from jaxcot.text.grading import check_grader_name
 from jaxcot.text.prompts import PromptConfig
 from jaxcot.train.config import TrainConfig
 
@@ -55,16 +56,16 @@ class QuestionsConfig:
     def __post_init__(self):
         check_choice(self, "kind", DATA_KINDS)
         check_counts(self, "n_train", "n_test", "auc_samples")
-        check(self.grader.lower().replace("-", "").replace("_", "") in GRADER_NAMES or ":" in self.grader,
-              "grader", f"must be one of {sorted(GRADER_NAMES)} or 'module:function', got {self.grader!r}")
+        check_grader_name(self.grader)
 
 
 @dataclasses.dataclass
 class MethodSpec:
     """One row of the table: a student trained on the set `method` writes ('original' is the
     uncompressed control). gamma: retention for ADS and static rules; for TokenSkip the ratio its
-    student is asked for (training draws one per example from `knobs.gammas`). knobs: further
-    `CompressConfig` fields, over the run's `compress` ones."""
+    student is asked for (training draws one per example from `knobs.builder.gammas`). knobs:
+    further `CompressConfig` fields and sections (e.g. ``{ads: {calibrate: true}}``, ``{rule:
+    my_pkg.rules:mine}``), merged over the run's `compress` ones."""
 
     name: str
     method: str = "original"
@@ -154,7 +155,7 @@ class RunConfig:
     def compress_config(self, m: MethodSpec) -> CompressConfig:
         """The `CompressConfig` of a row: the run-wide `compress` knobs, then its own, its method
         and (except TokenSkip's, whose gamma is the ratio it is asked for) its gamma."""
-        knobs = {**self.compress, **m.knobs, "method": m.method}
+        knobs = {**deep_merge(self.compress, m.knobs), "method": m.method}
         if m.gamma is not None and m.method != "tokenskip":
             knobs["gamma"] = m.gamma
         return from_dict(CompressConfig, knobs, f"methods[{m.name}].knobs")
@@ -200,8 +201,12 @@ class RunConfig:
         return from_dict(GRPOConfig, deep_merge(self.rl.grpo, fixed), "rl.grpo")
 
     def score_config(self) -> ScoreConfig:
-        """`score`, with the prompt the traces were generated with."""
-        return dataclasses.replace(self.score, prompt=self.generate.prompt)
+        """`score`, with the prompt the traces were generated with; a testbed run adds the
+        ground-truth scorer (field 'oracle', `jaxcot.testbed.roles.oracle_scorer`)."""
+        scorers = self.score.scorers
+        if self.data.kind == "testbed" and ORACLE_SCORER not in scorers:
+            scorers = [*scorers, ORACLE_SCORER]
+        return dataclasses.replace(self.score, prompt=self.generate.prompt, scorers=scorers)
 
     def eval_prompt(self, m: MethodSpec) -> PromptConfig:
         """How a test question is put to the row's student: the question alone, or for TokenSkip
@@ -210,7 +215,7 @@ class RunConfig:
             return PromptConfig(template="{question}")
         cc = self.compress_config(m)
         return PromptConfig(template=tokenskip_prompt("{question}", 0.5 if m.gamma is None else m.gamma,
-                                                      eot=cc.eot, template=cc.template))
+                                                      eot=cc.builder.eot, template=cc.builder.template))
 
 
 __all__ = ["DATA_KINDS", "GRPO_SUFFIX", "STAGES", "MethodSpec", "QuestionsConfig", "RLConfig", "RunConfig",

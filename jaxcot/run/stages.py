@@ -22,9 +22,12 @@ from typing import Callable, ClassVar, Protocol
 from jaxcot.config import MeshConfig
 from jaxcot.distributed import Share, agree, barrier, gather_parts
 from jaxcot.io import atomic_write_json, atomic_write_jsonl, is_complete, read_jsonl
+from jaxcot.programs import ProgramCache
 from jaxcot.provenance import Fingerprint, claimed, up_to_date
+from jaxcot.rl.config import RESUMABLE_KEYS as GRPO_RESUMABLE_KEYS
 from jaxcot.run.config import GRPO_SUFFIX, MethodSpec, RunConfig, policy_folder
 from jaxcot.runtime import Interrupted
+from jaxcot.train.config import RESUMABLE_KEYS as TRAIN_RESUMABLE_KEYS
 
 
 class Stage(Protocol):
@@ -54,7 +57,7 @@ class RunContext:
     _models: dict = dataclasses.field(default_factory=dict)
     _tokenizer: object = None
     # compiled init and train steps, shared by the students (same model, same shapes): compiled once
-    compiled: dict = dataclasses.field(default_factory=dict)
+    compiled: ProgramCache = dataclasses.field(default_factory=ProgramCache)
     _model_path: str | None = None
 
     def path(self, *parts: str) -> str:
@@ -249,37 +252,27 @@ class GenerateStage(_Stage):
 
 
 class ScoreStage(_Stage):
-    """GoGI, entropy and self-information of the correct traces; testbed runs add the ground-truth
-    'oracle' importance."""
+    """The scorers of `score.scorers` (GoGI, entropy and self-information by default) over the
+    correct traces; testbed runs add the ground-truth 'oracle' importance (`score_config`)."""
 
     name = "score"
     mode = "shares"
     reads, writes = ("traces.jsonl",), ("scored.jsonl",)
 
-    def _origin(self):
-        return {"annotate": ["oracle"] if self.ctx.testbed else []}, self.ctx.model_inputs()
-
     def fingerprints(self):
         from jaxcot.importance.score import scores_fingerprint
 
-        origin, inputs = self._origin()
-        return {"scored.jsonl": scores_fingerprint(self.read("traces.jsonl"), self.ctx.cfg.score_config(), origin,
-                                                   inputs)}
+        return {"scored.jsonl": scores_fingerprint(self.read("traces.jsonl"), self.ctx.cfg.score_config(),
+                                                   inputs=self.ctx.model_inputs())}
 
     def run(self):
         from jaxcot.importance.score import write_scores
 
         ctx = self.ctx
         cfg = ctx.cfg.score_config()
-        annotate = []
-        if ctx.testbed:
-            from jaxcot.testbed.roles import oracle_scores
-
-            annotate.append(lambda rec: {"oracle": oracle_scores(rec["scores"]["pieces"], rec["id"])})
-        origin, inputs = self._origin()
         write_scores(self.read("traces.jsonl"), ctx.path("scored.jsonl"), cfg,
-                     lambda: (ctx.model(cfg.dtype, cfg.mesh), ctx.tokenizer()), annotate=annotate, origin=origin,
-                     inputs=inputs, replace=True, say=ctx.say, share=ctx.share, where=ctx.path("traces.jsonl"))
+                     lambda: (ctx.model(cfg.dtype, cfg.mesh), ctx.tokenizer()), inputs=ctx.model_inputs(),
+                     replace=True, say=ctx.say, share=ctx.share, where=ctx.path("traces.jsonl"))
 
     def gather(self):
         cfg = self.ctx.cfg.score_config()
@@ -430,9 +423,9 @@ class _FitStage(_Stage, abc.ABC):
                 raise Interrupted(f"{self.name} {m.name}: {res.status} at step {res.step}; rerun to resume")
 
 
-# TrainConfig fields that do not change the trained weights (where files go, how progress shows, remat)
-_TRAIN_PLACES = ("output_dir", "export_dir", "export_format", "progress", "checkpoint", "export", "init_from", "log",
-                 "remat")
+# A student's fingerprint leaves out the fields that do not change its weights (TrainConfig's one list)
+# and init_from, whose contents it holds as a source; it keeps export_dtype, the dtype of the files eval reads.
+_TRAIN_PLACES = tuple(k for k in TRAIN_RESUMABLE_KEYS if k != "export_dtype") + ("init_from",)
 
 
 class TrainStage(_FitStage):
@@ -473,8 +466,9 @@ def _policy(m: MethodSpec) -> str:
     return f"{policy_folder(m.name)}/model"
 
 
-# GRPOConfig fields that do not change the policy's weights
-_GRPO_PLACES = ("output_dir", "export_dir", "progress", "checkpoint", "export", "init_from", "log", "distributed")
+# A policy's fingerprint leaves out the fields that do not change its weights (GRPOConfig's one list) and
+# init_from, whose contents it holds as a source
+_GRPO_PLACES = GRPO_RESUMABLE_KEYS + ("init_from",)
 
 
 class RLStage(_FitStage):

@@ -104,31 +104,43 @@ def oracle_scores(pieces: list[str], key: str = "") -> np.ndarray:
     """Ground-truth importance [n] of a chain's token pieces, for the 'oracle' methods: 1 + u on
     working-equation tokens, u elsewhere, u = 0.5 * `random_scores` (seed 0, `key`), so a rule
     keeps every equation first and fills its ratio at random."""
-    from jaxcot.importance.baselines import random_scores
+    from jaxcot.importance.scorers import random_scores
 
     return np.asarray(equation_oracle(pieces), np.float32) + 0.5 * random_scores(len(pieces), 0, key)
 
 
-def importance_vs_roles(model, tokenizer, records: Sequence[dict], cfg) -> dict[str, dict[str, float]]:
-    """ROC-AUC of each importance source (GoGI, self-information, entropy, random) against the
-    essential roles of testbed `records` (reference chains, scored teacher-forced with the
-    `ScoreConfig` `cfg`): {source: {"auc", "n_tokens"}}, the mean of per-trace AUCs."""
-    from jaxcot.eval.metrics import importance_auc
-    from jaxcot.importance.baselines import random_scores
-    from jaxcot.importance.score import score_traces
+ORACLE_SCORER = "jaxcot.testbed.roles:oracle_scorer"  # how a config names it
 
-    scored = score_traces(model, tokenizer, records, cfg, progress=False)
-    labels, sources = [], {"gogi": [], "self_info": [], "entropy": [], "random": []}
+
+def oracle_scorer(batch) -> dict[str, list[np.ndarray]]:
+    """The ground truth as a scorer (`jaxcot.importance.scorers`, named
+    ``jaxcot.testbed.roles:oracle_scorer``): field ``oracle``, `oracle_scores` of each chain."""
+    return {"oracle": [oracle_scores(list(batch.pieces(r)), rec["id"]) for r, rec in enumerate(batch.records)]}
+
+
+def importance_vs_roles(model, tokenizer, records: Sequence[dict], cfg) -> dict[str, dict[str, float]]:
+    """ROC-AUC of each scorer's fields against the essential roles of testbed `records`
+    (reference chains, scored teacher-forced with the `ScoreConfig` `cfg`, the random scorer
+    added): {field: {"auc", "n_tokens"}}, the mean of per-trace AUCs, fields in scorer order."""
+    import dataclasses
+
+    from jaxcot.eval.metrics import importance_auc
+    from jaxcot.importance.score import score_traces
+    from jaxcot.importance.scorers import NOT_SCORES
+
+    names = [n for n in cfg.scorers if n != ORACLE_SCORER] + ([] if "random" in cfg.scorers else ["random"])
+    scored = score_traces(model, tokenizer, records, dataclasses.replace(cfg, scorers=names), progress=False)
+    labels, sources = [], {}
     for rec in scored:
         s = rec["scores"]
         labels.append(np.asarray(essential_mask(token_roles(rec, offsets_from_pieces(s["pieces"]))), bool))
-        for key in ("gogi", "self_info", "entropy"):
-            sources[key].append(np.asarray(s[key], np.float64))
-        sources["random"].append(np.asarray(random_scores(len(s["pieces"]), 0, rec["id"]), np.float64))
+        for key in s:
+            if key not in NOT_SCORES:
+                sources.setdefault(key, []).append(np.asarray(s[key], np.float64))
     n_tokens = int(sum(len(lab) for lab in labels))
     return {k: {"auc": float(importance_auc(v, labels)), "n_tokens": n_tokens} for k, v in sources.items()}
 
 
-__all__ = ["char_roles", "equation_oracle", "essential_mask", "importance_vs_roles", "offsets_from_pieces",
-           "oracle_scores",
-           "token_roles", "working_equation_chars"]
+__all__ = ["ORACLE_SCORER", "char_roles", "equation_oracle", "essential_mask", "importance_vs_roles",
+           "offsets_from_pieces",
+           "oracle_scorer", "oracle_scores", "token_roles", "working_equation_chars"]
