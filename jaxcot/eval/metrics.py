@@ -100,3 +100,38 @@ def importance_auc(scores: Sequence[Sequence[float]], labels: Sequence[Sequence[
     aucs = [roc_auc(s, y) for s, y in zip(scores, labels)]
     aucs = [a for a in aucs if not np.isnan(a)]
     return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def average_precision(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Average precision of `scores` [N] ranking the positive `labels` [N] first: the mean over
+    positives of the precision at each positive's rank (tied scores share the precision of their
+    group's end, so ties never help). nan without positives."""
+    s, y = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"average_precision: scores {s.shape} and labels {y.shape} must be equal 1-D shapes")
+    if not y.any():
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.concatenate([s[1:] != s[:-1], [True]])  # the end of each group of tied scores
+    ends = np.flatnonzero(last)
+    hits = np.cumsum(y)[ends]
+    group = np.cumsum(np.concatenate([[0], last[:-1]]))  # the tie group of each position
+    precision = hits / (ends + 1)
+    return float(np.sum(precision[group][y]) / y.sum())
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation of a [N] and b [N] (average ranks for ties); nan when either
+    is constant or N < 2."""
+    ra, rb = rankdata(np.asarray(a, np.float64)), rankdata(np.asarray(b, np.float64))
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def mean_over_traces(fn: Callable, xs: Sequence, ys: Sequence) -> float:
+    """The mean of fn(x_i, y_i) over traces, those where it is nan left out (nan if all are)."""
+    vals = [fn(np.asarray(x), np.asarray(y)) for x, y in zip(xs, ys)]
+    vals = [v for v in vals if not np.isnan(v)]
+    return float(np.mean(vals)) if vals else float("nan")

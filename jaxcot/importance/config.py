@@ -30,7 +30,8 @@ class ScoreConfig:
     scorers: the scorers run, in order, each adding its fields to ``scores``
     (`jaxcot.importance.scorers.SCORERS` names, or 'package.module:function').
     dtype: weights and compute. llmlingua: the LLMLingua-2 checkpoint folder the 'llmlingua'
-    scorer reads (naming a folder adds the scorer).
+    scorer reads (naming a folder adds the scorer). options: settings of scorers by name, e.g.
+    {integrated_gradients: {steps: 16}, counterfactual: {chunk: 8}, reference: {model: PATH}}.
     mesh: the devices the pass runs on (default: every device on data, the whole model on each);
     fsdp > 1 shards the weights, for models whose weights fill a device (docs/plan.md). remat: the
     backward recomputes each block, so one block's gathered weights live at a time (what lets
@@ -50,6 +51,7 @@ class ScoreConfig:
     llmlingua: str | None = None
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     remat: bool = False
+    options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         check_choice(self, "norm", NORMS)

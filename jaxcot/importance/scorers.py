@@ -12,6 +12,11 @@ length-bucketed batch, and stores each field in the scored record's ``scores``. 
 | self_info | self_info   | -log p(x_t given x_<t) (a by-product of the pass)                     |
 | random    | random      | uniform [0, 1), keyed by (seed 0, record id): `random_scores`         |
 | llmlingua | llmlingua   | LLMLingua-2's keep probability (`ScoreConfig.llmlingua` folder)      |
+| grad_x_act | grad_x_act | gradient x activation at GoGI's layer(s)                              |
+| integrated_gradients | integrated_gradients | from h^l = 0 to h^l, `options.integrated_gradients.steps` (16) |
+| attention | attention   | the attention the answer pays each token, over heads and layers       |
+| counterfactual | counterfactual | answer-loss rise when the token's h^l is zeroed (exact)        |
+| reference | reference   | log p under the model minus under `options.reference.model` (CTS)     |
 
 gogi, entropy and self_info share one forward and backward per batch (`ScoreBatch.gogi`). A
 scorer of your own is named as ``package.module:function`` in the config, or registered with
@@ -131,6 +136,83 @@ def llmlingua_scorer(batch: ScoreBatch) -> TraceFields:
         batch.session["llmlingua"] = LLMLinguaScorer.from_pretrained(batch.cfg.llmlingua)
     model = batch.session["llmlingua"]
     return {"llmlingua": [model.token_scores(rec["chain"], e.pieces) for e, rec in zip(batch.encoded, batch.records)]}
+
+
+def _on_device(batch: ScoreBatch) -> dict:
+    return batch.arrays.on(batch.mesh)
+
+
+def _chains(batch: ScoreBatch, values) -> list[np.ndarray]:
+    """Per record, its chain tokens' entries of a padded [rows, T] array."""
+    values = np.asarray(values)
+    return [values[r, e.chain] for r, e in enumerate(batch.encoded)]
+
+
+def _layers(batch: ScoreBatch) -> tuple[int, ...]:
+    from jaxcot.importance.gogi import normalize_layers
+
+    return normalize_layers(batch.cfg.layers, batch.model.config.num_layers)
+
+
+def _option(batch: ScoreBatch, scorer: str, key: str, default):
+    return batch.cfg.options.get(scorer, {}).get(key, default)
+
+
+@SCORERS.register("grad_x_act")
+def grad_x_act_scorer(batch: ScoreBatch) -> TraceFields:
+    from jaxcot.importance.attribution import path_attribution
+
+    a = _on_device(batch)
+    return {"grad_x_act": _chains(batch, path_attribution(batch.model, **a, layers=_layers(batch), alphas=(1.0,),
+                                                          max_answer=batch.arrays.max_answer))}
+
+
+@SCORERS.register("integrated_gradients")
+def integrated_gradients_scorer(batch: ScoreBatch) -> TraceFields:
+    from jaxcot.importance.attribution import midpoints, path_attribution
+
+    steps = int(_option(batch, "integrated_gradients", "steps", 16))
+    a = _on_device(batch)
+    return {"integrated_gradients": _chains(batch, path_attribution(
+        batch.model, **a, layers=_layers(batch), alphas=midpoints(steps), max_answer=batch.arrays.max_answer))}
+
+
+@SCORERS.register("attention")
+def attention_scorer(batch: ScoreBatch) -> TraceFields:
+    from jaxcot.importance.attribution import answer_attention
+
+    return {"attention": _chains(batch, answer_attention(batch.model, **_on_device(batch)))}
+
+
+@SCORERS.register("counterfactual")
+def counterfactual_scorer(batch: ScoreBatch) -> TraceFields:
+    from jaxcot.importance.attribution import ablation_effect
+
+    chunk = int(_option(batch, "counterfactual", "chunk", 8))
+    return {"counterfactual": _chains(batch, ablation_effect(
+        batch.model, **_on_device(batch), layers=_layers(batch), max_answer=batch.arrays.max_answer, chunk=chunk))}
+
+
+@SCORERS.register("reference")
+def reference_scorer(batch: ScoreBatch) -> TraceFields:
+    """log p(x_t) under the scored model minus under a reference model of the same tokenizer
+    (`options.reference.model`, a HF folder or GGUF file, loaded once): CTS's token score."""
+    from jaxcot.importance.attribution import self_information
+
+    path = _option(batch, "reference", "model", None)
+    if not path:
+        raise ValueError("scorer 'reference' needs the reference model: score.options.reference.model=PATH")
+    if "reference" not in batch.session:
+        from jaxcot.models import load_model
+
+        ref = load_model(path, dtype=batch.model.dtype, mesh=batch.mesh)
+        if ref.config.vocab_size != batch.model.config.vocab_size:
+            raise ValueError(f"{path}: the reference model's vocabulary ({ref.config.vocab_size}) is not the scored "
+                             f"model's ({batch.model.config.vocab_size}): it must share the tokenizer")
+        batch.session["reference"] = ref
+    a = _on_device(batch)
+    ref_info = self_information(batch.session["reference"], a["tokens"], a["mask"])
+    return {"reference": [r - t.self_info for r, t in zip(_chains(batch, ref_info), batch.gogi)]}
 
 
 def run_scorers(names: Sequence[str], batch: ScoreBatch) -> list[dict[str, np.ndarray]]:

@@ -1,8 +1,9 @@
-"""`jaxcot testbed data|tokenizer|teacher`: write arithmetic testbed traces, its tokenizer, or
-train the teacher."""
+"""`jaxcot testbed data|tokenizer|teacher|leaderboard`: write arithmetic testbed traces, its
+tokenizer, train the teacher, or judge every importance scorer against the ground truth."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -89,6 +90,33 @@ def cmd_teacher(args) -> int:
     return 0
 
 
+def cmd_leaderboard(args) -> int:
+    from jaxcot.importance.config import ScoreConfig
+    from jaxcot.models import load_model, load_tokenizer
+    from jaxcot.models.names import resolve_model
+    from jaxcot.testbed.leaderboard import DEFAULT_SCORERS, format_table, leaderboard, write_leaderboard
+    from jaxcot.testbed.teacher import learned_task
+    from jaxcot.text.prompts import PromptConfig
+
+    cfg = command_config(ScoreConfig, args)
+    if cfg is None:
+        return 0
+    if cfg.prompt is None:  # a testbed teacher learned the bare question as its user turn (`teacher_examples`)
+        cfg = dataclasses.replace(cfg, prompt=PromptConfig(template="{question}"))
+    path = resolve_model(args.model)
+    task = learned_task(path) or TestbedConfig()
+    model, tok = load_model(path), load_tokenizer(args.tokenizer or path)
+    # h^L feeds only its own slot's logits, so no chain token there reaches the answer
+    layers = args.layer or list(range(model.config.num_layers))
+    refs = list(generate(args.samples, args.seed, task))
+    rows = leaderboard(model, tok, refs, cfg, layers=layers, scorers=args.scorer or DEFAULT_SCORERS)
+    write_leaderboard(rows, args.out, {"model": args.model, "samples": args.samples, "seed": args.seed,
+                                       "goal": cfg.goal, "norm": cfg.norm, "testbed": dataclasses.asdict(task)})
+    print(format_table(rows))
+    print(f"\nwrote {os.path.join(args.out, 'leaderboard.json')}, leaderboard.md and leaderboard_layers.png")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("testbed", description=__doc__, formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="testbed_command", required=True)
@@ -111,3 +139,14 @@ def register(subparsers) -> None:
                      "e.g. --config configs/teacher.yaml")
     te.add_argument("--ship", action="store_true", help="copy the result into jaxcot/assets/teacher (the demo's start)")
     te.set_defaults(func=cmd_teacher)
+    lb = add_command(sub, "leaderboard", config="ScoreConfig", example="goal=value batch_size=16",
+                     description="every importance scorer against the testbed's ground truth at every layer: "
+                     "ROC-AUC, average precision, agreement with the counterfactual; a table and a plot")
+    lb.add_argument("--model", default="teacher", help="a testbed model (default: the shipped teacher)")
+    lb.add_argument("--tokenizer", help="tokenizer source (default: --model)")
+    lb.add_argument("--samples", type=int, default=100, help="reference chains scored")
+    lb.add_argument("--seed", type=int, default=1000, help="problem seed of the reference chains")
+    lb.add_argument("--layer", type=int, action="append", help="a layer to score at (repeat; default: 0..L-1)")
+    lb.add_argument("--scorer", action="append", help="a scorer (repeat; default: the built-in token scorers)")
+    lb.add_argument("--out", default="runs/leaderboard", help="output folder")
+    lb.set_defaults(func=cmd_leaderboard)

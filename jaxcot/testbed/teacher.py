@@ -179,6 +179,18 @@ def teacher_path() -> str:
     return shipped_teacher_path()
 
 
+def learned_task(model_path: str) -> TestbedConfig | None:
+    """The testbed task a teacher folder learned (its teacher.json), or None without one."""
+    from jaxcot.config import from_dict
+
+    summary = os.path.join(model_path, "teacher.json")
+    if not os.path.exists(summary):
+        return None
+    with open(summary) as f:
+        learned = json.load(f).get("config", {}).get("testbed")
+    return from_dict(TestbedConfig, learned, summary) if learned else None
+
+
 def check_teacher_task(task: TestbedConfig) -> str | None:
     """A warning naming the fields where `task` differs from the task the shipped teacher learned
     (its teacher.json), or None: problems outside it (e.g. larger numbers) are ones the teacher,
