@@ -24,7 +24,8 @@ COMMANDS = {
     "train": ("jaxcot.train.cli", "fine-tune (LoRA or full) or train from scratch on (prompt, completion) examples"),
     "rl": ("jaxcot.rl.cli", "GRPO after a student: sample, reward, and update the policy (LoRA or full)"),
     "eval": ("jaxcot.eval.cli", "evaluate one model or student on a benchmark: accuracy, chain tokens, latency"),
-    "testbed": ("jaxcot.testbed.cli", "the arithmetic testbed: traces with ground-truth roles, tokenizer, teacher"),
+    "testbed": ("jaxcot.testbed.cli", "the arithmetic testbed: traces with ground-truth roles, tokenizer, teacher, "
+                "the importance leaderboard"),
     "run": ("jaxcot.run.cli", "the whole pipeline: generate, score, compress, train students, evaluate, report"),
     "plan": ("jaxcot.run.plan_cli", "compile a run's programs for a TPU topology: memory per device and hours"),
 }
@@ -157,6 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"jaxcot {args.command}: error: {e} (--debug shows the traceback)", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        from jaxcot.io import WRITE_ERRNOS
+
+        if args.debug or e.errno not in WRITE_ERRNOS:
+            raise
+        print(f"jaxcot {args.command}: error: cannot write {e.filename or 'the output'}: {e.strerror}; "
+              "free some space (or write elsewhere) and rerun: finished outputs are kept, and the command "
+              "resumes (--debug shows the traceback)", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

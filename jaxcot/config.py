@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import sys
 import types
@@ -49,6 +50,8 @@ def check_range(obj, name: str, lo: float | None = None, hi: float | None = None
     v = getattr(obj, name)
     if v is None and optional:
         return
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ConfigError(name, f"must be a finite number, got {v!r}")
     below = lo is not None and (v <= lo if lo_open else v < lo)
     above = hi is not None and (v >= hi if hi_open else v > hi)
     if below or above:
@@ -179,9 +182,10 @@ def _coerce(tp, value, where: str):
     if tp is Any or value is None and (origin in (typing.Union, types.UnionType) and type(None) in args):
         return value
     if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error says more than "fits none of"
+            return _coerce(options[0], value, where)
+        for arg in options:
             try:
                 return _coerce(arg, value, where)
             except ConfigError as e:
@@ -204,13 +208,8 @@ def _coerce(tp, value, where: str):
         if not isinstance(value, dict):
             raise ConfigError(where, f"expected a mapping, got {value!r}")
         return dict(value)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads '1e-4' (no dot) as a string
-            return float(value)
-        except ValueError:
-            raise ConfigError(where, f"expected a number, got {value!r}") from None
+    if tp is float and (isinstance(value, (int, float)) and not isinstance(value, bool) or isinstance(value, str)):
+        return _finite(value, where)
     if tp is int and isinstance(value, bool):
         raise ConfigError(where, f"expected an integer, got {value!r}")
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -218,6 +217,18 @@ def _coerce(tp, value, where: str):
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(where, f"expected {tp.__name__}, got {value!r}")
     return value
+
+
+def _finite(value, where: str) -> float:
+    """`value` as a float; NaN and the infinities are refused (no knob means them: a range check
+    `not lo <= x <= hi` would let NaN through)."""
+    try:  # YAML 1.1 reads '1e-4' (no dot) as a string
+        x = float(value)
+    except ValueError:
+        raise ConfigError(where, f"expected a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise ConfigError(where, f"must be a finite number, got {value!r}")
+    return x
 
 
 def _section_holding(cls, hints: dict, key: str) -> str | None:
@@ -263,6 +274,32 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives a key twice (plain YAML keeps the last,
+    silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base loader reports it
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"duplicate key {key!r} (first given on line {first})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_load(stream) -> Any:
+    """`yaml.safe_load`, except that a key given twice in one mapping is a `yaml.YAMLError`."""
+    return yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     """['a.b=3', 'c=[1, 2]'] -> [('a.b', 3), ('c', [1, 2])] (values parsed as YAML)."""
     out = []
@@ -271,7 +308,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         if not eq or not key.strip():
             raise ConfigError("", f"override {item!r} is not key=value")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml_load(raw) if raw != "" else ""
         except yaml.YAMLError as e:
             raise ConfigError(key.strip(), f"cannot parse the value {raw!r} ({e.problem})") from None
         out.append((key.strip(), value))
@@ -305,7 +342,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raise ConfigError("", f"{path}: no such config file")
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml_load(f) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""

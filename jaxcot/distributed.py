@@ -38,6 +38,7 @@ class DistributedConfig:
     def __post_init__(self):
         check(self.num_processes is None or self.num_processes >= 1, "num_processes",
               f"must be >= 1, got {self.num_processes}")
+        check(self.process_id is None or self.process_id >= 0, "process_id", f"must be >= 0, got {self.process_id}")
 
 
 def initialize(dc: DistributedConfig) -> None:

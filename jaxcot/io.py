@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
+import stat
 import tempfile
 from typing import Any, Iterable, Iterator, Sequence
+
+# A write that fails for want of room (disk or quota full) or a read-only file system: the CLI's
+# one-line errors name the file (`jaxcot.cli`).
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 class DataError(ValueError):
@@ -24,6 +30,34 @@ def _umask() -> int:
     return mask
 
 
+def _lock_refused(lock: str, path: str, what: str) -> "LockError":
+    return LockError(f"{lock} {what}, not a lock jaxcot made for {path}: a lock is never followed or "
+                     "overwritten; remove it (or choose another output) and rerun")
+
+
+def _open_lock(lock: str, path: str) -> int | None:
+    """A descriptor of the lock file `lock`: created here, or an existing regular file with one link
+    (never a symbolic link, which is not followed); None when it vanished meanwhile (try again)."""
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        pass
+    if os.path.islink(lock):
+        raise _lock_refused(lock, path, "is a symbolic link")
+    try:
+        fd = os.open(lock, flags | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _lock_refused(lock, path, f"cannot be opened as a lock file ({e.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > 64:
+        os.close(fd)
+        raise _lock_refused(lock, path, "is not a small plain file of its own (a hard link, a device, a pipe)")
+    return fd
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike):
     """Hold an advisory lock (`fcntl.flock`) on `<path>.lock` while writing `path`.
@@ -31,27 +65,36 @@ def output_lock(path: str | os.PathLike):
     A second writer gets `LockError` naming the holder's PID. The kernel releases a lock when its
     process dies, so a lock left by a killed process is taken over; the lock file is removed on
     release, and a holder checks it still locks the file at that path (not one just removed).
+    A lock file is never followed when it is a symbolic link, and one that does not hold a PID (or
+    nothing) was not made by jaxcot: both are refused, untouched.
     """
     import fcntl
 
-    lock = os.fspath(path).rstrip("/") + ".lock"
+    path = os.fspath(path)
+    lock = path.rstrip("/") + ".lock"
     os.makedirs(os.path.dirname(os.path.abspath(lock)), exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        if (fd := _open_lock(lock, path)) is None:
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise LockError(f"{os.fspath(path)} is being written by process {holder} (lock {lock}); "
+            raise LockError(f"{path} is being written by process {holder} (lock {lock}); "
                             "wait for it to finish or stop it") from None
         try:
-            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            st = os.lstat(lock)
+            same = (st.st_dev, st.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
         except FileNotFoundError:
             same = False
         if same:
             break
         os.close(fd)  # the file was removed by the previous holder between our open and lock
+    held = os.pread(fd, 64, 0)
+    if held.strip() and not held.strip().isdigit():  # not a PID: a file jaxcot did not write
+        os.close(fd)
+        raise _lock_refused(lock, path, "holds something other than a process id")
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -81,9 +124,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS and e.filename is None:
+            raise OSError(e.errno, e.strerror, path) from e  # say which output could not be written
         raise
 
 
@@ -224,11 +269,15 @@ class ResumableJsonl:
         good, found = [], []
         if os.path.exists(self.partial):
             with open(self.partial, encoding="utf-8") as f:
-                for line in f:
+                for lineno, line in enumerate(f, 1):
                     try:
                         rec = json.loads(line)
                     except json.JSONDecodeError:
                         break  # torn tail
+                    if not isinstance(rec, dict) or self.key not in rec:
+                        raise DataError(f"{self.partial}:{lineno}: expected a JSON object with an {self.key!r} "
+                                        f"field, got {line.strip()[:60]!r}; the partial output is damaged: "
+                                        "remove it to start this output over")
                     good.append(line if line.endswith("\n") else line + "\n")
                     found.append(rec[self.key])
             self._check_ids(found, self.partial)
@@ -244,15 +293,27 @@ class ResumableJsonl:
             raise DataError(f"{self.partial}: record {rid!r} written twice")
         if self._f is None:
             raise RuntimeError(f"{self.path}: write() outside the `with` block or after the output was complete")
-        self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            self._f.flush()
+        except OSError as e:
+            if e.errno in WRITE_ERRNOS and e.filename is None:
+                raise OSError(e.errno, e.strerror, self.partial) from e
+            raise
         self.done.add(rid)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._f is None:
             return
-        self._f.close()
-        self._f = None
+        f, self._f = self._f, None
+        try:
+            f.close()
+        except OSError as e:
+            if exc_type is not None:  # the error that ended the block (a full disk, say) is the one to tell
+                return
+            if e.errno in WRITE_ERRNOS and e.filename is None:
+                raise OSError(e.errno, e.strerror, self.partial) from e
+            raise
         if exc_type is not None:
             return
         missing = self.pending

@@ -19,7 +19,7 @@ import os
 import shutil
 from typing import Any, Mapping
 
-from jaxcot.io import DataError, atomic_write_json, output_lock
+from jaxcot.io import DataError, atomic_open, atomic_write_json, output_lock
 
 _CHUNK = 1 << 20
 
@@ -104,6 +104,13 @@ class Fingerprint:
         return out
 
 
+def settings_differences(fp: Fingerprint, recorded: Mapping) -> list[str]:
+    """What differs from a recorded fingerprint in its settings alone: not the jaxcot version, the
+    inputs' contents, or the digests of in-memory inputs its settings hold (`content_digest`)."""
+    return [f"{k}: {a!r} -> {b!r}" for k, a, b in _leaf_diff(recorded.get("settings", {}), fp.settings)
+            if not (_is_digest(a) or _is_digest(b))]
+
+
 def _is_digest(v: Any) -> bool:
     return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
 
@@ -119,14 +126,16 @@ def meta_path(output: str | os.PathLike) -> str:
 
 
 def recorded(output: str | os.PathLike) -> dict | None:
-    """The fingerprint recorded beside `output`, or None."""
+    """The fingerprint recorded beside `output`, or None; {} when the record is unreadable (not
+    JSON, or JSON but not an object)."""
     try:
         with open(meta_path(output), encoding="utf-8") as f:
-            return json.load(f)
+            rec = json.load(f)
     except FileNotFoundError:
         return None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return {}
+    return rec if isinstance(rec, dict) else {}
 
 
 def _exists(output: str) -> bool:
@@ -144,48 +153,167 @@ def discard(output: str | os.PathLike) -> None:
                 os.remove(p)
 
 
-def up_to_date(output: str | os.PathLike, fp: Fingerprint) -> bool:
-    """Whether the fingerprint recorded beside `output` is `fp` (the output itself may still be
-    partial: check completeness apart)."""
+def _complete(output: str) -> bool:
+    return os.path.exists(output) and not os.path.exists(output + ".partial")
+
+
+def _jsonl_records(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def content(output: str | os.PathLike) -> dict:
+    """What a finished output holds, as its meta records it: a file's byte count and sha256 (and a
+    JSONL file's record count); a folder's, per file (a model folder: its weights, config, ...)."""
+    output = os.fspath(output)
+    if os.path.isdir(output):
+        return {"files": {os.path.relpath(os.path.join(root, name), output): content(os.path.join(root, name))
+                          for root, _, names in os.walk(output) for name in names}}
+    out = {"bytes": os.path.getsize(output), "sha256": digest(output)}
+    if output.endswith(".jsonl"):
+        out["records"] = _jsonl_records(output)
+    return out
+
+
+def content_differences(output: str | os.PathLike, rec: Mapping | None = None) -> list[str]:
+    """How a finished output differs from the content recorded in its meta (`rec`, read when not
+    given): [] when it is the same, or when the output is not finished (a partial one resumes)."""
+    output = os.fspath(output)
+    if not _complete(output):
+        return []
+    rec = recorded(output) if rec is None else rec
+    want = (rec or {}).get("content")
+    if not isinstance(want, dict):
+        return ["no record of its content"]
+    now = content(output)
+    if "files" in want or "files" in now:
+        old, new = want.get("files") or {}, now.get("files") or {}
+        return ([f"{k} missing" for k in sorted(set(old) - set(new))]
+                + [f"{k} was not there" for k in sorted(set(new) - set(old))]
+                + [f"{k} changed" for k in sorted(set(old) & set(new)) if old[k] != new[k]])
+    for key in ("records", "bytes"):
+        if want.get(key) != now.get(key):
+            return [f"{want.get(key)} {key} recorded when it was made, {now.get(key)} now"]
+    return [] if want.get("sha256") == now["sha256"] else ["its bytes changed since it was made"]
+
+
+def record_content(output: str | os.PathLike) -> None:
+    """Add a finished output's `content` to its meta (done when the output is complete, so that a
+    later change to its bytes, or a lost file, makes it not done)."""
+    output = os.fspath(output)
     rec = recorded(output)
-    return rec is not None and not fp.differences(rec)
+    if rec and _complete(output):
+        atomic_write_json(meta_path(output), {**rec, "content": content(output)})
 
 
-def claim(output: str | os.PathLike, fp: Fingerprint, *, replace: bool = False, say=None) -> None:
-    """Make `output` (and its partial file) belong to `fp` before it is written or resumed.
+def up_to_date(output: str | os.PathLike, fp: Fingerprint) -> bool:
+    """Whether the fingerprint recorded beside `output` is `fp` and, when the output is finished,
+    it still holds what its meta recorded when it was (`content_differences`; a partial output
+    resumes: check completeness apart)."""
+    rec = recorded(output)
+    return rec is not None and not fp.differences(rec) and not content_differences(output, rec)
+
+
+ALWAYS = "always"  # `replace=ALWAYS`: make the output again even when it is up to date (a command's --overwrite)
+
+
+def _ident(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _size(path: str) -> int | None:
+    return None if (ident := _ident(path)) is None else ident[2]
+
+
+def _restore(output: str, meta: bytes | None) -> None:
+    """Undo a claim that wrote nothing: no partial file, and the record that was there (none when
+    there was none, or the output is gone)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(output + ".partial")
+    if meta is None or not os.path.exists(output):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(meta_path(output))
+    else:
+        with atomic_open(meta_path(output), "wb") as f:
+            f.write(meta)
+
+
+def _empty_partial(output: str) -> None:
+    """`<output>.partial` made empty (a stale one, left by a killed writer, removed first): it marks
+    the finished file beside it as not yet replaced, and is where a resumable writer starts."""
+    partial = output + ".partial"
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(partial)
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666))
+
+
+def claim(output: str | os.PathLike, fp: Fingerprint, *, replace: bool | str = False, say=None) -> None:
+    """Make `output` (and its partial file) belong to `fp` before it is written or resumed; hold
+    its lock meanwhile (`claimed` does).
 
     Up to date: nothing to do (a partial file resumes). Made by other settings or inputs, or with
-    no record of what made it: with `replace`, discarded (and `say` is told why); else
-    `StaleOutput` names what changed. Then the fingerprint is recorded beside it.
+    no record of what made it (or, with `replace=ALWAYS`, whatever made it): without `replace`,
+    `StaleOutput` names what changed; with it (`say` is told why) a finished file stays where it is
+    until its replacement is complete -- an empty `<output>.partial` beside it marks it as not
+    done, and the writer's rename puts the new file over it -- while a stale partial file, or a
+    folder, is discarded. Then the fingerprint is recorded beside it.
     """
     output = os.fspath(output)
     rec = recorded(output)
-    if rec is not None and not fp.differences(rec):
+    changed = content_differences(output, rec) if rec else []  # a finished output's bytes, against its record
+    if rec is not None and not fp.differences(rec) and not changed and not (replace == ALWAYS and _exists(output)):
         return
     if _exists(output):
-        why = ("no record of the settings that made it" if rec is None
-               else ", ".join(fp.differences(rec)) if rec else "its record is unreadable")
+        why = (", ".join(changed) if rec and changed and not fp.differences(rec)
+               else "made again (--overwrite)" if rec is not None and not fp.differences(rec)
+               else "no record of the settings that made it" if rec is None
+               else ", ".join(fp.differences(rec)) if rec else f"its record {meta_path(output)} is unreadable")
         if not replace:
             raise StaleOutput(f"{output} was made with other settings or inputs ({why}); "
                               "pass --overwrite to make it again, or choose another output")
         if say is not None:
             say(f"{output}: {why}; making it again")
-        discard(output)
+        if os.path.isfile(output):
+            _empty_partial(output)
+        else:
+            discard(output)
     atomic_write_json(meta_path(output), fp.to_json())
 
 
 @contextlib.contextmanager
-def claimed(output: str | os.PathLike, fp: Fingerprint, *, replace: bool = False, say=None):
-    """Hold the output's lock (`jaxcot.io.output_lock`) and `claim` it for `fp` while writing it."""
+def claimed(output: str | os.PathLike, fp: Fingerprint, *, replace: bool | str = False, say=None):
+    """Hold the output's lock (`jaxcot.io.output_lock`) and `claim` it for `fp` while writing it.
+
+    Everything is checked (the lock, then what is there) before anything is touched. A block that
+    fails before writing anything (its output unchanged, its partial file absent or empty) leaves
+    what was there as it was: the record restored, an empty partial file removed. A block that
+    replaced a finished file (`claim`) removes the empty partial file that marked it."""
+    output = os.fspath(output)
+    partial = output + ".partial"
     with output_lock(output):
+        before, meta = _ident(output), _read_bytes(meta_path(output))
         claim(output, fp, replace=replace, say=say)
         try:
             yield
         except BaseException:
-            if not _exists(os.fspath(output)):  # nothing was written: leave no record of it either
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(meta_path(output))
+            if _ident(output) in (before, None) and _size(partial) in (None, 0):  # nothing written: undo
+                _restore(output, meta)
             raise
+        if _ident(output) != before and os.path.isfile(output) and _size(partial) == 0:
+            os.remove(partial)  # the marker of the file just replaced
+        record_content(output)
 
 
 def content_digest(obj: Any) -> str:
@@ -193,5 +321,6 @@ def content_digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(_plain(obj), sort_keys=True).encode()).hexdigest()
 
 
-__all__ = ["Fingerprint", "StaleOutput", "claim", "claimed", "content_digest", "digest", "discard", "meta_path",
-           "recorded", "up_to_date"]
+__all__ = ["ALWAYS", "Fingerprint", "StaleOutput", "claim", "claimed", "content", "content_differences",
+           "content_digest", "digest", "discard", "meta_path", "record_content", "recorded", "settings_differences",
+           "up_to_date"]

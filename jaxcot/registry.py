@@ -76,12 +76,22 @@ class Registry(Generic[T]):
             return entry
         return self._import(spec)
 
+    def load(self, spec: str) -> None:
+        """`get(spec)` for its errors alone, where `spec` is a 'module:attribute' reference (which
+        it imports: a config calls this when it loads, so a missing module fails before any work);
+        a registered name is left unimported. The ValueError names the reference and the cause."""
+        if spec not in self._entries and is_reference(spec):
+            entry = self.get(spec)
+            if not callable(entry):
+                raise ValueError(f"{self.kind} {spec!r} is a {type(entry).__name__}, not a function")
+
     def _import(self, spec: str) -> T:
         module, attr = spec.split(":", 1)
         try:
             mod = importlib.import_module(module)
         except ImportError as e:
-            raise ValueError(f"{self.kind} {spec!r}: cannot import {module!r} ({e})") from e
+            raise ValueError(f"{self.kind} {spec!r}: cannot import {module!r} ({e}); is the module installed, "
+                             "or its folder on PYTHONPATH?") from e
         try:
             return getattr(mod, attr)
         except AttributeError:

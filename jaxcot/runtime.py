@@ -85,13 +85,26 @@ def enable_compilation_cache(path: str | None = None, min_compile_seconds: float
     """Turn on JAX's persistent compilation cache in `path` (default `cache_dir()`), so that a
     command run again loads the programs it compiled before instead of compiling them; programs
     that compiled in under `min_compile_seconds` are not stored. Returns the folder, or None when
-    the cache is off. Call it before the first compilation (the CLI does)."""
+    the cache is off, or when the folder cannot be written (a warning says so, and the command
+    goes on without it). Call it before the first compilation (the CLI does)."""
+    import tempfile
+
     import jax
 
     path = path or cache_dir()
     if path is None:
         return None
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # a read-only folder (or file system) takes no programs
+            pass
+    except OSError as e:
+        from jaxcot.logs import get_logger
+
+        get_logger("jaxcot").warning(
+            f"the compilation cache {path} cannot be written ({e.strerror or e}); going on without it "
+            "(point JAXCOT_CACHE_DIR at a writable folder, or set JAXCOT_COMPILATION_CACHE=0)")
+        return None
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -204,5 +217,20 @@ def sigterm_raises():
         raise Interrupted("stopped by SIGTERM (it arrived inside a callback, so only once the work was done)")
 
 
-__all__ = ["CompileStats", "Interrupted", "cache_dir", "count_compilations", "enable_compilation_cache",
-           "process_seconds", "sigterm_raises", "step_compiler_options", "tune_host_allocator"]
+def device_memory_bytes(device) -> int | None:
+    """What one device can hold: an accelerator's memory limit (`memory_stats()['bytes_limit']`),
+    or for the host CPU the machine's physical memory; None when neither is known."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    if device.platform == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+__all__ = ["CompileStats", "Interrupted", "cache_dir", "count_compilations", "device_memory_bytes",
+           "enable_compilation_cache", "process_seconds", "sigterm_raises", "step_compiler_options",
+           "tune_host_allocator"]

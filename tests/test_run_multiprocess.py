@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = ["data.n_train=16", "data.n_test=8", "data.auc_samples=4", "generate.batch_size=4",
              "generate.max_new_tokens=160", "score.batch_size=4",
              "methods=[{name: original, method: original}, {name: gogi-skip, method: gogi-ads, gamma: 0.5,"
-             " knobs: {calibrate: true}}]",
+             " knobs: {ads: {calibrate: true}}}]",
              "student.max_steps=2", "student.batch_size=4", "eval.max_new_tokens=160", "eval.batch_size=4",
              "eval.latency_samples=2"]
 

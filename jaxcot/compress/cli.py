@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg is None:
         return 0
     from jaxcot.io import iter_jsonl, refuse_same_file
-    from jaxcot.provenance import discard
+    from jaxcot.provenance import ALWAYS
 
     if args.out:
         refuse_same_file(args.out, scored=args.scored)
@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"{args.scored}:{lineno}")
         records.append(rec)
     path = args.out or _default_out(args.scored, cfg.method)
-    if args.overwrite:
-        discard(path)
-    out = write_compressed(records, path, cfg, wheres=lines, source=args.scored)
+    # --overwrite: the finished set stays until its replacement is written (`jaxcot.provenance.claim`)
+    out = write_compressed(records, path, cfg, wheres=lines, source=args.scored,
+                           replace=ALWAYS if args.overwrite else False)
     print(format_table(out.summary))
     print(f"\nwrote {len(out.examples)} examples to {path}\nsummary: {summary_path(path)}")
     return 0

@@ -9,10 +9,11 @@ whole in `tokens`; how examples are written in `builder`; which records are used
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from jaxcot.compress import builders, rebuild
 from jaxcot.compress.registry import RULES
-from jaxcot.config import check, check_choice, check_range, from_dict
+from jaxcot.config import ConfigError, check, check_choice, check_range, from_dict
 from jaxcot.text.grading import check_grader_name
 
 METHODS = {
@@ -100,6 +101,11 @@ class StepConfig:
         check_range(self, "protect_first_steps", 0)
         check_range(self, "protect_last_steps", 0)
         check(bool(self.skip_marker), "skip_marker", "may not be empty")
+        try:
+            re.compile(self.step_pattern)
+        except re.error as e:
+            raise ConfigError("step_pattern", f"is not a valid regular expression ({e}): {self.step_pattern!r}; "
+                              "escape special characters with a backslash") from None
 
 
 @dataclasses.dataclass

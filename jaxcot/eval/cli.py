@@ -44,7 +44,7 @@ def run(args) -> int:
     from jaxcot.eval.report import model_table
     from jaxcot.eval.students import EvalConfig, evaluate_model, model_student, table_path
     from jaxcot.io import refuse_same_file
-    from jaxcot.provenance import discard
+    from jaxcot.provenance import ALWAYS
 
     cfg = command_config(EvalConfig, args)
     if cfg is None:
@@ -52,9 +52,9 @@ def run(args) -> int:
     refuse_same_file(args.out, data=args.data, model=args.model, baseline=cfg.baseline)
     test = load_questions(args.data, question_fields(args))
     student = model_student(args.model, cfg, name=args.name, tokenizer=args.tokenizer)
-    if args.overwrite:
-        discard(args.out)
-    result = evaluate_model(student, test, cfg, args.out, say=lambda m: print(m, file=sys.stderr), source=args.data)
+    # --overwrite: the finished result stays until its replacement is written (`jaxcot.provenance.claim`)
+    result = evaluate_model(student, test, cfg, args.out, say=lambda m: print(m, file=sys.stderr), source=args.data,
+                            replace=ALWAYS if args.overwrite else False)
     print(model_table({student.name: result}), end="")
     print(f"\nwrote {args.out} and {table_path(args.out)}", file=sys.stderr)
     return 0

@@ -21,7 +21,7 @@ from jaxcot.distributed import Share
 from jaxcot.io import DataError, atomic_write_json, atomic_write_text, is_complete
 from jaxcot.logs import progress as progress_bar
 from jaxcot.programs import ProgramCache
-from jaxcot.provenance import Fingerprint, claimed, content_digest, up_to_date
+from jaxcot.provenance import ALWAYS, Fingerprint, claimed, content_digest, up_to_date
 from jaxcot.shapes import bucket_length
 from jaxcot.text.grading import Grader, check_grader_name, get_grader
 from jaxcot.text.prompts import PromptConfig, prompt_ids
@@ -269,7 +269,7 @@ def evaluate_model(student: Student | str, test: Sequence[dict], cfg: EvalConfig
     if (missing := next((str(it.get("id", i)) for i, it in enumerate(test) if it.get("gold") is None), None)):
         raise DataError(f"{source}: question {missing} has no gold answer to grade against")
     fp = student_fingerprint(student, test, cfg, origin, latency=latency)
-    if is_complete(out_path) and up_to_date(out_path, fp):
+    if replace != ALWAYS and is_complete(out_path) and up_to_date(out_path, fp):
         return _read_json(out_path, "an evaluation result")
     cache, programs = ({} if cache is None else cache), (ProgramCache() if programs is None else programs)
     grade = grade or get_grader(cfg.grader)

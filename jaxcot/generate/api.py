@@ -15,9 +15,11 @@ from typing import Callable, Sequence
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxcot.generate.config import OVERFLOW
 from jaxcot.generate.sampler import EOS, FINISH_REASONS, PROMPT_BUCKET_STEPS, DecodeSpec, Sampler
 from jaxcot.generate.sampling import SamplingConfig
 from jaxcot.generate.stop import StopPatterns, stop_patterns, trim_at_stop
+from jaxcot.logs import get_logger
 from jaxcot.models.decoder import Decoder
 from jaxcot.programs import ProgramCache
 from jaxcot.shapes import bucket_length, length_sorted_batches, merge_lengths
@@ -72,6 +74,27 @@ def shared_prompt_lengths(batch_longest: Sequence[int], min_bucket: int = 16,
         return [None] * len(buckets)
     shared = merge_lengths(buckets, groups)
     return [shared[b] for b in buckets]
+
+
+def fit_context(prompts: Sequence[Sequence[int]], max_new_tokens: int, context: int,
+                overflow: str = "refuse") -> tuple[list[Sequence[int]], int]:
+    """(prompts, how many were cut): every prompt with `max_new_tokens` must fit the model's
+    `context` positions. A longer one is an error naming it ('refuse'), or keeps its last
+    context - max_new_tokens tokens ('truncate': the question's end and the turn that asks for
+    the answer survive). max_new_tokens alone filling the context is always an error."""
+    if overflow not in OVERFLOW:
+        raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
+    room = context - max_new_tokens
+    if room < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} fills the model's context of {context} positions: "
+                         "lower max_new_tokens")
+    long = [i for i, p in enumerate(prompts) if len(p) > room]
+    if long and overflow == "refuse":
+        i = long[0]
+        raise ValueError(f"prompt {i} has {len(prompts[i])} tokens: with max_new_tokens {max_new_tokens} it does not "
+                         f"fit the model's context of {context} positions ({len(long)} prompts too long); shorten "
+                         f"it, lower max_new_tokens, or set overflow=truncate (keeps its last {room} tokens)")
+    return [p[len(p) - room:] if len(p) > room else p for p in prompts], len(long)
 
 
 class Generator:
@@ -147,6 +170,7 @@ class Generator:
         on_batch: Callable[[list[int], list[Completion]], None] | None = None,
         pad_to: Sequence[int | None] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        overflow: str = "refuse",
     ) -> list[Completion]:
         """Generate for token-id prompts, in batches of `batch_size` (default: all at once).
 
@@ -157,9 +181,15 @@ class Generator:
         larger input of which these prompts are whole batches); default: planned over these.
         on_progress(tokens, budget): told during each batch, that batch's totals so far (see
         `Sampler.run_batch`; a `ProgressBar`'s `on_progress`); it makes the decode run in chunks.
+        overflow: a prompt that with `max_new_tokens` does not fit the model's context is refused
+        ('refuse') or loses its first tokens ('truncate', logged); see `fit_context`.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        prompts, cut = fit_context(prompts, max_new_tokens, self.sampler.config.max_position_embeddings, overflow)
+        if cut:
+            get_logger("generate").warning(f"{cut} of {len(prompts)} prompts lost their first tokens to fit the "
+                                           f"model's context with max_new_tokens {max_new_tokens}")
         stop = tuple(stop)
         if stop and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer")
@@ -276,4 +306,5 @@ class ProgressBar:
         self.bar.close()
 
 
-__all__ = ["Completion", "Generator", "ProgressBar", "default_eos_ids", "length_batches", "shared_prompt_lengths"]
+__all__ = ["OVERFLOW", "Completion", "Generator", "ProgressBar", "default_eos_ids", "fit_context", "length_batches",
+           "shared_prompt_lengths"]

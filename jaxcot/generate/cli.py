@@ -47,7 +47,7 @@ def run(args) -> int:
     from jaxcot.generate.traces import load_generator, trace_counts, write_traces
     from jaxcot.io import is_complete, refuse_same_file
     from jaxcot.models.loading import model_inputs
-    from jaxcot.provenance import discard
+    from jaxcot.provenance import ALWAYS
 
     cfg = _config(args)
     if cfg is None:
@@ -66,13 +66,13 @@ def run(args) -> int:
     fields = question_fields(args)
     refuse_same_file(args.out, data=args.data, model=args.model)
     items = load_questions(args.data, fields)
-    if args.overwrite:
-        discard(args.out)
-    was_complete = is_complete(args.out)
+    inputs = model_inputs(args.model, args.tokenizer)  # a mistyped model is refused before --out is touched
+    was_complete = is_complete(args.out) and not args.overwrite
+    # --overwrite: the finished output stays until its replacement is complete (`jaxcot.provenance.claim`)
     traces = write_traces(items, args.out, cfg,
                           lambda: load_generator(args.model, cfg, args.tokenizer, quantize=args.quantize),
                           origin={"quantize": args.quantize} if args.quantize else {},
-                          inputs=model_inputs(args.model, args.tokenizer))
+                          inputs=inputs, replace=ALWAYS if args.overwrite else False)
     if was_complete:
         print(f"{args.out} is complete ({len(traces)} records); pass --overwrite to regenerate", file=sys.stderr)
     else:

@@ -34,6 +34,7 @@ class SamplingConfig:
 
 SOURCES = ("model", "reference")
 DTYPES = ("float32", "bfloat16")
+OVERFLOW = ("refuse", "truncate")  # a prompt too long for the model's context (`jaxcot.generate.api.fit_context`)
 QUANTIZE = (None, "int8")  # weight quantizations decoding can run (`jaxcot.models.quantize_int8`)
 
 
@@ -48,6 +49,8 @@ class GenerateConfig:
     save_token_stats adds each trace's token ids, log-probabilities and entropies. grader: how a
     trace with a gold answer is marked `correct`: gsm8k, math or 'module:function'
     (`jaxcot.text.grading.get_grader`); None: gsm8k. A run grades by its `data.grader` instead.
+    overflow: a prompt that with max_new_tokens does not fit the model's context is refused
+    ('refuse') or keeps its last tokens ('truncate', logged).
     """
 
     source: str = "model"
@@ -63,9 +66,11 @@ class GenerateConfig:
     min_bucket: int = 16
     save_token_stats: bool = False
     grader: str | None = None
+    overflow: str = "refuse"
 
     def __post_init__(self):
         check_choice(self, "source", SOURCES)
+        check_choice(self, "overflow", OVERFLOW)
         check_choice(self, "dtype", DTYPES)
         check_counts(self, "max_new_tokens", "batch_size", "min_bucket")
         self.sampling()  # temperature, top_k and top_p: SamplingConfig checks them
@@ -76,4 +81,4 @@ class GenerateConfig:
         return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
 
 
-__all__ = ["DTYPES", "QUANTIZE", "SOURCES", "GenerateConfig", "SamplingConfig"]
+__all__ = ["DTYPES", "OVERFLOW", "QUANTIZE", "SOURCES", "GenerateConfig", "SamplingConfig"]

@@ -40,6 +40,7 @@ from jaxcot.generate.stop import StopPatterns, match_suffix
 from jaxcot.models.decoder import Decoder, KVCache, fuse_for_decoding, quantize_int8
 from jaxcot.models.params import param_bytes
 from jaxcot.programs import ProgramCache, TreeSignature
+from jaxcot.runtime import device_memory_bytes
 from jaxcot.shapes import bucket_length
 from jaxcot.sharding import BATCH, batch_shards, make_mesh
 
@@ -479,6 +480,12 @@ class DecodeProgramKey:
     chunked: bool = False
 
 
+def _device_nbytes(x) -> int:
+    """Bytes of one device's shard of array `x` (all of it when unsharded)."""
+    shards = getattr(x, "addressable_shards", None)
+    return int(shards[0].data.nbytes) if shards else int(np.asarray(x).nbytes)
+
+
 class Sampler:
     """Runs batches of token-id prompts through compiled prefill + decode programs.
 
@@ -520,11 +527,38 @@ class Sampler:
         self.compile_seconds = 0.0
         self._programs = programs if programs is not None else ProgramCache()
         self._params_signature = TreeSignature.of(self.params)
+        self._param_device_bytes = sum(_device_nbytes(x) for x in jax.tree_util.tree_leaves(self.params))
 
     @property
     def batch_multiple(self) -> int:
         """Batches are padded to a multiple of the devices along the batch axes."""
         return batch_shards(self.mesh)
+
+    def decode_bytes(self, rows: int, prompt_len: int, max_new_tokens: int) -> int:
+        """A lower bound of what a batch's decode holds on one device: the KV cache (K and V of
+        rows x (prompt_len + max_new_tokens) slots in every layer, its rows over the batch shards
+        and its heads over the tensor axis), the per-token outputs (token, log-probability and
+        entropy) and the device's share of the weights. XLA's temporaries come on top."""
+        c = self.config
+        itemsize = jnp.dtype(self.cache_dtype).itemsize
+        cache = 2 * c.num_layers * rows * (prompt_len + max_new_tokens) * c.num_kv_heads * c.head_dim * itemsize
+        split = self.batch_multiple * self.mesh.shape.get("tensor", 1)
+        return cache // split + rows * max_new_tokens * 12 // self.batch_multiple + self._param_device_bytes
+
+    def check_fits(self, rows: int, prompt_len: int, max_new_tokens: int) -> None:
+        """ValueError, before anything compiles, when `decode_bytes` exceeds what a device holds
+        (`jaxcot.runtime.device_memory_bytes`; on the host CPU, every simulated device shares the
+        machine's memory)."""
+        device = self.mesh.devices.flat[0]
+        have = device_memory_bytes(device)
+        need = self.decode_bytes(rows, prompt_len, max_new_tokens)
+        on_host = device.platform == "cpu"
+        need = need * self.mesh.devices.size if on_host else need
+        if have is not None and need > have:
+            raise ValueError(
+                f"decoding {rows} rows of {prompt_len} prompt + {max_new_tokens} new tokens needs at least "
+                f"{need / 2**30:,.1f} GiB, more than the {have / 2**30:,.1f} GiB "
+                f"{'of host memory' if on_host else 'a device holds'}: lower the batch size or max_new_tokens")
 
     def program_key(self, spec: DecodeSpec, args: tuple, packed: tuple[int, int] | None,
                     chunked: bool = False) -> DecodeProgramKey:
@@ -628,6 +662,7 @@ class Sampler:
         b = max(batch_size or n, n)
         b = -(-b // m) * m
         t = max(bucket_length(max(len(p) for p in prompts), self.min_bucket, PROMPT_BUCKET_STEPS), pad_to or 0)
+        self.check_fits(b, t, spec.max_new_tokens)
         tokens = np.full((b, t), spec.pad_id, np.int32)
         mask = np.zeros((b, t), bool)
         for i, p in enumerate(prompts):

@@ -161,7 +161,7 @@ def _generate(gen, todo: list[dict], writer: ResumableJsonl, cfg: GenerateConfig
         gen.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling(), stop=tuple(cfg.stop),
                          seed=cfg.seed, row_seeds=[row_seed(it["id"]) for it in todo], batch_size=cfg.batch_size,
                          on_batch=write, pad_to=None if pad_to is None else [pad_to[it["id"]] for it in todo],
-                         on_progress=bar.listener)
+                         on_progress=bar.listener, overflow=cfg.overflow)
     finally:
         bar.close()
 

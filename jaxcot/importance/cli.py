@@ -48,7 +48,7 @@ def run(args) -> int:
     from jaxcot.io import is_complete, read_jsonl, refuse_same_file
     from jaxcot.models import load_model, load_tokenizer
     from jaxcot.models.loading import model_inputs
-    from jaxcot.provenance import discard
+    from jaxcot.provenance import ALWAYS
     from jaxcot.sharding import config_mesh
 
     cfg = command_config(ScoreConfig, args)
@@ -72,11 +72,11 @@ def run(args) -> int:
         print(f"GoGI ({cfg.norm}) per layer over {len(picked)} traces; * = default round(2/3 L) = {layer}")
         print(format_probe(layer_probe(model, tokenizer, picked, cfg), layer))
         return 0
-    if args.overwrite:
-        discard(args.out)
-    was_complete = is_complete(args.out)
-    scored = write_scores(traces, args.out, cfg, load, inputs=model_inputs(args.model, args.tokenizer),
-                          where=args.traces)
+    inputs = model_inputs(args.model, args.tokenizer)  # a mistyped model is refused before --out is touched
+    was_complete = is_complete(args.out) and not args.overwrite
+    # --overwrite: the finished output stays until its replacement is complete (`jaxcot.provenance.claim`)
+    scored = write_scores(traces, args.out, cfg, load, inputs=inputs, where=args.traces,
+                          replace=ALWAYS if args.overwrite else False)
     verb = "is complete" if was_complete else "wrote"
     print(f"{args.out} {verb} ({len(scored)} records){'; pass --overwrite to rescore' if was_complete else ''}",
           file=sys.stderr)

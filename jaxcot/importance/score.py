@@ -105,6 +105,15 @@ def _encode_all(tokenizer, records: Sequence[dict[str, Any]], cfg: ScoreConfig, 
                           goal=cfg.goal) for i, r in enumerate(records)]
 
 
+def _check_context(encoded: Sequence[EncodedTrace], records, context: int, where: str) -> None:
+    """DataError naming the first trace (prompt, chain and answer) longer than the model's context."""
+    long = [i for i, e in enumerate(encoded) if e.length > context]
+    if long:
+        i = long[0]
+        raise DataError(f"{where}[{records[i].get('id', i)}]: the trace has {encoded[i].length} tokens, more than the "
+                        f"model's context of {context} positions ({len(long)} traces too long); leave them out")
+
+
 def iter_scored(
     model, tokenizer, records: Sequence[dict[str, Any]], cfg: ScoreConfig = ScoreConfig(), *, mesh=None,
     progress: bool = True, where: str = "records",
@@ -116,6 +125,7 @@ def iter_scored(
     """
     layers = normalize_layers(cfg.layers, model.config.num_layers)
     encoded = _encode_all(tokenizer, records, cfg, where)
+    _check_context(encoded, records, model.config.max_position_embeddings, where)
     mesh = mesh if mesh is not None else model_mesh(model)
     session: dict = {}
     bar = progress_bar(sum(e.length for e in encoded), unit="tok", desc="score", enabled=progress)
@@ -154,9 +164,10 @@ def scores_fingerprint(traces: Sequence[dict[str, Any]], cfg: ScoreConfig, origi
                        inputs: Mapping[str, str] = ()) -> Fingerprint:
     """What a scored file written by `write_scores` from these arguments records as its origin."""
     picked, _ = select_traces(traces, cfg)
-    uses_llmlingua = cfg.llmlingua and "llmlingua" in cfg.scorers
+    side = {"llmlingua": cfg.llmlingua if "llmlingua" in cfg.scorers else None,
+            "reference": cfg.options.get("reference", {}).get("model") if "reference" in cfg.scorers else None}
     return Fingerprint.of({"score": cfg.settings(), "traces": content_digest(picked), **dict(origin)},
-                          {**dict(inputs), **({"llmlingua": cfg.llmlingua} if uses_llmlingua else {})})
+                          {**dict(inputs), **{k: v for k, v in side.items() if v}})
 
 
 def write_scores(traces: Sequence[dict[str, Any]], out: str, cfg: ScoreConfig, model_and_tokenizer, *,

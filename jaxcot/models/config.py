@@ -88,6 +88,14 @@ class RopeConfig:
     high_freq_factor: float = 4.0
     original_max_position: int = 8192
 
+    def __post_init__(self):
+        from jaxcot.config import check_range  # (no jax there)
+
+        check_range(self, "theta", 0, lo_open=True)
+        for name in ("factor", "low_freq_factor", "high_freq_factor"):
+            check_range(self, name, 0, lo_open=True)
+        check_range(self, "original_max_position", 1)
+
     @classmethod
     def from_hf(cls, params: dict[str, Any] | None, default_theta: float = 10000.0) -> "RopeConfig":
         if not params:
@@ -151,8 +159,17 @@ class ModelConfig:
     pad_token_id: int | None = None
 
     def __post_init__(self):
+        from jaxcot.config import check_range  # (no jax there)
+
         if self.family not in FAMILIES:
             raise ValueError(f"unsupported model family {self.family!r}; supported: {FAMILIES}")
+        check_range(self, "vocab_size", 0)  # 0: a TrainConfig's random init takes the tokenizer's size
+        for name in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                     "max_position_embeddings"):
+            check_range(self, name, 1)
+        check_range(self, "rms_norm_eps", 0, lo_open=True)
+        check_range(self, "sliding_window", 1, optional=True)
+        check_range(self, "query_pre_attn_scalar", 0, lo_open=True, optional=True)
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"

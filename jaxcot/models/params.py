@@ -28,6 +28,14 @@ _PREFIXES = ("model.language_model.", "language_model.model.", "model.")
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
+class MissingTensor(KeyError, ValueError):
+    """A tensor the model's config asks for is not in its weights file (a KeyError by name, a
+    ValueError for the CLI's one-line errors); the message names the tensor and the file."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def hf_name(path: str) -> tuple[str, bool]:
     """Our '/'-path -> (HF tensor name, transpose?)."""
     parts = path.split("/")
@@ -88,7 +96,9 @@ def build_model(
         p = path_str(path)
         name, transpose = hf_name(p)
         if name not in available:
-            raise KeyError(f"{source}: missing tensor {name!r} (for parameter {p}, shape {tuple(leaf.shape)})")
+            raise MissingTensor(f"{source}: missing tensor {name!r} (for parameter {p}, shape {tuple(leaf.shape)}); "
+                                f"the weights do not match the model's config ({cfg.num_layers} layers, hidden size "
+                                f"{cfg.hidden_size}): check that they come from the same model")
         wanted.append((p, name, transpose, leaf))
 
     def place(item, arr: np.ndarray):
@@ -186,8 +196,11 @@ def load_hf(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float
             raise ValueError(f"{file}: cannot read tensor {raw!r} ({e}); is the file truncated?") from None
 
     vision = lambda n: any(k in n for k in ("vision_tower", "multi_modal_projector", "vision_model"))  # noqa: E731
+    files = sorted({w[2] for w in where.values()})
+    source = files[0] if len(files) == 1 else path  # the one weights file, or the folder of its shards
     return build_model(
-        cfg, get, where.keys(), source=path, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, ignore=vision
+        cfg, get, where.keys(), source=source, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules,
+        ignore=vision,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from jaxcot.config import check
 from jaxcot.registry import Registry
 from jaxcot.text.answers import split_answer
-from jaxcot.text.grading import get_grader
+from jaxcot.text.grading import check_grader_name, get_grader
 
 RewardFn = Callable[[Sequence[str], Sequence[str], Sequence[dict]], list[float]]
 STEP_BREAK = re.compile(r"\n[ \t]*\n")  # a blank line ends a step (the step rules' default)
@@ -85,6 +85,12 @@ class RewardSpec:
         check(REWARDS.known(self.name), "name",
               f"must be one of {REWARDS.names()} or 'module:function', got {self.name!r}")
         check(math.isfinite(self.weight), "weight", f"must be a finite number, got {self.weight!r}")
+        try:  # a 'module:function' reward is imported now, so a missing one fails before any work
+            REWARDS.load(self.name)
+        except ValueError as e:
+            check(False, "name", str(e))
+        if self.name == "correct" and "grader" in self.args:
+            check_grader_name(self.args["grader"], key="args.grader")
 
     def function(self) -> Callable:
         return REWARDS.get(self.name)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcot import tpu_slices
-from jaxcot.config import check, check_range
+from jaxcot.config import check, check_counts, check_range
 
 GiB = 2**30
 # Per chip, from the public Cloud TPU spec sheets: HBM (GiB), peak bf16 TFLOP/s, HBM GB/s.
@@ -75,6 +75,11 @@ class PlanConfig:
     def __post_init__(self):
         check(self.chip in CHIPS, "topology", f"{self.topology!r}: a chip of {sorted(CHIPS)} then ':' and a shape, "
                                               "e.g. v5e:2x4 or v4:2x2x2")
+        check_counts(self, "lora_rank", "max_answer", "decode_rows", "prompt_len", "new_tokens", "traces",
+                     "trace_tokens", "epochs", "eval_questions")
+        for k in ("train_rows", "train_len", "score_rows", "score_len"):
+            check_range(self, k, 1, optional=True)
+        check_range(self, "score_layer", 0, optional=True)
         check_range(self, "mfu", 0, 1, lo_open=True)
         check_range(self, "hbm_eff", 0, 1, lo_open=True)
         for k in DTYPE_FIELDS:

@@ -1,13 +1,16 @@
 """`run_pipeline`: the stages of a `RunConfig` in order, each skipped when done.
 
-A stage is done when its outputs are complete and were made with the current settings and
-inputs (their fingerprints, `jaxcot.provenance`); otherwise it runs, and an output made with
-other settings is made again (the run says which setting changed). The runner never runs one
-stage inside another: a stage asked for whose inputs are missing or out of date is an error
-naming the stage that writes them. Each stage that ran has its wall time recorded in
-`timings.json` in the run folder (the report shows them). One process at a time may work on a
-run folder (a lock names the holder). `config.yaml` is written when every stage asked for has
-succeeded, so it describes the outputs on disk.
+A stage is done when its outputs are complete, were made with the current settings and inputs
+(their fingerprints, `jaxcot.provenance`) and still hold the bytes their meta recorded when they
+were finished; otherwise it runs, and an output made with other settings, or changed since, is
+made again (the run says why). The runner never runs one stage inside another: a stage asked for
+whose inputs, or anything those were made from (transitively), are missing or out of date is an
+error naming the first such output and the stage that writes it. Each stage that ran has its wall
+time recorded in `timings.json` in the run folder (the report shows them). One process at a time
+may work on a run folder (a lock names the holder). A setting changed for a stage the run leaves
+out, whose outputs were made without it, is refused before any stage runs; `config.yaml` is
+written when every stage asked for has succeeded, so it holds the settings the outputs on disk
+were made with.
 
 Several processes (`distributed.enabled`, one per host of a TPU slice or GPU cluster) run one
 `jaxcot run` together on a run folder they all see: each stage runs as its `mode` says
@@ -36,16 +39,48 @@ class StageInputMissing(RuntimeError):
     """A stage was asked for before the stages it reads from are done."""
 
 
+class StaleSettings(StageInputMissing):
+    """A setting was changed for a stage this run does not include, whose outputs were made without it."""
+
+
+def _why(st: Stage) -> str:
+    why = getattr(st, "why_not_done", None)
+    return (why() if why is not None else None) or "out of date with the config"
+
+
 def _check_inputs(st: Stage, stages: Sequence[Stage], root: str) -> None:
+    """Every input `st` reads, and every input those were made from (transitively), exists and is
+    up to date with the config; else one line names the first that is not and the stage to run."""
     writers = {out: w for w in stages for out in w.outputs()}
-    for rel in st.inputs():
+    todo, seen = [(st, rel) for rel in st.inputs()], set()
+    while todo:
+        reader, rel = todo.pop(0)
         writer = writers.get(rel) or writers.get(os.path.dirname(rel))
         if not os.path.exists(os.path.join(root, rel)):
-            raise StageInputMissing(f"stage {st.name} needs {os.path.join(root, rel)}, which stage "
+            via = "" if reader is st else f" (stage {reader.name}'s input, which its outputs were made from)"
+            raise StageInputMissing(f"stage {st.name} needs {os.path.join(root, rel)}{via}, which stage "
                                     f"{writer.name if writer else '?'} writes: run that stage first")
-        if writer is not None and not writer.done():
-            raise StageInputMissing(f"stage {st.name} reads {rel}, which is out of date with the config: "
-                                    f"run stage {writer.name} first")
+        if writer is None or writer.name in seen:
+            continue
+        seen.add(writer.name)
+        if not writer.done():
+            what = rel if reader is st else f"what stage {reader.name} made from {rel}"
+            raise StageInputMissing(f"stage {st.name} reads {what}; stage {writer.name} is not up to date with the "
+                                    f"config ({_why(writer)}): run stage {writer.name} first")
+        todo += [(writer, r) for r in writer.inputs()]
+
+
+def _check_settings(stages: Sequence[Stage], want: Sequence[str]) -> None:
+    """A stage this run leaves out keeps its outputs only if they were made with the config's
+    settings: else config.yaml would describe settings no stage applied. One line names the first
+    output made otherwise, the settings, and the stage to include."""
+    for st in stages:
+        changed = getattr(st, "changed_settings", None)
+        if st.name in want or changed is None or (found := changed()) is None:
+            continue
+        rel, diffs = found
+        raise StaleSettings(f"{rel} was made by stage {st.name} with other settings ({', '.join(diffs)}), and this "
+                            f"run does not include stage {st.name}: add it to the stages, or set those back")
 
 
 def run_stages(stages: Sequence[Stage], want: Sequence[str], root: str,
@@ -60,6 +95,7 @@ def run_stages(stages: Sequence[Stage], want: Sequence[str], root: str,
         with open(timings_path) as f:
             recorded = json.load(f)
     ran: dict[str, float] = {}
+    _check_settings(stages, want)
     for st in stages:
         if st.name not in want or not st.outputs():  # (a stage with nothing to make: no GRPO rows)
             continue
@@ -122,4 +158,4 @@ def _check_multiprocess(cfg: RunConfig, folder: str) -> None:
                          "through one host's local copy, which the others cannot see")
 
 
-__all__ = ["StageInputMissing", "run_pipeline", "run_stages"]
+__all__ = ["StageInputMissing", "StaleSettings", "run_pipeline", "run_stages"]

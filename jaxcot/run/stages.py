@@ -23,7 +23,7 @@ from jaxcot.config import MeshConfig
 from jaxcot.distributed import Share, agree, barrier, gather_parts
 from jaxcot.io import atomic_write_json, atomic_write_jsonl, is_complete, read_jsonl
 from jaxcot.programs import ProgramCache
-from jaxcot.provenance import Fingerprint, claimed, up_to_date
+from jaxcot.provenance import Fingerprint, claimed, content_differences, recorded, settings_differences, up_to_date
 from jaxcot.rl.config import RESUMABLE_KEYS as GRPO_RESUMABLE_KEYS
 from jaxcot.run.config import GRPO_SUFFIX, MethodSpec, RunConfig, policy_folder
 from jaxcot.runtime import Interrupted
@@ -152,6 +152,39 @@ class _Stage:
             return False
         fps = self.fingerprints()
         return all(self.complete(rel) and up_to_date(self.ctx.path(rel), fps[rel]) for rel in self.outputs())
+
+    def why_not_done(self) -> str | None:
+        """Why the stage is not done, naming its first output that is missing, unfinished or out of
+        date and what changed (None when it is done)."""
+        if (missing := next((p for p in self.inputs() if not os.path.exists(self.ctx.path(p))), None)):
+            return f"its input {missing} is missing"
+        fps = self.fingerprints()
+        for rel in self.outputs():
+            path, fp = self.ctx.path(rel), fps.get(rel)
+            if not self.complete(rel):
+                return f"{rel} is {'incomplete' if os.path.exists(path) else 'missing'}"
+            rec = recorded(path)
+            why = (["no record of what made it"] if rec is None or fp is None
+                   else fp.differences(rec) or content_differences(path, rec))
+            if why:
+                return f"{rel} is out of date ({', '.join(why)})"
+        return None
+
+    def changed_settings(self) -> tuple[str, list[str]] | None:
+        """The first finished output made with other settings than the config's (its inputs'
+        contents left aside), and those settings; None when there is none, or its inputs are
+        missing or unreadable (its stage will be told when it runs)."""
+        if not any(self.complete(rel) for rel in self.outputs()):
+            return None
+        try:
+            fps = self.fingerprints()
+        except (OSError, ValueError):
+            return None
+        for rel in self.outputs():
+            rec = recorded(self.ctx.path(rel)) if self.complete(rel) and rel in fps else None
+            if rec and (diffs := settings_differences(fps[rel], rec)):
+                return rel, diffs
+        return None
 
     def gather(self) -> None:
         """Process 0, after every process ran its share ('shares' stages): join the parts."""
@@ -354,9 +387,10 @@ def _student(m: MethodSpec) -> str:
 
 class _FitStage(_Stage, abc.ABC):
     """A stage that fits one model per row (a student, a GRPO policy). Each output is a model
-    folder, complete once its config.json exists and remade when its settings (all but `places`,
-    which say where files go and how progress shows) or its inputs change; a run folder holding
-    checkpoints of other settings is started over."""
+    folder, complete once its config.json and weights exist and hold the bytes the export wrote
+    (their digests, in its meta), and remade when its settings (all but `places`, which say where
+    files go and how progress shows) or its inputs change; a run folder holding checkpoints of
+    other settings is started over."""
 
     kind = ""  # the fingerprint's key for the settings
     mode = "together"
@@ -398,7 +432,13 @@ class _FitStage(_Stage, abc.ABC):
         return out
 
     def complete(self, rel):
-        return os.path.exists(self.ctx.path(rel, "config.json"))
+        """The exported folder holds its config and its weights (their bytes are checked against
+        the digest its meta recorded when the export finished: `up_to_date`)."""
+        import glob
+
+        folder = self.ctx.path(rel)
+        return (os.path.exists(os.path.join(folder, "config.json"))
+                and bool(glob.glob(os.path.join(glob.escape(folder), "*.safetensors"))))
 
     def run(self):
         import contextlib

@@ -18,14 +18,18 @@ Generation is deterministic: record `i` of seed `s` depends only on (s, i, confi
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from typing import Iterator
+
+from jaxcot.config import check, check_range
 
 ESSENTIAL_ROLES = ("step_result", "operand", "operator", "equals")  # priority order inside a token
 FILLER_ROLES = ("restatement", "recheck", "hedge", "filler", "connective", "quantity_word", "punct", "space")
 ROLES = ESSENTIAL_ROLES + FILLER_ROLES
 OPS = ("add", "sub", "mul")
 SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
+PROB_FIELDS = ("goal_prob", "state_prob", "unit_prob", "recheck_prob", "hedge_prob", "review_prob")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +74,11 @@ class TestbedConfig:
                 raise ValueError(f"TestbedConfig.{name}: {lo}..{hi} is not a range of non-negative ints")
         if not self.min_value <= self.start_range[0] <= self.start_range[1] <= self.max_value:
             raise ValueError("TestbedConfig.start_range must lie inside [min_value, max_value]")
+        for name in PROB_FIELDS:
+            check_range(self, name, 0, 1)
+        check(all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in self.op_weights)
+              and sum(self.op_weights) > 0, "op_weights",
+              f"must be finite weights >= 0 with a positive sum, got {list(self.op_weights)}")
         unknown = [s for s in self.scenarios if s not in SCENARIOS]
         if unknown:
             raise ValueError(f"TestbedConfig.scenarios: unknown {unknown}; known {sorted(SCENARIOS)}")

@@ -34,12 +34,18 @@ def _key(spec: str) -> str:
 def check_grader_name(spec: str | None, *, optional: bool = False, key: str = "grader") -> None:
     """Raise `jaxcot.config.ConfigError` (a ValueError) naming `key` unless `spec` is a name
     `get_grader` takes: one of GRADER_NAMES (any case, '-' and '_' ignored) or 'module:function';
-    None passes when `optional`. Configs check their grader with it when they load, before any
-    stage runs, so a typo fails at once rather than at grading time."""
+    None passes when `optional`. A 'module:function' is imported here (its error is the ConfigError).
+    Configs check their grader with it when they load, before any stage runs, so a typo or a
+    missing module fails at once rather than at grading time."""
     from jaxcot.config import check  # here, so grading itself needs nothing beyond the standard library
 
     check((spec is None and optional) or (isinstance(spec, str) and GRADERS.known(_key(spec))),
           key, f"must be one of {sorted(GRADER_NAMES)} or 'module:function', got {spec!r}")
+    if spec is not None:
+        try:  # a 'module:function' grader is imported now, so a missing one fails before any work
+            GRADERS.load(_key(spec))
+        except ValueError as e:
+            check(False, key, str(e))
 
 
 def get_grader(spec: str | None) -> Grader:

@@ -299,7 +299,12 @@ def _setup(config: TrainConfig, tokenizer, examples, cache: ProgramCache | None)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     dataset = batch_pipeline(exs, rows, layout, buckets=buckets, pad_id=pad_id)
 
-    state = init_state(build_model(config, tokenizer, mesh, cache), config, mesh, total)
+    model = build_model(config, tokenizer, mesh, cache)
+    if config.data.max_len > model.config.max_position_embeddings:
+        raise ValueError(f"data.max_len {config.data.max_len} is longer than the model's context of "
+                         f"{model.config.max_position_embeddings} positions: lower data.max_len")
+    state = init_state(model, config, mesh, total)
+    del model  # the state holds the placed parameters
     say(f"model: {config.method}, {state.trainable():,} trainable parameters; mesh {dict(mesh.shape)}; {total} steps")
 
     iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))

@@ -28,7 +28,7 @@ from jaxcot import distributed, storage
 from jaxcot.config import MeshConfig, to_dict
 from jaxcot.io import output_lock
 from jaxcot.sharding import batch_shards, config_mesh
-from jaxcot.train.checkpoint import Checkpointer, latest_meta
+from jaxcot.train.checkpoint import Checkpointer, ResumeRefused, latest_meta
 from jaxcot.train.config import CheckpointConfig, LogConfig, LoraConfig, OptimConfig
 from jaxcot.train.lora import apply_lora
 from jaxcot.train.step import StepShardings, make_optimizer, split_model, step_shardings
@@ -217,7 +217,7 @@ def check_resumable(saved: dict, config, keys: Sequence[str], where: str, data_d
     """Raise, naming `where` and the differences, unless `resume_differences` finds none."""
     diff = resume_differences(saved, config, keys, data_digest)
     if diff:
-        raise ValueError(
+        raise ResumeRefused(
             f"{where}: the checkpointed run differs in {', '.join(diff)}; resuming would not reproduce it. "
             "Use a new output_dir or checkpoint.resume=false."
         )
@@ -241,18 +241,21 @@ def open_checkpoints(out_dir: str, cc: CheckpointConfig) -> Checkpointer | None:
 def resume(state: TrainState, ckpt: Checkpointer | None, config: TrainerConfig, keys: Sequence[str], *,
            iterator, data_digest: str | None = None, say: Callable[[str], None]) -> int:
     """The step the run starts after: 0 when there is nothing to resume (no checkpoint saved,
-    checkpoints off, or `checkpoint.resume` false); else the latest checkpoint's, whose params
-    and optimizer state replace `state`'s and whose data position `iterator` takes, once
+    checkpoints off, or `checkpoint.resume` false); else the newest readable checkpoint's (a
+    damaged one is moved aside, saying so: `Checkpointer.restore_latest`), whose params and
+    optimizer state replace `state`'s and whose data position `iterator` takes, once
     `check_resumable` found it a run of this config."""
-    latest = ckpt.latest_step() if ckpt is not None and config.checkpoint.resume else None
-    if latest is None:
+    if ckpt is None or not config.checkpoint.resume:
         return 0
-    check_resumable(ckpt.read_meta(latest), config, keys, ckpt.directory, data_digest)
     sh = state.shardings
-    state.params, state.opt_state, meta = ckpt.restore(
-        latest, params=state.params, opt_state=state.opt_state, shardings_params=sh.params,
-        shardings_opt=sh.opt_state, iterator=iterator,
+    got = ckpt.restore_latest(
+        check=lambda meta: check_resumable(meta, config, keys, ckpt.directory, data_digest), say=say,
+        params=state.params, opt_state=state.opt_state, shardings_params=sh.params, shardings_opt=sh.opt_state,
+        iterator=iterator,
     )
+    if got is None:
+        return 0
+    state.params, state.opt_state, meta = got
     start = int(meta["step"])
     say(f"resumed from {ckpt.directory} at step {start}")
     return start
