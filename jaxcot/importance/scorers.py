@@ -73,23 +73,19 @@ class ScoreBatch:
 Scorer = Callable[[ScoreBatch], TraceFields]
 SCORERS: Registry[Scorer] = Registry("scorer")
 DEFAULT_SCORERS = ("gogi", "entropy", "self_info")
+# The built-in model scorers live in `builtin_scorers` (they need jax and the model code), imported
+# when a stage first runs one.
+SCORERS.register("gogi", "jaxcot.importance.builtin_scorers:gogi_scorer")
+SCORERS.register("entropy", "jaxcot.importance.builtin_scorers:entropy_scorer")
+SCORERS.register("self_info", "jaxcot.importance.builtin_scorers:self_info_scorer")
+SCORERS.register("llmlingua", "jaxcot.importance.builtin_scorers:llmlingua_scorer")
+SCORERS.register("grad_x_act", "jaxcot.importance.builtin_scorers:grad_x_act_scorer")
+SCORERS.register("integrated_gradients", "jaxcot.importance.builtin_scorers:integrated_gradients_scorer")
+SCORERS.register("attention", "jaxcot.importance.builtin_scorers:attention_scorer")
+SCORERS.register("counterfactual", "jaxcot.importance.builtin_scorers:counterfactual_scorer")
+SCORERS.register("reference", "jaxcot.importance.builtin_scorers:reference_scorer")
 # The keys of a scored record's ``scores`` that hold its settings and chain, not a scorer's field.
 NOT_SCORES = ("layer", "norm", "goal", "vocab_size", "token_ids", "pieces")
-
-
-@SCORERS.register("gogi")
-def gogi_scorer(batch: ScoreBatch) -> TraceFields:
-    return {"gogi": [t.gogi for t in batch.gogi]}
-
-
-@SCORERS.register("entropy")
-def entropy_scorer(batch: ScoreBatch) -> TraceFields:
-    return {"entropy": [t.entropy for t in batch.gogi]}
-
-
-@SCORERS.register("self_info")
-def self_info_scorer(batch: ScoreBatch) -> TraceFields:
-    return {"self_info": [t.self_info for t in batch.gogi]}
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,97 +118,6 @@ def random_scores(n: int, seed: int, key: str = "") -> np.ndarray:
 @SCORERS.register("random")
 def random_scorer(batch: ScoreBatch) -> TraceFields:
     return {"random": [random_scores(len(e.pieces), 0, rec["id"]) for e, rec in zip(batch.encoded, batch.records)]}
-
-
-@SCORERS.register("llmlingua")
-def llmlingua_scorer(batch: ScoreBatch) -> TraceFields:
-    """LLMLingua-2 keep probabilities per chain token, from the checkpoint folder
-    `ScoreConfig.llmlingua` (loaded once per stage)."""
-    if not batch.cfg.llmlingua:
-        raise ValueError("scorer 'llmlingua' needs the checkpoint folder: score.llmlingua=PATH (--llmlingua PATH)")
-    if "llmlingua" not in batch.session:
-        from jaxcot.importance.llmlingua import LLMLinguaScorer
-
-        batch.session["llmlingua"] = LLMLinguaScorer.from_pretrained(batch.cfg.llmlingua)
-    model = batch.session["llmlingua"]
-    return {"llmlingua": [model.token_scores(rec["chain"], e.pieces) for e, rec in zip(batch.encoded, batch.records)]}
-
-
-def _on_device(batch: ScoreBatch) -> dict:
-    return batch.arrays.on(batch.mesh)
-
-
-def _chains(batch: ScoreBatch, values) -> list[np.ndarray]:
-    """Per record, its chain tokens' entries of a padded [rows, T] array."""
-    values = np.asarray(values)
-    return [values[r, e.chain] for r, e in enumerate(batch.encoded)]
-
-
-def _layers(batch: ScoreBatch) -> tuple[int, ...]:
-    from jaxcot.importance.gogi import normalize_layers
-
-    return normalize_layers(batch.cfg.layers, batch.model.config.num_layers)
-
-
-def _option(batch: ScoreBatch, scorer: str, key: str, default):
-    return batch.cfg.options.get(scorer, {}).get(key, default)
-
-
-@SCORERS.register("grad_x_act")
-def grad_x_act_scorer(batch: ScoreBatch) -> TraceFields:
-    from jaxcot.importance.attribution import path_attribution
-
-    a = _on_device(batch)
-    return {"grad_x_act": _chains(batch, path_attribution(batch.model, **a, layers=_layers(batch), alphas=(1.0,),
-                                                          max_answer=batch.arrays.max_answer))}
-
-
-@SCORERS.register("integrated_gradients")
-def integrated_gradients_scorer(batch: ScoreBatch) -> TraceFields:
-    from jaxcot.importance.attribution import midpoints, path_attribution
-
-    steps = int(_option(batch, "integrated_gradients", "steps", 16))
-    a = _on_device(batch)
-    return {"integrated_gradients": _chains(batch, path_attribution(
-        batch.model, **a, layers=_layers(batch), alphas=midpoints(steps), max_answer=batch.arrays.max_answer))}
-
-
-@SCORERS.register("attention")
-def attention_scorer(batch: ScoreBatch) -> TraceFields:
-    from jaxcot.importance.attribution import answer_attention
-
-    return {"attention": _chains(batch, answer_attention(batch.model, **_on_device(batch)))}
-
-
-@SCORERS.register("counterfactual")
-def counterfactual_scorer(batch: ScoreBatch) -> TraceFields:
-    from jaxcot.importance.attribution import ablation_effect
-
-    chunk = int(_option(batch, "counterfactual", "chunk", 8))
-    return {"counterfactual": _chains(batch, ablation_effect(
-        batch.model, **_on_device(batch), layers=_layers(batch), max_answer=batch.arrays.max_answer, chunk=chunk))}
-
-
-@SCORERS.register("reference")
-def reference_scorer(batch: ScoreBatch) -> TraceFields:
-    """log p(x_t) under the scored model minus under a reference model of the same tokenizer
-    (`options.reference.model`, a HF folder or GGUF file, loaded once): CTS's token score."""
-    from jaxcot.importance.attribution import self_information
-
-    path = _option(batch, "reference", "model", None)
-    if not path:
-        raise ValueError("scorer 'reference' needs the reference model: score.options.reference.model=PATH")
-    if "reference" not in batch.session:
-        from jaxcot.models import load_model
-
-        ref = load_model(path, dtype=batch.model.dtype, mesh=batch.mesh)
-        if ref.config.vocab_size != batch.model.config.vocab_size:
-            raise ValueError(f"{path}: the reference model's vocabulary ({ref.config.vocab_size}) is not the scored "
-                             f"model's ({batch.model.config.vocab_size}): it must share the tokenizer")
-        batch.session["reference"] = ref
-    a = _on_device(batch)
-    ref_info = self_information(batch.session["reference"], a["tokens"], a["mask"])
-    return {"reference": [r - t.self_info for r, t in zip(_chains(batch, ref_info), batch.gogi)]}
 
 
 def run_scorers(names: Sequence[str], batch: ScoreBatch) -> list[dict[str, np.ndarray]]:
