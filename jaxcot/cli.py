@@ -28,6 +28,8 @@ COMMANDS = {
                 "the importance leaderboard"),
     "run": ("jaxcot.run.cli", "the whole pipeline: generate, score, compress, train students, evaluate, report"),
     "plan": ("jaxcot.run.plan_cli", "compile a run's programs for a TPU topology: memory per device and hours"),
+    "report": ("jaxcot.eval.report_cli", "rebuild a run folder's report.html (the page of its results)"),
+    "view": ("jaxcot.eval.view_cli", "serve a run folder's report.html on localhost and print its address"),
 }
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 128 + 15  # as a shell reports a process ended by SIGTERM

@@ -1,7 +1,7 @@
 """Several processes, one job: `jax.distributed`, each process's share of a stage's work, and the
 files the shares write.
 
-A multi-host `jaxcot run` (README, "Where our users run") splits its data-parallel stages by
+A multi-host `jaxcot run` (docs/running.md, "Where our users run") splits its data-parallel stages by
 batch: the stage plans its batches over the whole input exactly as one process would, and process
 i of n takes batches i, i+n, i+2n, ... (`Share.take`), so every batch is the one a single process
 would have run, and its rows come out the same. Each share is written to its own part file beside

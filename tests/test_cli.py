@@ -43,6 +43,8 @@ def test_every_command_has_the_same_config_options():
     leaves = dict((" ".join(path), p) for path, p in _commands())
     assert set(COMMANDS) <= {k.split()[0] for k in leaves} and "testbed teacher" in leaves
     for name, p in leaves.items():
+        if name in ("report", "view"):  # they read a finished run folder: no settings to take
+            continue
         options = {o for a in p._actions for o in a.option_strings}
         assert {"--config", "--print-config"} <= options, name
         assert any(a.dest == "overrides" and a.nargs == "*" for a in p._actions), name

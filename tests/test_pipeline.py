@@ -93,7 +93,8 @@ def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):
     out = run_pipeline(cfg)
     root = out["root"]
     for f in ("traces.jsonl", "scored.jsonl", "auc.json", "sets/gogi-skip.jsonl", "report.md", "results.json",
-              "accuracy_vs_tokens_testbed.png", "students/gogi-skip/model/config.json", "eval/original.json"):
+              "report.html", "accuracy_vs_tokens_testbed.png", "students/gogi-skip/model/config.json",
+              "eval/original.json"):
         assert os.path.exists(os.path.join(root, f)), f
     res = json.load(open(os.path.join(root, "results.json")))
     rows = {r["method"]: r for r in res["rows"]}

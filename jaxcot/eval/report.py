@@ -102,22 +102,70 @@ def importance_table(auc: dict[str, dict[str, float]]) -> str:
     return head + body
 
 
+# Candidate label offsets from a point (x right, y up, in units of the label's height; a label
+# left of its point also moves by its own width), nearest first.
+_LABEL_SPOTS = ((0.5, 0.3), (0.5, -1.2), (-0.5, 0.3), (-0.5, -1.2), (0.5, 1.5), (0.5, -2.4), (-0.5, 1.5),
+                (-0.5, -2.4), (0.5, 2.7), (0.5, -3.6), (-0.5, 2.7), (-0.5, -3.6))
+
+
+def place_labels(points: Sequence[tuple[float, float]], widths: Sequence[float], height: float,
+                 radius: float = 4.0, bounds: tuple[float, float, float, float] | None = None
+                 ) -> list[tuple[float, float]]:
+    """Where each point's label goes, greedily without overlap: for each point (in display units,
+    y up) the first spot of `_LABEL_SPOTS` whose box (`widths[i]` x `height`) overlaps no placed
+    label nor any point (a square of side 2*`radius`) and stays inside `bounds` (x0, y0, x1, y1)
+    where given. Returns each label's lower-left corner
+    offset from its point; where every spot overlaps, the one overlapping least."""
+    def overlap(a, b) -> float:
+        dx = min(a[2], b[2]) - max(a[0], b[0])
+        dy = min(a[3], b[3]) - max(a[1], b[1])
+        return max(dx, 0.0) * max(dy, 0.0)
+
+    dots = [(x - radius, y - radius, x + radius, y + radius) for x, y in points]
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for (x, y), w in zip(points, widths):
+        best = None
+        for sx, sy in _LABEL_SPOTS:
+            dx = sx * height + (radius if sx > 0 else -radius - w)
+            dy = sy * height
+            box = (x + dx, y + dy, x + dx + w, y + dy + height)
+            cost = sum(overlap(box, o) for o in placed + dots)
+            if bounds is not None:
+                cost += (box[2] - box[0]) * (box[3] - box[1]) - overlap(box, bounds)
+            if best is None or cost < best[0]:
+                best = (cost, dx, dy, box)
+            if cost == 0:
+                break
+        placed.append(best[3])
+        out.append((best[1], best[2]))
+    return out
+
+
 def accuracy_vs_tokens_figure(rows: Sequence[MethodResult], title: str = ""):
     """One point per method: mean CoT tokens (x) against accuracy (y), the paper's figure 1. A
-    `matplotlib.figure.Figure` made without pyplot, so a notebook's backend is left alone."""
+    `matplotlib.figure.Figure` made without pyplot, so a notebook's backend is left alone. Labels
+    are placed by `place_labels` (no two overlap, none covers a point), each in its point's colour."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4.2), dpi=120)
     ax = fig.subplots()
-    for r in rows:
-        ax.scatter(r.mean_cot_tokens, 100 * r.accuracy, s=60)
-        ax.annotate(r.method, (r.mean_cot_tokens, 100 * r.accuracy), textcoords="offset points", xytext=(6, 4),
-                    fontsize=8)
+    xs, ys = [r.mean_cot_tokens for r in rows], [100 * r.accuracy for r in rows]
+    colours = [ax.scatter(x, y, s=60).get_facecolor()[0] for x, y in zip(xs, ys)]
     ax.set_xlabel("mean CoT tokens")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title or "accuracy vs chain length")
     ax.grid(alpha=0.3)
+    ax.margins(0.25, 0.15)  # room for the labels inside the axes
     fig.tight_layout()
+    px = fig.dpi / 72.0  # display pixels per point
+    shown = [tuple(ax.transData.transform((x, y))) for x, y in zip(xs, ys)]
+    fontsize = 8
+    widths = [0.6 * fontsize * len(r.method) * px for r in rows]
+    spots = place_labels(shown, widths, 1.3 * fontsize * px, radius=4.5 * px, bounds=tuple(ax.bbox.extents))
+    for r, x, y, (dx, dy), c in zip(rows, xs, ys, spots, colours):  # each label in its point's colour
+        ax.annotate(r.method, (x, y), textcoords="offset points", xytext=(dx / px, dy / px), fontsize=fontsize,
+                    ha="left", va="bottom", color=c)
     return fig
 
 

@@ -586,7 +586,7 @@ class EvalStage(_Stage):
 
 
 class ReportStage(_Stage):
-    """The table, the plot and results.json, from the eval results and the sets' summaries.
+    """The table, the plot, results.json and report.html, from the eval results and the sets' summaries.
     Redone whenever asked for: it only reads what the other stages wrote."""
 
     name = "report"
@@ -596,7 +596,7 @@ class ReportStage(_Stage):
                 + [_set(m) for m in self.ctx.cfg.trained_rows()] + (["auc.json"] if self.ctx.testbed else []))
 
     def outputs(self):
-        return ["report.md", "results.json"]
+        return ["report.md", "results.json", "report.html"]
 
     def done(self):
         return False
@@ -605,6 +605,7 @@ class ReportStage(_Stage):
         import json
 
         from jaxcot.compress.pipeline import summary_path
+        from jaxcot.eval.html import write_report_html
         from jaxcot.eval.report import method_rows, write_report
 
         ctx, cfg = self.ctx, self.ctx.cfg
@@ -623,6 +624,7 @@ class ReportStage(_Stage):
         timings = load("timings.json") if os.path.exists(ctx.path("timings.json")) else {}
         write_report(ctx.root, rows, title=f"jaxcot run: {cfg.name}", importance_auc=load("auc.json") if ctx.testbed
                      else None, timings=timings, notes=self.notes(base), examples=self.examples())
+        write_report_html(ctx.root)  # the page of the whole folder, from what write_report just wrote
 
     def examples(self) -> dict[str, str]:
         """The completion each trained row learns for one question (the first every set holds)."""
