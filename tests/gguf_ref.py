@@ -188,10 +188,10 @@ def unpermute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def dequantized_state(path, hf) -> dict:
+def dequantized_state(path, hf, dequantize=None) -> dict:
     """The HF state dict a GGUF written by `write_gguf` holds, every tensor dequantized by gguf-py
-    and the converter's permutation and norm shift undone: what a reference model must load to
-    equal the file."""
+    (or by `dequantize(raw bytes, type name)`, e.g. `ggml_blocks.dequantize`) and the converter's
+    permutation and norm shift undone: what a reference model must load to equal the file."""
     from gguf import GGUFReader, quants
 
     cfg = hf.config
@@ -202,8 +202,9 @@ def dequantized_state(path, hf) -> dict:
         if t.name not in by_gguf:
             continue
         name = by_gguf[t.name]
-        arr = np.asarray(quants.dequantize(t.data, t.tensor_type), np.float32).reshape(
-            [int(x) for x in reversed(t.shape)])
+        arr = (quants.dequantize(t.data, t.tensor_type) if dequantize is None
+               else dequantize(np.asarray(t.data), t.tensor_type.name))
+        arr = np.asarray(arr, np.float32).reshape([int(x) for x in reversed(t.shape)])
         if family == "llama" and ".q_proj." in name:
             arr = unpermute(arr, cfg.num_attention_heads, cfg.num_attention_heads)
         elif family == "llama" and ".k_proj." in name:

@@ -1,7 +1,8 @@
 """A GRPO run on the shipped testbed teacher: it learns (the parameters move, rewards vary within
-groups), the first iteration's ratio is exactly 1, a run stopped mid-way and resumed ends
-with exactly the parameters of an uninterrupted one, and two processes on loopback give one
-process's rewards exactly and its parameters to float32 rounding."""
+groups), a reward it can move rises within three steps (so the advantages' sign is right), the
+first iteration's ratio is exactly 1, a run stopped mid-way and resumed ends with exactly the
+parameters of an uninterrupted one, and two processes on loopback give one process's rewards
+exactly and its parameters to float32 rounding."""
 
 import json
 import os
@@ -152,3 +153,50 @@ def test_two_processes_equal_one(tmp_path):
     assert got.keys() == want.keys()
     assert max(float(np.abs(got[k] - want[k]).max()) for k in want) <= 1e-5
     assert len(os.listdir(tmp_path / "two" / "checkpoints")) > 0
+
+
+def opens_with_let(prompts, completions, records) -> list[float]:
+    """1.0 where the completion's first word is 'Let' (the teacher opens with 'Let', 'Okay' or
+    'Alright', 'Let' about a quarter of the time): a reward a few GRPO steps can move."""
+    return [float(c.startswith("Let")) for c in completions]
+
+
+def first_token_probability(model, tokenizer, token: int) -> float:
+    """The mean probability over QUESTIONS that `model` opens its answer with `token`: the policy's
+    expected `opens_with_let` reward, computed exactly (no sampling)."""
+    import jax.numpy as jnp
+
+    from jaxcot.text.prompts import PromptConfig, prompt_ids
+
+    rows = [prompt_ids(tokenizer, q["question"], PromptConfig(template="{question}")) for q in QUESTIONS]
+    width = max(len(r) for r in rows)
+    ids = jnp.asarray([r + [0] * (width - len(r)) for r in rows])  # right-padded: each row's last real slot
+    mask = jnp.asarray([[i < len(r) for i in range(width)] for r in rows])
+    logits = model.forward(ids, jnp.broadcast_to(jnp.arange(width), ids.shape), mask).logits
+    last = logits[jnp.arange(len(rows)), jnp.asarray([len(r) - 1 for r in rows])].astype(jnp.float32)
+    return float(jax.nn.softmax(last, axis=-1)[:, token].mean())
+
+
+def test_grpo_raises_a_reward_it_can_move(tmp_path):
+    """GRPO maximises reward: rewarding the opening word 'Let' raises both the rollouts' reward and
+    the policy's exact probability of opening with it within three steps (a sign error in the
+    advantages drives both to zero instead). Adam's eps = 1 makes its first steps gradient-sized
+    (plain Adam moves every LoRA entry by lr whatever its gradient, which at a useful lr swamps
+    the policy gradient); beta 0, one iteration, two tokens per completion: only the sign of the
+    advantages decides the direction."""
+    from jaxcot.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(teacher_path())
+    (let,) = tokenizer.encode("Let", add_special_tokens=False)
+    before = first_token_probability(load_model(teacher_path()), tokenizer, let)
+    cfg = config(tmp_path / "let", max_steps=3, num_generations=8, num_iterations=1, grad_accum=1, beta=0.0,
+                 max_new_tokens=2, lora={"rank": 4, "alpha": 8.0, "dropout": 0.0}, export=False,
+                 optim={"lr": 0.1, "eps": 1.0, "warmup_ratio": 0.0, "min_lr_ratio": 1.0},
+                 rewards=[{"name": f"{__name__}:opens_with_let"}], mesh={"devices": 1},
+                 checkpoint={"enabled": False})
+    res = grpo(cfg, questions=QUESTIONS, handle_sigterm=False, cache=CACHE)
+    rewards = [rec["reward"] for rec in res.history]
+    after = first_token_probability(res.model, tokenizer, let)
+    assert 0.1 < before < 0.4 and 0.0 < rewards[0] < 1.0, (before, rewards)  # room to rise, something to learn
+    assert after > before + 0.25, (before, after, rewards)
+    assert rewards[-1] > rewards[0] + 0.25 and rewards[-1] == max(rewards), rewards
