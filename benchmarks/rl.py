@@ -57,9 +57,10 @@ class JaxSide:
 
     def __init__(self, model: str, qs: list[dict], args, out: str):
         from jaxcot.config import from_dict
+        from jaxcot.programs import ProgramCache
         from jaxcot.rl import GRPOConfig
 
-        self.qs, self.cache, self.done = qs, {}, 0
+        self.qs, self.cache, self.done = qs, ProgramCache(), 0
         self.cfg = from_dict(GRPOConfig, dict(
             init_from=model, output_dir=out, max_steps=args.warmup + args.steps, prompts_per_step=args.prompts,
             num_generations=args.generations, max_new_tokens=args.new, sampling={"temperature": 0.6}, beta=0.0,

@@ -68,6 +68,16 @@ class ProgramCache(Generic[T]):
             program = self._programs[key] = build()
         return program
 
+    @staticmethod
+    def given(cache: "ProgramCache | None", where: str) -> "ProgramCache":
+        """`cache`, or a new one for None; anything else is a TypeError naming `where`."""
+        if cache is None:
+            return ProgramCache()
+        if not isinstance(cache, ProgramCache):
+            raise TypeError(f"{where}: cache must be a jaxcot.programs.ProgramCache (programs keyed by their "
+                            f"settings), got {type(cache).__name__}")
+        return cache
+
     def __len__(self) -> int:
         return len(self._programs)
 

@@ -87,7 +87,7 @@ def test_generate_score_compress_on_reference_chains(tmp_path):
     plain(["-m", "jaxcot.cli", "score", f"--model={gguf}", "--traces=traces.jsonl", "--out=scored.jsonl",
            "--batch-size", "2", "--prompt-template", prompt], tmp_path)
     plain(["-m", "jaxcot.cli", "compress", "--scored=scored.jsonl", "--method=gogi-ads", "--out=set.jsonl",
-           "units=expression"], tmp_path)
+           "tokens.units=expression"], tmp_path)
     scored = [json.loads(line) for line in open(tmp_path / "scored.jsonl")]
     assert len(scored) == 2 and all(len(r["scores"]["gogi"]) == len(r["scores"]["pieces"]) > 20 for r in scored)
     examples = [json.loads(line) for line in open(tmp_path / "set.jsonl")]

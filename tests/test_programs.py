@@ -42,3 +42,10 @@ def test_keys_are_frozen_dataclasses():
         with pytest.raises(TypeError):
             cache.get_or_compile(key, lambda: "x")
     assert len(cache) == 0
+
+
+def test_a_trainer_refuses_a_plain_dict_as_its_cache():
+    with pytest.raises(TypeError, match="train: cache must be a jaxcot.programs.ProgramCache"):
+        ProgramCache.given({}, "train")
+    fresh = ProgramCache.given(None, "grpo")
+    assert isinstance(fresh, ProgramCache) and ProgramCache.given(fresh, "grpo") is fresh

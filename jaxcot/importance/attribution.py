@@ -91,8 +91,8 @@ def ablation_effect(model, tokens, mask, chain_mask, answer_mask, *, layers, max
 @functools.partial(jax.jit, static_argnums=(0,))
 def _attention_impl(graphdef, state, tokens, mask, chain_mask, answer_mask):
     model = nnx.merge(graphdef, state)
-    model.forward(tokens, mask=mask, with_logits=False, keep_attention=True)
-    probs = [p.astype(jnp.float32) for p in jax.tree.leaves(nnx.pop(model, nnx.Intermediate))]  # [B,K,G,T,T] each
+    out = model.forward(tokens, mask=mask, with_logits=False, keep_attention=True)
+    probs = [p.astype(jnp.float32) for p in out.attention]  # [B, K, G, T, T] per layer
     mean = jnp.mean(jnp.stack([p.mean(axis=(1, 2)) for p in probs]), axis=0)  # [B, T(query), T(key)]
     queries = (answer_mask & mask).astype(jnp.float32)
     mass = jnp.einsum("bq,bqk->bk", queries, mean) / jnp.maximum(queries.sum(-1, keepdims=True), 1.0)

@@ -74,6 +74,7 @@ class DecoderOutput:
     logits: Array | None
     hidden: tuple[Array, ...] | None = None
     cache: KVCache | None = None
+    attention: tuple[Array, ...] | None = None  # per layer [B, K, G, T, T] with `keep_attention`
 
 
 def attention_bias(
@@ -99,11 +100,11 @@ class AttentionMask:
     cache's first `read_slots` slots as they were before this call (static int; None = all of
     them), then the T new tokens: S = read_slots + T key slots (see `Attention`)."""
 
-    def __init__(self, by_window: dict, rope: dict, read_slots: int | None = None, keep_probs: bool = False):
+    def __init__(self, by_window: dict, rope: dict, read_slots: int | None = None):
         self.by_window = by_window
         self.rope = rope
         self.read_slots = read_slots
-        self.keep_probs = keep_probs  # each layer sows its attention probabilities (`Decoder.forward`)
+        self.kept_probs: list | None = None  # a list: each layer appends its attention probabilities
 
     def for_window(self, window: int | None) -> tuple[Array, Array]:
         return self.by_window[window]
@@ -189,8 +190,8 @@ class Attention(nnx.Module):
              for bk, _ in blocks], axis=-1)
         bias, row_ok = mask.for_window(self.window)  # [B,1,T,S], [B,1,T,1]
         probs = jax.nn.softmax(scores + bias[:, :, None], axis=-1).astype(self.dtype)
-        if mask.keep_probs:
-            self.sow(nnx.Intermediate, "probs", probs)  # [B, K, G, T, S]
+        if mask.kept_probs is not None:
+            mask.kept_probs.append(probs)  # [B, K, G, T, S], returned by `Decoder.forward(keep_attention=True)`
         out, start = 0.0, 0
         for _, bv in blocks:
             width = bv.shape[2]
@@ -333,8 +334,8 @@ class Decoder(nnx.Module):
         with_logits: False skips the final norm and LM head (logits None).
         remat: static bool: a gradient recomputes each block's forward instead of keeping its
           activations for the backward pass (less memory, more compute).
-        keep_attention: each layer sows its attention probabilities [B, K, G, T, T] as
-          `nnx.Intermediate` 'probs' (`nnx.pop(model, nnx.Intermediate)` takes them).
+        keep_attention: also return each layer's attention probabilities [B, K, G, T, T]
+          (`DecoderOutput.attention`; not with remat).
 
         Returns a `DecoderOutput`: logits [B, T or 1, V] float32, hidden, no cache.
         """
@@ -343,9 +344,13 @@ class Decoder(nnx.Module):
         perturb = self._perturbations(perturb)
         slots = jnp.arange(t, dtype=jnp.int32)
         attn_mask = self._attention_mask(slots, positions, slots, positions, mask, segments, None)
-        attn_mask.keep_probs = keep_attention
+        if keep_attention:
+            if remat:
+                raise ValueError("keep_attention reads each layer's attention as it runs: not with remat")
+            attn_mask.kept_probs = []
         h, hidden, _ = self._blocks(tokens, positions, attn_mask, perturb, return_hidden, remat=remat)
-        return DecoderOutput(logits=self._head(h, logits_at, with_logits), hidden=hidden)
+        kept = tuple(attn_mask.kept_probs) if keep_attention else None
+        return DecoderOutput(logits=self._head(h, logits_at, with_logits), hidden=hidden, attention=kept)
 
     def prefill(
         self,

@@ -198,7 +198,7 @@ def _setup(config: GRPOConfig, tokenizer, questions, cache: ProgramCache | None)
     state = runtime.init_state(model, config, mesh, config.max_steps * config.num_iterations)
     del model
     ref_params = jax.tree.map(jnp.copy, state.params) if config.beta else None
-    cache = ProgramCache() if cache is None else cache
+    cache = ProgramCache.given(cache, "grpo")
     steps = _update_programs(config, state, mesh, cache)
     ckpt = runtime.open_checkpoints(out_dir, config.checkpoint)
     start = runtime.resume(state, ckpt, config, RESUMABLE_KEYS, iterator=_NoDataState(), say=say)

@@ -278,7 +278,7 @@ def _step_program(config: TrainConfig, state: TrainState, mesh, total: int, cach
 
 def _setup(config: TrainConfig, tokenizer, examples, cache: ProgramCache | None) -> _Run:
     """Mesh, data, model, optimizer and checkpoint of a run, resumed from its last checkpoint."""
-    cache = cache if cache is not None else ProgramCache()
+    cache = ProgramCache.given(cache, "train")
     distributed.initialize(config.distributed)
     lead = jax.process_index() == 0
     say = get_logger("train").info  # process 0's lines only (see jaxcot.logs)
