@@ -98,10 +98,5 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {spec!r}: module {module!r} has no attribute {attr!r}") from None
 
 
-def entry_name(spec: str) -> str:
-    """A short label for `spec`: the name, or the attribute of a `module:attribute` reference."""
-    return spec.rsplit(":", 1)[-1]
-
-
-__all__ = ["Registry", "entry_name", "is_reference"]
+__all__ = ["Registry", "is_reference"]
 

@@ -8,6 +8,7 @@ dropped whole, and each chain's keep mask is cut back to its length.
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Sequence
 
@@ -20,7 +21,7 @@ from jaxcot.logs import progress as progress_bar
 from jaxcot.shapes import bucket_length, length_sorted_batches, pad_rows
 
 
-class TokenRule:
+class TokenRule(abc.ABC):
     """A rule that keeps tokens by score, batch by batch: subclasses give `select(batch, cfg,
     offset) -> keep [B, C]` over the padded arrays of `prepare`."""
 
@@ -60,8 +61,9 @@ class TokenRule:
             out.append(batch)
         return out
 
+    @abc.abstractmethod
     def select(self, batch: dict, cfg, offset: float) -> np.ndarray:
-        raise NotImplementedError
+        """keep [B, C] bool over the padded batch `batch` (`prepare`), gamma shifted by `offset`."""
 
     def masks(self, batches: list[dict], n: int, cfg, offset: float = 0.0, progress: bool = True) -> list:
         """Keep masks [C_i] for every chain, gamma shifted by `offset`."""
