@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxcot.generate.config import OVERFLOW
+from jaxcot.generate.config import OVERFLOW, EngineConfig
 from jaxcot.generate.sampler import EOS, FINISH_REASONS, PROMPT_BUCKET_STEPS, DecodeSpec, Sampler
 from jaxcot.generate.sampling import SamplingConfig
 from jaxcot.generate.stop import StopPatterns, stop_patterns, trim_at_stop
@@ -31,7 +31,10 @@ class Completion:
     """One generated continuation. token_ids / logprobs / entropy have one entry per generated
     token, the EOS or stop-completing token included; `text` excludes EOS and the stop string.
     logprobs: log p(token | prefix) under the model (temperature 1, unfiltered); entropy: the
-    predictive entropy over the full vocabulary in nats. finish_reason: 'eos', 'stop' or 'length'."""
+    predictive entropy over the full vocabulary in nats. finish_reason: 'eos', 'stop', 'length' or
+    'early' (an early exit took a trial answer). From the continuous engine (`EngineConfig`):
+    cache_peak, the most KV-cache slots the prompt's row held (prompt + chain); exit_at, where a
+    committed early exit's answer marker starts in token_ids (None: it ran to its end)."""
 
     text: str
     token_ids: list[int]
@@ -39,6 +42,8 @@ class Completion:
     entropy: list[float]
     finish_reason: str
     prompt_ids: list[int]
+    cache_peak: int | None = None
+    exit_at: int | None = None
 
 
 def default_eos_ids(model: Decoder, tokenizer) -> tuple[int, ...]:
@@ -108,7 +113,9 @@ class Generator:
     `ProgramCache` of compiled programs shared across generators of one architecture);
     batches_per_program: the batches of one call share prompt lengths so that each program serves
     about this many (`shared_prompt_lengths`); quantize: 'int8' decodes with int8 weight-only projections
-    (`Sampler`, `jaxcot.models.quantize_int8`).
+    (`Sampler`, `jaxcot.models.quantize_int8`); engine: how the decode loop runs (`EngineConfig`:
+    the static loop by default; continuous batching, early exit and KV eviction in
+    `jaxcot.generate.engine`).
     """
 
     def __init__(
@@ -126,8 +133,10 @@ class Generator:
         programs: ProgramCache | None = None,
         batches_per_program: int = 8,
         quantize: str | None = None,
+        engine: EngineConfig | None = None,
     ):
         self.tokenizer = tokenizer
+        self.engine = engine if engine is not None else EngineConfig()
         self.batches_per_program = batches_per_program
         self.sampler = Sampler(model, mesh=mesh, cache_dtype=cache_dtype, min_bucket=min_bucket, pack=pack,
                                decode_phases=decode_phases, fuse_weights=fuse_weights, programs=programs,
@@ -201,6 +210,8 @@ class Generator:
             pad_id=self.pad_id,
         )
         seeds = np.arange(len(prompts)) if row_seeds is None else np.asarray(row_seeds)
+        if self.engine.continuous:
+            return self._generate_continuous(prompts, spec, seed, seeds, stop, on_batch)
         bs = batch_size or max(len(prompts), 1)
         results: list[Completion | None] = [None] * len(prompts)
         pad_to = self.plan_pad_to([len(p) for p in prompts], bs) if pad_to is None else pad_to
@@ -214,6 +225,28 @@ class Generator:
             if on_batch is not None:
                 on_batch(idx, done)
         return results  # type: ignore[return-value]
+
+    def _generate_continuous(self, prompts, spec: DecodeSpec, seed: int, seeds, stop, on_batch) -> list[Completion]:
+        """`generate_ids` through the continuous engine: `engine.slots` rows at once, the prompts
+        in queues of `engine.queue` (0: one), on_batch told after each queue."""
+        from jaxcot.generate.engine import SlotEngine, engine_spec
+
+        espec = engine_spec(self.engine, spec, self.tokenizer, self.sampler.batch_multiple)
+        size = self.engine.queue or max(len(prompts), 1)
+        results: list[Completion] = []
+        for lo in range(0, len(prompts), size):
+            idx = list(range(lo, min(lo + size, len(prompts))))
+            out = SlotEngine(self.sampler).run([prompts[i] for i in idx], espec, seed=seed, row_seeds=seeds[idx])
+            done = []
+            for r, i in enumerate(idx):
+                c = self._completion(prompts[i], out, r, stop)
+                exit_at = int(out.exit_at[r])
+                exit_at = exit_at if 0 <= exit_at < len(c.token_ids) else None
+                done.append(dataclasses.replace(c, cache_peak=int(out.peak[r]), exit_at=exit_at))
+            results.extend(done)
+            if on_batch is not None:
+                on_batch(idx, done)
+        return results
 
     def _completion(self, prompt, out, r: int, stop: tuple[str, ...]) -> Completion:
         n = int(out.lengths[r])

@@ -46,13 +46,13 @@ from jaxcot.sharding import BATCH, batch_shards, make_mesh
 
 Array = jax.Array
 
-RUNNING, EOS, STOP, LENGTH = 0, 1, 2, 3
+RUNNING, EOS, STOP, LENGTH, EARLY = 0, 1, 2, 3, 4  # EARLY: an early exit took a trial answer (`engine`)
 # Parameters of at least this many bytes do not stay in a CPU's caches: decoding streams them
 # from memory, which fused [out, in] projections do faster. Smaller models run from cache,
 # compute-bound, where the fused layout is slower. The threshold sits between the models measured
 # either way (docs/performance.md, its jaxcot/generate/sampler.py section).
 FUSE_MIN_BYTES = 64 << 20
-FINISH_REASONS = {RUNNING: "running", EOS: "eos", STOP: "stop", LENGTH: "length"}
+FINISH_REASONS = {RUNNING: "running", EOS: "eos", STOP: "stop", LENGTH: "length", EARLY: "early"}
 # A batch someone watches decodes in chunks of about this many seconds (the host reads its progress
 # between them), the first of PROGRESS_FIRST_STEPS steps: long enough that a chunk's fixed cost (a
 # program launch and a read-back) is a small share of it, short enough for a live progress bar.
@@ -695,5 +695,5 @@ __all__ = [
     "DecodeProgramKey", "PROMPT_BUCKET_STEPS", "decode_phases", "fuse_by_default", "make_programs", "make_generate",
     "plan_packing", "FINISH_REASONS",
     "ChunkedPrograms", "chunk_steps", "make_chunked", "progress_stats",
-    "RUNNING", "EOS", "STOP", "LENGTH",
+    "RUNNING", "EOS", "STOP", "LENGTH", "EARLY",
 ]

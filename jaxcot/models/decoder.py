@@ -206,8 +206,12 @@ class Attention(nnx.Module):
             # attention output, through a comparison that is always false (NaN included).
             after = out[:, :1, :1, :1, :1].reshape(b, 1, 1, 1) > jnp.inf  # [B,1,1,1]
             k, v = jnp.where(after, jnp.zeros((), k.dtype), k), jnp.where(after, jnp.zeros((), v.dtype), v)
-            new_kv = (jax.lax.dynamic_update_slice(ck, k, (0, 0, 0, write_at)),
-                      jax.lax.dynamic_update_slice(cv, v, (0, 0, write_at, 0)))
+            if jnp.ndim(write_at) == 0:
+                new_kv = (jax.lax.dynamic_update_slice(ck, k, (0, 0, 0, write_at)),
+                          jax.lax.dynamic_update_slice(cv, v, (0, 0, write_at, 0)))
+            else:  # `decode_rows`: each row writes its own slot
+                new_kv = (jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice(c, x, (0, 0, s)))(ck, k, write_at),
+                          jax.vmap(lambda c, x, s: jax.lax.dynamic_update_slice(c, x, (0, s, 0)))(cv, v, write_at))
         # Rows with no valid key (padding queries) averaged junk; zero them here, on the output,
         # rather than on the [.., T, S] probabilities.
         out = jnp.where(row_ok[:, :, None], out, jnp.zeros((), out.dtype))
@@ -397,6 +401,34 @@ class Decoder(nnx.Module):
         Returns a `DecoderOutput`: logits [B, 1, V] float32 and the updated cache.
         """
         return self._with_cache(tokens[:, None], cache, None, None)
+
+    def decode_rows(self, tokens: Array, cache: KVCache, slots: Array, positions: Array, *,
+                    keep_attention: bool = False) -> DecoderOutput:
+        """One decoding step in which each row writes its own cache slot: the form of a cache whose
+        rows hold different sequences at different stages (continuous batching, evicted slots).
+
+        tokens [B] int32 go to slot slots[b] of row b at position positions[b] (both [B] int32)
+        and attend to every slot `cache.valid` marks (slot order carries no meaning here: a
+        slot's place in the sequence is its `pos`), plus themselves. `cache.end` is left as it
+        was. keep_attention: also return each layer's attention probabilities [B, K, G, 1, S + 1]
+        (the last column: the token itself).
+
+        Returns a `DecoderOutput`: logits [B, 1, V] float32 and the updated cache.
+        """
+        b, s = cache.pos.shape
+        tokens, positions, slots = tokens[:, None], positions.astype(jnp.int32)[:, None], slots.astype(jnp.int32)
+        k_slot = jnp.arange(s + 1, dtype=jnp.int32)  # every cached key counts as earlier than the query (slot s)
+        k_pos = jnp.concatenate([cache.pos, positions], axis=1)
+        k_valid = jnp.concatenate([cache.valid, jnp.ones((b, 1), bool)], axis=1)
+        attn_mask = self._attention_mask(k_slot[s:], positions, k_slot, k_pos, k_valid, None, None)
+        if keep_attention:
+            attn_mask.kept_probs = []
+        h, _, (new_k, new_v) = self._blocks(tokens, positions, attn_mask, {}, False, cache=cache, write_at=slots)
+        rows = jnp.arange(b)
+        out_cache = KVCache(k=new_k, v=new_v, pos=cache.pos.at[rows, slots].set(positions[:, 0]),
+                            valid=cache.valid.at[rows, slots].set(True), end=cache.end)
+        kept = tuple(attn_mask.kept_probs) if keep_attention else None
+        return DecoderOutput(logits=self._head(h, None, True), cache=out_cache, attention=kept)
 
     def __call__(self, tokens: Array, positions: Array | None = None, mask: Array | None = None, *,
                  cache: KVCache | None = None, read_slots: int | None = None, remat: bool = False,
