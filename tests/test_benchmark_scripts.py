@@ -46,6 +46,8 @@ TINY = {
     "accelerator.py": (["--tiny"], "| tiny | train |"),
     "commands.py": (["--n", "2", "--new", "4", "--steps", "1", "--repeats", "1", "--warmup", "0"], "speedup"),
     "compression_settings.py": (["--n", "2", "--offset", "0", "--batch-size", "2"], "arithmetic kept intact"),
+    "engine.py": (["--workloads", "testbed", "--prompts", "8", "--new", "16", "--slots", "4", "--repeats", "1"],
+                  "continuous tok/s"),
     "forward.py": (["--batches", "1", "--seq", "16", "--repeats", "1", "--pause", "0"], "max |dlogit|"),
     "generate.py": (["--models", "tiny", "--batches", "2", "--new", "4", "--repeats", "1"], "batch-1 bound"),
     "graders.py": ([], "| grader |"),
@@ -59,7 +61,8 @@ TAKES_GGUF = {"commands.py", "compression_settings.py", "forward.py"}
 OWN_TEST = {"accelerator.py"}  # run by its own test below, which checks its JSON too
 NOT_BENCHMARKS = {"tables.py"}  # writes the README's tables from the results (tests/test_benchmark_tables.py)
 # script -> the results file(s) its tiny run writes (benchmarks/results.py)
-RESULTS = {"commands.py": ["commands"], "compression_settings.py": ["compression_settings"], "forward.py": ["forward"],
+RESULTS = {"commands.py": ["commands"], "compression_settings.py": ["compression_settings"],
+           "engine.py": ["engine-testbed"], "forward.py": ["forward"],
            "generate.py": ["generate"], "graders.py": ["graders"], "importance.py": ["importance"], "rl.py": ["rl"],
            "train.py": ["train"]}
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxcot.config import check_counts
 from jaxcot.distributed import Share
+from jaxcot.generate.config import EngineConfig
 from jaxcot.io import DataError, atomic_write_json, atomic_write_text, is_complete
 from jaxcot.logs import progress as progress_bar
 from jaxcot.programs import ProgramCache
@@ -42,6 +43,10 @@ class EvalConfig:
     (`jaxcot.text.grading.get_grader`; None: gsm8k); prompt, how a question becomes the prompt
     (None: the question alone as the user turn, as a run asks its students); baseline, an earlier
     `jaxcot eval` result JSON to give ActRatio and speedup against.
+
+    engine: how every generator of the eval decodes, the accuracy pass's and the latency pass's
+    (`EngineConfig`: the static loop by default); with `engine.continuous` a result adds
+    `mean_cache_peak` (KV-cache slots a row held at most, on average) and `early_exit_share`.
     """
 
     max_new_tokens: int = 320
@@ -52,6 +57,7 @@ class EvalConfig:
     grader: str | None = None
     prompt: PromptConfig | None = None
     baseline: str | None = None
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
 
     def __post_init__(self):
         check_counts(self, "max_new_tokens", "batch_size", "latency_samples")
@@ -69,15 +75,16 @@ class Student:
     tokenizer: str | None = None
 
 
-def _load(student: Student, cache: dict, programs: ProgramCache):
+def _load(student: Student, cache: dict, programs: ProgramCache, engine: EngineConfig):
     """(Generator, tokenizer) of a student's model, loaded once per path in `cache`; the students'
-    generators share their compiled programs (`programs`), the students being one architecture."""
+    generators share their compiled programs (`programs`), the students being one architecture,
+    and decode as `engine` says."""
     from jaxcot.generate import Generator
     from jaxcot.models import load_model, load_tokenizer
 
     if student.path not in cache:
         tok = load_tokenizer(student.tokenizer or student.path)
-        cache[student.path] = (Generator(load_model(student.path), tok, programs=programs), tok)
+        cache[student.path] = (Generator(load_model(student.path), tok, programs=programs, engine=engine), tok)
     return cache[student.path]
 
 
@@ -103,12 +110,17 @@ def evaluate_student(student: Student, gen, tokenizer, test: Sequence[dict], cfg
     t0 = time.perf_counter()
     again = gen.generate_ids(big, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     dt = time.perf_counter() - t0
+    peaks = [o.cache_peak for o in outs if getattr(o, "cache_peak", None) is not None]
+    engine = {"mean_cache_peak": float(np.mean(peaks)),  # the continuous engine's (`EvalConfig.engine`)
+              "early_exit_share": float(np.mean([getattr(o, "exit_at", None) is not None for o in outs]))
+              } if peaks else {}
     return {
         "n": len(test),
         "accuracy": float(np.mean(correct)),
         "mean_cot_tokens": float(np.mean(cot)),
         "mean_new_tokens": float(np.mean([len(o.token_ids) for o in outs])),
         "throughput_tok_s": throughput(sum(len(o.token_ids) for o in again), dt),
+        **engine,
         "examples": [{"question": it["question"], "output": o.text, "correct": c}
                      for it, o, c in list(zip(test, outs, correct))[:5]],
     }
@@ -119,7 +131,7 @@ def _warm(student: Student, cache: dict, programs: ProgramCache, test: Sequence[
     prompt-length bucket, so that no compile falls inside the timed pass."""
     from jaxcot.generate.sampler import PROMPT_BUCKET_STEPS
 
-    gen, tok = _load(student, cache, programs)
+    gen, tok = _load(student, cache, programs, cfg.engine)
     prompts = [prompt_ids(tok, it["question"], student.prompt) for it in test[: cfg.latency_samples]]
     warm = {bucket_length(len(p), gen.sampler.min_bucket, PROMPT_BUCKET_STEPS): p for p in prompts}
     for p in warm.values():
@@ -177,20 +189,32 @@ def student_fingerprint(student: Student, test: Sequence[dict], cfg: EvalConfig,
     """What an `evaluate_model` result records as its origin: the student's weights (and tokenizer),
     prompt and test set, the settings that change its accuracy pass (`origin`: the grader's name),
     the baseline file; with `latency`, every eval setting. (A run's `<name>.json` records the
-    first three alone: a run sets no tokenizer, grader or baseline here.)"""
+    first three alone: a run sets no tokenizer, grader or baseline here.) The engine counts where it
+    is not the default (`eval_settings`)."""
     settings = {"prompt": student.prompt, "eval.max_new_tokens": cfg.max_new_tokens,
                 "eval.batch_size": cfg.batch_size, "test": content_digest(test), **dict(origin)}
     settings.update({"eval.grader": cfg.grader} if cfg.grader else {})
+    settings.update({"eval.engine": cfg.engine} if cfg.engine != EngineConfig() else {})
     inputs = {"model": student.path, **({"tokenizer": student.tokenizer} if student.tokenizer else {}),
               **({"baseline": cfg.baseline} if cfg.baseline else {})}
     if latency:
-        settings["eval"] = dataclasses.replace(cfg, baseline=None)
+        settings["eval"] = eval_settings(dataclasses.replace(cfg, baseline=None))
     return Fingerprint.of(settings, inputs)
+
+
+def eval_settings(cfg: EvalConfig) -> dict:
+    """`cfg` as a fingerprint holds it: every field, the engine section only where it is not the
+    default (the static loop), so that results recorded before `EvalConfig` had one stay up to
+    date."""
+    settings = dataclasses.asdict(cfg)
+    if cfg.engine == EngineConfig():
+        del settings["engine"]
+    return settings
 
 
 def latency_fingerprint(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig) -> Fingerprint:
     """What `latency.json` records as its origin: every student together and every eval setting."""
-    return Fingerprint.of({"eval": cfg, "students": [(s.name, s.prompt) for s in students],
+    return Fingerprint.of({"eval": eval_settings(cfg), "students": [(s.name, s.prompt) for s in students],
                            "test": content_digest(test[: cfg.latency_samples])},
                           {f"model:{s.name}": s.path for s in students})
 
@@ -275,7 +299,7 @@ def evaluate_model(student: Student | str, test: Sequence[dict], cfg: EvalConfig
     grade = grade or get_grader(cfg.grader)
     with claimed(out_path, fp, replace=replace, say=say):
         say(f"evaluate {student.name} on {len(test)} test questions")
-        gen, tok = _load(student, cache, programs)
+        gen, tok = _load(student, cache, programs, cfg.engine)
         result = evaluate_student(student, gen, tok, test, cfg, grade, progress=progress)
         if latency:
             lat = measure_latency([student], test, cfg, programs, cache=cache, progress=progress)
@@ -319,6 +343,6 @@ def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: Ev
     return results
 
 
-__all__ = ["EvalConfig", "Student", "against_baseline", "eval_outputs", "evaluate_model", "evaluate_student",
-           "evaluate_students", "latency_fingerprint", "measure_latency", "model_student", "student_fingerprint",
-           "table_path"]
+__all__ = ["EvalConfig", "Student", "against_baseline", "eval_outputs", "eval_settings", "evaluate_model",
+           "evaluate_student", "evaluate_students", "latency_fingerprint", "measure_latency", "model_student",
+           "student_fingerprint", "table_path"]

@@ -20,6 +20,13 @@ FLAGS = (
     Flag("--seed", "seed", int, "sampling seed; each row has its own stream"),
     Flag("--stop", "stop", str, "stop string", many=True),
     Flag("--dtype", "dtype", str, "compute and weight dtype", choices=DTYPES),
+    Flag("--continuous", "engine.continuous", help="continuous batching: a finished row's slot takes the next prompt",
+         switch=True),
+    Flag("--slots", "engine.slots", int, "rows decoding at once in the continuous loop"),
+    Flag("--early-exit", "engine.early_exit.enabled", help="end a chain early at a confident trial answer "
+         "(with --continuous; settings: engine.early_exit.*)", switch=True),
+    Flag("--evict-budget", "engine.eviction.budget", int, "chain tokens a row keeps cached, 0 = all "
+         "(with --continuous; settings: engine.eviction.*)"),
 )
 
 

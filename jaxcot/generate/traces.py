@@ -3,18 +3,21 @@
 A trace record is `{"id", "question", "chain", "answer", "gold"?, "correct"?, "finish_reason",
 "num_tokens"}`: the completion split by `jaxcot.text.answers.split_answer`; `correct` (graded by
 `GenerateConfig.grader`, or the caller's grader) when the question has a gold answer;
-`finish_reason` 'eos', 'stop' or 'length' (the token limit: a truncated chain). `unusable` says
-which traces the later stages leave out. `jaxcot generate --data` and `jaxcot run` both call
-`write_traces`.
+`finish_reason` 'eos', 'stop', 'length' (the token limit: a truncated chain) or 'early' (an early
+exit took a trial answer); with `GenerateConfig.engine.continuous`, `cache_peak` (the most KV-cache
+slots the row held) and, after an early exit, `early_exit_at` (where its answer marker starts in
+the generated tokens). `unusable` says which traces the later stages leave out. `jaxcot generate
+--data` and `jaxcot run` both call `write_traces`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from typing import Any, Mapping, Sequence
 
 from jaxcot.distributed import Share, part_path
-from jaxcot.generate.config import DTYPES, QUANTIZE, SOURCES, GenerateConfig
+from jaxcot.generate.config import DTYPES, QUANTIZE, SOURCES, EngineConfig, GenerateConfig
 from jaxcot.io import DataError, ResumableJsonl, read_jsonl
 from jaxcot.provenance import Fingerprint, claimed, content_digest
 from jaxcot.text.answers import split_answer
@@ -38,6 +41,11 @@ def trace_record(item: dict, completion, cfg: GenerateConfig, grade: Grader | No
             rec["correct"] = bool(answer) and bool(grade(text, item["gold"]))
     rec["finish_reason"] = completion.finish_reason
     rec["num_tokens"] = len(completion.token_ids)
+    # the continuous engine's (`GenerateConfig.engine`); absent from the static loop's records
+    if (peak := getattr(completion, "cache_peak", None)) is not None:
+        rec["cache_peak"] = peak
+    if (exit_at := getattr(completion, "exit_at", None)) is not None:
+        rec["early_exit_at"] = exit_at
     if cfg.save_token_stats:
         rec["token_ids"] = completion.token_ids
         rec["logprobs"] = completion.logprobs
@@ -92,7 +100,18 @@ def reference_trace(item: dict) -> dict:
 def traces_fingerprint(items: Sequence[dict], cfg: GenerateConfig, origin: Mapping[str, Any] = (),
                        inputs: Mapping[str, str] = ()) -> Fingerprint:
     """What a traces file written by `write_traces` from these arguments records as its origin."""
-    return Fingerprint.of({"generate": cfg, "questions": content_digest(items), **dict(origin)}, inputs)
+    return Fingerprint.of({"generate": fingerprint_settings(cfg), "questions": content_digest(items),
+                           **dict(origin)}, inputs)
+
+
+def fingerprint_settings(cfg: GenerateConfig) -> dict:
+    """`cfg` as a traces fingerprint holds it: every field, the engine section only where it is not
+    the default (the static loop), so that traces written before `GenerateConfig` had one stay up
+    to date."""
+    settings = dataclasses.asdict(cfg)
+    if cfg.engine == EngineConfig():
+        del settings["engine"]
+    return settings
 
 
 def write_traces(items: Sequence[dict], out: str, cfg: GenerateConfig, generator=None, *,
@@ -170,7 +189,8 @@ def load_generator(model_path: str, cfg: GenerateConfig, tokenizer_path: str | N
                    model=None, tokenizer=None, mesh=None, quantize: str | None = None):
     """A `Generator` for `cfg` (dtype, min_bucket), its batch sharded over the data axis of `mesh`
     (default: every device). model / tokenizer: already loaded ones to reuse instead of reading
-    `model_path`. quantize: 'int8' for int8 weight-only decoding (see `Generator`)."""
+    `model_path`. quantize: 'int8' for int8 weight-only decoding (see `Generator`). The decode
+    loop runs as `cfg.engine` says (`EngineConfig`)."""
     import jax.numpy as jnp
 
     from jaxcot.generate.api import Generator
@@ -182,8 +202,9 @@ def load_generator(model_path: str, cfg: GenerateConfig, tokenizer_path: str | N
         dtype = jnp.dtype(cfg.dtype)
         model = load_model(model_path, dtype=dtype, param_dtype=dtype, mesh=mesh)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tokenizer_path or model_path)
-    return Generator(model, tokenizer, mesh=mesh, min_bucket=cfg.min_bucket, quantize=quantize)
+    return Generator(model, tokenizer, mesh=mesh, min_bucket=cfg.min_bucket, quantize=quantize, engine=cfg.engine)
 
 
-__all__ = ["DTYPES", "QUANTIZE", "SOURCES", "GenerateConfig", "load_generator", "reference_trace", "row_seed",
-           "skip_summary", "trace_counts", "trace_record", "traces_fingerprint", "unusable", "write_traces"]
+__all__ = ["DTYPES", "QUANTIZE", "SOURCES", "GenerateConfig", "fingerprint_settings", "load_generator",
+           "reference_trace", "row_seed", "skip_summary", "trace_counts", "trace_record", "traces_fingerprint",
+           "unusable", "write_traces"]

@@ -14,7 +14,7 @@ import os
 
 from jaxcot.config import check, check_choice, check_counts, check_range
 from jaxcot.distributed import DistributedConfig
-from jaxcot.generate.config import SamplingConfig
+from jaxcot.generate.config import EngineConfig, SamplingConfig
 from jaxcot.rl.rewards import RewardSpec, step_entropy_rewards
 from jaxcot.text.grading import check_grader_name
 from jaxcot.text.prompts import PromptConfig
@@ -55,7 +55,11 @@ class GRPOConfig:
     scale_rewards: divide by the group's std. max_steps counts rollout batches.
     rollout_batch_size: completions per sampler batch (None: a step's all in one); the batches
     are the unit several processes (`distributed`: one per host, as `TrainConfig`'s) split a
-    step's rollouts by, as generation's.
+    step's rollouts by, as generation's. engine: how the rollouts decode (`EngineConfig`:
+    continuous batching, early exit, KV eviction; None, as an engine left at its defaults: the
+    static loop), each completion from its own stream either way. (None rather than an
+    `EngineConfig()` default: a checkpoint or a run's policy recorded before this field existed
+    still compares equal, every GRPO field being part of both.)
     """
 
     init_from: str = ""
@@ -75,6 +79,7 @@ class GRPOConfig:
     max_new_tokens: int = 512
     rollout_batch_size: int | None = None
     sampling: SamplingConfig = dataclasses.field(default_factory=lambda: SamplingConfig(temperature=0.6))
+    engine: EngineConfig | None = None
     epsilon: float = 0.2
     epsilon_high: float | None = None
     beta: float = 0.0

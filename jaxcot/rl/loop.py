@@ -248,7 +248,8 @@ def _rollout(run: _Run, step: int) -> _Rollouts:
     prompts = [run.prompts[i] for i in rows]
     # every process exports the policy (a collective), also one left without a batch to sample
     st = run.state
-    gen = Generator(run.policy(st.params, st.frozen), run.tokenizer, mesh=run.sampler_mesh, programs=run.programs)
+    gen = Generator(run.policy(st.params, st.frozen), run.tokenizer, mesh=run.sampler_mesh, programs=run.programs,
+                    engine=cfg.engine)
     own, pad_to, batch = _own_rows(run, gen, prompts)
     outs = gen.generate_ids([prompts[j] for j in own], max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling,
                             seed=cfg.seed, row_seeds=[step * cfg.rows + j for j in own], batch_size=batch,
