@@ -343,11 +343,12 @@ def _harvest(s: EngineState) -> EngineState:
     return jax.lax.cond(jnp.any(finished), hand_over, lambda s: s, s)
 
 
-def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype):
-    """run(params, tokens [Q, T] int32, mask [Q, T] bool, row_seeds [Q] uint32, seed [] uint32,
-    count [] int32) -> (tokens [Q, N], logprobs [Q, N], entropy [Q, N], lengths [Q], reason
+def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: tuple[int, ...]):
+    """run(params, tokens [Q, T] int32, mask [Q, T] bool, buckets [Q] int32, row_seeds [Q] uint32,
+    seed [] uint32, count [] int32) -> (tokens [Q, N], logprobs [Q, N], entropy [Q, N], lengths [Q], reason
     [Q], peak [Q], trials [Q], exit_at [Q], steps []), jitted: the first `count` queued prompts
-    through R slots (module docstring)."""
+    through R slots (module docstring). A prompt is prefilled over its last
+    prefill_lengths[buckets[q]] slots (static lengths, the last = T)."""
     d = spec.decode
     n, r = d.max_new_tokens, spec.slots
     def constrain(x):
@@ -355,7 +356,7 @@ def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype):
             return x
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(BATCH, *([None] * (x.ndim - 1)))))
 
-    def run(params, q_tokens, q_mask, q_seeds, seed, count):
+    def run(params, q_tokens, q_mask, q_bucket, q_seeds, seed, count):
         model: Decoder = nnx.merge(graphdef, params)
         q, t = q_tokens.shape
         size = t + spec.chain_slots
@@ -376,24 +377,38 @@ def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype):
             next_query=i32(), steps=i32())
         s = jax.tree_util.tree_map(constrain, s)
 
+        def prefill(length: int, qi):
+            """The prompt at queue index qi, prefilled over its last `length` slots (its own
+            bucket): keys [1, K, Dh, T] and values [1, K, T, Dh] per layer, positions and validity
+            [1, T] (left-padded to T), logits [1, V]."""
+            toks = jax.lax.dynamic_slice(q_tokens, (qi, t - length), (1, length))
+            mask = jax.lax.dynamic_slice(q_mask, (qi, t - length), (1, length))
+            out = model.prefill(toks, KVCache.init(model.config, 1, length, cache_dtype), mask=mask,
+                                logits_at=jnp.full((1,), length - 1, jnp.int32), read_slots=0)
+            c, left = out.cache, t - length
+            return (tuple(jnp.pad(k, ((0, 0), (0, 0), (0, 0), (left, 0))) for k in c.k),
+                    tuple(jnp.pad(v, ((0, 0), (0, 0), (left, 0), (0, 0))) for v in c.v),
+                    jnp.pad(c.pos, ((0, 0), (left, 0))), jnp.pad(c.valid, ((0, 0), (left, 0))), out.logits[:, 0])
+
         def insert(s: EngineState) -> EngineState:
             """Prefill the next queued prompt into the first free slot and choose its first token."""
             slot = jnp.argmax(s.query < 0)
             qi = s.next_query
-            toks = jax.lax.dynamic_slice(q_tokens, (qi, 0), (1, t))
-            mask = jax.lax.dynamic_slice(q_mask, (qi, 0), (1, t))
-            out = model.prefill(toks, KVCache.init(model.config, 1, size, cache_dtype), mask=mask,
-                                logits_at=jnp.full((1,), t - 1, jnp.int32), read_slots=0)
-            new = out.cache
+            # One prefill program per prompt bucket in the queue: a prompt pays for its own length.
+            branches = [functools.partial(prefill, n) for n in prefill_lengths]
+            new_k, new_v, new_pos, new_valid, first = jax.lax.switch(q_bucket[qi], branches, qi)
+            # The prompt's T slots are written; the row's chain slots keep what the last prompt
+            # left there, marked invalid.
+            rest = size - t
             cache = s.cache.replace(
                 k=tuple(jax.lax.dynamic_update_slice(a, b.astype(a.dtype), (slot, 0, 0, 0))
-                        for a, b in zip(s.cache.k, new.k)),
+                        for a, b in zip(s.cache.k, new_k)),
                 v=tuple(jax.lax.dynamic_update_slice(a, b.astype(a.dtype), (slot, 0, 0, 0))
-                        for a, b in zip(s.cache.v, new.v)),
-                pos=jax.lax.dynamic_update_slice(s.cache.pos, new.pos, (slot, 0)),
-                valid=jax.lax.dynamic_update_slice(s.cache.valid, new.valid, (slot, 0)))
+                        for a, b in zip(s.cache.v, new_v)),
+                pos=jax.lax.dynamic_update_slice(s.cache.pos, jnp.pad(new_pos, ((0, 0), (0, rest))), (slot, 0)),
+                valid=jax.lax.dynamic_update_slice(s.cache.valid, jnp.pad(new_valid, ((0, 0), (0, rest))), (slot, 0)))
             row = jnp.arange(r) == slot
-            held = jnp.sum(mask, dtype=jnp.int32)
+            held = jnp.sum(new_valid, dtype=jnp.int32)
             key = derive_row_keys(seed, jax.lax.dynamic_slice(q_seeds, (qi,), (1,)))
             s = s.replace(
                 cache=cache, query=_put_rows(row, qi, s.query), busy=s.busy | row,
@@ -406,7 +421,7 @@ def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype):
                 answer=_put_rows(row, -1, s.answer), streak=_put_rows(row, 0, s.streak),
                 exit_at=_put_rows(row, -1, s.exit_at), peak=_put_rows(row, held, s.peak),
                 running=_put_rows(row, 0.0, s.running), next_query=qi + 1)
-            logits = jnp.zeros((r, out.logits.shape[-1]), jnp.float32).at[slot].set(out.logits[0, 0])
+            logits = jnp.zeros((r, first.shape[-1]), jnp.float32).at[slot].set(first[0])
             return _harvest(_choose(s, logits, row, spec))
 
         def refill(s: EngineState) -> EngineState:
@@ -464,7 +479,7 @@ class EngineProgramKey:
     cache_dtype: str
     spec: EngineSpec
     queue: int
-    slots: int
+    prefill_lengths: tuple[int, ...]
 
 
 @dataclasses.dataclass
@@ -512,24 +527,29 @@ class SlotEngine:
         m = smp.batch_multiple
         if spec.slots % m:
             raise ValueError(f"slots ({spec.slots}) must be a multiple of the mesh's {m} batch shards")
-        t = bucket_length(max(len(p) for p in prompts), smp.min_bucket, PROMPT_BUCKET_STEPS)
+        own = [bucket_length(len(p), smp.min_bucket, PROMPT_BUCKET_STEPS) for p in prompts]
+        lengths = tuple(sorted(set(own)))
+        t = lengths[-1]
         q = bucket_length(n, QUEUE_MIN, PROMPT_BUCKET_STEPS)
         smp.check_fits(spec.slots, t, spec.chain_slots)
         d = spec.decode
         tokens = np.full((q, t), d.pad_id, np.int32)
         mask = np.zeros((q, t), bool)
+        buckets = np.zeros(q, np.int32)
         for i, p in enumerate(prompts):
             tokens[i, t - len(p):] = p
             mask[i, t - len(p):] = True
+            buckets[i] = lengths.index(own[i])
         seeds = np.zeros(q, np.uint32)
         seeds[:n] = np.arange(n) if row_seeds is None else np.asarray(row_seeds, np.uint64) % (1 << 32)
-        args = (tokens, mask, seeds, np.uint32(seed % (1 << 32)), np.int32(n))
+        args = (tokens, mask, buckets, seeds, np.uint32(seed % (1 << 32)), np.int32(n))
         key = EngineProgramKey(smp.graphdef, TreeSignature.of(smp.params), smp.mesh,
-                               jnp.dtype(smp.cache_dtype).name, spec, q, t)
+                               jnp.dtype(smp.cache_dtype).name, spec, q, lengths)
 
         def build():
             start = time.perf_counter()
-            program = make_engine(smp.graphdef, spec, smp.mesh, smp.cache_dtype).lower(smp.params, *args).compile()
+            program = make_engine(smp.graphdef, spec, smp.mesh, smp.cache_dtype, lengths).lower(
+                smp.params, *args).compile()
             smp.compile_seconds += time.perf_counter() - start
             return program
 
