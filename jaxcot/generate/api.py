@@ -231,8 +231,10 @@ class Generator:
         in queues of `engine.queue` (0: one), on_batch told after each queue."""
         from jaxcot.generate.engine import SlotEngine, engine_spec
 
-        espec = engine_spec(self.engine, spec, self.tokenizer, self.sampler.batch_multiple)
         size = self.engine.queue or max(len(prompts), 1)
+        # Never more slots than prompts in a queue (a batch-1 call decodes one row, not `slots`).
+        engine = dataclasses.replace(self.engine, slots=min(self.engine.slots, size))
+        espec = engine_spec(engine, spec, self.tokenizer, self.sampler.batch_multiple)
         results: list[Completion] = []
         for lo in range(0, len(prompts), size):
             idx = list(range(lo, min(lo + size, len(prompts))))
