@@ -335,9 +335,15 @@ def set_keys(data: dict, pairs) -> dict:
     return data
 
 
-def read_yaml(path: str | os.PathLike) -> dict:
-    """The mapping at the top of a YAML file; errors name the file (and line, for bad YAML)."""
+def read_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict:
+    """The mapping at the top of a YAML file; errors name the file (and line, for bad YAML).
+
+    A file may start from another: `extends: other.yaml` (a path relative to this file) gives the
+    other file's mapping with this one laid on top (`deep_merge`: sections merge key by key, lists
+    and values replace)."""
     path = os.fspath(path)
+    if os.path.abspath(path) in _seen:
+        raise ConfigError("extends", f"{path}: extends itself ({' -> '.join(_seen + (os.path.abspath(path),))})")
     if not os.path.isfile(path):
         raise ConfigError("", f"{path}: no such config file")
     try:
@@ -349,7 +355,13 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raise ConfigError("", f"{path}{at}: invalid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{path}: the top level must be a mapping of keys")
-    return data
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError("extends", f"{path}: extends names one config file, got {base!r}")
+    parent = os.path.join(os.path.dirname(path), base)
+    return deep_merge(read_yaml(parent, _seen + (os.path.abspath(path),)), data)
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None, overrides: Sequence[str] = (),

@@ -10,8 +10,8 @@ import pytest
 
 from jaxcot.generate import Generator
 from jaxcot.generate.config import EarlyExitConfig, EngineConfig, EvictionConfig
-from jaxcot.generate.engine import EngineSpec, EvictionSpec, SlotEngine, engine_spec
-from jaxcot.generate.sampler import EARLY, DecodeSpec
+from jaxcot.generate.engine import EngineSpec, EvictionSpec, SlotEngine, cache_tiers, engine_spec
+from jaxcot.generate.sampler import EARLY, DecodeSpec, Sampler
 from jaxcot.generate.sampling import SamplingConfig
 from jaxcot.generate.stop import StopPatterns
 from jaxcot.models import ModelConfig, init_model, load_model, load_tokenizer
@@ -71,6 +71,16 @@ def test_sampled_streams_do_not_depend_on_slots(tiny):
     assert runs[0] == [c.token_ids for c in static]
     other = _rows(SlotEngine(gen.sampler).run(prompts, EngineSpec(spec, slots=4), seed=6, row_seeds=range(10, 20)))
     assert other != runs[0]
+
+
+def test_a_cache_grown_in_tiers_changes_nothing(tiny):
+    gen, prompts = tiny
+    spec = EngineSpec(_decode(gen, 100, SamplingConfig(temperature=1.0)), slots=4)
+    tiered = Sampler(init_model(gen.sampler.config, 1), min_phase_room=8, fuse_weights=False)
+    assert cache_tiers(spec, tiered.decode_phases, tiered.min_phase_room) == (32, 64, 100)
+    one = SlotEngine(gen.sampler).run(prompts, spec, seed=2)
+    four = SlotEngine(tiered).run(prompts, spec, seed=2)
+    assert _rows(four) == _rows(one) and np.all(four.peak == one.peak)
 
 
 def test_engine_on_a_mesh_of_eight_devices(tiny):

@@ -174,3 +174,19 @@ def test_grpo_rollouts_decode_with_the_engine(tmp_path, monkeypatch):
     with pytest.raises(Asked) as e:
         grpo(cfg, questions=qs, handle_sigterm=False)
     assert e.value.args[0] == EngineConfig(continuous=True, slots=2)
+
+
+def test_a_config_file_extends_another(tmp_path):
+    from jaxcot.config import ConfigError, load_config
+    from jaxcot.generate.config import GenerateConfig
+
+    (tmp_path / "base.yaml").write_text("max_new_tokens: 64\nengine: {continuous: true, slots: 4}\nstop: ['a', 'b']\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nengine: {slots: 8}\nstop: ['c']\n")
+    cfg = load_config(GenerateConfig, tmp_path / "child.yaml")
+    assert (cfg.max_new_tokens, cfg.engine.continuous, cfg.engine.slots, cfg.stop) == (64, True, 8, ["c"])
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(GenerateConfig, tmp_path / "loop.yaml")
+    (tmp_path / "gone.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml: no such config file"):
+        load_config(GenerateConfig, tmp_path / "gone.yaml")

@@ -240,15 +240,20 @@ def bars_svg(values: dict[str, float], title: str, ref: float = 0.5) -> str:
 
 
 def results_table(rows: Sequence[dict]) -> str:
-    """The results table, one <tr data-row=i> per row (the plot's points highlight theirs)."""
+    """The results table, one <tr data-row=i> per row (the plot's points highlight theirs); a
+    peak KV/row column where some row has `mean_cache_peak` (a decoder row), blank in the others."""
     cols = (("n", "n", "{:d}"), ("accuracy", "accuracy", "{:.1%}"), ("mean_cot_tokens", "CoT tokens", "{:.1f}"),
             ("act_ratio", "ActRatio", "{:.2f}"), ("latency_s", "latency (s, b=1)", "{:.4f}"),
             ("throughput_tok_s", "throughput (tok/s)", "{:.0f}"), ("speedup", "speedup", "{:.2f}x"),
             ("train_examples", "train examples", "{:d}"), ("retained", "train retained", "{:.2f}"))
+    if any(r.get("mean_cache_peak") is not None for r in rows):
+        cols += (("mean_cache_peak", "peak KV/row", "{:.1f}"),)
     head = "<tr><th>method</th>" + "".join(f"<th>{_e(t)}</th>" for _, t, _ in cols) + "</tr>"
+    blank = {"mean_cache_peak": ""}  # a row decoded by the static loop has no peak: its cell stays empty
     body = []
     for i, r in enumerate(rows):
-        cells = "".join(f"<td>{'-' if r.get(k) is None else _e(f.format(r[k]))}</td>" for k, _, f in cols)
+        cells = "".join(f"<td>{_e(f.format(r[k])) if r.get(k) is not None else blank.get(k, '-')}</td>"
+                        for k, _, f in cols)
         body.append(f'<tr class="result" data-row="{i}"><td>{_e(r["method"])}</td>{cells}</tr>')
     return f'<table class="results">{head}{"".join(body)}</table>'
 

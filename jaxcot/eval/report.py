@@ -16,7 +16,10 @@ from jaxcot.io import atomic_open, atomic_write_json, atomic_write_text
 @dataclasses.dataclass
 class MethodResult:
     """One method on one benchmark. Latency in seconds per sample at batch 1; throughput in
-    generated tokens per second at the large batch; speedup = baseline latency / this latency."""
+    generated tokens per second at the large batch; speedup = baseline latency / this latency.
+    mean_cache_peak and early_exit_share: a row decoded by the continuous engine (a run's decoder
+    rows, `jaxcot.eval.students.DecoderRow`): KV-cache slots a row held at most, prompt included,
+    on average, and the share of chains an early exit ended."""
 
     method: str
     benchmark: str
@@ -29,6 +32,8 @@ class MethodResult:
     speedup: float
     train_examples: int | None = None
     retained: float | None = None  # mean retained share of chain tokens in its training set
+    mean_cache_peak: float | None = None
+    early_exit_share: float | None = None
 
 
 def method_rows(evals: dict[str, dict], base: str, benchmark: str,
@@ -52,6 +57,7 @@ def method_rows(evals: dict[str, dict], base: str, benchmark: str,
             speedup=speedup(ref["latency_s"], r["latency_s"]),
             train_examples=None if s is None else s.get("written"),
             retained=None if s is None else float(s["retained_ratio"]["mean"]),
+            mean_cache_peak=r.get("mean_cache_peak"), early_exit_share=r.get("early_exit_share"),
         ))
     return rows
 
@@ -60,15 +66,22 @@ def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+PEAK_KV = "peak KV/row"  # the column of `mean_cache_peak`, shown where some row has one
+
+
 def markdown_table(rows: Sequence[MethodResult]) -> str:
+    """The rows as Markdown; a peak KV/row column (blank where a row has none) where some row was
+    decoded by the continuous engine."""
+    peak = any(r.mean_cache_peak is not None for r in rows)
     head = (
         "| method | n | accuracy | CoT tokens | ActRatio | latency (s, b=1) | throughput (tok/s) | speedup "
-        "| train retained |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
+        "| train retained |" + (f" {PEAK_KV} |" if peak else "") + "\n"
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if peak else "") + "\n"
     )
     body = "".join(
         f"| {r.method} | {r.n} | {100 * r.accuracy:.1f}% | {r.mean_cot_tokens:.1f} | {r.act_ratio:.2f} | "
-        f"{r.latency_s:.4f} | {r.throughput_tok_s:.0f} | {r.speedup:.2f}x | {_fmt(r.retained, '.2f')} |\n"
+        f"{r.latency_s:.4f} | {r.throughput_tok_s:.0f} | {r.speedup:.2f}x | {_fmt(r.retained, '.2f')} |"
+        + (f" {'' if r.mean_cache_peak is None else format(r.mean_cache_peak, '.1f')} |" if peak else "") + "\n"
         for r in rows
     )
     return head + body
@@ -76,17 +89,20 @@ def markdown_table(rows: Sequence[MethodResult]) -> str:
 
 def model_table(results: dict[str, dict]) -> str:
     """A Markdown table of `evaluate_model` results ({row name: result}); a number a result lacks
-    (no latency pass, no baseline) shows as '-'."""
+    (no latency pass, no baseline) shows as '-'. A peak KV/row column where some result has
+    `mean_cache_peak` (the continuous engine)."""
     def cell(r: dict, key: str, spec: str, scale: float = 1.0) -> str:
         v = r.get(key)
         return "-" if v is None else format(scale * v, spec)
 
-    head = ("| model | n | accuracy | CoT tokens | ActRatio | latency (s, b=1) | throughput (tok/s) | speedup |\n"
-            "|---|---|---|---|---|---|---|---|\n")
+    peak = any(r.get("mean_cache_peak") is not None for r in results.values())
+    head = ("| model | n | accuracy | CoT tokens | ActRatio | latency (s, b=1) | throughput (tok/s) | speedup |"
+            + (f" {PEAK_KV} |" if peak else "") + "\n|---|---|---|---|---|---|---|---|" + ("---|" if peak else "")
+            + "\n")
     body = "".join(
         f"| {name} | {r['n']} | {cell(r, 'accuracy', '.1f', 100)}% | {cell(r, 'mean_cot_tokens', '.1f')} | "
         f"{cell(r, 'act_ratio', '.2f')} | {cell(r, 'latency_s', '.4f')} | {cell(r, 'throughput_tok_s', '.0f')} | "
-        f"{cell(r, 'speedup', '.2f')} |\n"
+        f"{cell(r, 'speedup', '.2f')} |" + (f" {cell(r, 'mean_cache_peak', '.1f')} |" if peak else "") + "\n"
         for name, r in results.items()
     )
     return head + body

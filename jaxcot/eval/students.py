@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from jaxcot.config import check_counts
+from jaxcot.config import check, check_counts
 from jaxcot.distributed import Share
 from jaxcot.generate.config import EngineConfig
 from jaxcot.io import DataError, atomic_write_json, atomic_write_text, is_complete
@@ -26,6 +26,27 @@ from jaxcot.provenance import ALWAYS, Fingerprint, claimed, content_digest, up_t
 from jaxcot.shapes import bucket_length
 from jaxcot.text.grading import Grader, check_grader_name, get_grader
 from jaxcot.text.prompts import PromptConfig, prompt_ids
+
+
+@dataclasses.dataclass
+class DecoderRow:
+    """Decode-time compression as rows of a run's table: each student named in `students` (method
+    rows of the run; default the uncompressed control) is evaluated again, as the row
+    `<method>+<name>`, decoding with `engine` (the continuous engine: early exit, KV eviction)
+    instead of `EvalConfig.engine`. The same weights and prompt: the row differs in decoding alone."""
+
+    name: str
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
+    students: list[str] = dataclasses.field(default_factory=lambda: ["original"])
+
+    def __post_init__(self):
+        check(bool(self.name) and "/" not in self.name and not self.name.startswith("."), "name",
+              f"must be a plain file name (it names the rows' files), got {self.name!r}")
+        check(self.engine.continuous, "engine.continuous",
+              f"decoder row {self.name!r} decodes with the continuous engine (early exit, KV eviction): "
+              "set engine.continuous=true")
+        check(bool(self.students), "students", f"decoder row {self.name!r} names no student")
+        check(len(set(self.students)) == len(self.students), "students", f"must not repeat a row, got {self.students}")
 
 
 @dataclasses.dataclass
@@ -47,6 +68,9 @@ class EvalConfig:
     engine: how every generator of the eval decodes, the accuracy pass's and the latency pass's
     (`EngineConfig`: the static loop by default); with `engine.continuous` a result adds
     `mean_cache_peak` (KV-cache slots a row held at most, on average) and `early_exit_share`.
+
+    decoders: a run's only (`jaxcot eval` leaves them aside): rows that decode a trained student
+    otherwise, each `DecoderRow` adding `<method>+<name>` beside the methods it names.
     """
 
     max_new_tokens: int = 320
@@ -58,34 +82,47 @@ class EvalConfig:
     prompt: PromptConfig | None = None
     baseline: str | None = None
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
+    decoders: list[DecoderRow] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         check_counts(self, "max_new_tokens", "batch_size", "latency_samples")
         check_grader_name(self.grader, optional=True)
+        names = [d.name for d in self.decoders]
+        check(len(set(names)) == len(names), "decoders", f"names must be unique, got {names}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Student:
     """A row of the evaluation: `name`, the model folder at `path`, `prompt` (how a test question
-    becomes its prompt), and the `tokenizer` source (None: `path`)."""
+    becomes its prompt), the `tokenizer` source (None: `path`), and `engine`, how the row decodes
+    (None: `EvalConfig.engine`; a run's decoder rows set theirs, `DecoderRow`)."""
 
     name: str
     path: str
     prompt: PromptConfig = dataclasses.field(default_factory=lambda: PromptConfig(template="{question}"))
     tokenizer: str | None = None
+    engine: EngineConfig | None = None
+
+    def decoding(self, cfg: EvalConfig) -> EngineConfig:
+        """The engine this row decodes with: its own, else `cfg.engine`."""
+        return cfg.engine if self.engine is None else self.engine
 
 
 def _load(student: Student, cache: dict, programs: ProgramCache, engine: EngineConfig):
-    """(Generator, tokenizer) of a student's model, loaded once per path in `cache`; the students'
-    generators share their compiled programs (`programs`), the students being one architecture,
-    and decode as `engine` says."""
+    """(Generator, tokenizer) of a student's model decoding as its own engine says, else as
+    `engine`, loaded once per (path, engine) in `cache`: two rows of one model that decode
+    otherwise get a Generator each (loading the weights again). The students' generators share
+    their compiled programs (`programs`), the students being one architecture (a program's key
+    holds its engine's settings)."""
     from jaxcot.generate import Generator
     from jaxcot.models import load_model, load_tokenizer
 
-    if student.path not in cache:
+    engine = engine if student.engine is None else student.engine
+    key = (student.path, repr(engine))
+    if key not in cache:
         tok = load_tokenizer(student.tokenizer or student.path)
-        cache[student.path] = (Generator(load_model(student.path), tok, programs=programs, engine=engine), tok)
-    return cache[student.path]
+        cache[key] = (Generator(load_model(student.path), tok, programs=programs, engine=engine), tok)
+    return cache[key]
 
 
 def evaluate_student(student: Student, gen, tokenizer, test: Sequence[dict], cfg: EvalConfig,
@@ -111,7 +148,7 @@ def evaluate_student(student: Student, gen, tokenizer, test: Sequence[dict], cfg
     again = gen.generate_ids(big, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     dt = time.perf_counter() - t0
     peaks = [o.cache_peak for o in outs if getattr(o, "cache_peak", None) is not None]
-    engine = {"mean_cache_peak": float(np.mean(peaks)),  # the continuous engine's (`EvalConfig.engine`)
+    engine = {"mean_cache_peak": float(np.mean(peaks)),  # the continuous engine's (`Student.decoding`)
               "early_exit_share": float(np.mean([getattr(o, "exit_at", None) is not None for o in outs]))
               } if peaks else {}
     return {
@@ -146,7 +183,7 @@ def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: Eval
 
     Returns {"questions": n, "latency_s": {name: mean seconds}, "times": {name: [seconds]}}.
     programs: compiled programs shared by the students' generators (see `jaxcot.generate.Sampler`);
-    cache: generators already loaded ({path: (Generator, tokenizer)}, see `evaluate_model`), else
+    cache: generators already loaded ({(path, engine): (Generator, tokenizer)}, see `_load`), else
     each student is loaded here. progress: a bar over the timed runs (where someone watches).
     """
     programs = ProgramCache() if programs is None else programs
@@ -189,12 +226,13 @@ def student_fingerprint(student: Student, test: Sequence[dict], cfg: EvalConfig,
     """What an `evaluate_model` result records as its origin: the student's weights (and tokenizer),
     prompt and test set, the settings that change its accuracy pass (`origin`: the grader's name),
     the baseline file; with `latency`, every eval setting. (A run's `<name>.json` records the
-    first three alone: a run sets no tokenizer, grader or baseline here.) The engine counts where it
-    is not the default (`eval_settings`)."""
+    first three alone: a run sets no tokenizer, grader or baseline here.) The engine the student
+    decodes with (`Student.decoding`) counts where it is not the default (`eval_settings`)."""
     settings = {"prompt": student.prompt, "eval.max_new_tokens": cfg.max_new_tokens,
                 "eval.batch_size": cfg.batch_size, "test": content_digest(test), **dict(origin)}
     settings.update({"eval.grader": cfg.grader} if cfg.grader else {})
-    settings.update({"eval.engine": cfg.engine} if cfg.engine != EngineConfig() else {})
+    engine = student.decoding(cfg)
+    settings.update({"eval.engine": engine} if engine != EngineConfig() else {})
     inputs = {"model": student.path, **({"tokenizer": student.tokenizer} if student.tokenizer else {}),
               **({"baseline": cfg.baseline} if cfg.baseline else {})}
     if latency:
@@ -205,16 +243,20 @@ def student_fingerprint(student: Student, test: Sequence[dict], cfg: EvalConfig,
 def eval_settings(cfg: EvalConfig) -> dict:
     """`cfg` as a fingerprint holds it: every field, the engine section only where it is not the
     default (the static loop), so that results recorded before `EvalConfig` had one stay up to
-    date."""
+    date; never the decoder rows (each row's own engine counts as its student's, see
+    `latency_fingerprint`)."""
     settings = dataclasses.asdict(cfg)
+    del settings["decoders"]
     if cfg.engine == EngineConfig():
         del settings["engine"]
     return settings
 
 
 def latency_fingerprint(students: Sequence[Student], test: Sequence[dict], cfg: EvalConfig) -> Fingerprint:
-    """What `latency.json` records as its origin: every student together and every eval setting."""
-    return Fingerprint.of({"eval": eval_settings(cfg), "students": [(s.name, s.prompt) for s in students],
+    """What `latency.json` records as its origin: every student together (with its own engine,
+    where it has one) and every eval setting."""
+    rows = [(s.name, s.prompt) if s.engine is None else (s.name, s.prompt, s.engine) for s in students]
+    return Fingerprint.of({"eval": eval_settings(cfg), "students": rows,
                            "test": content_digest(test[: cfg.latency_samples])},
                           {f"model:{s.name}": s.path for s in students})
 
@@ -343,6 +385,6 @@ def evaluate_students(students: Sequence[Student], test: Sequence[dict], cfg: Ev
     return results
 
 
-__all__ = ["EvalConfig", "Student", "against_baseline", "eval_outputs", "eval_settings", "evaluate_model",
+__all__ = ["DecoderRow", "EvalConfig", "Student", "against_baseline", "eval_outputs", "eval_settings", "evaluate_model",
            "evaluate_student", "evaluate_students", "latency_fingerprint", "measure_latency", "model_student",
            "student_fingerprint", "table_path"]

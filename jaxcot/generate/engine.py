@@ -12,7 +12,9 @@ its chain in slots [T, S), each token written to the row's first free chain slot
 position, not its index). When a row ends, its outputs go to the queue index it serves and the
 next prompt is prefilled into its slot while the other rows keep their caches. Each prompt
 samples from its own stream, keyed by its row seed and its own token count (as the static
-loop's rows do), so what it writes does not depend on which slot or neighbours it had.
+loop's rows do), so what it writes does not depend on which slot or neighbours it had. The
+cache's chain slots grow in tiers (`cache_tiers`, as the static loop's phases): attention reads
+every slot, and most chains never need the room of the longest.
 
 Early exit (DEER, arXiv 2504.15895). When the token just fed ends a step (a `boundary` pattern,
 e.g. a blank line), the row records its next chain token as usual, then tries the answer: it
@@ -44,7 +46,17 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxcot.generate.eviction import EVICTION_SCORERS, EVICTION_STATE, EvictionStep
-from jaxcot.generate.sampler import EARLY, EOS, LENGTH, PROMPT_BUCKET_STEPS, RUNNING, STOP, DecodeSpec, Sampler
+from jaxcot.generate.sampler import (
+    EARLY,
+    EOS,
+    LENGTH,
+    PROMPT_BUCKET_STEPS,
+    RUNNING,
+    STOP,
+    DecodeSpec,
+    Sampler,
+    decode_phases,
+)
 from jaxcot.generate.sampling import derive_row_keys, sample, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix, stop_patterns
 from jaxcot.models.decoder import Decoder, KVCache
@@ -343,14 +355,39 @@ def _harvest(s: EngineState) -> EngineState:
     return jax.lax.cond(jnp.any(finished), hand_over, lambda s: s, s)
 
 
-def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: tuple[int, ...]):
+def _grow(s: EngineState, size: int) -> EngineState:
+    """The state with every row's cache (and what is kept per cache slot) grown to `size` slots."""
+    extra = size - s.cache.max_len
+    pad = lambda x, axis: jnp.pad(x, [(0, extra) if a == axis else (0, 0) for a in range(x.ndim)])  # noqa: E731
+    cache = s.cache.replace(k=tuple(pad(k, 3) for k in s.cache.k), v=tuple(pad(v, 2) for v in s.cache.v),
+                            pos=pad(s.cache.pos, 1), valid=pad(s.cache.valid, 1))
+    running = pad(s.running, 1) if s.running.shape[1] else s.running
+    return s.replace(cache=cache, snap_valid=pad(s.snap_valid, 1), running=running)
+
+
+def cache_tiers(spec: EngineSpec, phases: int = 4, min_room: int = 128) -> tuple[int, ...]:
+    """The chain slots a row's cache holds in each tier of a run, the last `spec.chain_slots`.
+
+    As the static loop's cache grows in phases (`decode_phases`), the engine's grows in tiers:
+    attention reads every slot, so a cache sized for the longest chain would read the empty slots
+    of every shorter one. All rows move up a tier when one of them has no free chain slot left; a
+    tier never shrinks within a run (a queue's long rows come at any time)."""
+    phases_ = decode_phases(spec.chain_slots, phases, min_room=min_room)
+    return tuple(c for c in phases_[:-1] if c < spec.chain_slots) + (spec.chain_slots,)
+
+
+def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: tuple[int, ...],
+                tiers: tuple[int, ...] | None = None):
     """run(params, tokens [Q, T] int32, mask [Q, T] bool, buckets [Q] int32, row_seeds [Q] uint32,
     seed [] uint32, count [] int32) -> (tokens [Q, N], logprobs [Q, N], entropy [Q, N], lengths [Q], reason
     [Q], peak [Q], trials [Q], exit_at [Q], steps []), jitted: the first `count` queued prompts
     through R slots (module docstring). A prompt is prefilled over its last
-    prefill_lengths[buckets[q]] slots (static lengths, the last = T)."""
+    prefill_lengths[buckets[q]] slots (static lengths, the last = T). tiers: the chain slots of
+    each tier of the cache (`cache_tiers`; default one tier of spec.chain_slots)."""
+    tiers = tiers or (spec.chain_slots,)
     d = spec.decode
     n, r = d.max_new_tokens, spec.slots
+
     def constrain(x):
         if x.ndim == 0 or x.shape[0] != r:
             return x
@@ -359,7 +396,7 @@ def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: 
     def run(params, q_tokens, q_mask, q_bucket, q_seeds, seed, count):
         model: Decoder = nnx.merge(graphdef, params)
         q, t = q_tokens.shape
-        size = t + spec.chain_slots
+        size = t + tiers[0]
         x = max(spec.trial_width, 1)
         f32 = lambda *shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
         i32 = lambda *shape, v=0: jnp.full(shape, v, jnp.int32)  # noqa: E731
@@ -399,7 +436,7 @@ def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: 
             new_k, new_v, new_pos, new_valid, first = jax.lax.switch(q_bucket[qi], branches, qi)
             # The prompt's T slots are written; the row's chain slots keep what the last prompt
             # left there, marked invalid.
-            rest = size - t
+            rest = s.cache.max_len - t
             cache = s.cache.replace(
                 k=tuple(jax.lax.dynamic_update_slice(a, b.astype(a.dtype), (slot, 0, 0, 0))
                         for a, b in zip(s.cache.k, new_k)),
@@ -452,9 +489,22 @@ def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: 
                 s = _begin_trial(s, logits, start & s.busy, spec)
             return _harvest(s)
 
+        def body(s: EngineState) -> EngineState:
+            return jax.tree_util.tree_map(constrain, refill(step(s)))
+
+        def going(s: EngineState) -> Array:
+            return jnp.any(s.busy) | (s.next_query < count)
+
+        def roomy(s: EngineState) -> Array:  # every decoding row has a free chain slot for its next token
+            free = ~s.cache.valid & _chain_region(s, t)[None]
+            return jnp.all(jnp.any(free, axis=1) | ~s.busy)
+
         s = refill(s)
-        s = jax.lax.while_loop(lambda s: jnp.any(s.busy) | (s.next_query < count),
-                               lambda s: jax.tree_util.tree_map(constrain, refill(step(s))), s)
+        for i, cap in enumerate(tiers):
+            if i:
+                s = jax.tree_util.tree_map(constrain, _grow(s, t + cap))
+            last = i == len(tiers) - 1
+            s = jax.lax.while_loop(going if last else (lambda s: going(s) & roomy(s)), body, s)
         return (s.out_tokens, s.out_logprobs, s.out_entropy, s.out_lengths, s.out_reason, s.out_peak, s.out_trials,
                 s.out_exit, s.steps)
 
@@ -480,6 +530,7 @@ class EngineProgramKey:
     spec: EngineSpec
     queue: int
     prefill_lengths: tuple[int, ...]
+    tiers: tuple[int, ...]
 
 
 @dataclasses.dataclass
@@ -543,12 +594,13 @@ class SlotEngine:
         seeds = np.zeros(q, np.uint32)
         seeds[:n] = np.arange(n) if row_seeds is None else np.asarray(row_seeds, np.uint64) % (1 << 32)
         args = (tokens, mask, buckets, seeds, np.uint32(seed % (1 << 32)), np.int32(n))
+        tiers = cache_tiers(spec, smp.decode_phases, smp.min_phase_room)
         key = EngineProgramKey(smp.graphdef, TreeSignature.of(smp.params), smp.mesh,
-                               jnp.dtype(smp.cache_dtype).name, spec, q, lengths)
+                               jnp.dtype(smp.cache_dtype).name, spec, q, lengths, tiers)
 
         def build():
             start = time.perf_counter()
-            program = make_engine(smp.graphdef, spec, smp.mesh, smp.cache_dtype, lengths).lower(
+            program = make_engine(smp.graphdef, spec, smp.mesh, smp.cache_dtype, lengths, tiers).lower(
                 smp.params, *args).compile()
             smp.compile_seconds += time.perf_counter() - start
             return program
@@ -560,7 +612,7 @@ class SlotEngine:
 
 
 __all__ = ["CRITERIA", "EarlyExitSpec", "EngineOutput", "EngineProgramKey", "EngineSpec", "EngineState",
-           "EvictionSpec", "QUEUE_MIN", "SlotEngine", "engine_spec", "make_engine"]
+           "EvictionSpec", "QUEUE_MIN", "SlotEngine", "cache_tiers", "engine_spec", "make_engine"]
 
 
 def engine_spec(cfg, decode: DecodeSpec, tokenizer, slot_multiple: int = 1) -> EngineSpec:

