@@ -22,7 +22,7 @@ def test_engine_sections_parse_from_yaml_and_overrides(tmp_path):
     cfg = load_config(GenerateConfig, str(path), ["engine.early_exit.enabled=true", "engine.early_exit.threshold=0.9",
                                                   'engine.early_exit.boundary=["\\n", "."]'])
     e = cfg.engine
-    assert isinstance(e, EngineConfig) and e.continuous and e.slots == 4 and e.queue == 0
+    assert isinstance(e, EngineConfig) and e.continuous and e.slots == 4 and e.queue == 256
     assert e.eviction == EvictionConfig(budget=32, window=4, scorer="recency")
     assert e.early_exit.enabled and e.early_exit.threshold == 0.9 and e.early_exit.boundary == ["\n", "."]
     assert GenerateConfig().engine == EngineConfig()  # the static loop by default

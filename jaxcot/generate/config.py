@@ -90,13 +90,15 @@ class EvictionConfig:
 class EngineConfig:
     """How the decode loop runs. continuous: `slots` rows decode at once and a finished row's slot
     takes the next prompt (continuous batching; `jaxcot.generate.engine`), the prompts of a call
-    going through in queues of `queue` (0 = all at once; each queue's results are handed over
-    when it ends); off: the static loop, a batch at a time. early_exit and eviction run in the
-    continuous loop only."""
+    going through in queues of `queue` (0 = all at once). Each queue's results are handed over
+    (written, for the generate stage) when it ends, and its last rows leave slots idle: 256
+    prompts at 16 slots keep that tail to about one wave in sixteen while an interrupted
+    generation loses at most one queue. Off: the static loop, a batch at a time. early_exit
+    and eviction run in the continuous loop only."""
 
     continuous: bool = False
     slots: int = 16
-    queue: int = 0
+    queue: int = 256
     early_exit: EarlyExitConfig = dataclasses.field(default_factory=EarlyExitConfig)
     eviction: EvictionConfig = dataclasses.field(default_factory=EvictionConfig)
 
