@@ -55,7 +55,10 @@ from jaxcot.generate.sampler import (
     STOP,
     DecodeSpec,
     Sampler,
+    check_prompts,
     decode_phases,
+    left_pad,
+    stream_seeds,
 )
 from jaxcot.generate.sampling import derive_row_keys, sample, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix, stop_patterns
@@ -569,12 +572,8 @@ class SlotEngine:
         """Generate for token-id prompts (each non-empty) with spec.slots rows decoding at once.
         row_seeds [len(prompts)] pick each prompt's random stream (default 0..n-1)."""
         smp = self.sampler
+        check_prompts(prompts)
         n = len(prompts)
-        if n == 0:
-            raise ValueError("no prompts")
-        for i, p in enumerate(prompts):
-            if len(p) == 0:
-                raise ValueError(f"prompt {i} is empty")
         m = smp.batch_multiple
         if spec.slots % m:
             raise ValueError(f"slots ({spec.slots}) must be a multiple of the mesh's {m} batch shards")
@@ -583,16 +582,10 @@ class SlotEngine:
         t = lengths[-1]
         q = bucket_length(n, QUEUE_MIN, PROMPT_BUCKET_STEPS)
         smp.check_fits(spec.slots, t, spec.chain_slots)
-        d = spec.decode
-        tokens = np.full((q, t), d.pad_id, np.int32)
-        mask = np.zeros((q, t), bool)
+        tokens, mask = left_pad(prompts, q, t, spec.decode.pad_id)
         buckets = np.zeros(q, np.int32)
-        for i, p in enumerate(prompts):
-            tokens[i, t - len(p):] = p
-            mask[i, t - len(p):] = True
-            buckets[i] = lengths.index(own[i])
-        seeds = np.zeros(q, np.uint32)
-        seeds[:n] = np.arange(n) if row_seeds is None else np.asarray(row_seeds, np.uint64) % (1 << 32)
+        buckets[:n] = [lengths.index(b) for b in own]
+        seeds = stream_seeds(row_seeds, n, q)
         args = (tokens, mask, buckets, seeds, np.uint32(seed % (1 << 32)), np.int32(n))
         tiers = cache_tiers(spec, smp.decode_phases, smp.min_phase_room)
         key = EngineProgramKey(smp.graphdef, TreeSignature.of(smp.params), smp.mesh,

@@ -436,6 +436,34 @@ def chunk_steps(pace: float | None, target: float | None = None) -> int:
     return int(min(max((pace or 0.0) * target, PROGRESS_FIRST_STEPS), 1 << 20))
 
 
+def check_prompts(prompts: Sequence[Sequence[int]]) -> None:
+    """ValueError for no prompts or an empty one (named by its index)."""
+    if len(prompts) == 0:
+        raise ValueError("no prompts")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty")
+
+
+def left_pad(prompts: Sequence[Sequence[int]], rows: int, length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens [rows, length] int32, mask [rows, length] bool): each prompt right-aligned in its
+    row (its last token in slot length - 1), `pad_id` and False elsewhere and in the rows past
+    the prompts."""
+    tokens = np.full((rows, length), pad_id, np.int32)
+    mask = np.zeros((rows, length), bool)
+    for i, p in enumerate(prompts):
+        tokens[i, length - len(p):] = p
+        mask[i, length - len(p):] = True
+    return tokens, mask
+
+
+def stream_seeds(row_seeds: Sequence[int] | None, n: int, rows: int) -> np.ndarray:
+    """[rows] uint32: the n prompts' random-stream seeds (default 0..n-1; mod 2^32), 0 after them."""
+    seeds = np.zeros(rows, np.uint32)
+    seeds[:n] = np.arange(n) if row_seeds is None else np.asarray(row_seeds, np.uint64) % (1 << 32)
+    return seeds
+
+
 @dataclasses.dataclass
 class BatchOutput:
     """Host-side results of one batch (numpy): tokens [B, N], logprobs [B, N], entropy [B, N],
@@ -652,25 +680,16 @@ class Sampler:
         run unpacked; default: this batch's own bucket, packed when that pays. on_progress(tokens,
         budget): told as the decode goes (`progress_stats`, this batch's totals so far), which then
         runs in host-driven chunks (`make_chunked`; the same tokens); without it, one program."""
+        check_prompts(prompts)
         n = len(prompts)
-        if n == 0:
-            raise ValueError("no prompts")
-        for i, p in enumerate(prompts):
-            if len(p) == 0:
-                raise ValueError(f"prompt {i} is empty")
         m = self.batch_multiple
         b = max(batch_size or n, n)
         b = -(-b // m) * m
         t = max(bucket_length(max(len(p) for p in prompts), self.min_bucket, PROMPT_BUCKET_STEPS), pad_to or 0)
         self.check_fits(b, t, spec.max_new_tokens)
-        tokens = np.full((b, t), spec.pad_id, np.int32)
-        mask = np.zeros((b, t), bool)
-        for i, p in enumerate(prompts):
-            tokens[i, t - len(p):] = p
-            mask[i, t - len(p):] = True
+        tokens, mask = left_pad(prompts, b, t, spec.pad_id)
         mask[n:, t - 1] = True  # filler rows: one valid slot so their attention is well defined
-        seeds = np.zeros(b, np.uint32)
-        seeds[:n] = np.arange(n) if row_seeds is None else np.asarray(row_seeds, np.uint64) % (1 << 32)
+        seeds = stream_seeds(row_seeds, n, b)
         active = np.arange(b) < n
         packing, order = None, np.arange(b)
         if self.pack and pad_to is None:
@@ -694,6 +713,6 @@ __all__ = [
     "DecodeState", "DecodeSpec", "Sampler", "BatchOutput", "Packing", "advance", "balanced_order",
     "DecodeProgramKey", "PROMPT_BUCKET_STEPS", "decode_phases", "fuse_by_default", "make_programs", "make_generate",
     "plan_packing", "FINISH_REASONS",
-    "ChunkedPrograms", "chunk_steps", "make_chunked", "progress_stats",
+    "ChunkedPrograms", "chunk_steps", "check_prompts", "left_pad", "make_chunked", "progress_stats", "stream_seeds",
     "RUNNING", "EOS", "STOP", "LENGTH", "EARLY",
 ]
