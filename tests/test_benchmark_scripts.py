@@ -46,6 +46,7 @@ TINY = {
     "accelerator.py": (["--tiny"], "| tiny | train |"),
     "commands.py": (["--n", "2", "--new", "4", "--steps", "1", "--repeats", "1", "--warmup", "0"], "speedup"),
     "compression_settings.py": (["--n", "2", "--offset", "0", "--batch-size", "2"], "arithmetic kept intact"),
+    "decode_compression.py": (["--problems", "8", "--new", "40", "--budgets", "0.5"], "| plain (continuous"),
     "engine.py": (["--workloads", "testbed", "--prompts", "8", "--new", "16", "--slots", "4", "--repeats", "1"],
                   "continuous tok/s"),
     "forward.py": (["--batches", "1", "--seq", "16", "--repeats", "1", "--pause", "0"], "max |dlogit|"),
@@ -62,7 +63,7 @@ OWN_TEST = {"accelerator.py"}  # run by its own test below, which checks its JSO
 NOT_BENCHMARKS = {"tables.py"}  # writes the README's tables from the results (tests/test_benchmark_tables.py)
 # script -> the results file(s) its tiny run writes (benchmarks/results.py)
 RESULTS = {"commands.py": ["commands"], "compression_settings.py": ["compression_settings"],
-           "engine.py": ["engine-testbed"], "forward.py": ["forward"],
+           "decode_compression.py": ["decode-compression"], "engine.py": ["engine-testbed"], "forward.py": ["forward"],
            "generate.py": ["generate"], "graders.py": ["graders"], "importance.py": ["importance"], "rl.py": ["rl"],
            "train.py": ["train"]}
 

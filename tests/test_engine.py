@@ -108,6 +108,15 @@ def test_eviction_holds_the_budget_and_changes_nothing_below_it(tiny):
         assert [r[:8] for r in _rows(tight)] == [r[:8] for r in _rows(plain)]
     recency = SlotEngine(gen.sampler).run(prompts, EngineSpec(spec, slots=4, eviction=EvictionSpec(6, 2, "recency")))
     assert _rows(recency) != _rows(plain)  # a random model reads what was evicted
+    # A fork's own scorer, by reference: the oldest first again, so recency's outputs.
+    own = SlotEngine(gen.sampler).run(prompts, EngineSpec(spec, slots=4, eviction=EvictionSpec(
+        6, 2, "test_engine:oldest_first")))
+    assert _rows(own) == _rows(recency)
+
+
+def oldest_first(running, step):
+    """An eviction scorer defined outside jaxcot (reached as 'test_engine:oldest_first')."""
+    return running, step.pos.astype(np.float32) * 2.0
 
 
 def _early(gen, tok, **kw) -> EngineSpec:
