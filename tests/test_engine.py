@@ -152,12 +152,18 @@ def test_a_confident_trial_ends_the_chain_with_its_answer(teacher):
     assert np.all((two.trials >= 2) | (two.exit_at == -1))
 
 
-def test_generator_runs_the_engine_and_reports_it(teacher):
+def test_generator_runs_the_engine_and_reports_it(teacher, monkeypatch):
     gen, tok, ids = teacher
     engine = EngineConfig(continuous=True, slots=4, eviction=EvictionConfig(budget=64, window=16))
     fast = Generator(load_model(teacher_path()), tok, engine=engine)
     outs = fast.generate_ids(ids[:6], max_new_tokens=120)
     assert all(c.cache_peak <= len(p) + 65 for c, p in zip(outs, ids)) and all(c.exit_at is None for c in outs)
+    slots = []  # a call never decodes more rows than it has prompts (batch-1 latency runs one row)
+    run = SlotEngine.run
+    monkeypatch.setattr(SlotEngine, "run",
+                        lambda self, p, spec, **kw: slots.append(spec.slots) or run(self, p, spec, **kw))
+    one = fast.generate_ids(ids[:1], max_new_tokens=120)
+    assert slots == [1] and one[0].token_ids == outs[0].token_ids
     with pytest.raises(ValueError, match="continuous"):
         EngineConfig(early_exit=EarlyExitConfig(enabled=True))
     with pytest.raises(ValueError, match="window"):

@@ -231,7 +231,7 @@ class Generator:
         in queues of `engine.queue` (0: one), on_batch told after each queue."""
         from jaxcot.generate.engine import SlotEngine, engine_spec
 
-        size = self.engine.queue or max(len(prompts), 1)
+        size = min(self.engine.queue or len(prompts), len(prompts))
         # Never more slots than prompts in a queue (a batch-1 call decodes one row, not `slots`).
         engine = dataclasses.replace(self.engine, slots=min(self.engine.slots, size))
         espec = engine_spec(engine, spec, self.tokenizer, self.sampler.batch_multiple)
