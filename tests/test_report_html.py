@@ -148,3 +148,14 @@ def test_labels_do_not_overlap():
         assert 0 <= a[0] and a[2] <= 400 and 0 <= a[1] and a[3] <= 200
         for b in boxes[i + 1:]:
             assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]), (a, b)
+
+
+def test_a_point_highlights_the_row_of_its_own_benchmark():
+    from jaxcot.eval.html import results_table, scatter_svg
+
+    rows = [{"method": m, "accuracy": a, "mean_cot_tokens": t} for m, a, t in (("original", 0.9, 90.0),
+                                                                              ("gogi-skip", 0.8, 45.0))]
+    page = "".join(results_table(rows, b) + scatter_svg(rows, b, b) for b in ("gsm8k", "math"))
+    points = re.findall(r'<circle class="pt" data-row="([^"]+)"', page)
+    table_rows = re.findall(r'<tr class="result" data-row="([^"]+)"', page)
+    assert points == table_rows == ["gsm8k:0", "gsm8k:1", "math:0", "math:1"]

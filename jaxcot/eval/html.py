@@ -48,7 +48,7 @@ TRAP_JS = ("window.addEventListener('error',function(e){var d=document.documentE
 JS = """
 (function(){
 var tip=document.getElementById('tip');
-function rows(r,on){document.querySelectorAll('tr[data-row="'+r+'"]').forEach(function(t){
+function rows(r,on){document.querySelectorAll('tr[data-row="'+CSS.escape(r)+'"]').forEach(function(t){
   t.classList.toggle('hl',on)})}
 document.querySelectorAll('.pt').forEach(function(c){
   c.addEventListener('mousemove',function(e){tip.textContent=c.getAttribute('data-tip');tip.style.display='block';
@@ -176,9 +176,10 @@ class _Axes:
                 f'xmlns="http://www.w3.org/2000/svg">{body}</svg>')
 
 
-def scatter_svg(rows: Sequence[dict], title: str) -> str:
-    """Accuracy (%) against mean chain tokens, one circle per row (index `data-row`), each with a
-    <title> and a tooltip; labels placed without overlap by `place_labels`."""
+def scatter_svg(rows: Sequence[dict], title: str, group: str = "") -> str:
+    """Accuracy (%) against mean chain tokens, one circle per row (`data-row` "<group>:<index>": the
+    row of its own benchmark's table), each with a <title> and a tooltip; labels placed without
+    overlap by `place_labels`."""
     xs = [float(r["mean_cot_tokens"]) for r in rows]
     ys = [100 * float(r["accuracy"]) for r in rows]
     ax = _Axes(620, 380, _span(xs, 0.25), _span(ys + [0.0], 0.15))
@@ -191,7 +192,8 @@ def scatter_svg(rows: Sequence[dict], title: str) -> str:
         c = COLOURS[i % len(COLOURS)]
         tip = (f"{r['method']}: accuracy {100 * r['accuracy']:.1f}%, {r['mean_cot_tokens']:.1f} CoT tokens, "
                f"ActRatio {r.get('act_ratio', float('nan')):.2f}, speedup {r.get('speedup', float('nan')):.2f}x")
-        body.append(f'<circle class="pt" data-row="{i}" data-tip="{_e(tip)}" cx="{px:.1f}" cy="{py:.1f}" r="6" '
+        body.append(f'<circle class="pt" data-row="{_e(group)}:{i}" data-tip="{_e(tip)}" '
+                    f'cx="{px:.1f}" cy="{py:.1f}" r="6" '
                     f'fill="{c}"><title>{_e(tip)}</title></circle>'
                     f'<text x="{px + dx:.1f}" y="{py - dy - 3:.1f}" fill="{c}" style="fill:{c}">{_e(r["method"])}'
                     f'</text>')
@@ -239,8 +241,9 @@ def bars_svg(values: dict[str, float], title: str, ref: float = 0.5) -> str:
     return f'<svg class="bars" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">{"".join(body)}</svg>'
 
 
-def results_table(rows: Sequence[dict]) -> str:
-    """The results table, one <tr data-row=i> per row (the plot's points highlight theirs); a
+def results_table(rows: Sequence[dict], group: str = "") -> str:
+    """The results table, one <tr data-row="<group>:i"> per row (the plot's points of the same
+    group, its benchmark, highlight theirs); a
     peak KV/row column where some row has `mean_cache_peak` (a decoder row), blank in the others."""
     cols = (("n", "n", "{:d}"), ("accuracy", "accuracy", "{:.1%}"), ("mean_cot_tokens", "CoT tokens", "{:.1f}"),
             ("act_ratio", "ActRatio", "{:.2f}"), ("latency_s", "latency (s, b=1)", "{:.4f}"),
@@ -254,7 +257,7 @@ def results_table(rows: Sequence[dict]) -> str:
     for i, r in enumerate(rows):
         cells = "".join(f"<td>{_e(f.format(r[k])) if r.get(k) is not None else blank.get(k, '-')}</td>"
                         for k, _, f in cols)
-        body.append(f'<tr class="result" data-row="{i}"><td>{_e(r["method"])}</td>{cells}</tr>')
+        body.append(f'<tr class="result" data-row="{_e(group)}:{i}"><td>{_e(r["method"])}</td>{cells}</tr>')
     return f'<table class="results">{head}{"".join(body)}</table>'
 
 
@@ -372,8 +375,8 @@ def build_html(run: dict) -> str:
     parts = [f"<h1>{_e(title)}</h1>"]
     for bench in dict.fromkeys(r.get("benchmark", "") for r in rows):
         sub = [r for r in rows if r.get("benchmark", "") == bench]
-        parts += [f"<h2>Results: {_e(bench)}</h2>", results_table(sub),
-                  scatter_svg(sub, f"accuracy vs tokens: {bench}")]
+        parts += [f"<h2>Results: {_e(bench)}</h2>", results_table(sub, bench),
+                  scatter_svg(sub, f"accuracy vs tokens: {bench}", bench)]
     if run["auc"]:
         parts += ["<h2>Importance against ground-truth roles</h2>",
                   bars_svg({k: float(v["auc"]) for k, v in run["auc"].items()}, "ROC-AUC vs essential tokens")]
