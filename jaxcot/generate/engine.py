@@ -374,7 +374,8 @@ def cache_tiers(spec: EngineSpec, phases: int = 4, min_room: int = 128) -> tuple
     As the static loop's cache grows in phases (`decode_phases`), the engine's grows in tiers:
     attention reads every slot, so a cache sized for the longest chain would read the empty slots
     of every shorter one. All rows move up a tier when one of them has no free chain slot left; a
-    tier never shrinks within a run (a queue's long rows come at any time)."""
+    tier never shrinks within a run (a queue's long rows come at any time). Figures:
+    docs/performance.md, its jaxcot/generate/engine.py section."""
     phases_ = decode_phases(spec.chain_slots, phases, min_room=min_room)
     return tuple(c for c in phases_[:-1] if c < spec.chain_slots) + (spec.chain_slots,)
 
@@ -434,7 +435,8 @@ def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: 
             """Prefill the next queued prompt into the first free slot and choose its first token."""
             slot = jnp.argmax(s.query < 0)
             qi = s.next_query
-            # One prefill program per prompt bucket in the queue: a prompt pays for its own length.
+            # One prefill program per prompt bucket in the queue: a prompt pays for its own length
+            # (docs/performance.md, its jaxcot/generate/engine.py section).
             branches = [functools.partial(prefill, n) for n in prefill_lengths]
             new_k, new_v, new_pos, new_valid, first = jax.lax.switch(q_bucket[qi], branches, qi)
             # The prompt's T slots are written; the row's chain slots keep what the last prompt
