@@ -380,6 +380,116 @@ def cache_tiers(spec: EngineSpec, phases: int = 4, min_room: int = 128) -> tuple
     return tuple(c for c in phases_[:-1] if c < spec.chain_slots) + (spec.chain_slots,)
 
 
+@flax.struct.dataclass
+class _Queue:
+    """The prompts waiting, as the program takes them: tokens / mask [Q, T] (left-padded), bucket
+    [Q] (each prompt's index into the prefill lengths), seeds [Q] (stream seeds), the run's `seed`
+    and `count` (the real prompts among the Q)."""
+
+    tokens: Array
+    mask: Array
+    bucket: Array
+    seeds: Array
+    seed: Array
+    count: Array
+
+
+def _empty_state(model: Decoder, spec: EngineSpec, queue: _Queue, size: int, cache_dtype) -> EngineState:
+    """Every slot free, every result empty: R rows of `size` cache slots, Q results."""
+    d, r = spec.decode, spec.slots
+    n, q, x = d.max_new_tokens, queue.tokens.shape[0], max(spec.trial_width, 1)
+    f32 = lambda *shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
+    i32 = lambda *shape, v=0: jnp.full(shape, v, jnp.int32)  # noqa: E731
+    return EngineState(
+        cache=KVCache.init(model.config, r, size, cache_dtype), query=i32(r, v=-1), busy=jnp.zeros(r, bool),
+        last=i32(r, v=d.pad_id), next_pos=i32(r), lengths=i32(r), tokens=i32(r, n, v=d.pad_id),
+        logprobs=f32(r, n), entropy=f32(r, n), reason=i32(r), window=i32(r, _window_width(spec), v=-1),
+        keys=derive_row_keys(queue.seed, jnp.zeros(r, jnp.uint32)), armed=jnp.zeros(r, bool),
+        trial=jnp.zeros(r, bool), tpos=i32(r), pending=i32(r), trial_ids=i32(r, x), trial_lp=f32(r, x),
+        trial_ent=f32(r, x), snap_valid=jnp.zeros((r, size), bool), snap_pos=i32(r), trials=i32(r),
+        answer=i32(r, x, v=-1), streak=i32(r), exit_at=i32(r, v=-1), peak=i32(r),
+        running=f32(r, size, EVICTION_STATE) if spec.eviction is not None else f32(r, 0, 0),
+        out_tokens=i32(q, n, v=d.pad_id), out_logprobs=f32(q, n), out_entropy=f32(q, n), out_lengths=i32(q),
+        out_reason=i32(q), out_peak=i32(q), out_trials=i32(q), out_exit=i32(q, v=-1), next_query=i32(), steps=i32())
+
+
+def _prefill(model: Decoder, queue: _Queue, length: int, qi: Array, cache_dtype):
+    """The prompt at queue index qi, prefilled over its last `length` slots (its own bucket): keys
+    [1, K, Dh, T] and values [1, K, T, Dh] per layer, positions and validity [1, T] (left-padded to
+    T), logits [1, V]."""
+    t = queue.tokens.shape[1]
+    toks = jax.lax.dynamic_slice(queue.tokens, (qi, t - length), (1, length))
+    mask = jax.lax.dynamic_slice(queue.mask, (qi, t - length), (1, length))
+    out = model.prefill(toks, KVCache.init(model.config, 1, length, cache_dtype), mask=mask,
+                        logits_at=jnp.full((1,), length - 1, jnp.int32), read_slots=0)
+    c, left = out.cache, t - length
+    return (tuple(jnp.pad(k, ((0, 0), (0, 0), (0, 0), (left, 0))) for k in c.k),
+            tuple(jnp.pad(v, ((0, 0), (0, 0), (left, 0), (0, 0))) for v in c.v),
+            jnp.pad(c.pos, ((0, 0), (left, 0))), jnp.pad(c.valid, ((0, 0), (left, 0))), out.logits[:, 0])
+
+
+def _insert(model: Decoder, s: EngineState, queue: _Queue, spec: EngineSpec, prefill_lengths: tuple[int, ...],
+            cache_dtype) -> EngineState:
+    """Prefill the next queued prompt into the first free slot and choose its first token."""
+    r, t = spec.slots, queue.tokens.shape[1]
+    slot = jnp.argmax(s.query < 0)
+    qi = s.next_query
+    # One prefill program per prompt bucket in the queue: a prompt pays for its own length
+    # (docs/performance.md, its jaxcot/generate/engine.py section).
+    branches = [functools.partial(_prefill, model, queue, n, cache_dtype=cache_dtype) for n in prefill_lengths]
+    new_k, new_v, new_pos, new_valid, first = jax.lax.switch(queue.bucket[qi], branches, qi)
+    # The prompt's T slots are written; the row's chain slots keep what the last prompt left there,
+    # marked invalid.
+    rest = s.cache.max_len - t
+    cache = s.cache.replace(
+        k=tuple(jax.lax.dynamic_update_slice(a, b.astype(a.dtype), (slot, 0, 0, 0)) for a, b in zip(s.cache.k, new_k)),
+        v=tuple(jax.lax.dynamic_update_slice(a, b.astype(a.dtype), (slot, 0, 0, 0)) for a, b in zip(s.cache.v, new_v)),
+        pos=jax.lax.dynamic_update_slice(s.cache.pos, jnp.pad(new_pos, ((0, 0), (0, rest))), (slot, 0)),
+        valid=jax.lax.dynamic_update_slice(s.cache.valid, jnp.pad(new_valid, ((0, 0), (0, rest))), (slot, 0)))
+    row = jnp.arange(r) == slot
+    held = jnp.sum(new_valid, dtype=jnp.int32)
+    key = derive_row_keys(queue.seed, jax.lax.dynamic_slice(queue.seeds, (qi,), (1,)))
+    s = s.replace(
+        cache=cache, query=_put_rows(row, qi, s.query), busy=s.busy | row, next_pos=_put_rows(row, held, s.next_pos),
+        lengths=_put_rows(row, 0, s.lengths), tokens=_put_rows(row, spec.decode.pad_id, s.tokens),
+        logprobs=_put_rows(row, 0.0, s.logprobs), entropy=_put_rows(row, 0.0, s.entropy),
+        reason=_put_rows(row, RUNNING, s.reason), window=_put_rows(row, -1, s.window), keys=_put_keys(row, key, s.keys),
+        armed=s.armed & ~row, trial=s.trial & ~row, trials=_put_rows(row, 0, s.trials),
+        answer=_put_rows(row, -1, s.answer), streak=_put_rows(row, 0, s.streak),
+        exit_at=_put_rows(row, -1, s.exit_at), peak=_put_rows(row, held, s.peak),
+        running=_put_rows(row, 0.0, s.running), next_query=qi + 1)
+    logits = jnp.zeros((r, first.shape[-1]), jnp.float32).at[slot].set(first[0])
+    return _harvest(_choose(s, logits, row, spec))
+
+
+def _step(model: Decoder, s: EngineState, spec: EngineSpec, prompt_slots: int) -> EngineState:
+    """One decode step of every busy row: feed, write its own slot, then choose (chain rows), evict,
+    and run or begin trials (early exit); rows that ended hand their outputs over."""
+    slot = jnp.argmax(~s.cache.valid & _chain_region(s, prompt_slots)[None], axis=1)
+    out = model.decode_rows(s.last, s.cache, slot, s.next_pos, keep_attention=spec.eviction is not None)
+    moving = s.busy
+    cache = out.cache.replace(valid=_put_rows(moving, out.cache.valid, s.cache.valid),
+                              pos=_put_rows(moving, out.cache.pos, s.cache.pos))
+    held = jnp.sum(cache.valid, axis=1, dtype=jnp.int32)
+    s = s.replace(cache=cache, next_pos=s.next_pos + moving.astype(jnp.int32), steps=s.steps + 1,
+                  peak=jnp.where(moving, jnp.maximum(s.peak, held), s.peak))
+    logits = out.logits[:, 0]
+    in_trial = moving & s.trial
+    chain = moving & ~s.trial
+    start = None
+    if spec.early_exit is not None:
+        ee = spec.early_exit
+        start = chain & s.armed & (s.lengths + ee.width - 1 <= spec.decode.max_new_tokens) & (
+            s.lengths >= ee.min_tokens)
+    s = _choose(s, logits, chain, spec)
+    if spec.eviction is not None:
+        s = _evict(s, out.attention, slot, chain, spec, prompt_slots)
+    if spec.early_exit is not None:
+        s = _trial_step(s, logits, in_trial, spec)
+        s = _begin_trial(s, logits, start & s.busy, spec)
+    return _harvest(s)
+
+
 def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: tuple[int, ...],
                 tiers: tuple[int, ...] | None = None):
     """run(params, tokens [Q, T] int32, mask [Q, T] bool, buckets [Q] int32, row_seeds [Q] uint32,
@@ -389,8 +499,7 @@ def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: 
     prefill_lengths[buckets[q]] slots (static lengths, the last = T). tiers: the chain slots of
     each tier of the cache (`cache_tiers`; default one tier of spec.chain_slots)."""
     tiers = tiers or (spec.chain_slots,)
-    d = spec.decode
-    n, r = d.max_new_tokens, spec.slots
+    r = spec.slots
 
     def constrain(x):
         if x.ndim == 0 or x.shape[0] != r:
@@ -399,103 +508,15 @@ def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: 
 
     def run(params, q_tokens, q_mask, q_bucket, q_seeds, seed, count):
         model: Decoder = nnx.merge(graphdef, params)
-        q, t = q_tokens.shape
-        size = t + tiers[0]
-        x = max(spec.trial_width, 1)
-        f32 = lambda *shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
-        i32 = lambda *shape, v=0: jnp.full(shape, v, jnp.int32)  # noqa: E731
-        s = EngineState(
-            cache=KVCache.init(model.config, r, size, cache_dtype), query=i32(r, v=-1), busy=jnp.zeros(r, bool),
-            last=i32(r, v=d.pad_id), next_pos=i32(r), lengths=i32(r), tokens=i32(r, n, v=d.pad_id),
-            logprobs=f32(r, n), entropy=f32(r, n), reason=i32(r), window=i32(r, _window_width(spec), v=-1),
-            keys=derive_row_keys(seed, jnp.zeros(r, jnp.uint32)), armed=jnp.zeros(r, bool), trial=jnp.zeros(r, bool),
-            tpos=i32(r), pending=i32(r), trial_ids=i32(r, x), trial_lp=f32(r, x), trial_ent=f32(r, x),
-            snap_valid=jnp.zeros((r, size), bool), snap_pos=i32(r), trials=i32(r), answer=i32(r, x, v=-1),
-            streak=i32(r), exit_at=i32(r, v=-1),
-            peak=i32(r), running=f32(r, size, EVICTION_STATE) if spec.eviction is not None else f32(r, 0, 0),
-            out_tokens=i32(q, n, v=d.pad_id), out_logprobs=f32(q, n), out_entropy=f32(q, n), out_lengths=i32(q),
-            out_reason=i32(q), out_peak=i32(q), out_trials=i32(q), out_exit=i32(q, v=-1),
-            next_query=i32(), steps=i32())
-        s = jax.tree_util.tree_map(constrain, s)
-
-        def prefill(length: int, qi):
-            """The prompt at queue index qi, prefilled over its last `length` slots (its own
-            bucket): keys [1, K, Dh, T] and values [1, K, T, Dh] per layer, positions and validity
-            [1, T] (left-padded to T), logits [1, V]."""
-            toks = jax.lax.dynamic_slice(q_tokens, (qi, t - length), (1, length))
-            mask = jax.lax.dynamic_slice(q_mask, (qi, t - length), (1, length))
-            out = model.prefill(toks, KVCache.init(model.config, 1, length, cache_dtype), mask=mask,
-                                logits_at=jnp.full((1,), length - 1, jnp.int32), read_slots=0)
-            c, left = out.cache, t - length
-            return (tuple(jnp.pad(k, ((0, 0), (0, 0), (0, 0), (left, 0))) for k in c.k),
-                    tuple(jnp.pad(v, ((0, 0), (0, 0), (left, 0), (0, 0))) for v in c.v),
-                    jnp.pad(c.pos, ((0, 0), (left, 0))), jnp.pad(c.valid, ((0, 0), (left, 0))), out.logits[:, 0])
-
-        def insert(s: EngineState) -> EngineState:
-            """Prefill the next queued prompt into the first free slot and choose its first token."""
-            slot = jnp.argmax(s.query < 0)
-            qi = s.next_query
-            # One prefill program per prompt bucket in the queue: a prompt pays for its own length
-            # (docs/performance.md, its jaxcot/generate/engine.py section).
-            branches = [functools.partial(prefill, n) for n in prefill_lengths]
-            new_k, new_v, new_pos, new_valid, first = jax.lax.switch(q_bucket[qi], branches, qi)
-            # The prompt's T slots are written; the row's chain slots keep what the last prompt
-            # left there, marked invalid.
-            rest = s.cache.max_len - t
-            cache = s.cache.replace(
-                k=tuple(jax.lax.dynamic_update_slice(a, b.astype(a.dtype), (slot, 0, 0, 0))
-                        for a, b in zip(s.cache.k, new_k)),
-                v=tuple(jax.lax.dynamic_update_slice(a, b.astype(a.dtype), (slot, 0, 0, 0))
-                        for a, b in zip(s.cache.v, new_v)),
-                pos=jax.lax.dynamic_update_slice(s.cache.pos, jnp.pad(new_pos, ((0, 0), (0, rest))), (slot, 0)),
-                valid=jax.lax.dynamic_update_slice(s.cache.valid, jnp.pad(new_valid, ((0, 0), (0, rest))), (slot, 0)))
-            row = jnp.arange(r) == slot
-            held = jnp.sum(new_valid, dtype=jnp.int32)
-            key = derive_row_keys(seed, jax.lax.dynamic_slice(q_seeds, (qi,), (1,)))
-            s = s.replace(
-                cache=cache, query=_put_rows(row, qi, s.query), busy=s.busy | row,
-                next_pos=_put_rows(row, held, s.next_pos),
-                lengths=_put_rows(row, 0, s.lengths), tokens=_put_rows(row, d.pad_id, s.tokens),
-                logprobs=_put_rows(row, 0.0, s.logprobs), entropy=_put_rows(row, 0.0, s.entropy),
-                reason=_put_rows(row, RUNNING, s.reason), window=_put_rows(row, -1, s.window),
-                keys=_put_keys(row, key, s.keys),
-                armed=s.armed & ~row, trial=s.trial & ~row, trials=_put_rows(row, 0, s.trials),
-                answer=_put_rows(row, -1, s.answer), streak=_put_rows(row, 0, s.streak),
-                exit_at=_put_rows(row, -1, s.exit_at), peak=_put_rows(row, held, s.peak),
-                running=_put_rows(row, 0.0, s.running), next_query=qi + 1)
-            logits = jnp.zeros((r, first.shape[-1]), jnp.float32).at[slot].set(first[0])
-            return _harvest(_choose(s, logits, row, spec))
+        queue = _Queue(q_tokens, q_mask, q_bucket, q_seeds, seed, count)
+        t = q_tokens.shape[1]
 
         def refill(s: EngineState) -> EngineState:
-            return jax.lax.while_loop(lambda s: jnp.any(s.query < 0) & (s.next_query < count), insert, s)
-
-        def step(s: EngineState) -> EngineState:
-            region = _chain_region(s, t)[None]
-            slot = jnp.argmax(~s.cache.valid & region, axis=1)
-            out = model.decode_rows(s.last, s.cache, slot, s.next_pos, keep_attention=spec.eviction is not None)
-            moving = s.busy
-            cache = out.cache.replace(valid=_put_rows(moving, out.cache.valid, s.cache.valid),
-                                      pos=_put_rows(moving, out.cache.pos, s.cache.pos))
-            held = jnp.sum(cache.valid, axis=1, dtype=jnp.int32)
-            s = s.replace(cache=cache, next_pos=s.next_pos + moving.astype(jnp.int32), steps=s.steps + 1,
-                          peak=jnp.where(moving, jnp.maximum(s.peak, held), s.peak))
-            logits = out.logits[:, 0]
-            in_trial = moving & s.trial
-            chain = moving & ~s.trial
-            start = None
-            if spec.early_exit is not None:
-                ee = spec.early_exit
-                start = chain & s.armed & (s.lengths + ee.width - 1 <= n) & (s.lengths >= ee.min_tokens)
-            s = _choose(s, logits, chain, spec)
-            if spec.eviction is not None:
-                s = _evict(s, out.attention, slot, chain, spec, t)
-            if spec.early_exit is not None:
-                s = _trial_step(s, logits, in_trial, spec)
-                s = _begin_trial(s, logits, start & s.busy, spec)
-            return _harvest(s)
+            return jax.lax.while_loop(lambda s: jnp.any(s.query < 0) & (s.next_query < count),
+                                      lambda s: _insert(model, s, queue, spec, prefill_lengths, cache_dtype), s)
 
         def body(s: EngineState) -> EngineState:
-            return jax.tree_util.tree_map(constrain, refill(step(s)))
+            return jax.tree_util.tree_map(constrain, refill(_step(model, s, spec, t)))
 
         def going(s: EngineState) -> Array:
             return jnp.any(s.busy) | (s.next_query < count)
@@ -504,7 +525,7 @@ def make_engine(graphdef, spec: EngineSpec, mesh, cache_dtype, prefill_lengths: 
             free = ~s.cache.valid & _chain_region(s, t)[None]
             return jnp.all(jnp.any(free, axis=1) | ~s.busy)
 
-        s = refill(s)
+        s = refill(jax.tree_util.tree_map(constrain, _empty_state(model, spec, queue, t + tiers[0], cache_dtype)))
         for i, cap in enumerate(tiers):
             if i:
                 s = jax.tree_util.tree_map(constrain, _grow(s, t + cap))
