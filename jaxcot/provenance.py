@@ -145,7 +145,7 @@ def _exists(output: str) -> bool:
 def discard(output: str | os.PathLike) -> None:
     """Remove an output (file or folder), its partial file and its fingerprint."""
     output = os.fspath(output)
-    for p in (output, output + ".partial", meta_path(output)):
+    for p in (output, output + ".partial", meta_path(output), meta_path(output + ".partial")):
         if os.path.isdir(p):
             shutil.rmtree(p)
         else:
@@ -237,17 +237,14 @@ def _size(path: str) -> int | None:
     return None if (ident := _ident(path)) is None else ident[2]
 
 
-def _restore(output: str, meta: bytes | None) -> None:
-    """Undo a claim that wrote nothing: no partial file, and the record that was there (none when
-    there was none, or the output is gone)."""
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(output + ".partial")
-    if meta is None or not os.path.exists(output):
+def _put(path: str, data: bytes | None) -> None:
+    """`path` holding `data` again (removed when None)."""
+    if data is None:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(meta_path(output))
+            os.remove(path)
     else:
-        with atomic_open(meta_path(output), "wb") as f:
-            f.write(meta)
+        with atomic_open(path, "wb") as f:
+            f.write(data)
 
 
 def _empty_partial(output: str) -> None:
@@ -259,18 +256,45 @@ def _empty_partial(output: str) -> None:
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666))
 
 
+def _replacing(output: str) -> bool:
+    """Whether a replacement of the finished file `output` is under way: its partial file and the
+    partial's own record (`<output>.partial.meta.json`, the settings the new file is made with)."""
+    return all(os.path.exists(p) for p in (output, output + ".partial", meta_path(output + ".partial"))) \
+        and os.path.isfile(output)
+
+
+def _drop_replacement(output: str) -> None:
+    """A replacement never finished: its partial file and its record go, the finished file stays."""
+    for p in (output + ".partial", meta_path(output + ".partial")):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
+
+
 def claim(output: str | os.PathLike, fp: Fingerprint, *, replace: bool | str = False, say=None) -> None:
     """Make `output` (and its partial file) belong to `fp` before it is written or resumed; hold
     its lock meanwhile (`claimed` does).
 
     Up to date: nothing to do (a partial file resumes). Made by other settings or inputs, or with
     no record of what made it (or, with `replace=ALWAYS`, whatever made it): without `replace`,
-    `StaleOutput` names what changed; with it (`say` is told why) a finished file stays where it is
-    until its replacement is complete -- an empty `<output>.partial` beside it marks it as not
-    done, and the writer's rename puts the new file over it -- while a stale partial file, or a
-    folder, is discarded. Then the fingerprint is recorded beside it.
+    `StaleOutput` names what changed; with it (`say` is told why) a finished file and its record
+    stay as they are until the replacement is complete -- an empty `<output>.partial` beside it
+    marks it as not done, the new settings are recorded as the partial's (`<output>.partial.meta.json`),
+    and `claimed` moves that record over the old one once the writer's rename has put the new file
+    in place -- while a stale partial file, or a folder, is discarded and the record written at once.
+
+    A replacement that was interrupted resumes when claimed again with its settings; claimed with the
+    settings the finished file was made with, it is dropped (the finished file is what was asked for).
     """
     output = os.fspath(output)
+    if _replacing(output):
+        pending = recorded(output + ".partial")
+        if pending and not fp.differences(pending) and replace != ALWAYS:
+            return  # an interrupted replacement resumes
+        if say is not None:
+            say(f"{output}: dropping an unfinished replacement made with other settings")
+        _drop_replacement(output)
+    elif os.path.exists(meta_path(output + ".partial")):  # the record of a replacement that ended or was undone
+        os.remove(meta_path(output + ".partial"))
     rec = recorded(output)
     changed = content_differences(output, rec) if rec else []  # a finished output's bytes, against its record
     if rec is not None and not fp.differences(rec) and not changed and not (replace == ALWAYS and _exists(output)):
@@ -287,8 +311,9 @@ def claim(output: str | os.PathLike, fp: Fingerprint, *, replace: bool | str = F
             say(f"{output}: {why}; making it again")
         if os.path.isfile(output):
             _empty_partial(output)
-        else:
-            discard(output)
+            atomic_write_json(meta_path(output + ".partial"), fp.to_json())
+            return
+        discard(output)
     atomic_write_json(meta_path(output), fp.to_json())
 
 
@@ -298,21 +323,31 @@ def claimed(output: str | os.PathLike, fp: Fingerprint, *, replace: bool | str =
 
     Everything is checked (the lock, then what is there) before anything is touched. A block that
     fails before writing anything (its output unchanged, its partial file absent or empty) leaves
-    what was there as it was: the record restored, an empty partial file removed. A block that
-    replaced a finished file (`claim`) removes the empty partial file that marked it."""
+    what was there as it was: the records restored, a partial file it made removed. When the block
+    replaced a finished file, the partial's record becomes the file's and the empty partial file
+    that marked the old one goes."""
     output = os.fspath(output)
-    partial = output + ".partial"
+    partial, pending = output + ".partial", meta_path(output + ".partial")
     with output_lock(output):
-        before, meta = _ident(output), _read_bytes(meta_path(output))
+        before = _ident(output)
+        saved = {p: _read_bytes(p) for p in (meta_path(output), pending)}
+        had_partial = os.path.exists(partial)
         claim(output, fp, replace=replace, say=say)
         try:
             yield
         except BaseException:
             if _ident(output) in (before, None) and _size(partial) in (None, 0):  # nothing written: undo
-                _restore(output, meta)
+                if not had_partial:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(partial)
+                for p, data in saved.items():
+                    _put(p, data if os.path.exists(output) or os.path.exists(partial) else None)
             raise
-        if _ident(output) != before and os.path.isfile(output) and _size(partial) == 0:
-            os.remove(partial)  # the marker of the file just replaced
+        if _ident(output) != before and os.path.isfile(output):
+            if os.path.exists(pending):
+                os.replace(pending, meta_path(output))
+            if _size(partial) == 0:
+                os.remove(partial)  # the marker of the file just replaced
         record_content(output)
 
 

@@ -49,8 +49,8 @@ def artifacts(root):
     for folder, _, files in os.walk(root):
         for f in files:
             rel = os.path.relpath(os.path.join(folder, f), root)
-            if rel.endswith(".lock") or "/run/" in rel or rel in ("timings.json", "results.json") \
-                    or rel.startswith("report.") or rel.endswith(".png") \
+            if rel.endswith(".lock") or "/run/" in rel or rel == "timings.json" \
+                    or rel.startswith(("report.", "results.json")) or rel.endswith(".png") \
                     or rel == "eval/latency.json" or rel == "eval/latency.json.meta.json" \
                     or rel.startswith("eval/") and rel.endswith(".md"):  # a student's table shows its throughput
                 continue  # checkpoints, timings and what is made of them

@@ -105,6 +105,41 @@ def test_overwrite_replaces_only_when_the_new_output_is_complete(world, tiny_mod
     assert set(files(tmp_path)) == {"t.jsonl", "t.jsonl.meta.json"}
 
 
+def test_a_replacement_killed_midway_keeps_the_old_output_and_its_record(tmp_path):
+    """A kill while a finished output is being replaced (records already in its partial file)
+    leaves the old file and its record: claimed again with the old settings it is up to date (the
+    unfinished replacement dropped); with the new ones the replacement resumes, and only when it
+    is complete does the new record take the old one's place."""
+    from jaxcot.io import ResumableJsonl
+    from jaxcot.provenance import Fingerprint, claim, claimed, recorded, up_to_date
+
+    out = tmp_path / "o.jsonl"
+    old, new = Fingerprint.of({"k": 1}), Fingerprint.of({"k": 2})
+    with claimed(out, old), ResumableJsonl(out, ids=[1, 2]) as w:
+        w.write({"id": 1, "v": "old"}), w.write({"id": 2, "v": "old"})
+    old_bytes, old_meta = out.read_bytes(), recorded(out)
+
+    class Killed(BaseException):
+        pass
+
+    def interrupted_replacement():
+        with pytest.raises(Killed), claimed(out, new, replace=True), ResumableJsonl(out, ids=[1, 2]) as w:
+            w.write({"id": 1, "v": "new"})
+            raise Killed
+
+    interrupted_replacement()
+    assert out.read_bytes() == old_bytes and recorded(out) == old_meta
+    claim(out, old)  # the old settings: nothing to make, the half-made replacement dropped
+    assert up_to_date(out, old) and sorted(os.listdir(tmp_path)) == ["o.jsonl", "o.jsonl.meta.json"]
+    interrupted_replacement()
+    with claimed(out, new), ResumableJsonl(out, ids=[1, 2]) as w:  # the new settings: resumes
+        assert w.pending == [2]
+        w.write({"id": 2, "v": "new"})
+    assert [json.loads(line)["v"] for line in out.read_text().splitlines()] == ["new", "new"]
+    assert up_to_date(out, new) and not up_to_date(out, old)
+    assert sorted(os.listdir(tmp_path)) == ["o.jsonl", "o.jsonl.meta.json"]
+
+
 def test_a_refused_score_leaves_nothing_behind(world, tiny_model_folder, tmp_path, capsys):
     """`score --layer 99` (a 2-layer model) is refused and leaves neither meta nor partial file, so
     the corrected command runs."""

@@ -85,6 +85,28 @@ def test_settings_of_a_stage_not_run_are_refused_not_written_to_config_yaml(run)
     assert yaml.safe_load(open(os.path.join(root, "config.yaml")))["generate"]["max_new_tokens"] == 50
 
 
+def test_the_report_records_what_it_describes_and_is_not_left_behind(run):
+    """report.md, results.json and report.html carry a meta like every output (the settings the
+    report states, the digests of what it read, their own bytes); a run that retrains the students
+    but leaves the report out is refused, since report.md (and config.yaml) would then disagree."""
+    from jaxcot.provenance import content_differences, recorded
+
+    make, root = run
+    for rel in ("report.md", "results.json", "report.html"):
+        rec = recorded(os.path.join(root, rel))
+        assert rec["settings"]["report"]["student"]["max_steps"] == 2 and "eval/original.json" in rec["inputs"], rel
+        assert content_differences(os.path.join(root, rel)) == [], rel
+    before = _bytes(root, "report.md", "config.yaml", "students/original/model.meta.json")
+    with pytest.raises(StageInputMissing) as e:
+        run_pipeline(make("stages=[train]", "student.max_steps=3"))
+    msg = str(e.value)
+    assert "\n" not in msg and "report.md" in msg and "stage report" in msg and "max_steps: 2 -> 3" in msg, msg
+    assert _bytes(root, "report.md", "config.yaml", "students/original/model.meta.json") == before
+    run_pipeline(make("stages=[train, eval, report]", "student.max_steps=3"))
+    assert recorded(os.path.join(root, "report.md"))["settings"]["report"]["student"]["max_steps"] == 3
+    assert not [f for f in os.listdir(root) if ".partial" in f]
+
+
 def test_a_stage_refuses_when_what_its_inputs_were_made_from_is_stale(run):
     """Fewer training questions, then only data and generate: the traces are new, so the scores,
     sets, students and eval results made from the old ones no longer describe this config. The

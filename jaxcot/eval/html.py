@@ -114,7 +114,8 @@ def load_run(run_dir: str) -> dict:
     metrics = {os.path.relpath(f, run_dir): _jsonl(f)
                for f in sorted(glob.glob(p("**", "metrics.jsonl"), recursive=True))}
     metas = {os.path.relpath(f, run_dir)[:-len(".meta.json")]: _json(f)
-             for f in sorted(glob.glob(p("**", "*.meta.json"), recursive=True))}
+             for f in sorted(glob.glob(p("**", "*.meta.json"), recursive=True))
+             if not f.endswith(".partial.meta.json")}  # a replacement under way (jaxcot.provenance.claim)
     config = open(p("config.yaml"), encoding="utf-8").read() if os.path.exists(p("config.yaml")) else ""
     evals = {m: _json(p("eval", f"{m}.json")) or {} for m in methods}
     return dict(results=results, auc=_json(p("auc.json")) or results.get("importance_auc") or {},

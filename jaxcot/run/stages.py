@@ -15,6 +15,7 @@ stage that needs it.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import os
 from typing import Callable, ClassVar, Protocol
@@ -601,6 +602,16 @@ class ReportStage(_Stage):
     def outputs(self):
         return ["report.md", "results.json", "report.html"]
 
+    def fingerprints(self):
+        """What the report states besides its inputs (its notes: the model, the rows, the students'
+        and GRPO settings, the evaluation's, the GoGI layer), and the files it reads."""
+        cfg = self.ctx.cfg
+        stated = {"name": cfg.name, "model": cfg.model, "methods": cfg.methods, "student": cfg.student,
+                  "grpo": cfg.rl.grpo, "eval": cfg.eval,
+                  "score": {k: getattr(cfg.score, k) for k in ("layers", "norm", "goal")}}
+        fp = Fingerprint.of({"report": stated}, {rel: self.ctx.path(rel) for rel in self.inputs()})
+        return dict.fromkeys(self.outputs(), fp)
+
     def done(self):
         return False
 
@@ -626,9 +637,12 @@ class ReportStage(_Stage):
         bench = "testbed" if ctx.testbed else cfg.data.benchmark
         rows = method_rows(evals, base, bench, summaries)
         timings = load("timings.json") if os.path.exists(ctx.path("timings.json")) else {}
-        write_report(ctx.root, rows, title=f"jaxcot run: {cfg.name}", importance_auc=load("auc.json") if ctx.testbed
-                     else None, timings=timings, notes=self.notes(base), examples=self.examples())
-        write_report_html(ctx.root)  # the page of the whole folder, from what write_report just wrote
+        with contextlib.ExitStack() as claims:  # each output's meta records what it describes
+            for rel, fp in self.fingerprints().items():
+                claims.enter_context(self.claim(rel, fp))
+            write_report(ctx.root, rows, title=f"jaxcot run: {cfg.name}", importance_auc=load("auc.json")
+                         if ctx.testbed else None, timings=timings, notes=self.notes(base), examples=self.examples())
+            write_report_html(ctx.root)  # the page of the whole folder, from what write_report just wrote
 
     def examples(self) -> dict[str, str]:
         """The completion each trained row learns for one question (the first every set holds)."""
