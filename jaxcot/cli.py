@@ -44,10 +44,18 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors (a flag's value of the wrong type, a missing argument) are one
+    line like every other error, not the usage block first; `--help` shows the usage."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (--help shows the usage)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; `command`'s own parser is built in full (its module imported), the others'
-    only named, for the list `jaxcot --help` shows."""
-    parser = argparse.ArgumentParser(prog="jaxcot", description="Shorter chains of thought, in JAX.")
+    only named, for the list `jaxcot --help` shows. (Subcommands' parsers are `_Parser`s too.)"""
+    parser = _Parser(prog="jaxcot", description="Shorter chains of thought, in JAX.")
     parser.add_argument("--version", action="version", version=f"jaxcot {version()}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or JAXCOT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -59,6 +59,9 @@ CONFIG_ERRORS = [  # (name, argv, regex of the line): each refused at load, befo
     ("model kv heads zero", ["train", "tokenizer=word", "model={family: llama, vocab_size: 0, hidden_size: 32, "
                              "intermediate_size: 64, num_layers: 2, num_heads: 2, num_kv_heads: 0, head_dim: 16}"],
      r"model.num_kv_heads: must be >= 1, got 0"),
+    ("teacher hidden size", ["testbed", "teacher", "model.hidden_size=-64"],
+     r"model.hidden_size: must be >= 1, got -64 \(on the command line\)"),
+    ("teacher heads zero", ["testbed", "teacher", "model.num_heads=0"], r"model.num_heads: must be >= 1, got 0"),
     ("step pattern", ["compress", "step.step_pattern=(ab"],
      r"step.step_pattern: is not a valid regular expression .*'\(ab'"),
     ("grader module", ["run", "data.grader=nosuch.mod:f"], r"data.grader: grader 'nosuch.mod:f': cannot import"),
@@ -73,7 +76,19 @@ CONFIG_ERRORS = [  # (name, argv, regex of the line): each refused at load, befo
 
 @pytest.mark.parametrize("name,argv,pattern", CONFIG_ERRORS, ids=[c[0] for c in CONFIG_ERRORS])
 def test_bad_setting_is_one_line_at_load(capsys, name, argv, pattern):
-    one_line([*argv[:1], "--print-config", *argv[1:]], capsys, pattern)
+    words = 2 if argv[0] == "testbed" else 1  # the command (`testbed teacher`: two words)
+    one_line([*argv[:words], "--print-config", *argv[words:]], capsys, pattern)
+
+
+def test_a_flag_of_the_wrong_type_is_one_line(capsys):
+    """argparse's own refusals (`--max-new-tokens 1e9`, an unknown choice) are one line too."""
+    for argv, pattern in ((["generate", "--print-config", "--max-new-tokens", "1e9"],
+                           r"--max-new-tokens: invalid int value: '1e9' \(--help shows the usage\)"),
+                          (["generate", "--print-config", "--dtype", "f16"], r"--dtype: invalid choice: 'f16'")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.splitlines()
+        assert e.value.code == 2 and len(err) == 1 and re.search(pattern, err[0]), err
 
 
 @pytest.mark.parametrize("override,pattern", [("mfu=nan", "mfu: " + FINITE),

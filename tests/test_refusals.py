@@ -56,8 +56,9 @@ def _commands(world, model, out):
 
 @pytest.mark.parametrize("command", ["generate", "score", "compress"])
 def test_overwrite_refused_loses_nothing(world, tiny_model_folder, tmp_path, capsys, command):
-    """`--overwrite` with a mistyped model, or while another process writes the output, is refused
-    with the finished output, its meta and the other writer's partial file as they were."""
+    """`--overwrite` with a mistyped model (compress: scores file), or while another process
+    writes the output, is refused with the finished output, its meta and the other writer's
+    partial file as they were."""
     from jaxcot.io import output_lock
 
     out = tmp_path / "out.jsonl"
@@ -65,11 +66,11 @@ def test_overwrite_refused_loses_nothing(world, tiny_model_folder, tmp_path, cap
     assert run_cli(argv, capsys)[0] == 0
     before = files(tmp_path)
     assert "out.jsonl.meta.json" in before and "out.jsonl" in before
-    if command != "compress":  # compress reads no model
-        typo = [a.replace(tiny_model_folder, tiny_model_folder + "-typo") for a in argv]
-        code, err = run_cli(typo + ["--overwrite"], capsys)
-        assert code == 2 and len(err) == 1 and "-typo" in err[0], err
-        assert files(tmp_path) == before
+    mistyped = tiny_model_folder if command != "compress" else f"{world}/scored.jsonl"  # compress reads no model
+    typo = [a.replace(mistyped, mistyped + "-typo") for a in argv]
+    code, err = run_cli(typo + ["--overwrite"], capsys)
+    assert code == 2 and len(err) == 1 and "-typo" in err[0], err
+    assert files(tmp_path) == before
     # another process holds the lock and has written part of the new output
     (tmp_path / "out.jsonl.partial").write_text('{"id": "live"}\n')
     during = files(tmp_path)

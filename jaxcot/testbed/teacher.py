@@ -20,6 +20,7 @@ from jaxcot.io import atomic_write_json
 from jaxcot.testbed.problems import TestbedConfig, generate
 from jaxcot.testbed.tokenizer import build_testbed_tokenizer, check_roundtrip, record_texts
 
+DEFAULT_SHAPE = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512)
 EVAL_OFFSET = 10_000_000  # held-out problems come from this index range (train uses 0..n_train-1)
 
 
@@ -36,9 +37,9 @@ class TeacherConfig:
     out_dir: str = "runs/teacher"
     testbed: TestbedConfig = dataclasses.field(default_factory=TestbedConfig)
     init_from: str | None = None
-    # The decoder's shape, as `ModelConfig` fields (llama family; vocab from the tokenizer).
-    model: dict = dataclasses.field(default_factory=lambda: dict(
-        hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512))
+    # The decoder's shape, as `ModelConfig` fields (llama family; vocab from the tokenizer); keys
+    # not given keep DEFAULT_SHAPE's, so `model.hidden_size=64` changes that field only.
+    model: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_SHAPE))
     seed: int = 0
     n_train: int = 120_000
     n_eval: int = 300
@@ -61,6 +62,9 @@ class TeacherConfig:
         check_range(self, "warmup_steps", 0)
         check_range(self, "weight_decay", 0)
         check_choice(self, "export_dtype", ("float32", "bfloat16"))
+        self.model = {**DEFAULT_SHAPE, **self.model}
+        if self.init_from is None:  # the shape is checked at load (model.hidden_size=-64 names itself)
+            teacher_model_config(self, None)
 
 
 def teacher_examples(records) -> list[tuple[str, str]]:
@@ -91,15 +95,19 @@ def greedy_accuracy(model, tokenizer, records, *, batch_size: int = 100, max_new
 
 def teacher_model_config(cfg: TeacherConfig, tokenizer):
     """The teacher's `ModelConfig`: `cfg.model` over a tied llama-family decoder sized to the
-    tokenizer (head_dim = hidden_size / num_heads unless given)."""
+    tokenizer (head_dim = hidden_size / num_heads unless given). tokenizer None: the shape alone
+    (vocab 0), as the config checks it when it loads."""
     from jaxcot.config import from_dict
     from jaxcot.models.config import ModelConfig
 
     shape = dict(cfg.model)
-    if "hidden_size" in shape and "num_heads" in shape:
-        shape.setdefault("head_dim", shape["hidden_size"] // shape["num_heads"])
-    base = dict(family="llama", vocab_size=len(tokenizer), max_position_embeddings=cfg.max_len * 2,
-                tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    hidden, heads = shape.get("hidden_size"), shape.get("num_heads")
+    if isinstance(hidden, int) and isinstance(heads, int):  # (a shape that is not valid: ModelConfig names it)
+        shape.setdefault("head_dim", hidden // heads if hidden > 0 and heads > 0 else 1)
+    base = dict(family="llama", vocab_size=0, max_position_embeddings=cfg.max_len * 2, tie_word_embeddings=True)
+    if tokenizer is not None:
+        base.update(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id)
     return from_dict(ModelConfig, {**base, **shape}, "model")
 
 
