@@ -1,5 +1,6 @@
 """Compression rules: static ratio, ADS (rate + N-constraint), step entropy, random, text rebuild."""
 
+import json
 import math
 from fractions import Fraction
 
@@ -345,6 +346,28 @@ def test_calibrate_brings_mean_retention_to_gamma():
     assert plain.summary["retained_ratio"]["mean"] - 0.55 > 0.03
     assert abs(cal.summary["retained_ratio"]["mean"] - 0.55) <= 0.005
     assert cal.summary["calibration"]["gamma_offset"] < 0
+
+
+def test_one_gogi_set_at_several_ratios_each_ratio_in_its_prompt_and_kept():
+    """`gogi-ads-ratio`: ADS at a ratio drawn per chain from `builder.gammas`, the ratio written in
+    the prompt as TokenSkip does, and with `calibrate` each ratio's chains keep that ratio on
+    average (one offset per ratio: ADS overshoots a low ratio more than a high one)."""
+    recs = scored_records(90, seed=7, step_len=(20, 40))
+    rng = np.random.default_rng(1)
+    for r in recs:
+        n = len(r["scores"]["pieces"])
+        r["scores"]["gogi"] = np.repeat(rng.random(n // 8 + 1), 8)[:n].tolist()
+        r["scores"]["entropy"] = (rng.random(n) * 0.8 * LOGV).tolist()
+    out = compress_records(recs, "gogi-ads-ratio", builder={"gammas": [0.4, 0.6, 0.8]},
+                           ads={"beta": 0.0, "calibrate": True})
+    by_gamma: dict = {}
+    for ex, d in zip(out.examples, out.details):
+        assert f"{ex['gamma']:g}" in json.dumps(ex["prompt"]) and d.gamma == ex["gamma"]
+        by_gamma.setdefault(ex["gamma"], []).append(d.keep.mean())
+    assert sorted(by_gamma) == [0.4, 0.6, 0.8]
+    for g, ratios in by_gamma.items():
+        assert abs(np.mean(ratios) - g) <= 0.01, (g, np.mean(ratios))
+    assert set(out.summary["calibration"]["per_gamma"]) == {"0.4", "0.6", "0.8"}
 
 
 def test_bad_record_is_named():

@@ -78,6 +78,16 @@ def test_student_and_compress_sections_are_the_stage_configs():
     assert len(ts) == 2 and full.owner(ts[1]) is ts[0] and ts[1] not in full.trained_rows()
     assert full.eval_prompt(ts[1]).template.endswith("0.7<|im_end|>")
     assert len(full.trained_rows()) == len(full.methods) - 1
+    # one GoGI-Skip student for any ratio: its rows share one set, and each asks for its own ratio
+    anyr = load_config(RunConfig, os.path.join(ROOT, "configs", "demo-any-ratio.yaml"))
+    ratio_rows = [m for m in anyr.methods if m.method == "gogi-ads-ratio"]
+    assert len(ratio_rows) == 3 and {anyr.owner(m).name for m in ratio_rows} == {ratio_rows[0].name}
+    assert [anyr.eval_prompt(m).template for m in ratio_rows] == [
+        f"{{question}}<|im_end|>{g}<|im_end|>" for g in ("0.5", "0.7", "0.9")]
+    assert anyr.compress_config(ratio_rows[1]).gamma is None and anyr.compress_config(ratio_rows[1]).ads.calibrate
+    per_gamma = [m for m in anyr.methods if m.method == "gogi-ads"]
+    assert [anyr.compress_config(m).gamma for m in per_gamma] == [0.5, 0.7, 0.9]
+    assert all(anyr.eval_prompt(m).template == "{question}" for m in per_gamma)
 
 
 def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):

@@ -19,6 +19,9 @@ from jaxcot.text.grading import check_grader_name
 METHODS = {
     "original": ("original", None, "plain"),  # the uncompressed chains: the control's training set
     "gogi-ads": ("ads", "gogi", "plain"),
+    # one GoGI-Skip student for any ratio: ADS at a ratio drawn per chain from `builder.gammas`,
+    # the ratio in the prompt as TokenSkip puts it (docs/method.md, "One student, any ratio")
+    "gogi-ads-ratio": ("ads", "gogi", "tokenskip"),
     "gogi-static": ("static", "gogi", "plain"),
     "tokenskip": ("static", "self_info", "tokenskip"),
     "selfinfo-ads": ("ads", "self_info", "plain"),

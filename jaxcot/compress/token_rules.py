@@ -162,7 +162,7 @@ class Ads(TokenRule):
         masks = self.masks(batches, len(chains), cfg)
         info: dict = {}
         if a.calibrate:
-            masks, info = _calibrate(self, batches, chains, cfg, masks)
+            masks, info = _calibrate_per_gamma(self, chains, cfg, masks, batches, z)
         return [Decision(m) for m in masks], info
 
 
@@ -174,6 +174,29 @@ def _trace_shift(chains: Sequence[Chain], a) -> np.ndarray:
     mu = np.mean(means) if a.dataset_entropy_mean is None else a.dataset_entropy_mean
     sd = np.std(means) if a.dataset_entropy_std is None else a.dataset_entropy_std
     return a.trace_beta * (means - mu) / (sd + a.eps)
+
+
+def _calibrate_per_gamma(rule: Ads, chains, cfg, masks, batches, z) -> tuple[list, dict]:
+    """`_calibrate`, apart for each gamma the chains were given (a set drawn at several ratios, its
+    ratio in the prompt: each ratio's chains must keep that ratio on average, and ADS overshoots
+    low ratios more than high ones, so one common offset would not do)."""
+    groups: dict[float, list[int]] = {}
+    for i, ch in enumerate(chains):
+        groups.setdefault(float(ch.gamma), []).append(i)
+    if len(groups) == 1:
+        return _calibrate(rule, batches, chains, cfg, masks)
+    out, per = list(masks), {}
+    shift = _trace_shift(chains, cfg.ads)
+    for g, idx in sorted(groups.items()):
+        sub = [chains[i] for i in idx]
+        sub_batches = rule.prepare(sub, cfg, shift[idx])
+        for bt in sub_batches:
+            bt["z"] = z
+        found, info = _calibrate(rule, sub_batches, sub, cfg, [masks[i] for i in idx])
+        for i, m in zip(idx, found):
+            out[i] = m
+        per[f"{g:g}"] = info["calibration"]
+    return out, {"calibration": {"per_gamma": per}}
 
 
 def _calibrate(rule: Ads, batches, chains, cfg, masks) -> tuple[list, dict]:

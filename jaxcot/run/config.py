@@ -62,8 +62,9 @@ class QuestionsConfig:
 @dataclasses.dataclass
 class MethodSpec:
     """One row of the table: a student trained on the set `method` writes ('original' is the
-    uncompressed control). gamma: retention for ADS and static rules; for TokenSkip the ratio its
-    student is asked for (training draws one per example from `knobs.builder.gammas`). knobs:
+    uncompressed control). gamma: retention for ADS and static rules; for TokenSkip (and
+    `gogi-ads-ratio`) the ratio its student is asked for (training draws one per example from
+    `knobs.builder.gammas`). knobs:
     further `CompressConfig` fields and sections (e.g. ``{ads: {calibrate: true}}``, ``{rule:
     my_pkg.rules:mine}``), merged over the run's `compress` ones."""
 
@@ -163,11 +164,16 @@ class RunConfig:
 
     def compress_config(self, m: MethodSpec) -> CompressConfig:
         """The `CompressConfig` of a row: the run-wide `compress` knobs, then its own, its method
-        and (except TokenSkip's, whose gamma is the ratio it is asked for) its gamma."""
+        and (except a row whose set puts the ratio in the prompt -- TokenSkip's, GoGI-Skip's
+        `gogi-ads-ratio` -- where gamma is the ratio its student is asked for) its gamma."""
         knobs = {**deep_merge(self.compress, m.knobs), "method": m.method}
-        if m.gamma is not None and m.method != "tokenskip":
-            knobs["gamma"] = m.gamma
-        return from_dict(CompressConfig, knobs, f"methods[{m.name}].knobs")
+        cc = from_dict(CompressConfig, knobs, f"methods[{m.name}].knobs")
+        return cc if m.gamma is None or self.asks_ratio(m) else dataclasses.replace(cc, gamma=m.gamma)
+
+    def asks_ratio(self, m: MethodSpec) -> bool:
+        """Whether row `m`'s student is asked for a ratio in its prompt (its set's format is TokenSkip's)."""
+        knobs = {**deep_merge(self.compress, m.knobs), "method": m.method}
+        return from_dict(CompressConfig, knobs, f"methods[{m.name}].knobs").resolved()[2] == "tokenskip"
 
     def owner(self, m: MethodSpec) -> MethodSpec:
         """The row whose training set and student `m` uses: the first row with the same
@@ -227,7 +233,7 @@ class RunConfig:
     def eval_prompt(self, m: MethodSpec) -> PromptConfig:
         """How a test question is put to the row's student: the question alone, or for TokenSkip
         with the ratio the row asks for (`gamma`, default 0.5) between end-of-turn markers."""
-        if m.method != "tokenskip":
+        if not self.asks_ratio(m):
             return PromptConfig(template="{question}")
         cc = self.compress_config(m)
         return PromptConfig(template=tokenskip_prompt("{question}", 0.5 if m.gamma is None else m.gamma,
