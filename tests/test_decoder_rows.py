@@ -137,3 +137,21 @@ def test_a_decoder_row_through_jaxcot_run(tiny_model_folder, tmp_path):
     assert f"<th>{PEAK_KV}</th>" in html and ">original+evict</td>" in html
     again = run_pipeline(cfg)
     assert set(again["timings"]) == {"report"}  # the decoder row is reused like any student
+
+
+def test_rows_of_one_student_share_its_loaded_weights(tiny_model_folder, monkeypatch):
+    """A decoder row decodes with its own Generator (its engine) over the weights its method row's
+    student already loaded: the model is read from disk once per student."""
+    import jaxcot.models
+    from jaxcot.eval.students import Student, _load
+    from jaxcot.programs import ProgramCache
+
+    loads, real = [], jaxcot.models.load_model
+    monkeypatch.setattr(jaxcot.models, "load_model", lambda path, *a, **k: loads.append(path) or real(path, *a, **k))
+    cache, programs = {}, ProgramCache()
+    static, _ = _load(Student("a", tiny_model_folder), cache, programs, EngineConfig())
+    engine, _ = _load(Student("a+evict", tiny_model_folder, engine=EngineConfig(continuous=True, slots=2)),
+                      cache, programs, EngineConfig())
+    assert static is not engine and engine.engine.continuous and not static.engine.continuous
+    assert _load(Student("b", tiny_model_folder), cache, programs, EngineConfig())[0] is static
+    assert loads == [tiny_model_folder]

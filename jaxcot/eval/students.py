@@ -110,8 +110,8 @@ class Student:
 
 def _load(student: Student, cache: dict, programs: ProgramCache, engine: EngineConfig):
     """(Generator, tokenizer) of a student's model decoding as its own engine says, else as
-    `engine`, loaded once per (path, engine) in `cache`: two rows of one model that decode
-    otherwise get a Generator each (loading the weights again). The students' generators share
+    `engine`, one per (path, engine) in `cache`. Two rows of one model that decode otherwise get a
+    Generator each over the same loaded weights (`cache[path]`). The students' generators share
     their compiled programs (`programs`), the students being one architecture (a program's key
     holds its engine's settings)."""
     from jaxcot.generate import Generator
@@ -120,8 +120,11 @@ def _load(student: Student, cache: dict, programs: ProgramCache, engine: EngineC
     engine = engine if student.engine is None else student.engine
     key = (student.path, repr(engine))
     if key not in cache:
-        tok = load_tokenizer(student.tokenizer or student.path)
-        cache[key] = (Generator(load_model(student.path), tok, programs=programs, engine=engine), tok)
+        weights = ("weights", student.path, student.tokenizer)
+        if weights not in cache:
+            cache[weights] = (load_model(student.path), load_tokenizer(student.tokenizer or student.path))
+        model, tok = cache[weights]
+        cache[key] = (Generator(model, tok, programs=programs, engine=engine), tok)
     return cache[key]
 
 
@@ -185,7 +188,7 @@ def measure_latency(students: Sequence[Student], test: Sequence[dict], cfg: Eval
 
     Returns {"questions": n, "latency_s": {name: mean seconds}, "times": {name: [seconds]}}.
     programs: compiled programs shared by the students' generators (see `jaxcot.generate.Sampler`);
-    cache: generators already loaded ({(path, engine): (Generator, tokenizer)}, see `_load`), else
+    cache: generators and models already loaded (see `_load`), else
     each student is loaded here. progress: a bar over the timed runs (where someone watches).
     """
     programs = ProgramCache() if programs is None else programs

@@ -60,7 +60,7 @@ from jaxcot.generate.sampler import (
     left_pad,
     stream_seeds,
 )
-from jaxcot.generate.sampling import derive_row_keys, sample, token_stats
+from jaxcot.generate.sampling import argmax, derive_row_keys, sample, token_stats
 from jaxcot.generate.stop import StopPatterns, match_suffix, stop_patterns
 from jaxcot.models.decoder import Decoder, KVCache
 from jaxcot.programs import TreeSignature
@@ -267,7 +267,7 @@ def _trial_step(s: EngineState, logits: Array, rows: Array, spec: EngineSpec) ->
     ee = spec.early_exit
     m, x, n = len(ee.marker), ee.width, spec.decode.max_new_tokens
     j = s.tpos + 1
-    greedy = sample(logits, s.keys, dataclasses.replace(spec.decode.sampling, temperature=0.0))
+    greedy = argmax(logits)  # a trial answers greedily, whatever the chain's sampling
     marker = jnp.asarray(ee.marker, jnp.int32)
     nxt = jnp.where(j < m, marker[jnp.minimum(j, m - 1)], greedy)
     lp, ent = token_stats(logits, nxt)
