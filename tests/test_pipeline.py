@@ -88,6 +88,11 @@ def test_student_and_compress_sections_are_the_stage_configs():
     per_gamma = [m for m in anyr.methods if m.method == "gogi-ads"]
     assert [anyr.compress_config(m).gamma for m in per_gamma] == [0.5, 0.7, 0.9]
     assert all(anyr.eval_prompt(m).template == "{question}" for m in per_gamma)
+    from jaxcot.run.stages import ReportStage, RunContext
+
+    assert ReportStage(RunContext(anyr, "/nowhere", print)).curves() == {  # the plot's two lines
+        "gogi-ads-ratio: one student, asked for each ratio": [m.name for m in ratio_rows],
+        "gogi-ads: a student per ratio": [m.name for m in per_gamma]}
 
 
 def test_pipeline_end_to_end_and_resume(tiny_model, tmp_path):

@@ -158,14 +158,24 @@ def place_labels(points: Sequence[tuple[float, float]], widths: Sequence[float],
     return out
 
 
-def accuracy_vs_tokens_figure(rows: Sequence[MethodResult], title: str = ""):
+def accuracy_vs_tokens_figure(rows: Sequence[MethodResult], title: str = "",
+                              curves: dict[str, Sequence[str]] | None = None):
     """One point per method: mean CoT tokens (x) against accuracy (y), the paper's figure 1. A
     `matplotlib.figure.Figure` made without pyplot, so a notebook's backend is left alone. Labels
-    are placed by `place_labels` (no two overlap, none covers a point), each in its point's colour."""
+    are placed by `place_labels` (no two overlap, none covers a point), each in its point's colour.
+    curves: {label: row names}, each drawn as a line through its rows in order of tokens (one
+    student asked for several ratios, or a student per ratio), named in a legend."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4.2), dpi=120)
     ax = fig.subplots()
+    by_name = {r.method: r for r in rows}
+    for i, (label, names) in enumerate((curves or {}).items()):
+        pts = sorted((by_name[n].mean_cot_tokens, 100 * by_name[n].accuracy) for n in names if n in by_name)
+        ax.plot([x for x, _ in pts], [y for _, y in pts], linestyle=("-", ":", "--", "-.")[i % 4],
+                color="0.45", linewidth=1.2, label=label, zorder=1)
+    if curves:
+        ax.legend(fontsize=7, loc="lower right")
     xs, ys = [r.mean_cot_tokens for r in rows], [100 * r.accuracy for r in rows]
     colours = [ax.scatter(x, y, s=60).get_facecolor()[0] for x, y in zip(xs, ys)]
     ax.set_xlabel("mean CoT tokens")
@@ -185,9 +195,10 @@ def accuracy_vs_tokens_figure(rows: Sequence[MethodResult], title: str = ""):
     return fig
 
 
-def plot_accuracy_vs_tokens(rows: Sequence[MethodResult], path: str | os.PathLike, title: str = "") -> None:
+def plot_accuracy_vs_tokens(rows: Sequence[MethodResult], path: str | os.PathLike, title: str = "",
+                            curves: dict[str, Sequence[str]] | None = None) -> None:
     """`accuracy_vs_tokens_figure` written to `path` as a PNG (atomically)."""
-    fig = accuracy_vs_tokens_figure(rows, title)
+    fig = accuracy_vs_tokens_figure(rows, title, curves)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
 
@@ -201,9 +212,11 @@ def write_report(
     timings: dict[str, float] | None = None,
     notes: Sequence[str] = (),
     examples: dict[str, str] | None = None,
+    curves: dict[str, Sequence[str]] | None = None,
 ) -> str:
     """Write report.md, results.json and one accuracy_vs_tokens_<benchmark>.png per benchmark.
-    examples: {method: one training completion} (the same question for every method)."""
+    examples: {method: one training completion} (the same question for every method); curves:
+    {label: row names} joined by a line in the plot (`accuracy_vs_tokens_figure`)."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     lines = [f"# {title}", ""]
@@ -211,7 +224,7 @@ def write_report(
     for bench in benchmarks:
         sub = [r for r in rows if r.benchmark == bench]
         png = f"accuracy_vs_tokens_{bench}.png"
-        plot_accuracy_vs_tokens(sub, os.path.join(out_dir, png), title=f"{title}: {bench}")
+        plot_accuracy_vs_tokens(sub, os.path.join(out_dir, png), title=f"{title}: {bench}", curves=curves)
         lines += [f"## {bench}", "", markdown_table(sub), f"![accuracy vs tokens]({png})", ""]
     if importance_auc:
         lines += ["## Importance against ground-truth roles", "", importance_table(importance_auc), ""]
@@ -236,6 +249,7 @@ def write_report(
             "timings_s": timings or {},
             "notes": list(notes),
             "examples": examples or {},
+            "curves": {k: list(v) for k, v in (curves or {}).items()},
         },
     )
     return text

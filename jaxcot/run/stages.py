@@ -641,8 +641,29 @@ class ReportStage(_Stage):
             for rel, fp in self.fingerprints().items():
                 claims.enter_context(self.claim(rel, fp))
             write_report(ctx.root, rows, title=f"jaxcot run: {cfg.name}", importance_auc=load("auc.json")
-                         if ctx.testbed else None, timings=timings, notes=self.notes(base), examples=self.examples())
+                         if ctx.testbed else None, timings=timings, notes=self.notes(base), examples=self.examples(),
+                         curves=self.curves())
             write_report_html(ctx.root)  # the page of the whole folder, from what write_report just wrote
+
+    def curves(self) -> dict[str, list[str]]:
+        """The rows the plot joins by a line: those sharing one student, asked for several ratios
+        (TokenSkip's, `gogi-ads-ratio`'s), and one method's rows trained at several gammas, a
+        student each (the rows' knobs alike but for gamma)."""
+        import json
+
+        cfg, out = self.ctx.cfg, {}
+        for owner in cfg.trained_rows():
+            shared = [m.name for m in cfg.methods if cfg.owner(m) is owner]
+            if len(shared) > 1:
+                out[f"{owner.method}: one student, asked for each ratio"] = shared
+        families: dict[tuple, list[str]] = {}
+        for m in cfg.trained_rows():
+            if m.gamma is not None and not cfg.asks_ratio(m):
+                families.setdefault((m.method, json.dumps(m.knobs, sort_keys=True)), []).append(m.name)
+        for (method, _), names in families.items():
+            if len(names) > 1:
+                out[f"{method}: a student per ratio"] = names
+        return out
 
     def examples(self) -> dict[str, str]:
         """The completion each trained row learns for one question (the first every set holds)."""
