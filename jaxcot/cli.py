@@ -24,6 +24,8 @@ COMMANDS = {
     "train": ("jaxcot.train.cli", "fine-tune (LoRA or full) or train from scratch on (prompt, completion) examples"),
     "rl": ("jaxcot.rl.cli", "GRPO after a student: sample, reward, and update the policy (LoRA or full)"),
     "eval": ("jaxcot.eval.cli", "evaluate one model or student on a benchmark: accuracy, chain tokens, latency"),
+    "leaderboard": ("jaxcot.eval.leaderboard_cli", "every importance scorer at every layer against a benchmark's "
+                    "reference chains, their arithmetic tokens as the truth"),
     "testbed": ("jaxcot.testbed.cli", "the arithmetic testbed: traces with ground-truth roles, tokenizer, teacher, "
                 "the importance leaderboard"),
     "run": ("jaxcot.run.cli", "the whole pipeline: generate, score, compress, train students, evaluate, report"),

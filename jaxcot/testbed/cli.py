@@ -111,7 +111,8 @@ def cmd_leaderboard(args) -> int:
     refs = list(generate(args.samples, args.seed, task))
     rows = leaderboard(model, tok, refs, cfg, layers=layers, scorers=args.scorer or DEFAULT_SCORERS)
     write_leaderboard(rows, args.out, {"model": args.model, "samples": args.samples, "seed": args.seed,
-                                       "goal": cfg.goal, "norm": cfg.norm, "testbed": dataclasses.asdict(task)})
+                                       "truth": "essential tokens", "goal": cfg.goal, "norm": cfg.norm,
+                                       "testbed": dataclasses.asdict(task)})
     print(format_table(rows))
     print(f"\nwrote {os.path.join(args.out, 'leaderboard.json')}, leaderboard.md and leaderboard_layers.png")
     return 0
