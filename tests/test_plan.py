@@ -209,3 +209,77 @@ def test_fsdp_shrinks_arguments_and_not_temporaries():
         args1, temp1, _ = memory["1"][name]
         assert error is None and args < 0.5 * args1, (name, memory)
         assert temp <= temp1, (name, memory)
+
+
+def test_plan_config_takes_the_engine_from_the_run_config():
+    """A run that decodes with the continuous engine is planned as it: its slots, queue and eviction
+    from generate.engine (each with its source), overrides winning; --fit then halves the slots.
+    Without `continuous` the plan keeps the static loop."""
+    from jaxcot.config import load_config
+    from jaxcot.run.config import RunConfig
+    from jaxcot.run.plan import fit_candidates, resolve, settings
+    from jaxcot.run.plan_cli import plan_config
+
+    path = os.path.join(ROOT, "configs", "gemma3-4b-math.yaml")
+    static, _ = plan_config(load_config(RunConfig, path, []), "v5e:2x4", [])
+    assert not static.engine_slots and "engine_slots" not in " ".join(settings(*resolve(static)))
+    run_cfg = load_config(RunConfig, path, ["generate.engine.continuous=true", "generate.engine.slots=32",
+                                            "generate.engine.eviction.budget=96", "generate.engine.eviction.window=8"])
+    cfg, sources = plan_config(run_cfg, "v5e:2x4", ["engine_queue=64"])
+    assert (cfg.engine_slots, cfg.engine_queue, cfg.engine_budget, cfg.engine_window) == (32, 64, 96, 8)
+    assert sources["engine_slots"] == "config generate.engine.slots" and sources["engine_queue"] == "override"
+    assert sources["engine_budget"] == "config generate.engine.eviction.budget"
+    resolved, src = resolve(cfg, sources)
+    assert "engine_slots=32 (config generate.engine.slots)" in settings(resolved, src)
+    assert fit_candidates(resolved, "generation", 8)[0] == ("engine_slots=16", {"engine_slots": 16})
+
+
+ENGINE_PLAN = r"""
+import json, math
+from jaxcot.models.config import ModelConfig
+from jaxcot.run import plan
+from jaxcot.run.libtpu import ensure_libtpu
+
+ensure_libtpu()
+model_cfg = ModelConfig(family="llama", vocab_size=512, hidden_size=128, intermediate_size=256, num_layers=2,
+                        num_heads=4, num_kv_heads=2, head_dim=32, tie_word_embeddings=False, eos_token_id=2)
+out = {}
+for slots in (None, 4, 16):
+    cfg = plan.PlanConfig(topology="v5e:2x2", engine_slots=slots, engine_queue=32, train_rows=8, train_len=64,
+                          score_rows=8, score_len=64, max_answer=16, prompt_len=32, new_tokens=64, decode_rows=8,
+                          traces=100, eval_questions=20)
+    p = plan.plan(model_cfg, cfg, model_name="tiny", say=lambda _: None)
+    out[str(slots)] = {"programs": [[q.name, q.shapes, q.argument_bytes, q.temp_bytes, q.error, q.seconds]
+                                    for q in p.programs], "hours": p.hours, "table": plan.format_plan(p, cfg)}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not LIBTPU, reason="needs libtpu in JAXCOT_LIBTPU_PATH (make test installs it in .libtpu)")
+def test_plan_compiles_the_decode_engine_when_the_run_uses_it():
+    """With engine_slots set, generation is planned as the continuous engine's one program, compiled
+    for v5e:2x2 (XLA's memory analysis: it grows with the slots) and timed by its steps (more slots,
+    fewer steps per queue); the static prefill and decode loop are then absent. Off: as before."""
+    import math
+
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="", JAXCOT_LIBTPU_PATH=LIBTPU)
+    res = subprocess.run([sys.executable, "-c", ENGINE_PLAN], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    names = lambda key: [p[0] for p in got[key]["programs"]]  # noqa: E731
+    assert names("None") == ["LoRA train step", "GoGI pass (layer 1)", "prefill", "decode loop"]
+    assert "decode engine" not in got["None"]["table"]
+    engine = {}
+    for slots in ("4", "16"):
+        assert names(slots) == ["LoRA train step", "GoGI pass (layer 1)", "decode engine"]
+        _, shapes, args, temp, error, seconds = got[slots]["programs"][2]
+        assert error is None and args > 0 and temp > 0 and seconds > 0, got[slots]
+        assert shapes == f"{slots} slots, queue 32 x 32 + 64 tokens"
+        assert f"| decode engine | {shapes} |" in got[slots]["table"] and "| prefill |" not in got[slots]["table"]
+        hours = got[slots]["hours"]
+        assert all(math.isfinite(h) and h > 0 for h in hours.values()), hours
+        # 100 chains in queues of 32: 4 engine calls
+        assert hours["chains for 100 questions x 64 tokens"] == pytest.approx(4 * seconds / 3600)
+        engine[slots] = (args + temp, hours["chains for 100 questions x 64 tokens"])
+    assert engine["16"][0] > engine["4"][0], engine  # 16 slots' caches and state, from XLA
+    assert engine["16"][1] < engine["4"][1], engine  # 2 x 64 steps a queue instead of 8 x 64

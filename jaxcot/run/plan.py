@@ -3,7 +3,8 @@
 The model's real architecture is built with abstract weights (shapes only), and the three
 programs the method runs at scale are lowered and compiled for a TPU topology on this host
 (libtpu's compile-only path: `jax.experimental.topologies.get_topology_desc`, as MaxText's
-`train_compile.py` does): the LoRA train step, the GoGI pass and the decode loop. XLA then says
+`train_compile.py` does): the LoRA train step, the GoGI pass and the decode loop (or, when the
+run decodes with continuous batching, the decode engine's one program). XLA then says
 what each needs per device (`memory_analysis`: arguments, outputs, temporaries) and what it
 costs (`cost_analysis`: FLOPs per device), and the plan turns those into hours for the paper's
 workloads at a stated MFU (compute-bound programs) or HBM bandwidth (decoding). Nothing runs.
@@ -71,6 +72,16 @@ class PlanConfig:
     eval_questions: int = 500
     mfu: float = 0.4
     hbm_eff: float = 0.7
+    # generation in the continuous-batching engine (`jaxcot.generate.engine`; a run's
+    # generate.engine.continuous): engine_slots rows at once (None or 0: the static loop, a batch
+    # of decode_rows at a time), the prompts in queues of engine_queue (0: one queue of `traces`),
+    # KV eviction at engine_budget chain tokens a row (0: off; its window and scorer). Early exit
+    # is not planned (its trial adds the answer marker and answer tokens to each row's cache).
+    engine_slots: int | None = None
+    engine_queue: int = 256
+    engine_budget: int = 0
+    engine_window: int = 16
+    engine_scorer: str = "attention"
 
     def __post_init__(self):
         check(self.chip in CHIPS, "topology", f"{self.topology!r}: a chip of {sorted(CHIPS)} then ':' and a shape, "
@@ -82,6 +93,11 @@ class PlanConfig:
         check_range(self, "score_layer", 0, optional=True)
         check_range(self, "mfu", 0, 1, lo_open=True)
         check_range(self, "hbm_eff", 0, 1, lo_open=True)
+        check_range(self, "engine_slots", 0, optional=True)
+        for k in ("engine_queue", "engine_budget", "engine_window"):
+            check_range(self, k, 0)
+        check(not self.engine_budget or self.engine_window < self.engine_budget, "engine_window",
+              "must be below the eviction budget (engine_budget)")
         for k in DTYPE_FIELDS:
             v = getattr(self, k)
             check(v in (None, "float32", "bfloat16"), k, f"float32 or bfloat16, got {v!r}")
@@ -126,6 +142,7 @@ class ProgramPlan:
     error: str | None = None  # XLA's refusal (out of HBM): then only temp_bytes, what it asked for, is known
     bytes_accessed: float = float("nan")  # HBM bytes per device per call (cost_analysis)
     roofline_s: float = float("nan")  # max(FLOPs at peak, bytes at full HBM bandwidth): the floor of a call
+    kind: str = ""  # which of PROGRAMS it belongs to (compile_programs sets it)
 
     @property
     def peak_bytes(self) -> int:
@@ -268,19 +285,36 @@ def _gogi_program(g_graphdef, state_abs, layer: int, cfg: PlanConfig, mesh, comp
                     dt, compute_s)
 
 
+def _decode_spec(model_cfg, cfg: PlanConfig):
+    """The DecodeSpec generation is compiled with: new_tokens, sampling at temperature 0.6 / top-p 0.95."""
+    from jaxcot.generate.sampler import DecodeSpec
+    from jaxcot.generate.sampling import SamplingConfig
+    from jaxcot.generate.stop import StopPatterns
+
+    return DecodeSpec(max_new_tokens=cfg.new_tokens, sampling=SamplingConfig(temperature=0.6, top_p=0.95),
+                      eos_ids=(int(model_cfg.eos_token_id or 0),), stop=StopPatterns(), pad_id=0)
+
+
+def _decode_bytes(model_cfg, state_abs, mesh, kv_dtype) -> tuple[int, float]:
+    """(the weights' bytes per device, the KV cache's bytes per device per cached token of a row)."""
+    per_dev_weights = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+                          for x in jax.tree.leaves(state_abs))
+    tensor = mesh.shape["tensor"]
+    heads_per_dev = model_cfg.num_kv_heads / (tensor if model_cfg.num_kv_heads % tensor == 0 else 1)
+    kv_per_token = 2 * model_cfg.num_layers * heads_per_dev * model_cfg.head_dim * kv_dtype.itemsize  # k and v
+    return per_dev_weights, kv_per_token
+
+
 def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh, compute_s, hbm_gbs: float
                          ) -> list[ProgramPlan]:
     """Prefill and the decode loop (weights, compute and KV cache in generate_dtype). The loop's FLOPs say little (a
     while loop): it is timed by the bytes each step reads, the weights and the mean cache."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from jaxcot.generate.sampler import DecodeSpec, make_programs
-    from jaxcot.generate.sampling import SamplingConfig
-    from jaxcot.generate.stop import StopPatterns
+    from jaxcot.generate.sampler import make_programs
     from jaxcot.sharding import BATCH, batch_shards
 
-    spec = DecodeSpec(max_new_tokens=cfg.new_tokens, sampling=SamplingConfig(temperature=0.6, top_p=0.95),
-                      eos_ids=(int(model_cfg.eos_token_id or 0),), stop=StopPatterns(), pad_id=0)
+    spec = _decode_spec(model_cfg, cfg)
     kv_dtype = jnp.dtype(cfg.generate_dtype)
     prefill, decode = make_programs(g_graphdef, spec, mesh, kv_dtype)
     b, t = cfg.decode_rows, cfg.prompt_len
@@ -295,11 +329,7 @@ def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh
         state0 = _abstract(jax.eval_shape(prefill, state_abs, *args), pre_compiled.output_shardings)
         dec_compiled, dt = _compile(decode.lower(state_abs, state0))
     n_batch = batch_shards(mesh)
-    per_dev_weights = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
-                          for x in jax.tree.leaves(state_abs))
-    tensor = mesh.shape["tensor"]
-    heads_per_dev = model_cfg.num_kv_heads / (tensor if model_cfg.num_kv_heads % tensor == 0 else 1)
-    kv_per_token = 2 * model_cfg.num_layers * heads_per_dev * model_cfg.head_dim * kv_dtype.itemsize  # k and v
+    per_dev_weights, kv_per_token = _decode_bytes(model_cfg, state_abs, mesh, kv_dtype)
     cache_per_dev = kv_per_token * (t + cfg.new_tokens / 2) * b / n_batch  # the mean cache length over the loop
 
     def decode_s(flops):
@@ -307,6 +337,63 @@ def _generation_programs(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh
 
     return [_program("prefill", f"{b} x {t}", b, pre_compiled, dt_pre, compute_s),
             _program("decode loop", f"{b} rows x {cfg.new_tokens} steps", b, dec_compiled, dt, decode_s)]
+
+
+def engine_queue(cfg: PlanConfig) -> int:
+    """Prompts one engine call decodes: a queue of engine_queue (0: every trace in one queue)."""
+    return cfg.engine_queue or cfg.traces
+
+
+def engine_slots(cfg: PlanConfig, mesh) -> int:
+    """R: as the generate stage runs it, never more slots than a queue's prompts, then a multiple
+    of the batch shards (`engine_spec`)."""
+    from jaxcot.importance.batching import batch_rows
+    from jaxcot.sharding import batch_shards
+
+    return batch_rows(min(cfg.engine_slots, engine_queue(cfg)), batch_shards(mesh))
+
+
+def _engine_program(model_cfg, g_graphdef, state_abs, cfg: PlanConfig, mesh, compute_s, hbm_gbs: float
+                    ) -> ProgramPlan:
+    """The continuous-batching engine's one program (`make_engine`, compiled as `SlotEngine.run` does): R slots over
+    a queue of Q prompts of T tokens (replicated), N new tokens each, the real `cache_tiers`, no early exit.
+
+    Its FLOPs say little (while loops), so it is timed as the static loop is, by HBM bytes: each step reads the
+    weights once and the R rows' caches (T + the last tier's chain slots a row: tiers never shrink within a run, and
+    after the first wave every row is there), and a queue needs at least ceil(Q / R) * N steps (assumed: every chain
+    runs to N tokens, the worst case). Plus Q one-prompt prefills, timed by compute: a prefill's FLOPs are not
+    separable from the program's cost_analysis, so each is taken as 2 * params * T, over the devices one row is
+    split on (not the batch axes), at the MFU."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from jaxcot.generate.engine import QUEUE_MIN, EngineSpec, EvictionSpec, cache_tiers, make_engine
+    from jaxcot.generate.sampler import PROMPT_BUCKET_STEPS
+    from jaxcot.shapes import bucket_length
+    from jaxcot.sharding import batch_shards
+
+    q, r, t, n = engine_queue(cfg), engine_slots(cfg, mesh), cfg.prompt_len, cfg.new_tokens
+    eviction = EvictionSpec(cfg.engine_budget, cfg.engine_window, cfg.engine_scorer) if cfg.engine_budget else None
+    spec = EngineSpec(decode=_decode_spec(model_cfg, cfg), slots=r, eviction=eviction)
+    tiers = cache_tiers(spec)  # the Sampler's defaults: 4 phases (decode_phases), 128 slots of room at least
+    kv_dtype = jnp.dtype(cfg.generate_dtype)
+    q_pad = bucket_length(q, QUEUE_MIN, PROMPT_BUCKET_STEPS)  # SlotEngine.run's queue grid
+    rep = NamedSharding(mesh, P())
+    arg = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=rep)  # noqa: E731
+    run = make_engine(g_graphdef, spec, mesh, kv_dtype, (t,), tiers)  # one prompt bucket: T
+    compiled, dt = _compile(run.lower(state_abs, arg((q_pad, t), jnp.int32), arg((q_pad, t), bool),
+                                      arg((q_pad,), jnp.int32), arg((q_pad,), jnp.uint32), arg((), jnp.uint32),
+                                      arg((), jnp.int32)))
+    n_batch = batch_shards(mesh)
+    per_dev_weights, kv_per_token = _decode_bytes(model_cfg, state_abs, mesh, kv_dtype)
+    cache_per_dev = kv_per_token * (t + tiers[-1]) * r / n_batch
+    steps = math.ceil(q / r) * n
+    n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(state_abs))
+    prefill_flops = 2 * n_params * t / (mesh.devices.size / n_batch)  # per device, one prompt
+
+    def engine_s(flops):
+        return steps * (per_dev_weights + cache_per_dev) / (hbm_gbs * 1e9 * cfg.hbm_eff) + q * compute_s(prefill_flops)
+
+    return _program("decode engine", f"{r} slots, queue {q_pad} x {t} + {n} tokens", r, compiled, dt, engine_s)
 
 
 def _abstract_decoder(model_cfg, dtype: str, mesh):
@@ -327,28 +414,37 @@ PROGRAMS = ("train", "gogi", "generation")
 
 def compile_programs(model_cfg, cfg: PlanConfig, meshes, compute_s, hbm_gbs: float, say=print,
                      only: tuple[str, ...] = PROGRAMS) -> list[ProgramPlan]:
-    """The train step (on meshes.train), GoGI pass (meshes.score), prefill and decode loop
-    (meshes.generate) of a resolved cfg (those in `only`), each mesh set as the current one (the
-    decoder's activations then keep their rows per device)."""
+    """The train step (on meshes.train), GoGI pass (meshes.score), prefill and decode loop, or the
+    decode engine when cfg.engine_slots (meshes.generate), of a resolved cfg (those in `only`), each
+    mesh set as the current one (the decoder's activations then keep their rows per device)."""
     from jaxcot.importance.gogi import default_layer
 
     programs = []
+
+    def add(kind: str, *ps: ProgramPlan) -> None:
+        programs.extend(dataclasses.replace(p, kind=kind) for p in ps)
+
     if "train" in only:
         with jax.set_mesh(meshes.train):
             say(f"compiling the LoRA train step ({cfg.train_rows} x {cfg.train_len} tokens) for {cfg.topology} ...")
-            programs.append(_train_program(model_cfg, cfg, meshes.train, compute_s))
+            add("train", _train_program(model_cfg, cfg, meshes.train, compute_s))
     if "gogi" in only:
         with jax.set_mesh(meshes.score):
             g_graphdef, state_abs, _ = _abstract_decoder(model_cfg, cfg.score_dtype, meshes.score)
             layer = cfg.score_layer if cfg.score_layer is not None else default_layer(model_cfg.num_layers)
             say(f"compiling the GoGI pass ({cfg.score_rows} x {cfg.score_len} tokens, layer {layer}) ...")
-            programs.append(_gogi_program(g_graphdef, state_abs, layer, cfg, meshes.score, compute_s))
+            add("gogi", _gogi_program(g_graphdef, state_abs, layer, cfg, meshes.score, compute_s))
     mesh = meshes.generate
     with jax.set_mesh(mesh):
-        if "generation" in only:
+        if "generation" in only and cfg.engine_slots:
+            g_graphdef, state_abs, _ = _abstract_decoder(model_cfg, cfg.generate_dtype, mesh)
+            say(f"compiling the decode engine ({engine_slots(cfg, mesh)} slots, a queue of {engine_queue(cfg)} "
+                f"prompts of {cfg.prompt_len} + {cfg.new_tokens} tokens) ...")
+            add("generation", _engine_program(model_cfg, g_graphdef, state_abs, cfg, mesh, compute_s, hbm_gbs))
+        elif "generation" in only:
             g_graphdef, state_abs, _ = _abstract_decoder(model_cfg, cfg.generate_dtype, mesh)
             say(f"compiling generation ({cfg.decode_rows} rows, {cfg.prompt_len} + {cfg.new_tokens} tokens) ...")
-            programs += _generation_programs(model_cfg, g_graphdef, state_abs, cfg, mesh, compute_s, hbm_gbs)
+            add("generation", *_generation_programs(model_cfg, g_graphdef, state_abs, cfg, mesh, compute_s, hbm_gbs))
     return programs
 
 
@@ -380,6 +476,13 @@ class Meshes(NamedTuple):
 
 PROGRAM_MESH = {"train": "train", "gogi": "score", "generation": "generate"}  # program kind -> Meshes field
 MESH_FIELD = {"train": "mesh", "gogi": "score_mesh", "generation": "infer_mesh"}  # program kind -> PlanConfig field
+REMAT_FIELD = {"train": "remat", "gogi": "score_remat"}  # program kind -> its PlanConfig remat switch
+
+
+def rows_field(cfg: PlanConfig, kind: str) -> str:
+    """The PlanConfig field of program `kind`'s rows per call (generation's: the engine's slots when it runs)."""
+    return {"train": "train_rows", "gogi": "score_rows",
+            "generation": "engine_slots" if cfg.engine_slots else "decode_rows"}[kind]
 
 
 def meshes(cfg: PlanConfig, devices) -> Meshes:
@@ -395,6 +498,8 @@ def fit_rows(cfg: PlanConfig, meshes) -> tuple[PlanConfig, list[str]]:
 
     n = {"train_rows": batch_shards(meshes.train), "score_rows": batch_shards(meshes.score),
          "decode_rows": batch_shards(meshes.generate)}
+    if cfg.engine_slots:
+        n["engine_slots"] = batch_shards(meshes.generate)
     fitted = {k: batch_rows(getattr(cfg, k), n[k]) for k in n}
     notes = [f"{k} {getattr(cfg, k)} -> {v}: a multiple of the {n[k]} devices the batch is split over"
              for k, v in fitted.items() if v != getattr(cfg, k)]
@@ -404,29 +509,30 @@ def fit_rows(cfg: PlanConfig, meshes) -> tuple[PlanConfig, list[str]]:
 def _misfit_note(p: ProgramPlan, sl: Slice, cfg: PlanConfig, ms: Meshes) -> str:
     from jaxcot.sharding import batch_shards
 
-    n_batch = batch_shards(ms.train if p.name.startswith("LoRA") else ms.score if p.name.startswith("GoGI")
-                            else ms.generate)
+    n_batch = batch_shards(getattr(ms, PROGRAM_MESH[p.kind]))
     need = f"{p.peak_bytes / GiB:.1f} GiB" + (" of temporaries" if p.error else "")
+    remat = REMAT_FIELD.get(p.kind)
     return (f"{p.name} ({p.shapes}) needs {need} per device, more than the {sl.hbm_gib:g} GiB of a "
             f"{cfg.chip} device (XLA: {p.error or 'peak above HBM'}). Its rows per device are "
             f"{p.rows / n_batch:g}: fewer rows per step (or more chips on the batch axes), shorter "
             "rows, the weights sharded wider (mesh fsdp / tensor)"
-            + (", or remat=true" if p.name == "LoRA train step" else "")
-            + (", or score_remat=true" if p.name.startswith("GoGI") and not cfg.score_remat else "") + " make it fit"
+            + (f", or {remat}=true" if remat and not getattr(cfg, remat) else "") + " make it fit"
             + " (`jaxcot plan --fit` tries them)")
 
 
 def _hours(cfg: PlanConfig, programs: list[ProgramPlan]) -> dict[str, float]:
-    train, score, pre, dec = programs
+    (train,), (score,) = ([p for p in programs if p.kind == k] for k in ("train", "gogi"))
     sft_steps = math.ceil(cfg.epochs * cfg.traces * cfg.trace_tokens / (cfg.train_rows * cfg.train_len))
-    decode_s = pre.seconds + dec.seconds  # one batch of decode_rows questions
+    # one generation call: prefill + decode loop over a batch of decode_rows questions, or the engine over a queue
+    decode_s = sum(p.seconds for p in programs if p.kind == "generation")
+    per_call = engine_queue(cfg) if cfg.engine_slots else cfg.decode_rows
     return {
         f"chains for {cfg.traces:,} questions x {cfg.new_tokens} tokens":
-            math.ceil(cfg.traces / cfg.decode_rows) * decode_s / 3600,
+            math.ceil(cfg.traces / per_call) * decode_s / 3600,
         f"GoGI over {cfg.traces:,} traces": math.ceil(cfg.traces / cfg.score_rows) * score.seconds / 3600,
         f"LoRA SFT, {cfg.epochs} epochs": sft_steps * train.seconds / 3600,
         f"evaluation, {cfg.eval_questions} questions x {cfg.new_tokens} tokens":
-            math.ceil(cfg.eval_questions / cfg.decode_rows) * decode_s / 3600,
+            math.ceil(cfg.eval_questions / per_call) * decode_s / 3600,
     }
 
 
@@ -454,10 +560,14 @@ def plan(model_cfg, cfg: PlanConfig, *, model_name: str = "model", sources: dict
     _, g_state_abs, g_state = _abstract_decoder(model_cfg, cfg.generate_dtype, ms.generate)
     hbm = int(sl.hbm_gib * GiB)
     notes += [_misfit_note(p, sl, cfg, ms) for p in programs if not fits(p, hbm)]
+    if cfg.engine_slots:
+        notes.append(f"decode engine: timed as ceil(queue / slots) x {cfg.new_tokens} steps (every chain at "
+                     f"new_tokens, the worst case), each reading the weights and the slots' caches, plus one "
+                     f"prefill per prompt at 2 x parameters x {cfg.prompt_len} FLOPs; a queue of "
+                     f"{engine_queue(cfg)} prompts per call")
     if fit:
-        kinds = dict(zip(PROGRAMS, (programs[:1], programs[1:2], programs[2:])))
-        notes += [fit_program(model_cfg, cfg, kind, sl, say) for kind, ps in kinds.items()
-                  if not all(fits(p, hbm) for p in ps)]
+        notes += [fit_program(model_cfg, cfg, kind, sl, say) for kind in PROGRAMS
+                  if not all(fits(p, hbm) for p in programs if p.kind == kind)]
     largest = sorted(((k, v.shape, str(v.sharding.spec)) for k, v in _flat(g_state_abs).items()),
                      key=lambda kv: -math.prod(kv[1]))[:3]
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(g_state))
@@ -473,10 +583,10 @@ def fit_candidates(cfg: PlanConfig, kind: str, n_devices: int) -> list[tuple[str
     mesh_key = MESH_FIELD[kind]
     data, fsdp, tensor = getattr(cfg, mesh_key)
     data = n_devices // (fsdp * tensor) if data == -1 else data
-    remat = {"train": "remat", "gogi": "score_remat"}.get(kind)
+    remat = REMAT_FIELD.get(kind)
     out = [(f"{remat}=true", {remat: True})] if remat and not getattr(cfg, remat) else []
     base = {remat: True} if remat else {}
-    key = {"train": "train_rows", "gogi": "score_rows", "generation": "decode_rows"}[kind]
+    key = rows_field(cfg, kind)
     rows = getattr(cfg, key) // 2
     while rows >= data * fsdp:
         out.append((f"{key}={rows}", {**base, key: rows}))
@@ -518,6 +628,8 @@ def settings(cfg: PlanConfig, sources: dict[str, str]) -> list[str]:
     """The settings that shape the programs, each with where it came from."""
     keys = ("mesh", "score_mesh", "infer_mesh", "remat", "score_remat", *DTYPE_FIELDS, "train_rows", "train_len",
             "score_rows", "score_len", "decode_rows", "new_tokens")
+    if cfg.engine_slots:
+        keys += ("engine_slots", "engine_queue", "engine_budget")
     return [f"{k}={list(v) if isinstance(v := getattr(cfg, k), tuple) else v} ({sources.get(k, 'plan default')})"
             for k in keys]
 
@@ -562,7 +674,8 @@ def format_plan(p: Plan, cfg: PlanConfig) -> str:
                      f"{'fits' if pr.peak_bytes <= p.hbm_bytes else '**does not fit**'} | {pr.flops / 1e9:,.0f} | "
                      f"{pr.seconds:.3g} s | {pr.roofline_s:.3g} s | {pr.compile_s:.0f} |")
     lines += ["", "Roofline: XLA's FLOPs per device at the chip's peak or its bytes accessed at full HBM bandwidth, "
-              "whichever is longer (the decode loop's: one trip of its while loop).",
+              f"whichever is longer (the {'decode engine' if cfg.engine_slots else 'decode loop'}'s: one trip of "
+              "its while loop).",
               "", f"Hours on this slice (compute at {100 * cfg.mfu:.0f}% MFU, decoding at {100 * cfg.hbm_eff:.0f}% of "
               f"HBM bandwidth; traces of {cfg.trace_tokens} tokens):", ""]
     lines += [f"- {k}: " + ("not timed (a program does not fit)" if math.isnan(v) else
@@ -572,6 +685,6 @@ def format_plan(p: Plan, cfg: PlanConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CHIPS", "FALLBACK", "Plan", "PlanConfig", "ProgramPlan", "fit_candidates", "format_plan", "resolve",
-           "gcloud_line", "plan", "topology_chips",
+__all__ = ["CHIPS", "FALLBACK", "Plan", "PlanConfig", "ProgramPlan", "engine_queue", "engine_slots", "fit_candidates",
+           "format_plan", "resolve", "gcloud_line", "plan", "topology_chips",
            "topology_devices"]

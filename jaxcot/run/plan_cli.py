@@ -5,9 +5,10 @@ the memory per device against the chip's HBM and the hours for the run's workloa
 The architecture comes from the config's model folder (its config.json) or, where that folder is
 not on this host, from configs/arch/<its name>/config.json (the published configs of the paper's
 models). Shapes and workloads default to the run config's (generate batch and length, score
-layer, LoRA rank, questions); key=value overrides set any PlanConfig field (train_rows=32,
-mesh=[2,4,1], mfu=0.5). libtpu comes in a folder of its own, installed on first use
-(`jaxcot.run.libtpu`), never into this environment.
+layer, LoRA rank, questions; with `generate.engine.continuous`, the engine's slots, queue and
+eviction, and generation is then planned as the engine's program); key=value overrides set any
+PlanConfig field (train_rows=32, mesh=[2,4,1], mfu=0.5, engine_slots=16). libtpu comes in a
+folder of its own, installed on first use (`jaxcot.run.libtpu`), never into this environment.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def _from_run(run_cfg) -> dict[str, tuple[Any, str]]:
            }
     if run_cfg.score.layers:
         got["score_layer"] = (run_cfg.score.layers[0], "score.layers")
+    engine = run_cfg.generate.engine
+    if engine.continuous:  # generation runs in the continuous-batching engine: plan its program
+        got["engine_slots"] = (engine.slots, "generate.engine.slots")
+        got["engine_queue"] = (engine.queue, "generate.engine.queue")
+        if engine.eviction.budget:
+            got.update({f"engine_{k}": (getattr(engine.eviction, k), f"generate.engine.eviction.{k}")
+                        for k in ("budget", "window", "scorer")})
     return got
 
 
