@@ -2,8 +2,9 @@
 each) gives what one process gives: the same traces and scores byte for byte (each process runs
 whole batches of the one-process plan, and process 0 gathers them in its order), the same
 training sets, students equal within float32 rounding (their steps are one SPMD program over both
-processes' devices, against one device), the same evaluation and the same report rows; a second
-launch reuses everything."""
+processes' devices, against one device), GRPO after a student with the same rewards and a policy
+equal within float32 rounding (its rollouts split over the processes), the same evaluation and the
+same report rows; a second launch reuses everything."""
 
 import json
 import os
@@ -23,7 +24,11 @@ OVERRIDES = ["data.n_train=16", "data.n_test=8", "data.auc_samples=4", "generate
              "methods=[{name: original, method: original}, {name: gogi-skip, method: gogi-ads, gamma: 0.5,"
              " knobs: {ads: {calibrate: true}}}]",
              "student.max_steps=2", "student.batch_size=4", "eval.max_new_tokens=160", "eval.batch_size=4",
-             "eval.latency_samples=2"]
+             "eval.latency_samples=2",
+             # GoGI-Skip's student followed by GRPO: its rollouts split over the processes by sampler batch
+             "rl.methods=[gogi-skip]",
+             "rl.grpo={method: full, max_steps: 2, prompts_per_step: 2, num_generations: 2, rollout_batch_size: 2,"
+             " max_new_tokens: 48, optim: {lr: 1.0e-4, warmup_ratio: 0.0}, sampling: {temperature: 0.8}}"]
 
 
 def launch(runs_dir, name, processes: int = 1, extra=()):
@@ -67,13 +72,20 @@ def test_two_processes_equal_one(tmp_path):
         ea, eb = (json.load(open(r / "eval" / f"{name}.json")) for r in (one, two))
         assert (eb["accuracy"], eb["mean_cot_tokens"], eb["examples"]) == (ea["accuracy"], ea["mean_cot_tokens"],
                                                                            ea["examples"])
-    assert _rows(two) == _rows(one)
+    # the GRPO row: the same rollouts' rewards, the policy equal within float32 rounding
+    pa, pb = (one / "students" / "gogi-skip-grpo", two / "students" / "gogi-skip-grpo")
+    ma, mb = ([json.loads(line) for line in open(p / "run" / "metrics.jsonl")] for p in (pa, pb))
+    assert len(ma) == len(mb) == 2 and [r["reward"] for r in mb] == [r["reward"] for r in ma]
+    a, b = (safetensors.numpy.load_file(p / "model" / "model.safetensors") for p in (pa, pb))
+    assert a.keys() == b.keys() and max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-4
+    assert _rows(two) == _rows(one) and "gogi-skip+grpo" in [r["method"] for r in _rows(two)]
     lat = json.load(open(two / "eval" / "latency.json"))
-    assert set(lat["latency_s"]) == {"original", "gogi-skip"}  # process 0 timed every student
+    assert set(lat["latency_s"]) == {"original", "gogi-skip", "gogi-skip+grpo"}  # process 0 timed every row
     # a second two-process launch finds every stage done
     again = launch(tmp_path, "two", processes=2)
     assert "traces.jsonl" in again[0] and "generate: done, reusing" in again[0]
     assert "train: done, reusing" in again[0] and "eval: done, reusing" in again[0]
+    assert "rl: done, reusing" in again[0]
 
 
 def test_gather_parts_restores_the_input_order(tmp_path):
