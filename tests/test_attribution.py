@@ -9,6 +9,7 @@ import pytest
 from jaxcot.importance.attribution import (
     ablation_effect,
     answer_attention,
+    chain_span,
     midpoints,
     path_attribution,
     self_information,
@@ -77,6 +78,20 @@ def test_counterfactual_is_the_loss_with_one_token_erased(case):
         want = np.asarray(answer_loss(model, tokens, mask, answer, perturb={1: erase})) - base
         np.testing.assert_allclose(got[:, slot], want * np.asarray(chain)[:, slot], rtol=1e-4, atol=1e-6)
     assert np.all(got[~np.asarray(chain)] == 0)
+
+
+def test_counterfactual_over_the_chain_span_equals_every_slot(case):
+    """The scorer ablates only the slots from the first chain token to the last (`chain_span`):
+    the same scores on the chain as ablating every slot."""
+    model, tokens, mask, chain, answer = case
+    assert chain_span(np.asarray(chain), step=4) == (3, 8)  # chains at 3..10: 8 slots, kept inside T = 16
+    assert chain_span(np.asarray(chain), step=32) == (0, 16)  # wider than the row: the whole row
+    assert chain_span(np.zeros((2, 16), bool), step=4) == (0, 4)
+    every = np.asarray(ablation_effect(model, tokens, mask, chain, answer, layers=(1,), max_answer=16, chunk=4))
+    span = np.asarray(ablation_effect(model, tokens, mask, chain, answer, layers=(1,), max_answer=16, chunk=4,
+                                      span=chain_span(np.asarray(chain), step=4)))
+    np.testing.assert_allclose(span, every, rtol=1e-5, atol=1e-7)
+    assert np.abs(every).max() > 0
 
 
 def test_answer_attention_is_a_distribution_over_earlier_tokens(case):

@@ -61,6 +61,13 @@ def test_leaderboard_rows_table_and_plot(tmp_path):
         assert 0.0 <= r["auc"] <= 1.0 and 0.0 < r["ap"] <= 1.0
     cf = [r for r in rows if r["scorer"] == "counterfactual"]
     assert all(r["agreement"] == pytest.approx(1.0) for r in cf)  # the reference agrees with itself
+    # without the counterfactual (one forward per chain slot: costly on a large model) the same scores, no agreement
+    lean = leaderboard(init_model(cfg, 0), tok, refs, ScoreConfig(batch_size=4), layers=[0, 2],
+                       scorers=["gogi", "entropy"], progress=False)
+    assert {(r["layer"], r["scorer"]) for r in lean} == {(0, "gogi"), (2, "gogi"), (None, "entropy")}
+    assert all(r["agreement"] is None for r in lean)
+    same = {(r["layer"], r["scorer"]): r["auc"] for r in rows}
+    assert all(r["auc"] == pytest.approx(same[r["layer"], r["scorer"]]) for r in lean)
     write_leaderboard(rows, str(tmp_path), {"model": "tiny"})
     saved = json.load(open(tmp_path / "leaderboard.json"))
     assert saved["model"] == "tiny" and len(saved["rows"]) == len(rows)

@@ -110,21 +110,24 @@ def leaderboard(model, tokenizer, records: Sequence[dict], cfg, *, truth: Truth,
                 scorers: Sequence[str] = DEFAULT_SCORERS, progress: bool = True) -> list[dict]:
     """Rows {layer, scorer, auc, ap, agreement} over the reference chains `records` against
     `truth` (scored record -> bool [C]), scored with the `ScoreConfig` `cfg` at each of `layers`
-    (layer-free scorers once, layer None; agreement with the counterfactual at the first layer)."""
+    (layer-free scorers once, layer None; agreement with the counterfactual at the same layer, the
+    first for layer-free ones; None when `scorers` leaves the counterfactual out)."""
     from jaxcot.importance.score import score_traces
     from jaxcot.logs import progress as progress_bar
 
     layered = [s for s in scorers if s in LAYERED]
     free = [s for s in scorers if s not in LAYERED]
+    ref = REFERENCE in scorers  # without it (a large model: one forward per chain slot), no agreement column
     out: list[dict] = []
     bar = progress_bar(len(layers) + 1, desc="leaderboard", unit="pass", enabled=progress)
     first_reference = None
-    for layer in layers:
-        sc = dataclasses.replace(cfg, layers=[layer], scorers=list(dict.fromkeys([*layered, REFERENCE])))
+    for layer in layers if layered else ():
+        sc = dataclasses.replace(cfg, layers=[layer], scorers=layered)
         scored = score_traces(model, tokenizer, records, sc, progress=False)
         fields, labels = _fields(scored), _labels(scored, truth)
-        first_reference = fields[REFERENCE] if first_reference is None else first_reference
-        out += _rows(layer, {k: v for k, v in fields.items() if k in scorers}, labels, fields[REFERENCE])
+        reference = fields[REFERENCE] if ref else None
+        first_reference = reference if first_reference is None else first_reference
+        out += _rows(layer, fields, labels, reference)
         bar.update(1)
     if free:
         sc = dataclasses.replace(cfg, layers=[layers[0]], scorers=free)

@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxcot.importance.gogi import _loss_fn, predictive_stats
@@ -59,11 +60,12 @@ def midpoints(steps: int) -> tuple[float, ...]:
     return tuple((i + 0.5) / steps for i in range(steps))
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("layers", "max_answer", "chunk"))
-def _ablation_impl(graphdef, state, tokens, mask, chain_mask, answer_mask, *, layers, max_answer, chunk):
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("layers", "max_answer", "chunk", "width"))
+def _ablation_impl(graphdef, state, tokens, mask, chain_mask, answer_mask, start, *, layers, max_answer, chunk, width):
     model = nnx.merge(graphdef, state)
     answer_mask = answer_mask & mask
     t = tokens.shape[1]
+    slots = start + jnp.arange(width)  # the span holding every row's chain (`chain_span`)
     each = []
     for layer in layers:
         loss_fn = _loss_fn(model, tokens, mask, answer_mask, tokens, (layer,), max_answer)
@@ -74,18 +76,33 @@ def _ablation_impl(graphdef, state, tokens, mask, chain_mask, answer_mask, *, la
             erase = -h * (jnp.arange(t) == slot)[None, :, None]
             return loss_fn((erase,))[1][0]
 
-        losses = jax.lax.map(ablated, jnp.arange(t), batch_size=chunk)  # [T, B]
-        each.append(losses.T - base[:, None])
+        losses = jax.lax.map(ablated, slots, batch_size=chunk)  # [W, B]
+        each.append(jnp.zeros(tokens.shape, losses.dtype).at[:, slots].set(losses.T - base[:, None]))
     return jnp.where(chain_mask & mask, jnp.mean(jnp.stack(each), axis=0), 0.0)
 
 
-def ablation_effect(model, tokens, mask, chain_mask, answer_mask, *, layers, max_answer, chunk: int = 8) -> Array:
+def chain_span(chain_mask: np.ndarray, step: int = 32) -> tuple[int, int]:
+    """(start, width): the slots from the batch's first chain token to its last, the width
+    rounded up to a multiple of `step` (so that a few programs serve every batch) and kept inside
+    the row; chain_mask [B, T] (host). The prompt (often half the row) and the padding past the
+    chains are never ablated: their effect is not a chain token's score."""
+    t = chain_mask.shape[1]
+    cols = np.flatnonzero(np.asarray(chain_mask).any(axis=0))
+    if not len(cols):
+        return 0, min(step, t)
+    width = min(t, -(-(int(cols[-1]) + 1 - int(cols[0])) // step) * step)
+    return min(int(cols[0]), t - width), width
+
+
+def ablation_effect(model, tokens, mask, chain_mask, answer_mask, *, layers, max_answer, chunk: int = 8,
+                    span: tuple[int, int] | None = None) -> Array:
     """L_ans with token t's residual h^l_t set to zero, minus L_ans, per token [B, T]: how much
-    the answer needs what the token carries at layer l. Exact: one forward per slot, `chunk` at
-    a time (T forwards of the batch)."""
+    the answer needs what the token carries at layer l. Exact: one forward per slot of `span`
+    ((start, width), `chain_span`; default every slot), `chunk` at a time."""
+    start, width = span if span is not None else (0, tokens.shape[1])
     graphdef, state = nnx.split(model)
-    return _ablation_impl(graphdef, state, tokens, mask, chain_mask, answer_mask, layers=tuple(layers),
-                          max_answer=max_answer, chunk=chunk)
+    return _ablation_impl(graphdef, state, tokens, mask, chain_mask, answer_mask, jnp.int32(start),
+                          layers=tuple(layers), max_answer=max_answer, chunk=chunk, width=width)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -118,4 +135,4 @@ def self_information(model, tokens, mask) -> Array:
     return _self_info_impl(graphdef, state, tokens, mask)
 
 
-__all__ = ["ablation_effect", "answer_attention", "midpoints", "path_attribution", "self_information"]
+__all__ = ["ablation_effect", "answer_attention", "chain_span", "midpoints", "path_attribution", "self_information"]

@@ -77,11 +77,12 @@ def attention_scorer(batch: ScoreBatch) -> TraceFields:
 
 
 def counterfactual_scorer(batch: ScoreBatch) -> TraceFields:
-    from jaxcot.importance.attribution import ablation_effect
+    from jaxcot.importance.attribution import ablation_effect, chain_span
 
     chunk = int(_option(batch, "counterfactual", "chunk", 8))
     return {"counterfactual": _chains(batch, ablation_effect(
-        batch.model, **_on_device(batch), layers=_layers(batch), max_answer=batch.arrays.max_answer, chunk=chunk))}
+        batch.model, **_on_device(batch), layers=_layers(batch), max_answer=batch.arrays.max_answer, chunk=chunk,
+        span=chain_span(batch.arrays.chain_mask)))}
 
 
 def reference_scorer(batch: ScoreBatch) -> TraceFields:
