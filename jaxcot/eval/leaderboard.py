@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -113,12 +114,15 @@ def leaderboard(model, tokenizer, records: Sequence[dict], cfg, *, truth: Truth,
     (layer-free scorers once, layer None; agreement with the counterfactual at the same layer, the
     first for layer-free ones; None when `scorers` leaves the counterfactual out)."""
     from jaxcot.importance.score import score_traces
-    from jaxcot.logs import progress as progress_bar
+    from jaxcot.logs import get_logger, progress as progress_bar
+
+    log = get_logger("jaxcot.eval.leaderboard")  # a line per pass where no bar is shown (logs, pipes)
 
     layered = [s for s in scorers if s in LAYERED]
     free = [s for s in scorers if s not in LAYERED]
     ref = REFERENCE in scorers  # without it (a large model: one forward per chain slot), no agreement column
     out: list[dict] = []
+    start = time.perf_counter()
     bar = progress_bar(len(layers) + 1, desc="leaderboard", unit="pass", enabled=progress)
     first_reference = None
     for layer in layers if layered else ():
@@ -129,6 +133,8 @@ def leaderboard(model, tokenizer, records: Sequence[dict], cfg, *, truth: Truth,
         first_reference = reference if first_reference is None else first_reference
         out += _rows(layer, fields, labels, reference)
         bar.update(1)
+        log.info("layer %d: %s over %d chains (%.0f s so far)", layer, ", ".join(layered), len(records),
+                 time.perf_counter() - start)
     if free:
         sc = dataclasses.replace(cfg, layers=[layers[0]], scorers=free)
         scored = score_traces(model, tokenizer, records, sc, progress=False)
