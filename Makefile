@@ -53,13 +53,13 @@ browser:
 
 # tests/test_plain_install.py runs jaxcot's commands in the plain environment (torch absent).
 # Two pytest workers (pytest-xdist), one test file each at a time: most long tests wait on a
-# single-threaded XLA compile or on their subprocesses, so two share two cores well. Files are
-# handed out in collection order (tests/conftest.py puts the slow ones first), not xdist's
-# most-tests-first. TEST_WORKERS=0 runs in one process.
+# single-threaded XLA compile or on their subprocesses, so two share two cores well. xdist hands
+# out the files with the most tests first, so the long single-test files pair with short ones
+# (slow files first was slower: two heavy tests on two cores). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: $(STAMP) $(PLAIN_STAMP) $(LIBTPU_STAMP) browser
 	JAXCOT_PLAIN_PYTHON=$(abspath $(PLAIN))/bin/python JAXCOT_LIBTPU_PATH=$(abspath $(LIBTPU)) \
-	  $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations 25 tests
+	  $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations 25 tests
 
 clean:
 	rm -rf $(VENV) $(PLAIN) $(LIBTPU) runs .pytest_cache

@@ -31,9 +31,3 @@ def tiny_model_folder(tmp_path_factory) -> str:
     save_hf(init_model(cfg, 0), path, tokenizer=tok)
     return str(path)
 
-
-def pytest_collection_modifyitems(config, items):
-    """Files holding a test marked slow go first (order within a file kept), so that under
-    `make test`'s two workers the long files start at once and the short ones fill in beside them."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
