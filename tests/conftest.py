@@ -30,4 +30,3 @@ def tiny_model_folder(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("model")
     save_hf(init_model(cfg, 0), path, tokenizer=tok)
     return str(path)
-
