@@ -1,4 +1,4 @@
-"""Decode-time compression on the shipped testbed teacher: early exit and KV eviction, no training.
+"""Decode-time compression on a testbed teacher: early exit and KV eviction, no training.
 
 Every row decodes the same held-out problems greedily through the continuous engine
 (`jaxcot.generate.engine`, `--slots` rows at once); the first row is the plain engine (the static
@@ -8,8 +8,13 @@ mean peak KV cache per row (slots held at once, prompt + chain + trial), the sha
 and decode seconds for the whole set (warm: each row's program runs once before the timed run).
 Eviction budgets are fractions of the plain row's mean chain tokens (`--budgets`).
 
+The teacher is the shipped one unless `--teacher` names another `jaxcot testbed teacher` export,
+such as the overthinking teacher of `configs/teacher-overthinking.yaml` (its chains verify the
+answer twice after the final line); its results go to `decode-compression-<name>.json`.
+
     python benchmarks/decode_compression.py                 # 300 problems
     python benchmarks/decode_compression.py --problems 64   # quicker
+    python benchmarks/decode_compression.py --teacher runs/teacher-overthinking/model --new 400
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ from jaxcot.text.grading import grade_gsm8k
 from jaxcot.text.prompts import PromptConfig, prompt_ids
 
 # Early exits tried: (label, EarlyExitConfig overrides). Trials follow a blank line (the
-# teacher's step boundary); "agree" asks the last k trials to give the same answer.
+# teacher's step boundary); "agree" asks the last k trials to give the same answer; "from n" holds
+# trials back until n chain tokens (Dynasor-CoT's warm-up): the opener and the restated start
+# take ~20-36 tokens, and their two trials both answer the start value, so agree 2 alone exits there.
 EXITS = [
     ("early exit p>=0.9", dict(threshold=0.9)),
     ("early exit p>=0.9, agree 2", dict(threshold=0.9, agree=2)),
+    ("early exit p>=0.9, agree 2, from 32", dict(threshold=0.9, agree=2, min_tokens=32)),
     ("early exit p>=0.5, agree 3", dict(threshold=0.5, agree=3)),
 ]
 SCORERS = ("attention", "redundancy", "recency")
@@ -79,10 +87,14 @@ def main() -> None:
                     help="eviction budgets, as fractions of the plain row's mean chain tokens")
     ap.add_argument("--window", type=int, default=8, help="the last chain tokens eviction never drops")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--teacher", default=None, help="a testbed teacher folder (default: the shipped one)")
     args = ap.parse_args()
     env = results.environment()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {env['cores']} cores ({env['cpu']})")
-    path = teacher_path()
+    path = args.teacher or teacher_path()
+    if learned_task(path) is None:
+        raise SystemExit(f"--teacher {path}: no teacher.json there (a `jaxcot testbed teacher` export)")
+    name = results.teacher_label(args.teacher).replace("testbed", "decode-compression", 1)
     model, tok = load_model(path), load_tokenizer(path)
     recs = list(generate(args.problems, seed=args.seed, cfg=learned_task(path), offset=EVAL_OFFSET))
     prompts = [prompt_ids(tok, r["question"], PromptConfig(template="{question}")) for r in recs]
@@ -94,7 +106,8 @@ def main() -> None:
         r = measure(model, tok, prompts, golds, engine, args.new, args.slots)
         rows.append((label, engine, r))
         print(f"{label}: {r}", flush=True)
-    header = ["decoding (testbed teacher, no training)", "accuracy", "chain tokens", "vs plain", "peak KV / row",
+    who = "testbed teacher" if args.teacher is None else f"{results.teacher_label(args.teacher)[8:]} testbed teacher"
+    header = [f"decoding ({who}, no training)", "accuracy", "chain tokens", "vs plain", "peak KV / row",
               "early exits", "decode s"]
     table = [[label, f"{r['accuracy']:.1%}", f"{r['chain_tokens']:.1f}",
               f"{r['chain_tokens'] / plain['chain_tokens'] - 1:+.0%}", f"{r['peak_cache']:.0f}",
@@ -111,7 +124,7 @@ def main() -> None:
         ours = sorted((t for t, (label, _, _) in zip(table, rows) if label.startswith(f"evict {frac:.0%} ")),
                       key=lambda t: -float(t[1].rstrip("%")))
         short.append(ours[0])
-    results.write("decode-compression", {"rows": [dict(label=label, engine=repr(e), **r) for label, e, r in rows]},
+    results.write(name, {"rows": [dict(label=label, engine=repr(e), **r) for label, e, r in rows]},
                   {"decode": {**results.table(header, table), "notes": notes},
                    "readme": {**results.table(header[:-1], [t[:-1] for t in short]), "notes": notes}},
                   args=args, env=env)

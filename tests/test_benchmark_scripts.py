@@ -7,6 +7,7 @@ are the ones the full-size runs take.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -107,6 +108,23 @@ def check_results(tmp_path, names: list[str], script: str) -> list[dict]:
                                      for t in doc["tables"].values()), doc["tables"]
         docs.append(doc)
     return docs
+
+
+def test_testbed_benchmarks_take_another_teacher(tmp_path):
+    """`--teacher` (e.g. the overthinking teacher's export): its problems, its results file."""
+    from jaxcot.testbed.teacher import teacher_path
+
+    folder = tmp_path / "teacher-copy" / "model"
+    shutil.copytree(teacher_path(), folder)
+    run_tiny("decode_compression.py", [*TINY["decode_compression.py"][0], "--teacher", str(folder)],
+             "| decoding (copy testbed teacher, no training)", tmp_path)
+    run_tiny("engine.py", [*TINY["engine.py"][0], "--teacher", str(folder)], "| testbed-copy |", tmp_path)
+    check_results(tmp_path, ["decode-compression-copy"], "decode_compression.py")
+    check_results(tmp_path, ["engine-testbed-copy"], "engine.py")
+    assert not (tmp_path / "results" / "decode-compression.json").exists()
+    (folder / "teacher.json").unlink()
+    with pytest.raises(AssertionError, match="no teacher.json"):
+        run_tiny("engine.py", [*TINY["engine.py"][0], "--teacher", str(folder)], "", tmp_path)
 
 
 def test_generate_benchmark_runs_int8_tiny(tmp_path):

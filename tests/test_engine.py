@@ -150,6 +150,13 @@ def test_a_confident_trial_ends_the_chain_with_its_answer(teacher):
     two = SlotEngine(gen.sampler).run(ids, dataclasses.replace(spec, early_exit=dataclasses.replace(
         spec.early_exit, agree=2)))
     assert np.all((two.trials >= 2) | (two.exit_at == -1))
+    # min_tokens: no trial before that many chain tokens, so every row passes its first boundary.
+    m = int(out.exit_at.max()) + 1
+    late = SlotEngine(gen.sampler).run(ids, dataclasses.replace(spec, early_exit=dataclasses.replace(
+        spec.early_exit, min_tokens=m)))
+    done = late.exit_at >= 0
+    assert done.any() and np.all(late.exit_at[done] >= m - 1) and np.all(late.exit_at[done] > out.exit_at[done])
+    assert all(row[:at] == p[:at] for row, p, at in zip(_rows(late), plain, late.exit_at) if at >= 0)
 
 
 def test_generator_runs_the_engine_and_reports_it(teacher, monkeypatch):

@@ -126,7 +126,30 @@ def test_pieces_rebuild_chain_and_stats(tok, records):
     assert abs(sum(stats["role_share"].values()) - 1) < 1e-9
 
 
+def test_verify_rounds_overthink_after_the_answer():
+    base_cfg = TestbedConfig(max_value=50)
+    cfg = TestbedConfig(max_value=50, verify_rounds=2)
+    recs = list(generate(60, seed=7, cfg=cfg))
+    for rec, base in zip(recs, generate(60, seed=7, cfg=base_cfg)):
+        # the same problem and chain, then the rounds: no draw before them changed
+        assert {k: rec[k] for k in ("question", "answer", "gold", "steps")} == {
+            k: base[k] for k in ("question", "answer", "gold", "steps")}
+        head = base["chain"][:-1]
+        assert rec["chain"].startswith(head) and rec["chain"].endswith("\n")
+        tail = rec["chain"][len(head):-1]
+        rounds = tail.split("\n\n")[1:]
+        assert tail.startswith("\n\n") and len(rounds) == 2
+        eqs = ", then ".join(f"{s['left']} {SYMBOL[s['op']]} {s['right']} = {s['result']}" for s in rec["steps"])
+        for r in rounds:
+            assert r.startswith("Wait,") and eqs in r and re.search(rf"\. [^.]*\b{rec['gold']}\b[^.]*\.$", r)
+        roles = char_roles(rec)
+        assert set(roles[len(head):]) <= {"space", "recheck"}, "a verification round is filler: the answer is known"
+    check_roundtrip(build_testbed_tokenizer(cfg=cfg), [t for r in recs for t in (r["question"], r["chain"])])
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="verify_rounds"):
+        TestbedConfig(verify_rounds=-1)
     with pytest.raises(ValueError, match="ops"):
         TestbedConfig(ops=("add", "div"), op_weights=(1, 1))
     with pytest.raises(ValueError, match="op_weights"):

@@ -8,9 +8,11 @@ Each record is a Trace record (`id`, `question`, `chain`, `answer`, `gold`) plus
 Roles. Essential (needed to reach the answer): `operand`, `operator`, `equals`, `step_result`,
 the tokens of the working equations. Everything else is removable: `restatement` (the question's
 facts and running totals said again), `recheck` (re-stating an equation and calling it right; it
-never catches an error, so it is true filler), `hedge`, `filler` (openers, interjections),
-`connective`, `quantity_word` (the unit after a result), `punct`, and `space` (paragraph breaks;
-any whitespace-only token). Numbers inside restatements and re-checks are copies, not operands.
+never catches an error, so it is true filler; `verify_rounds` adds whole paragraphs of it after the
+final line, the overthinking a reasoning model shows once it has its answer), `hedge`, `filler`
+(openers, interjections), `connective`, `quantity_word` (the unit after a result), `punct`, and
+`space` (paragraph breaks; any whitespace-only token). Numbers inside restatements and re-checks
+are copies, not operands.
 
 Generation is deterministic: record `i` of seed `s` depends only on (s, i, config).
 """
@@ -58,6 +60,7 @@ class TestbedConfig:
     recheck_prob: float = 0.3
     hedge_prob: float = 0.2
     review_prob: float = 0.1
+    verify_rounds: int = 0  # paragraphs re-deriving every step after the final line (overthinking)
     scenarios: tuple[str, ...] = ()  # empty: all of SCENARIOS
 
     def __post_init__(self):
@@ -66,6 +69,7 @@ class TestbedConfig:
             raise ValueError(f"TestbedConfig.ops: {self.ops} (each one of {OPS})")
         if len(self.op_weights) != len(self.ops):
             raise ValueError(f"TestbedConfig.op_weights: {len(self.op_weights)} weights for {len(self.ops)} ops")
+        check_range(self, "verify_rounds", 0)
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"TestbedConfig: need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
         for name in ("start_range", "operand_range", "mul_range"):
@@ -134,6 +138,10 @@ RECHECKS = ("Let me double check: {eq}. Yes, that is right.", "Checking again, {
             "Just to be sure, {eq}. Good.")
 HEDGES = ("Hmm, I think that is correct so far.", "Wait, let me make sure I read that right. Yes, I did.",
           "That seems reasonable.", "Okay, good.")
+# A verification round opens with "Wait", as a reasoning model's reflections do (DEER's trigger).
+VERIFIES = ("Wait, let me verify this once more from the start: {eqs}. So it is {r}.",
+            "Wait, let me double check the whole thing: {eqs}. Yes, {r}.",
+            "Wait, let me go through it all again: {eqs}. That gives {r} again.")
 REVIEWS = ("Let me go over it once more: {eqs}. Everything checks out.", "Quick review: {eqs}. It all adds up.")
 ANSWER = "The answer is {r}."
 
@@ -257,6 +265,10 @@ def make_problem(seed: int, index: int, cfg: TestbedConfig = TestbedConfig()) ->
     if rng.random() < cfg.review_prob:
         eqs = ", then ".join(_equation(s["left"], s["op"], s["right"], s["result"]) for s in steps)
         c.add(rng.choice(REVIEWS).format(eqs=eqs), "recheck")
+    for _ in range(cfg.verify_rounds):  # no draws when 0: records of older configs stay the same
+        c.paragraph()
+        eqs = ", then ".join(_equation(s["left"], s["op"], s["right"], s["result"]) for s in steps)
+        c.add(rng.choice(VERIFIES).format(eqs=eqs, r=result), "recheck")
     # The answer line follows on its own line, so chain + answer is the whole completion, as
     # `jaxcot.text.answers.split_answer` cuts a generated one.
     c.add("\n", "space", space=False)

@@ -25,6 +25,7 @@ from jaxcot.testbed.problems import (
     SYMBOL,
     THINGS,
     TIMES_WORDS,
+    VERIFIES,
     TestbedConfig,
     capitalize,
     generate,
@@ -32,11 +33,13 @@ from jaxcot.testbed.problems import (
 from jaxcot.testbed.roles import token_roles
 
 
-def template_texts() -> list[str]:
+def template_texts(verify: bool = False) -> list[str]:
     """Every template word in every casing and position, so a tokenizer built from these covers
-    any generated text (names, items, numbers' digits, punctuation, '[SKIP]')."""
+    any generated text (names, items, numbers' digits, punctuation, '[SKIP]'); `verify` adds the
+    verification rounds' words (only then, so older tasks keep their vocabularies)."""
     pieces: list[str] = []
     strings: list[str] = list(OPENERS) + list(RECHECKS) + list(HEDGES) + list(REVIEWS) + [ANSWER, FIRST_PREFIX]
+    strings += list(VERIFIES) if verify else []
     strings += list(STEP_PREFIX) + list(FRIENDS) + list(THINGS) + list(TIMES_WORDS.values()) + list(SYMBOL.values())
     strings += [w for lead in EQ_LEADS.values() for w in lead] + [n for n, _ in NAMES]
     strings += [w for p in PRONOUNS.values() for w in p.values()] + ["is", "then", "[SKIP]"]
@@ -59,7 +62,7 @@ def build_testbed_tokenizer(sample: int = 500, seed: int = 0, cfg: TestbedConfig
 
     from jaxcot.data.wordtok import build_word_tokenizer
 
-    texts = template_texts()
+    texts = template_texts(verify=cfg.verify_rounds > 0)
     for rec in generate(sample, seed, cfg):
         texts += [rec["question"], rec["chain"], rec["answer"]]
     tok = build_word_tokenizer(texts, extra_tokens=extra_tokens, attach_space=True)
