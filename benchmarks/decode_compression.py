@@ -39,17 +39,23 @@ from jaxcot.text.prompts import PromptConfig, prompt_ids
 # teacher's step boundary); "agree" asks the last k trials to give the same answer; "from n" holds
 # trials back until n chain tokens (Dynasor-CoT's warm-up): the opener and the restated start
 # take ~20-36 tokens, and their two trials both answer the start value, so agree 2 alone exits there.
+# "cue": the trial takes the place of the blank line's second newline, so the marker follows the
+# chain as the teacher's own answer does (chain, newline, "The answer is"), as DEER's inducer takes
+# the place of its "Wait"; "complete": an answer not ended by "." within 6 tokens is not confident.
 EXITS = [
     ("early exit p>=0.9", dict(threshold=0.9)),
     ("early exit p>=0.9, agree 2", dict(threshold=0.9, agree=2)),
     ("early exit p>=0.9, agree 2, from 32", dict(threshold=0.9, agree=2, min_tokens=32)),
-    ("early exit p>=0.5, agree 3", dict(threshold=0.5, agree=3)),
+    ("early exit cue, p>=0.9, agree 2, from 32", dict(threshold=0.9, agree=2, min_tokens=32, cue=True)),
+    ("early exit cue, p>=0.95, complete", dict(threshold=0.95, cue=True, complete=True)),
 ]
 SCORERS = ("attention", "redundancy", "recency")
 
 
 def rows_to_run(chain: float, budgets: list[float], window: int) -> list[tuple[str, EngineConfig]]:
-    """(label, engine) of every row after the plain one; eviction budgets as fractions of `chain`."""
+    """(label, engine) of every row after the plain one; eviction budgets as fractions of `chain`.
+    Both teachers' tokenizers write a blank line inside a chain as two newline tokens, so a cue
+    trial keeps the first and its marker follows it as the chain's own answer does."""
     out = []
     for label, kw in EXITS:
         out.append((label, EngineConfig(continuous=True, early_exit=EarlyExitConfig(enabled=True, boundary=["\n\n"],
@@ -106,7 +112,7 @@ def main() -> None:
         r = measure(model, tok, prompts, golds, engine, args.new, args.slots)
         rows.append((label, engine, r))
         print(f"{label}: {r}", flush=True)
-    who = "testbed teacher" if args.teacher is None else f"{results.teacher_label(args.teacher)[8:]} testbed teacher"
+    who = "testbed teacher" if args.teacher is None else results.teacher_label(args.teacher)
     header = [f"decoding ({who}, no training)", "accuracy", "chain tokens", "vs plain", "peak KV / row",
               "early exits", "decode s"]
     table = [[label, f"{r['accuracy']:.1%}", f"{r['chain_tokens']:.1f}",

@@ -117,7 +117,7 @@ def test_testbed_benchmarks_take_another_teacher(tmp_path):
     folder = tmp_path / "teacher-copy" / "model"
     shutil.copytree(teacher_path(), folder)
     run_tiny("decode_compression.py", [*TINY["decode_compression.py"][0], "--teacher", str(folder)],
-             "| decoding (copy testbed teacher, no training)", tmp_path)
+             "| decoding (testbed-copy, no training)", tmp_path)
     run_tiny("engine.py", [*TINY["engine.py"][0], "--teacher", str(folder)], "| testbed-copy |", tmp_path)
     check_results(tmp_path, ["decode-compression-copy"], "decode_compression.py")
     check_results(tmp_path, ["engine-testbed-copy"], "engine.py")

@@ -159,6 +159,46 @@ def test_a_confident_trial_ends_the_chain_with_its_answer(teacher):
     assert all(row[:at] == p[:at] for row, p, at in zip(_rows(late), plain, late.exit_at) if at >= 0)
 
 
+def test_a_cue_trial_takes_the_place_of_the_boundary_token(teacher):
+    """`cue`: the trial replaces the token that completes the boundary (DEER's inducer in place of
+    its "Wait"); rejected, that token is fed and the chain goes on as if no trial had run."""
+    gen, tok, ids = teacher
+    plain_out = SlotEngine(gen.sampler).run(ids, EngineSpec(_decode(gen, 200), slots=4))
+    plain = _rows(plain_out)
+    spec = _early(gen, tok, threshold=0.0, cue=True)
+    out = SlotEngine(gen.sampler).run(ids, spec)
+    marker = list(spec.early_exit.marker)
+    newline = tok.encode("\n", add_special_tokens=False)
+    for i, row in enumerate(_rows(out)):
+        at = int(out.exit_at[i])
+        assert out.reason[i] == EARLY and out.trials[i] == 1
+        assert row[:at] == plain[i][:at] and row[at - 1:at] == newline  # the blank line's first newline
+        assert plain[i][at:at + 1] == newline and row[at:at + len(marker)] == marker  # its second, replaced
+    after = SlotEngine(gen.sampler).run(ids, _early(gen, tok, threshold=0.0))
+    assert np.all(out.exit_at == after.exit_at - 1)  # one token sooner than a trial after the boundary
+    never = SlotEngine(gen.sampler).run(ids, _early(gen, tok, criterion="entropy", threshold=0.0, cue=True))
+    assert np.all(never.trials >= 2) and np.all(never.exit_at == -1) and _rows(never) == plain
+    np.testing.assert_allclose(never.logprobs, plain_out.logprobs, atol=1e-5)
+
+
+def test_complete_commits_only_answers_that_ended(teacher):
+    """`complete`: at threshold 0 every trial would commit; with it, only those whose answer reached
+    its end. The teacher's first trials answer one number token and '.': two answer tokens end them
+    all, one cuts them all."""
+    gen, tok, ids = teacher
+    runs = {}
+    for width in (1, 2):
+        spec = _early(gen, tok, threshold=0.0, answer_tokens=width)
+        strict = dataclasses.replace(spec, early_exit=dataclasses.replace(spec.early_exit, complete=True))
+        runs[width] = [SlotEngine(gen.sampler).run(ids, s) for s in (spec, strict)]
+    ends = set(spec.early_exit.answer_end)
+    loose, strict = runs[2]
+    assert np.all(strict.exit_at == loose.exit_at) and all(row[-1] in ends for row in _rows(strict))
+    loose, strict = runs[1]
+    assert np.all(loose.exit_at >= 0) and not any(row[-1] in ends for row in _rows(loose))
+    assert np.all(strict.exit_at == -1) and np.all(strict.trials >= 2)
+
+
 def test_generator_runs_the_engine_and_reports_it(teacher, monkeypatch):
     gen, tok, ids = teacher
     engine = EngineConfig(continuous=True, slots=4, eviction=EvictionConfig(budget=64, window=16))

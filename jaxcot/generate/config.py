@@ -43,7 +43,11 @@ class EarlyExitConfig:
     answer when the trial is confident: `criterion` 'probability' (mean probability of the answer
     tokens >= threshold) or 'entropy' (their mean entropy in nats <= threshold), and the last
     `agree` trials gave the same answer (Dynasor-CoT's consistency; 1 = this trial alone). No trial
-    before `min_tokens` chain tokens."""
+    before `min_tokens` chain tokens. `cue`: the trial takes the place of the token that completes
+    the boundary, as DEER's answer inducer takes the place of its "Wait" (the marker then follows
+    the chain where that token would have; a rejected trial feeds it and goes on). `complete`: a
+    trial whose answer has not ended (an `answer_end` or EOS) within `answer_tokens` is never
+    confident, as DEER's answer must close its box."""
 
     enabled: bool = False
     boundary: list[str] = dataclasses.field(default_factory=lambda: ["\n\n"])
@@ -54,6 +58,8 @@ class EarlyExitConfig:
     criterion: str = "probability"
     agree: int = 1
     min_tokens: int = 0
+    cue: bool = False
+    complete: bool = False
 
     def __post_init__(self):
         check_choice(self, "criterion", CRITERIA)

@@ -19,9 +19,11 @@ every slot, and most chains never need the room of the longest.
 Early exit (DEER, arXiv 2504.15895). When the token just fed ends a step (a `boundary` pattern,
 e.g. a blank line), the row records its next chain token as usual, then tries the answer: it
 feeds the answer marker, then greedy answer tokens until an end token or X, in the free chain
-slots. A confident trial (mean probability of the answer tokens at least `threshold`, or mean
-entropy at most it) ends the row with the chain so far plus marker and answer (reason 'early');
-otherwise the trial's slots are freed and the chain resumes from the token recorded before it,
+slots. With `cue`, the trial begins when the token just chosen ends a step, and takes its place
+(DEER's answer inducer replaces its "Wait"); that token is the one recorded. A confident trial
+(mean probability of the answer tokens at least `threshold`, or mean entropy at most it; with
+`complete`, only an answer that ended) ends the row with the chain so far plus marker and answer
+(reason 'early'); otherwise the trial's slots are freed and the chain resumes from the token recorded before it,
 exactly as if no trial had run.
 
 KV eviction (H2O / R-KV / StreamingLLM, by `EVICTION_SCORERS`). A row keeps at most `budget`
@@ -80,7 +82,10 @@ class EarlyExitSpec:
     sooner (kept in the output, not in the confidence); threshold and criterion ('probability':
     mean probability of the answer tokens >= threshold; 'entropy': their mean entropy, nats, <=
     threshold) with `agree` (the last `agree` trials of the row gave the same answer: Dynasor-CoT's
-    consistency); min_tokens: no trial before this many chain tokens."""
+    consistency); min_tokens: no trial before this many chain tokens; cue: the trial replaces the
+    token that completes the boundary (fed only if the trial is rejected) rather than following the
+    chain token after it; complete: only an answer that reached an answer end (or EOS) within
+    `answer_tokens` can be confident."""
 
     boundary: StopPatterns
     marker: tuple[int, ...]
@@ -90,6 +95,8 @@ class EarlyExitSpec:
     criterion: str = "probability"
     agree: int = 1
     min_tokens: int = 0
+    cue: bool = False
+    complete: bool = False
 
     def __post_init__(self):
         if self.agree < 1:
@@ -289,6 +296,8 @@ def _trial_step(s: EngineState, logits: Array, rows: Array, spec: EngineSpec) ->
     else:
         confident = jnp.sum(jnp.where(scored, trial_ent, 0.0), axis=1) / count <= ee.threshold
     confident = confident & (streak >= ee.agree)
+    if ee.complete:  # an answer still going at X tokens is no answer
+        confident = confident & ends_answer
     commit, back = decide & confident, decide & ~confident
     # A committed trial replaces the pending chain token: columns lengths - 1 .. lengths - 1 + j.
     start = s.lengths - 1
@@ -476,15 +485,16 @@ def _step(model: Decoder, s: EngineState, spec: EngineSpec, prompt_slots: int) -
     logits = out.logits[:, 0]
     in_trial = moving & s.trial
     chain = moving & ~s.trial
-    start = None
-    if spec.early_exit is not None:
-        ee = spec.early_exit
-        start = chain & s.armed & (s.lengths + ee.width - 1 <= spec.decode.max_new_tokens) & (
-            s.lengths >= ee.min_tokens)
+    ee = spec.early_exit
+    if ee is not None:  # rows whose trial would begin now, had they room: at lengths - 1 .. + X - 1
+        might = chain & (s.lengths + ee.width - 1 <= spec.decode.max_new_tokens) & (s.lengths >= ee.min_tokens)
+        start = might & s.armed  # the token just fed ended a step; the one chosen now waits
     s = _choose(s, logits, chain, spec)
+    if ee is not None and ee.cue:  # the token just chosen ends a step: the trial takes its place
+        start = might & s.armed
     if spec.eviction is not None:
         s = _evict(s, out.attention, slot, chain, spec, prompt_slots)
-    if spec.early_exit is not None:
+    if ee is not None:
         s = _trial_step(s, logits, in_trial, spec)
         s = _begin_trial(s, logits, start & s.busy, spec)
     return _harvest(s)
@@ -649,7 +659,8 @@ def engine_spec(cfg, decode: DecodeSpec, tokenizer, slot_multiple: int = 1) -> E
             boundary=stop_patterns(tokenizer, ee.boundary),
             marker=tuple(tokenizer.encode(ee.marker, add_special_tokens=False)),
             answer_tokens=ee.answer_tokens, answer_end=ends + tuple(decode.eos_ids), threshold=float(ee.threshold),
-            criterion=ee.criterion, agree=ee.agree, min_tokens=ee.min_tokens)
+            criterion=ee.criterion, agree=ee.agree, min_tokens=ee.min_tokens, cue=ee.cue,
+            complete=ee.complete)
     ev = cfg.eviction
     eviction = EvictionSpec(ev.budget, ev.window, ev.scorer) if ev.budget else None
     slots = -(-cfg.slots // slot_multiple) * slot_multiple
