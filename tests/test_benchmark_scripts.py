@@ -118,10 +118,14 @@ def test_testbed_benchmarks_take_another_teacher(tmp_path):
     shutil.copytree(teacher_path(), folder)
     run_tiny("decode_compression.py", [*TINY["decode_compression.py"][0], "--teacher", str(folder)],
              "| decoding (testbed-copy, no training)", tmp_path)
-    run_tiny("engine.py", [*TINY["engine.py"][0], "--teacher", str(folder)], "| testbed-copy |", tmp_path)
+    out = run_tiny("engine.py", [*TINY["engine.py"][0], "--teacher", str(folder), "--mix", "0.5:1-2", "0.5:3-4"],
+                   "| testbed-copy |", tmp_path)
+    assert "8 problems (4 of 1-2 steps, 4 of 3-4 steps)" in out
     check_results(tmp_path, ["decode-compression-copy"], "decode_compression.py")
     check_results(tmp_path, ["engine-testbed-copy"], "engine.py")
     assert not (tmp_path / "results" / "decode-compression.json").exists()
+    with pytest.raises(AssertionError, match="shares sum to 0.8"):
+        run_tiny("engine.py", [*TINY["engine.py"][0], "--mix", "0.5:1-2", "0.3:3-4"], "", tmp_path)
     (folder / "teacher.json").unlink()
     with pytest.raises(AssertionError, match="no teacher.json"):
         run_tiny("engine.py", [*TINY["engine.py"][0], "--teacher", str(folder)], "", tmp_path)

@@ -255,22 +255,28 @@ def test_a_pretrained_model_is_taught_the_testbed_with_its_own_tokenizer(tmp_pat
     assert 0 < sum(labels) < len(labels)  # the working equations' tokens, found in BPE pieces
 
 
-def test_overthinking_teacher_config_runs_tiny(tmp_path):
-    """configs/teacher-overthinking.yaml, shrunk: its task (two verification rounds) is what the
-    exported teacher learned, and its word tokenizer covers the rounds' words."""
+@pytest.mark.parametrize("name", ["teacher-overthinking", "teacher-mixed"])
+def test_issue_teacher_configs_run_tiny(name, tmp_path):
+    """configs/teacher-overthinking.yaml and teacher-mixed.yaml, shrunk: the task each config sets
+    (two verification rounds; 1 to 8 steps) is what the exported teacher learned, and its word
+    tokenizer covers that task's text."""
     import os
 
     from jaxcot.cli import main
     from jaxcot.models import load_tokenizer
     from jaxcot.testbed.teacher import learned_task
 
-    config = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "teacher-overthinking.yaml")
+    config = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", f"{name}.yaml")
     out = tmp_path / "t"
     assert main(["testbed", "teacher", "--config", config, f"out_dir={out}", "n_train=16", "n_eval=2", "steps=2",
                  "epochs=1", "batch_size=2", "eval_every=2", "eval_batch_size=2", "max_new_tokens=4",
                  "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1"]) == 0
     task = learned_task(str(out / "model"))
-    assert task.verify_rounds == 2 and task.max_value == 50
-    rec = make_problem(0, 1, task)
-    check_roundtrip(load_tokenizer(str(out / "model")), [rec["chain"]])
-    assert rec["chain"].count("\n\nWait,") == 2
+    assert task.max_value == 50
+    if name == "teacher-overthinking":
+        assert task.verify_rounds == 2 and (task.min_steps, task.max_steps) == (2, 3)
+    else:
+        assert task.verify_rounds == 0 and (task.min_steps, task.max_steps) == (1, 8)
+    recs = list(generate(20, seed=0, cfg=task))
+    check_roundtrip(load_tokenizer(str(out / "model")), [t for r in recs for t in (r["question"], r["chain"])])
+    assert all(r["chain"].count("\n\nWait,") == task.verify_rounds for r in recs)
