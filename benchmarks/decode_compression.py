@@ -54,8 +54,9 @@ SCORERS = ("attention", "redundancy", "recency")
 
 def rows_to_run(chain: float, budgets: list[float], window: int) -> list[tuple[str, EngineConfig]]:
     """(label, engine) of every row after the plain one; eviction budgets as fractions of `chain`.
-    Both teachers' tokenizers write a blank line inside a chain as two newline tokens, so a cue
-    trial keeps the first and its marker follows it as the chain's own answer does."""
+    The testbed's word tokenizer and SmolLM2's BPE both write a blank line inside a chain as two
+    newline tokens, so a cue trial keeps the first and its marker follows it as the chain's own
+    answer does."""
     out = []
     for label, kw in EXITS:
         out.append((label, EngineConfig(continuous=True, early_exit=EarlyExitConfig(enabled=True, boundary=["\n\n"],
